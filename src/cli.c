@@ -1,0 +1,31 @@
+// cli.c: see cli.h.
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) cli_usage_error(argv[0], "option %s needs a value", argv[*i]);
+    *i += 1;
+    return argv[*i];
+}
+
+long cli_long(const char *opt, const char *value, long lo, long hi) {
+    long v;
+    if (!parse_long(value, lo, hi, &v))
+        die(EXIT_BAD_INPUT, "option %s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi,
+            value);
+    return v;
+}
+
+void cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fprintf(stderr, "qlora: error: %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (see 'qlora %s --help')\n", cmd);
+    exit(EXIT_BAD_INPUT);
+}

@@ -1,0 +1,89 @@
+// json.c: see json.h.
+#include "json.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+#include "ds.h"
+
+static bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, Error *err) {
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    if (!root) {
+        // cJSON leaves `end` at (or just after) the first byte it could not accept
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        char near[24];
+        size_t k = 0;
+        for (size_t i = off; i < len && k < sizeof near - 1 && k < 16; i++)
+            near[k++] = (text[i] >= 32 && text[i] < 127) ? text[i] : '?';
+        near[k] = '\0';
+        if (off >= len)
+            error_set(err, "%s: invalid JSON: unexpected end of text at byte %zu", what, base + off);
+        else
+            error_set(err, "%s: invalid JSON at byte %zu near '%s'", what, base + off, near);
+        return NULL;
+    }
+    size_t off = (size_t)(end - text);
+    while (off < len && is_json_space(text[off])) off++;
+    if (off < len && text[off] != '\0') {
+        cJSON_Delete(root);
+        error_set(err, "%s: invalid JSON: unexpected data after the value at byte %zu", what,
+                  base + off);
+        return NULL;
+    }
+    return root;
+}
+
+cJSON *json_parse_file(const char *path, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return NULL;
+    if (memchr(text, '\0', len)) {
+        size_t off = (size_t)((char *)memchr(text, '\0', len) - text);
+        free(text);
+        error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", path, off);
+        return NULL;
+    }
+    cJSON *root = json_parse(text, len, 0, path, err);
+    free(text);
+    return root;
+}
+
+bool json_as_u64(const cJSON *item, uint64_t *out) {
+    if (!cJSON_IsNumber(item)) return false;
+    double v = item->valuedouble;
+    if (!(v >= 0.0) || v > 9007199254740992.0 || v != (double)(uint64_t)v) return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+void sb_appendf(char **sb, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    CHECK(n >= 0);
+    size_t old = arrlenu(*sb);
+    arrsetlen(*sb, old + (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(*sb + old, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    arrsetlen(*sb, old + (size_t)n);  // drop the NUL; capacity keeps room for one
+}
+
+void json_append_string(char **sb, const char *s) {
+    arrput(*sb, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            arrput(*sb, '\\');
+            arrput(*sb, (char)*p);
+        } else if (*p < 0x20) {
+            sb_appendf(sb, "\\u%04x", *p);
+        } else {
+            arrput(*sb, (char)*p);
+        }
+    }
+    arrput(*sb, '"');
+}

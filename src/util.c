@@ -1,0 +1,294 @@
+// util.c: see util.h.
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STB_DS_IMPLEMENTATION
+#include "ds.h"
+
+static bool error_vset(Error *err, int status, const char *fmt, va_list ap) {
+    if (err) {
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        err->status = status;
+    }
+    return false;
+}
+
+bool error_set(Error *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, EXIT_BAD_INPUT, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+bool error_runtime(Error *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    error_vset(err, EXIT_RUNTIME, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+void die(int status, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fputs("qlora: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(status);
+}
+
+void die_error(const Error *err) {
+    die(err->status ? err->status : EXIT_RUNTIME, "%s", err->msg);
+}
+
+void check_failed(const char *file, int line, const char *expr) {
+    fflush(stdout);
+    fprintf(stderr, "qlora: internal error: %s:%d: CHECK(%s) failed (this is a bug in qlora)\n",
+            file, line, expr);
+    abort();
+}
+
+static void out_of_memory(size_t bytes) {
+    char buf[32];
+    die(EXIT_RUNTIME, "out of memory allocating %s", fmt_bytes((double)bytes, buf, sizeof buf));
+}
+
+void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) out_of_memory(bytes);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) out_of_memory(n * size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t bytes) {
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) out_of_memory(bytes);
+    return q;
+}
+
+void *xmalloc_aligned(size_t bytes) {
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) out_of_memory(bytes);
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+bool file_map(MappedFile *f, const char *path, Error *err) {
+    f->data = NULL;
+    f->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return error_runtime(err, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return error_set(err, "%s: expected a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return error_runtime(err, "%s: cannot mmap %lld bytes: %s", path,
+                                 (long long)st.st_size, strerror(errno));
+        }
+        f->data = p;
+        f->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return true;
+}
+
+void file_unmap(MappedFile *f) {
+    if (f->data && f->size) munmap((void *)f->data, f->size);
+    f->data = NULL;
+    f->size = 0;
+}
+
+bool file_read_all(const char *path, char **out, size_t *size, Error *err) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) buf = xrealloc(buf, cap *= 2);
+        size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        n += got;
+        if (got == 0) break;
+    }
+    bool bad = ferror(fp);
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        return error_runtime(err, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (size) *size = n;
+    return true;
+}
+
+bool atomic_open(AtomicFile *af, const char *path, Error *err) {
+    af->path = xstrdup(path);
+    size_t cap = strlen(path) + 32;
+    af->tmp_path = xmalloc(cap);
+    snprintf(af->tmp_path, cap, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp) {
+        bool r = error_runtime(err, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+        free(af->path);
+        free(af->tmp_path);
+        af->path = af->tmp_path = NULL;
+        return r;
+    }
+    return true;
+}
+
+bool atomic_write(AtomicFile *af, const void *data, size_t bytes, Error *err) {
+    if (bytes && fwrite(data, 1, bytes, af->fp) != bytes)
+        return error_runtime(err, "%s: write failed: %s", af->tmp_path, strerror(errno));
+    return true;
+}
+
+static void fsync_parent_dir(const char *path) {
+    char *copy = xstrdup(path);
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);  // best effort: some file systems refuse fsync on a directory
+        close(fd);
+    }
+    free(copy);
+}
+
+bool atomic_commit(AtomicFile *af, Error *err) {
+    bool ok = true;
+    if (fflush(af->fp) != 0 || fsync(fileno(af->fp)) != 0)
+        ok = error_runtime(err, "%s: write failed: %s", af->tmp_path, strerror(errno));
+    if (fclose(af->fp) != 0 && ok)
+        ok = error_runtime(err, "%s: close failed: %s", af->tmp_path, strerror(errno));
+    af->fp = NULL;
+    if (ok && rename(af->tmp_path, af->path) != 0)
+        ok = error_runtime(err, "%s: cannot rename to %s: %s", af->tmp_path, af->path,
+                           strerror(errno));
+    if (ok)
+        fsync_parent_dir(af->path);
+    else
+        unlink(af->tmp_path);
+    free(af->path);
+    free(af->tmp_path);
+    af->path = af->tmp_path = NULL;
+    return ok;
+}
+
+void atomic_abort(AtomicFile *af) {
+    if (af->fp) fclose(af->fp);
+    if (af->tmp_path) unlink(af->tmp_path);
+    free(af->path);
+    free(af->tmp_path);
+    af->fp = NULL;
+    af->path = af->tmp_path = NULL;
+}
+
+double time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+size_t peak_rss_bytes(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (size_t)ru.ru_maxrss * 1024;  // Linux reports KiB
+}
+
+void rng_seed(Rng *r, uint64_t seed) {
+    // splitmix64 of the seed, so that seeds 0, 1, 2 ... give unrelated streams
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    r->s = z ? z : 0x2545F4914F6CDD1Dull;  // xorshift state must be non-zero
+}
+
+uint64_t rng_u64(Rng *r) {
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+float rng_uniform(Rng *r) {
+    return (float)(rng_u64(r) >> 40) * (1.0f / 16777216.0f);  // 24 random bits
+}
+
+float rng_normal(Rng *r) {
+    double u1 = ((double)(rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
+    double u2 = (double)(rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+bool parse_long(const char *s, long lo, long hi, long *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end != '\0' || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+bool parse_double(const char *s, double *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end != '\0' || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+const char *fmt_bytes(double bytes, char *buf, size_t cap) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024.0 && u < 4) {
+        bytes /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%.0f B", bytes);
+    else
+        snprintf(buf, cap, "%.2f %s", bytes, units[u]);
+    return buf;
+}

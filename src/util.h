@@ -1,0 +1,97 @@
+// util.h: errors, checked allocation, files, timing and a seeded RNG.
+//
+// Errors come in two tiers (see STYLE.md section 4):
+//   - bad input (files, config, argv): library code fills an Error and returns false;
+//     only main.c turns it into a message on stderr and an exit status;
+//   - broken invariants (our bugs): CHECK() prints file:line and aborts.
+// Error.status is the exit status main.c uses: 2 for bad input or usage (the default
+// of error_set), 1 for run-time failures (error_runtime: out of memory, I/O errors).
+// Not here: anything numeric (quant.c, ops.c) or format-specific (safetensors.c).
+#ifndef QLORA_UTIL_H
+#define QLORA_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define EXIT_BAD_INPUT 2
+#define EXIT_RUNTIME 1
+
+typedef struct {
+    char msg[1024];
+    int status;  // exit status for main.c: EXIT_BAD_INPUT or EXIT_RUNTIME; 0 = no error
+} Error;
+
+// Fill err with a printf-style message and status EXIT_BAD_INPUT. Always returns false
+// so that callers can write `return error_set(err, ...)`. A later call overwrites.
+bool error_set(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Same with status EXIT_RUNTIME (I/O failure, out of memory).
+bool error_runtime(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Print "qlora: error: MSG" to stderr and exit(status). Only main.c and tools call these.
+void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+void die_error(const Error *err) __attribute__((noreturn));
+
+// Invariant check, always on (never compiled out): a failure is a bug in qlora.
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) check_failed(__FILE__, __LINE__, #cond);                         \
+    } while (0)
+void check_failed(const char *file, int line, const char *expr) __attribute__((noreturn));
+
+// Checked allocation: on failure print a one-line message and exit(EXIT_RUNTIME).
+// xmalloc_aligned returns 64-byte aligned memory, freed with free().
+void *xmalloc(size_t bytes);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t bytes);
+void *xmalloc_aligned(size_t bytes);
+char *xstrdup(const char *s);
+
+// A read-only view of a whole file, mmap'ed (or an empty view for a 0-byte file).
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+} MappedFile;
+bool file_map(MappedFile *f, const char *path, Error *err);
+void file_unmap(MappedFile *f);
+
+// Read a whole file into a NUL-terminated malloc'ed buffer (*size excludes the NUL).
+bool file_read_all(const char *path, char **out, size_t *size, Error *err);
+
+// Crash-safe output: write to "PATH.tmp.<pid>", fsync, rename over PATH, fsync the folder.
+// A reader never sees a half-written PATH; an earlier PATH survives any failure.
+typedef struct {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+} AtomicFile;
+bool atomic_open(AtomicFile *af, const char *path, Error *err);
+bool atomic_write(AtomicFile *af, const void *data, size_t bytes, Error *err);
+bool atomic_commit(AtomicFile *af, Error *err);  // closes; the file appears at path
+void atomic_abort(AtomicFile *af);               // closes and removes the temporary
+
+// Monotonic wall clock in seconds.
+double time_now(void);
+
+// Peak resident set size of this process in bytes (from getrusage), 0 if unknown.
+size_t peak_rss_bytes(void);
+
+// Deterministic RNG (xorshift64*), seeded explicitly; state is one uint64 so it can be
+// checkpointed. Never seeded from the clock.
+typedef struct {
+    uint64_t s;
+} Rng;
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_u64(Rng *r);
+float rng_uniform(Rng *r);  // [0, 1)
+float rng_normal(Rng *r);   // N(0, 1), Box-Muller
+
+// Parse a whole string as a number; false on junk, overflow or out of [lo, hi].
+bool parse_long(const char *s, long lo, long hi, long *out);
+bool parse_double(const char *s, double *out);
+
+// Human-friendly byte count ("1.50 MiB") into buf; returns buf.
+const char *fmt_bytes(double bytes, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,57 @@
+#!/bin/sh
+# test_cli.sh: the real binary on bad input: every malformed file of tests/bad/ and every
+# usage error exits 2 with exactly one line on stderr, naming the file or option; a NaN
+# weight is refused by name. Run by tests/run.sh with QLORA set to the binary under test.
+set -u
+Q="${QLORA:-./qlora}"
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect STATUS PHRASE CMD...: run CMD, check its exit status, that stderr is one line,
+# and that it contains PHRASE.
+expect() {
+    want=$1 phrase=$2
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    lines=$(wc -l <"$tmp/err")
+    if [ "$rc" = "$want" ] && [ "$lines" -eq 1 ] && grep -qF -- "$phrase" "$tmp/err"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $* -> status $rc (want $want), $lines stderr lines, want '$phrase':"
+        head -n 3 "$tmp/err"
+    fi
+}
+
+while IFS="$(printf '\t')" read -r file phrase; do
+    expect 2 "$phrase" "$Q" dequantize "tests/bad/$file" "$tmp/o.safetensors"
+    expect 2 "tests/bad/$file" "$Q" quantize "tests/bad/$file" "$tmp/o.safetensors"
+done <tests/bad/safetensors.list
+
+expect 2 "tensor 'w': element 1 is NaN" "$Q" quantize tests/bad/nan.safetensors "$tmp/o.safetensors"
+[ ! -e "$tmp/o.safetensors" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: output left behind"; }
+expect 2 "unknown command 'frobnicate'" "$Q" frobnicate
+expect 2 "unknown option '--bogus'" "$Q" quantize --bogus a b
+expect 2 "--blocksize must be a power of two" "$Q" quantize --blocksize 48 tests/data/small.safetensors "$tmp/x"
+expect 2 "--type must be nf4 or fp4" "$Q" quantize --type int3 tests/data/small.safetensors "$tmp/x"
+expect 2 "option --blocksize needs a value" "$Q" quantize tests/data/small.safetensors "$tmp/x" --blocksize
+expect 2 "expected IN.safetensors and OUT.safetensors" "$Q" quantize tests/data/small.safetensors
+expect 2 "cannot open" "$Q" quantize tests/data/missing.safetensors "$tmp/x"
+expect 1 "cannot create" "$Q" quantize tests/data/small.safetensors /nonexistent-dir/x.safetensors
+
+# a successful run says what it wrote and exits 0
+if "$Q" quantize tests/data/small.safetensors "$tmp/q.safetensors" >"$tmp/out" 2>&1 &&
+    grep -q "^layer.weight *390 *1560 *210 *4.308" "$tmp/out" &&
+    "$Q" dequantize "$tmp/q.safetensors" "$tmp/d.safetensors" >/dev/null 2>&1; then
+    pass=$((pass + 1))
+else
+    fail=$((fail + 1))
+    echo "FAIL: quantize/dequantize happy path"
+    cat "$tmp/out"
+fi
+"$Q" --help | grep -q "quantize" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --help"; }
+echo "test_cli.sh: $pass passed, $fail failed"
+[ "$fail" = 0 ]
