@@ -10,6 +10,10 @@
 
 int cmd_quantize(int argc, char **argv);
 int cmd_dequantize(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 // For option argv[*i] that takes a value: return argv[*i + 1] and advance *i, or die with
 // a usage error naming the option.

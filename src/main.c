@@ -12,6 +12,10 @@ typedef struct {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"eval", cmd_eval, "mean next-token loss and perplexity of a text"},
+    {"generate", cmd_generate, "stream a continuation of a prompt (KV cache, sampling)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"init", cmd_init, "write a randomly initialised GPT-2 model folder"},
     {"quantize", cmd_quantize, "quantize every floating tensor of a safetensors file (NF4/FP4)"},
     {"dequantize", cmd_dequantize, "turn a quantized safetensors file back into F32 tensors"},
 };

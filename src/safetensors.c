@@ -3,6 +3,7 @@
 #include "safetensors.h"
 
 #include <math.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,6 +254,13 @@ const char *st_meta(const SafeTensors *st, const char *key) {
     return NULL;
 }
 
+void st_release(const SafeTensors *st, const StTensor *t) {
+    const uintptr_t page = 4096, lo = (uintptr_t)t->data, hi = lo + (t->end - t->begin);
+    const uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1);
+    (void)st;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);  // advice only: failure is harmless
+}
+
 float st_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF, bits;
     if (exp == 0x1F) {
@@ -338,6 +346,10 @@ static int cmp_entries(const void *a, const void *b) {
 }
 
 bool st_writer_write(StWriter *w, const char *path, Error *err) {
+    return st_writer_write_fill(w, path, NULL, NULL, err);
+}
+
+bool st_writer_write_fill(StWriter *w, const char *path, StFill fill, void *ctx, Error *err) {
     const size_t n = arrlenu(w->entries);
     qsort(w->entries, n, sizeof(StEntry), cmp_entries);
     for (size_t i = 1; i < n; i++)
@@ -379,8 +391,18 @@ bool st_writer_write(StWriter *w, const char *path, Error *err) {
     bool ok = atomic_open(&af, path, err);
     if (ok) {
         ok = atomic_write(&af, len_le, 8, err) && atomic_write(&af, hdr, arrlenu(hdr), err);
-        for (size_t i = 0; ok && i < n; i++)
-            ok = atomic_write(&af, w->entries[i].data, w->entries[i].bytes, err);
+        for (size_t i = 0; ok && i < n; i++) {
+            const StEntry *e = &w->entries[i];
+            if (e->data || e->bytes == 0) {
+                ok = atomic_write(&af, e->data, e->bytes, err);
+            } else {
+                CHECK(fill != NULL);
+                void *buf = xmalloc_aligned(e->bytes);
+                fill(ctx, e, buf);
+                ok = atomic_write(&af, buf, e->bytes, err);
+                free(buf);
+            }
+        }
         if (ok) ok = atomic_commit(&af, err);
         else atomic_abort(&af);
     }

@@ -70,6 +70,11 @@ const char *st_meta(const SafeTensors *st, const char *key);
 // Overwrites out. Other dtypes give an error naming the tensor.
 bool st_read_f32(const SafeTensors *st, const StTensor *t, float *out, Error *err);
 
+// Tell the kernel the pages holding t's data are no longer needed, so a large checkpoint
+// read tensor by tensor does not stay resident (the mapping remains valid; touching the
+// data again re-reads it from the file).
+void st_release(const SafeTensors *st, const StTensor *t);
+
 // IEEE half and bfloat16 to f32 (exact; subnormals, Inf and NaN kept).
 float st_f16_to_f32(uint16_t h);
 float st_bf16_to_f32(uint16_t b);
@@ -102,6 +107,11 @@ void st_writer_add_owned(StWriter *w, const char *name, StDtype dtype, int ndim,
 void st_writer_meta(StWriter *w, const char *key, const char *value);
 // Write the file; false (err filled) on duplicate names or I/O failure.
 bool st_writer_write(StWriter *w, const char *path, Error *err);
+// Same, but entries added with data == NULL are produced on demand, one at a time, by
+// fill(ctx, entry, buf) into a temporary buffer of entry->bytes (so a file larger than
+// memory can be written).
+typedef void (*StFill)(void *ctx, const StEntry *entry, void *buf);
+bool st_writer_write_fill(StWriter *w, const char *path, StFill fill, void *ctx, Error *err);
 void st_writer_free(StWriter *w);
 
 #endif

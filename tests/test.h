@@ -6,11 +6,15 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int test_passed, test_failed;
 
+static int test_verbose = -1;
 static void test_report(int ok, const char *what, const char *file, int line) {
+    if (test_verbose < 0) test_verbose = getenv("TEST_VERBOSE") != NULL;
+    if (ok && test_verbose) printf("ok   %s\n", what);
     if (ok) test_passed++;
     else test_failed++;
     if (!ok) printf("FAIL %s (%s:%d)\n", what, file, line);

@@ -1,0 +1,68 @@
+// gemm.c: see gemm.h. The only file that includes cblas.h.
+#include "gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+
+void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
+                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
+                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+// The references accumulate in double so that they are a stricter standard than BLAS.
+static void ref_generic(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                        float alpha, float beta, size_t lda, size_t ldb, size_t ldc, int ta,
+                        int tb) {
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double s = 0;
+            for (size_t k = 0; k < K; k++) {
+                float a = ta ? A[k * lda + i] : A[i * lda + k];
+                float b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * b;
+            }
+            float prev = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];  // beta 0 ignores NaN in C
+            C[i * ldc + j] = (float)(alpha * s + prev);
+        }
+}
+
+void matmul_nt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    ref_generic(C, A, B, M, N, K, alpha, beta, lda, ldb, ldc, 0, 1);
+}
+void matmul_nn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    ref_generic(C, A, B, M, N, K, alpha, beta, lda, ldb, ldc, 0, 0);
+}
+void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    ref_generic(C, A, B, M, N, K, alpha, beta, lda, ldb, ldc, 1, 0);
+}
+
+void threads_set(int n) {
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+const char *blas_describe(char *buf, size_t cap) {
+    snprintf(buf, cap, "%s; %d threads", openblas_get_config(), omp_get_max_threads());
+    return buf;
+}

@@ -1,0 +1,35 @@
+// gemm.h: row-major single-precision matrix products, the only place that calls BLAS.
+//
+// Transpose convention, written once: the suffix names how A and B are used.
+//   matmul_nt: C[M,N] = alpha * A[M,K] . B[N,K]^T + beta * C   (y = x W^T, W stored [out,in])
+//   matmul_nn: C[M,N] = alpha * A[M,K] . B[K,N]   + beta * C   (dx = dy W)
+//   matmul_tn: C[M,N] = alpha * A[K,M]^T . B[K,N] + beta * C   (dW = dy^T x)
+// lda/ldb/ldc are row strides in floats (>= the row length), so sub-matrices such as one
+// head's columns of a fused QKV buffer are used in place. beta = 0 overwrites C, beta = 1
+// accumulates. Never call these from inside an OpenMP parallel region: OpenBLAS threads
+// itself. Each has a naive _ref twin for tests.
+#ifndef QLORA_GEMM_H
+#define QLORA_GEMM_H
+
+#include <stddef.h>
+
+void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+
+void matmul_nt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_nn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+
+// Set the thread count of both OpenMP and OpenBLAS (the one `threads` setting).
+void threads_set(int n);
+// A one-line description of the BLAS build and thread count (for startup logs).
+const char *blas_describe(char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,334 @@
+// lora.c: see lora.h.
+#include "lora.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ds.h"
+#include "gemm.h"
+#include "json.h"
+#include "safetensors.h"
+
+static const char *const TARGET_PATH[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                        "mlp.c_proj"};
+
+const char *lora_target_path(LoraTarget t) { return TARGET_PATH[t]; }
+
+bool lora_parse_target(const char *name, bool targets[LORA_N_TARGETS], Error *err) {
+    if (strcmp(name, "all-linear") == 0) {
+        for (int t = 0; t < LORA_N_TARGETS; t++) targets[t] = true;
+    } else if (strcmp(name, "c_attn") == 0 || strcmp(name, "attn.c_attn") == 0) {
+        targets[LORA_QKV] = true;
+    } else if (strcmp(name, "c_proj") == 0) {  // PEFT suffix match: both projections
+        targets[LORA_ATTN_PROJ] = targets[LORA_MLP_PROJ] = true;
+    } else if (strcmp(name, "attn.c_proj") == 0) {
+        targets[LORA_ATTN_PROJ] = true;
+    } else if (strcmp(name, "mlp.c_proj") == 0) {
+        targets[LORA_MLP_PROJ] = true;
+    } else if (strcmp(name, "c_fc") == 0 || strcmp(name, "mlp.c_fc") == 0) {
+        targets[LORA_FC] = true;
+    } else {
+        return error_set(err, "unknown LoRA target module '%s' (expected c_attn, c_proj, "
+                              "attn.c_proj, mlp.c_proj, c_fc or all-linear)", name);
+    }
+    return true;
+}
+
+static float scaling_of(float alpha, int r, bool rslora) {
+    return rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
+}
+
+// Lay out A/B of every (layer, target) with present[] set in one array.
+static void layout(LoraSet *ls, int n_layer, const LoraShapes *shapes, const bool *present) {
+    const size_t r = (size_t)ls->r;
+    ls->n_layer = n_layer;
+    ls->lin = xcalloc((size_t)n_layer * LORA_N_TARGETS, sizeof(LoraLinear));
+    size_t total = 0;
+    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++)
+        if (present[i]) total += r * (shapes->in[i % LORA_N_TARGETS] + shapes->out[i % LORA_N_TARGETS]);
+    ls->n_params = total;
+    ls->params = xmalloc_aligned((total ? total : 1) * sizeof(float));
+    memset(ls->params, 0, (total ? total : 1) * sizeof(float));
+    size_t off = 0;
+    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++) {
+        LoraLinear *l = &ls->lin[i];
+        l->in = shapes->in[i % LORA_N_TARGETS];
+        l->out = shapes->out[i % LORA_N_TARGETS];
+        if (!present[i]) continue;
+        l->A = ls->params + off;
+        off += r * l->in;
+        l->B = ls->params + off;
+        off += r * l->out;
+    }
+}
+
+void lora_create(LoraSet *ls, int n_layer, const LoraShapes *shapes, int r, float alpha,
+                 float dropout, bool use_rslora, const bool targets[LORA_N_TARGETS], Rng *rng) {
+    memset(ls, 0, sizeof *ls);
+    ls->r = r;
+    ls->alpha = alpha;
+    ls->dropout = dropout;
+    ls->use_rslora = use_rslora;
+    ls->scaling = scaling_of(alpha, r, use_rslora);
+    memcpy(ls->targets, targets, sizeof ls->targets);
+    bool *present = xcalloc((size_t)n_layer * LORA_N_TARGETS, sizeof(bool));
+    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++) present[i] = targets[i % LORA_N_TARGETS];
+    layout(ls, n_layer, shapes, present);
+    free(present);
+    // A ~ U(-1/sqrt(in), 1/sqrt(in)): kaiming_uniform_(a=sqrt(5)) on an [r, in] weight.
+    // B stays 0, so the adapted model starts identical to the base.
+    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++) {
+        LoraLinear *l = &ls->lin[i];
+        if (!l->A) continue;
+        const float bound = 1.0f / sqrtf((float)l->in);
+        for (size_t k = 0; k < (size_t)r * l->in; k++)
+            l->A[k] = bound * (2.0f * rng_uniform(rng) - 1.0f);
+    }
+}
+
+void lora_alloc_grads(LoraSet *ls) {
+    if (ls->grads) return;
+    const size_t n = ls->n_params ? ls->n_params : 1;
+    ls->grads = xmalloc_aligned(n * sizeof(float));
+    memset(ls->grads, 0, n * sizeof(float));
+    for (int i = 0; i < ls->n_layer * LORA_N_TARGETS; i++) {
+        LoraLinear *l = &ls->lin[i];
+        if (!l->A) continue;
+        l->dA = ls->grads + (l->A - ls->params);
+        l->dB = ls->grads + (l->B - ls->params);
+    }
+}
+
+void lora_free(LoraSet *ls) {
+    free(ls->lin);
+    free(ls->params);
+    free(ls->grads);
+    memset(ls, 0, sizeof *ls);
+}
+
+void lora_forward(const LoraLinear *l, int r, float scaling, float *y, float *h,
+                  const float *xd, size_t N) {
+    const size_t R = (size_t)r;
+    matmul_nt(h, xd, l->A, N, R, l->in, 1.0f, 0.0f, l->in, l->in, R);
+    matmul_nt(y, h, l->B, N, l->out, R, scaling, 1.0f, R, R, l->out);
+}
+
+void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
+                   const float *h, const float *xd, size_t N) {
+    const size_t R = (size_t)r;
+    matmul_tn(l->dB, dy, h, l->out, R, N, scaling, 1.0f, l->out, R, R);
+    matmul_nn(dh, dy, l->B, N, R, l->out, scaling, 0.0f, l->out, R, R);
+    matmul_tn(l->dA, dh, xd, R, l->in, N, 1.0f, 1.0f, R, l->in, l->in);
+    if (dxd) matmul_nn(dxd, dh, l->A, N, l->in, R, 1.0f, 1.0f, R, l->in, l->in);
+}
+
+// ---- PEFT files --------------------------------------------------------------------------
+
+// Parse a PEFT tensor key into (layer, target, is_B). Accepts
+// base_model.model.[transformer.]h.{i}.{module}.lora_{A,B}[.{adapter}].weight
+static bool parse_key(const char *key, int n_layer, int *layer, LoraTarget *target, bool *is_b) {
+    const char *p = key;
+    const char *prefix = "base_model.model.";
+    if (strncmp(p, prefix, strlen(prefix)) != 0) return false;
+    p += strlen(prefix);
+    if (strncmp(p, "transformer.", 12) == 0) p += 12;
+    if (strncmp(p, "h.", 2) != 0) return false;
+    p += 2;
+    char *end;
+    long i = strtol(p, &end, 10);
+    if (end == p || *end != '.' || i < 0 || i >= n_layer) return false;
+    p = end + 1;
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        size_t n = strlen(TARGET_PATH[t]);
+        if (strncmp(p, TARGET_PATH[t], n) != 0 || p[n] != '.') continue;
+        const char *q = p + n + 1;
+        if (strncmp(q, "lora_A.", 7) != 0 && strncmp(q, "lora_B.", 7) != 0) return false;
+        *is_b = q[5] == 'B';
+        q += 7;
+        const char *w = strstr(q, "weight");
+        if (!w || strcmp(w, "weight") != 0) return false;
+        *layer = (int)i;
+        *target = (LoraTarget)t;
+        return true;
+    }
+    return false;
+}
+
+static bool read_config(LoraSet *ls, const char *path, Error *err) {
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    bool ok = false;
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(js, "peft_type");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(js, "r");
+    const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(js, "lora_alpha");
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(js, "lora_dropout");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(js, "use_rslora");
+    const cJSON *bias = cJSON_GetObjectItemCaseSensitive(js, "bias");
+    const cJSON *dora = cJSON_GetObjectItemCaseSensitive(js, "use_dora");
+    const cJSON *base = cJSON_GetObjectItemCaseSensitive(js, "base_model_name_or_path");
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(js, "rank_pattern");
+    const cJSON *ap = cJSON_GetObjectItemCaseSensitive(js, "alpha_pattern");
+    uint64_t rv = 0;
+    if (!cJSON_IsObject(js)) error_set(err, "%s: expected a JSON object", path);
+    else if (!cJSON_IsString(pt) || strcmp(pt->valuestring, "LORA") != 0)
+        error_set(err, "%s: \"peft_type\" must be \"LORA\"", path);
+    else if (!json_as_u64(r, &rv) || rv < 1 || rv > 4096)
+        error_set(err, "%s: \"r\" must be an integer in [1, 4096]", path);
+    else if (alpha && (!cJSON_IsNumber(alpha) || !isfinite(alpha->valuedouble)))
+        error_set(err, "%s: \"lora_alpha\" must be a number", path);
+    else if (drop && (!cJSON_IsNumber(drop) || drop->valuedouble < 0 || drop->valuedouble >= 1))
+        error_set(err, "%s: \"lora_dropout\" must be a number in [0, 1)", path);
+    else if (bias && !cJSON_IsNull(bias) && !(cJSON_IsString(bias) && strcmp(bias->valuestring, "none") == 0))
+        error_set(err, "%s: \"bias\" other than \"none\" is not supported", path);
+    else if (cJSON_IsTrue(dora))
+        error_set(err, "%s: DoRA adapters (\"use_dora\": true) are not supported", path);
+    else if ((rp && cJSON_GetArraySize(rp) > 0) || (ap && cJSON_GetArraySize(ap) > 0))
+        error_set(err, "%s: per-module \"rank_pattern\"/\"alpha_pattern\" are not supported", path);
+    else {
+        ls->r = (int)rv;
+        ls->alpha = alpha ? (float)alpha->valuedouble : 8.0f;  // PEFT's default lora_alpha
+        ls->dropout = drop ? (float)drop->valuedouble : 0.0f;
+        ls->use_rslora = cJSON_IsTrue(rs);
+        ls->scaling = scaling_of(ls->alpha, ls->r, ls->use_rslora);
+        if (cJSON_IsString(base))
+            snprintf(ls->base_model, sizeof ls->base_model, "%s", base->valuestring);
+        ok = true;
+    }
+    cJSON_Delete(js);
+    return ok;
+}
+
+bool lora_load_peft(LoraSet *ls, const char *dir, int n_layer, const LoraShapes *shapes,
+                    Error *err) {
+    memset(ls, 0, sizeof *ls);
+    char cfg_path[4096], st_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
+    snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", dir);
+    if (!read_config(ls, cfg_path, err)) return false;
+    SafeTensors st;
+    if (!st_open(&st, st_path, err)) return false;
+    const size_t r = (size_t)ls->r;
+    const size_t n_slots = (size_t)n_layer * LORA_N_TARGETS;
+    const StTensor **ta = xcalloc(n_slots, sizeof(*ta)), **tb = xcalloc(n_slots, sizeof(*tb));
+    bool ok = true;
+    for (size_t i = 0; ok && i < st.n_tensors; i++) {
+        const StTensor *t = &st.tensors[i];
+        int layer;
+        LoraTarget target;
+        bool is_b;
+        if (!parse_key(t->name, n_layer, &layer, &target, &is_b)) {
+            ok = error_set(err, "%s: tensor '%s' is not a LoRA A/B weight of a GPT-2 block "
+                                "linear (layers 0..%d)", st_path, t->name, n_layer - 1);
+            break;
+        }
+        size_t slot = (size_t)layer * LORA_N_TARGETS + target;
+        uint64_t want0 = is_b ? shapes->out[target] : r, want1 = is_b ? r : shapes->in[target];
+        if (t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1)
+            ok = error_set(err, "%s: tensor '%s': expected shape [%llu, %llu] (r=%zu), found "
+                                "%d dims [%llu, %llu]", st_path, t->name,
+                           (unsigned long long)want0, (unsigned long long)want1, r, t->ndim,
+                           (unsigned long long)(t->ndim > 0 ? t->shape[0] : 0),
+                           (unsigned long long)(t->ndim > 1 ? t->shape[1] : 0));
+        else if ((is_b ? tb : ta)[slot])
+            ok = error_set(err, "%s: tensor '%s' duplicates another key", st_path, t->name);
+        else
+            (is_b ? tb : ta)[slot] = t;
+    }
+    bool *present = xcalloc(n_slots, sizeof(bool));
+    size_t n_present = 0;
+    for (size_t s = 0; ok && s < n_slots; s++) {
+        if (!ta[s] != !tb[s]) {
+            ok = error_set(err, "%s: layer %zu %s has lora_%s but no lora_%s", st_path,
+                           s / LORA_N_TARGETS, TARGET_PATH[s % LORA_N_TARGETS], ta[s] ? "A" : "B",
+                           ta[s] ? "B" : "A");
+            break;
+        }
+        present[s] = ta[s] != NULL;
+        n_present += present[s];
+        if (present[s]) ls->targets[s % LORA_N_TARGETS] = true;
+    }
+    if (ok && n_present == 0) ok = error_set(err, "%s: no LoRA weights found", st_path);
+    if (ok) {
+        layout(ls, n_layer, shapes, present);
+        for (size_t s = 0; ok && s < n_slots; s++) {
+            if (!present[s]) continue;
+            ok = st_read_f32(&st, ta[s], ls->lin[s].A, err) &&
+                 st_read_f32(&st, tb[s], ls->lin[s].B, err);
+        }
+        for (size_t k = 0; ok && k < ls->n_params; k++)
+            if (!isfinite(ls->params[k]))
+                ok = error_set(err, "%s: adapter weights contain NaN or Inf", st_path);
+    }
+    free(present);
+    free(ta);
+    free(tb);
+    st_close(&st);
+    if (!ok) lora_free(ls);
+    return ok;
+}
+
+bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
+    char path[4096];
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    for (int i = 0; i < ls->n_layer * LORA_N_TARGETS; i++) {
+        const LoraLinear *l = &ls->lin[i];
+        if (!l->A) continue;
+        char name[256];
+        uint64_t sa[2] = {(uint64_t)ls->r, l->in}, sb[2] = {l->out, (uint64_t)ls->r};
+        const char *mod = TARGET_PATH[i % LORA_N_TARGETS];
+        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_A.weight",
+                 i / LORA_N_TARGETS, mod);
+        st_writer_add(&w, name, ST_F32, 2, sa, l->A);
+        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_B.weight",
+                 i / LORA_N_TARGETS, mod);
+        st_writer_add(&w, name, ST_F32, 2, sb, l->B);
+    }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    bool ok = st_writer_write(&w, path, err);
+    st_writer_free(&w);
+    if (!ok) return false;
+
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddStringToObject(js, "peft_type", "LORA");
+    cJSON_AddStringToObject(js, "task_type", "CAUSAL_LM");
+    cJSON_AddStringToObject(js, "base_model_name_or_path", ls->base_model);
+    cJSON_AddNumberToObject(js, "r", ls->r);
+    cJSON_AddNumberToObject(js, "lora_alpha", ls->alpha);
+    cJSON_AddNumberToObject(js, "lora_dropout", ls->dropout);
+    cJSON *tm = cJSON_AddArrayToObject(js, "target_modules");
+    if (ls->targets[LORA_QKV]) cJSON_AddItemToArray(tm, cJSON_CreateString("c_attn"));
+    if (ls->targets[LORA_ATTN_PROJ] && ls->targets[LORA_MLP_PROJ])
+        cJSON_AddItemToArray(tm, cJSON_CreateString("c_proj"));
+    else if (ls->targets[LORA_ATTN_PROJ])
+        cJSON_AddItemToArray(tm, cJSON_CreateString("attn.c_proj"));
+    else if (ls->targets[LORA_MLP_PROJ])
+        cJSON_AddItemToArray(tm, cJSON_CreateString("mlp.c_proj"));
+    if (ls->targets[LORA_FC]) cJSON_AddItemToArray(tm, cJSON_CreateString("c_fc"));
+    cJSON_AddBoolToObject(js, "fan_in_fan_out", true);  // GPT-2's Conv1D layout
+    cJSON_AddStringToObject(js, "bias", "none");
+    cJSON_AddBoolToObject(js, "use_rslora", ls->use_rslora);
+    cJSON_AddBoolToObject(js, "use_dora", false);
+    cJSON_AddBoolToObject(js, "init_lora_weights", true);
+    cJSON_AddBoolToObject(js, "inference_mode", true);
+    cJSON_AddNullToObject(js, "modules_to_save");
+    cJSON_AddNullToObject(js, "layers_to_transform");
+    cJSON_AddNullToObject(js, "layers_pattern");
+    cJSON_AddObjectToObject(js, "rank_pattern");
+    cJSON_AddObjectToObject(js, "alpha_pattern");
+    cJSON_AddNullToObject(js, "revision");
+    char *text = cJSON_Print(js);
+    cJSON_Delete(js);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    AtomicFile af;
+    ok = atomic_open(&af, path, err);
+    if (ok) {
+        ok = atomic_write(&af, text, strlen(text), err) && atomic_write(&af, "\n", 1, err);
+        if (ok) ok = atomic_commit(&af, err);
+        else atomic_abort(&af);
+    }
+    cJSON_free(text);
+    return ok;
+}

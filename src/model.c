@@ -1,0 +1,682 @@
+// model.c: see model.h. B batch, T time, C = n_embd, NH heads, HS = C/NH, F = n_inner,
+// V vocab, L layers, P = n_positions, N = B*T.
+#include "model.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ds.h"
+#include "gemm.h"
+#include "json.h"
+#include "ops.h"
+#include "safetensors.h"
+
+#define LOGIT_CHUNK 64  // rows of logits materialised at once (never B*T*V)
+
+// ---- config.json -----------------------------------------------------------------------
+
+// Integer field `key` (or its alias) in [lo, hi]; absent -> *out = dflt (or error if
+// dflt < 0, meaning required).
+static bool cfg_int(const cJSON *js, const char *key, const char *alias, long dflt, long lo,
+                    long hi, int *out, const char *path, Error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(js, key);
+    if (!v && alias) v = cJSON_GetObjectItemCaseSensitive(js, alias);
+    if (!v || cJSON_IsNull(v)) {
+        if (dflt < 0) return error_set(err, "%s: missing \"%s\"", path, key);
+        *out = (int)dflt;
+        return true;
+    }
+    uint64_t u;
+    if (!json_as_u64(v, &u) || (long)u < lo || (long)u > hi)
+        return error_set(err, "%s: \"%s\" must be an integer in [%ld, %ld]", path, key, lo, hi);
+    *out = (int)u;
+    return true;
+}
+
+bool model_read_config(GPT2Config *cfg, const char *dir, Error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    bool ok = false;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(js, "model_type");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(js, "activation_function");
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(js, "layer_norm_epsilon");
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(js, "tie_word_embeddings");
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_weights");
+    const cJSON *inv = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_by_inverse_layer_idx");
+    if (!cJSON_IsObject(js)) {
+        error_set(err, "%s: expected a JSON object", path);
+    } else if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "gpt2") != 0) {
+        error_set(err, "%s: \"model_type\" is %s%s%s, only \"gpt2\" models are supported", path,
+                  cJSON_IsString(mt) ? "\"" : "", cJSON_IsString(mt) ? mt->valuestring : "missing",
+                  cJSON_IsString(mt) ? "\"" : "");
+    } else if (act && (!cJSON_IsString(act) || (strcmp(act->valuestring, "gelu_new") != 0 &&
+                                                 strcmp(act->valuestring, "gelu_pytorch_tanh") != 0))) {
+        error_set(err, "%s: \"activation_function\" %s is not supported (GPT-2 uses \"gelu_new\")",
+                  path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
+    } else if (scale && cJSON_IsFalse(scale)) {
+        error_set(err, "%s: \"scale_attn_weights\": false is not supported", path);
+    } else if (cJSON_IsTrue(inv)) {
+        error_set(err, "%s: \"scale_attn_by_inverse_layer_idx\": true is not supported", path);
+    } else if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || eps->valuedouble > 1)) {
+        error_set(err, "%s: \"layer_norm_epsilon\" must be a number in (0, 1]", path);
+    } else if (cfg_int(js, "n_layer", "num_hidden_layers", -1, 1, 1000, &cfg->n_layer, path, err) &&
+               cfg_int(js, "n_head", "num_attention_heads", -1, 1, 1024, &cfg->n_head, path, err) &&
+               cfg_int(js, "n_embd", "hidden_size", -1, 1, 65536, &cfg->n_embd, path, err) &&
+               cfg_int(js, "n_positions", "max_position_embeddings", -1, 1, 1 << 20,
+                       &cfg->n_positions, path, err) &&
+               cfg_int(js, "vocab_size", NULL, -1, 1, 1 << 24, &cfg->vocab_size, path, err) &&
+               cfg_int(js, "n_inner", NULL, 0, 1, 1 << 20, &cfg->n_inner, path, err)) {
+        if (cfg->n_inner == 0) cfg->n_inner = 4 * cfg->n_embd;
+        cfg->eps = eps ? (float)eps->valuedouble : 1e-5f;
+        cfg->tied = !cJSON_IsFalse(tie);
+        if (cfg->n_embd % cfg->n_head != 0)
+            error_set(err, "%s: n_embd %d is not a multiple of n_head %d", path, cfg->n_embd,
+                      cfg->n_head);
+        else
+            ok = true;
+    }
+    cJSON_Delete(js);
+    return ok;
+}
+
+LoraShapes model_lora_shapes(const GPT2Config *cfg) {
+    const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
+    LoraShapes s = {.in = {C, C, C, F}, .out = {3 * C, C, F, C}};
+    return s;
+}
+
+// ---- checkpoint files (single or sharded) --------------------------------------------------
+
+typedef struct {
+    SafeTensors *shards;  // stb_ds array
+    const char *prefix;   // "" (hub) or "transformer." (save_pretrained)
+} Checkpoint;
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
+    memset(ck, 0, sizeof *ck);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (file_exists(path)) {
+        SafeTensors st;
+        if (!st_open(&st, path, err)) return false;
+        arrput(ck->shards, st);
+        return true;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (!file_exists(path)) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        return error_set(err, "%s: no model.safetensors (or sharded index) found%s", dir,
+                         file_exists(bin) ? "; pytorch_model.bin is not supported, save the "
+                                            "model with safe_serialization=True" : "");
+    }
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(js, "weight_map");
+    bool ok = cJSON_IsObject(map) || error_set(err, "%s: missing \"weight_map\" object", path);
+    char **files = NULL;
+    for (const cJSON *kv = ok ? map->child : NULL; ok && kv; kv = kv->next) {
+        if (!cJSON_IsString(kv) || strchr(kv->valuestring, '/')) {
+            ok = error_set(err, "%s: weight_map entry '%s' must name a file in the folder",
+                           path, kv->string);
+            break;
+        }
+        bool seen = false;
+        for (size_t i = 0; i < arrlenu(files); i++) seen |= strcmp(files[i], kv->valuestring) == 0;
+        if (!seen) arrput(files, kv->valuestring);
+    }
+    for (size_t i = 0; ok && i < arrlenu(files); i++) {
+        char shard[4096];
+        snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);
+        SafeTensors st;
+        if (!(ok = st_open(&st, shard, err))) break;
+        arrput(ck->shards, st);
+    }
+    arrfree(files);
+    cJSON_Delete(js);
+    return ok;
+}
+
+static void ckpt_close(Checkpoint *ck) {
+    for (size_t i = 0; i < arrlenu(ck->shards); i++) st_close(&ck->shards[i]);
+    arrfree(ck->shards);
+}
+
+static const StTensor *ckpt_find(const Checkpoint *ck, const char *name, const SafeTensors **in) {
+    for (size_t i = 0; i < arrlenu(ck->shards); i++) {
+        const StTensor *t = st_find(&ck->shards[i], name);
+        if (t) {
+            *in = &ck->shards[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static const char *ckpt_path(const Checkpoint *ck) { return ck->shards[0].path; }
+
+// Read tensor prefix+name of exactly shape [d0] or [d0, d1] into dst (f32), rejecting
+// missing tensors, wrong shapes, non-float dtypes and NaN/Inf; then release its pages.
+static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
+                        size_t d1, float *dst, Error *err) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefixed ? ck->prefix : "", name);
+    const SafeTensors *st = NULL;
+    const StTensor *t = ckpt_find(ck, full, &st);
+    char want[64];
+    if (d1) snprintf(want, sizeof want, "[%zu, %zu]", d0, d1);
+    else snprintf(want, sizeof want, "[%zu]", d0);
+    if (!t) return error_set(err, "%s: missing tensor '%s' (expected shape %s)", ckpt_path(ck), full, want);
+    bool shape_ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
+                       : (t->ndim == 1 && t->shape[0] == d0);
+    if (!shape_ok) {
+        char found[128] = "[";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(found + strlen(found), sizeof found - strlen(found), "%s%llu", d ? ", " : "",
+                     (unsigned long long)t->shape[d]);
+        strncat(found, "]", sizeof found - strlen(found) - 1);
+        return error_set(err, "%s: tensor '%s': shape %s, config.json expects %s", st->path, full,
+                         found, want);
+    }
+    if (!st_read_f32(st, t, dst, err)) return false;
+    st_release(st, t);
+    size_t n = d1 ? d0 * d1 : d0;
+    size_t bad = quant_find_nonfinite(dst, n);
+    if (bad < n)
+        return error_set(err, "%s: tensor '%s': element %zu is %s", st->path, full, bad,
+                         isnan(dst[bad]) ? "NaN" : "Inf");
+    return true;
+}
+
+static float *read_new(const Checkpoint *ck, const char *name, size_t d0, size_t d1, Error *err) {
+    float *p = xmalloc_aligned((d1 ? d0 * d1 : d0) * sizeof(float));
+    if (!read_tensor(ck, name, true, d0, d1, p, err)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
+    memset(m, 0, sizeof *m);
+    m->quant = *q;
+    if (!model_read_config(&m->cfg, dir, err)) return false;
+    const GPT2Config *c = &m->cfg;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t P = (size_t)c->n_positions, L = (size_t)c->n_layer;
+    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
+        return error_set(err, "%s/config.json: n_embd %zu and n_inner %zu must be multiples of "
+                              "the quantization blocksize %zu (use a smaller blocksize or "
+                              "--quant none)", dir, C, F, q->blocksize);
+    Checkpoint ck;
+    if (!ckpt_open(&ck, dir, err)) return false;
+    const SafeTensors *dummy;
+    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
+    bool ok = (m->wte = read_new(&ck, "wte.weight", V, C, err)) &&
+              (m->wpe = read_new(&ck, "wpe.weight", P, C, err)) &&
+              (m->lnf_w = read_new(&ck, "ln_f.weight", C, 0, err)) &&
+              (m->lnf_b = read_new(&ck, "ln_f.bias", C, 0, err));
+    if (ok && !c->tied) {
+        m->lm_head = xmalloc_aligned(V * C * sizeof(float));
+        ok = read_tensor(&ck, "lm_head.weight", false, V, C, m->lm_head, err);
+    } else {
+        m->lm_head = m->wte;
+    }
+    m->blocks = xcalloc(L, sizeof(GPT2Block));
+    const LoraShapes shapes = model_lora_shapes(c);
+    static const char *const LIN_NAME[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                         "mlp.c_proj"};
+    float *w = xmalloc_aligned(F * C * 4 > 3 * C * C ? F * C * sizeof(float) : 3 * C * C * sizeof(float));
+    float *b = xmalloc_aligned((F > 3 * C ? F : 3 * C) * sizeof(float));
+    for (size_t l = 0; ok && l < L; l++) {
+        GPT2Block *blk = &m->blocks[l];
+        char name[128];
+#define BLOCK_VEC(field, what)                                                     \
+        snprintf(name, sizeof name, "h.%zu.%s", l, what);                          \
+        ok = ok && (blk->field = read_new(&ck, name, C, 0, err)) != NULL;
+        BLOCK_VEC(ln1_w, "ln_1.weight")
+        BLOCK_VEC(ln1_b, "ln_1.bias")
+        BLOCK_VEC(ln2_w, "ln_2.weight")
+        BLOCK_VEC(ln2_b, "ln_2.bias")
+#undef BLOCK_VEC
+        for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
+            const size_t in = shapes.in[t], out = shapes.out[t];
+            snprintf(name, sizeof name, "h.%zu.%s.weight", l, LIN_NAME[t]);
+            ok = read_tensor(&ck, name, true, in, out, w, err);  // Conv1D: [in, out]
+            char label[300];
+            snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(&ck), ck.prefix, name);
+            snprintf(name, sizeof name, "h.%zu.%s.bias", l, LIN_NAME[t]);
+            ok = ok && read_tensor(&ck, name, true, out, 0, b, err) &&
+                 qlinear_init(&blk->lin[t], w, b, in, out, q->type, q->blocksize,
+                              q->double_quant, label, err);
+        }
+    }
+    free(w);
+    free(b);
+    ckpt_close(&ck);
+    if (!ok) model_free(m);
+    return ok;
+}
+
+void model_free(Model *m) {
+    if (m->blocks) {
+        for (int l = 0; l < m->cfg.n_layer; l++) {
+            GPT2Block *blk = &m->blocks[l];
+            free(blk->ln1_w);
+            free(blk->ln1_b);
+            free(blk->ln2_w);
+            free(blk->ln2_b);
+            for (int t = 0; t < LORA_N_TARGETS; t++) qlinear_free(&blk->lin[t]);
+        }
+        free(m->blocks);
+    }
+    if (m->lm_head != m->wte) free(m->lm_head);
+    free(m->wte);
+    free(m->wpe);
+    free(m->lnf_w);
+    free(m->lnf_b);
+    memset(m, 0, sizeof *m);
+}
+
+ModelBytes model_bytes(const Model *m) {
+    ModelBytes r = {0};
+    const size_t C = (size_t)m->cfg.n_embd;
+    r.embeddings = ((size_t)m->cfg.vocab_size + (size_t)m->cfg.n_positions) * C * sizeof(float);
+    if (m->lm_head != m->wte) r.embeddings += (size_t)m->cfg.vocab_size * C * sizeof(float);
+    r.norms_and_biases = 2 * C * sizeof(float);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        r.norms_and_biases += 4 * C * sizeof(float);
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const QLinear *q = &m->blocks[l].lin[t];
+            r.linear_weights += qlinear_weight_bytes(q);
+            r.quant_constants += qlinear_constant_bytes(q);
+            r.norms_and_biases += q->out * sizeof(float);
+        }
+    }
+    return r;
+}
+
+// ---- activations -----------------------------------------------------------------------------
+
+struct Acts {
+    size_t B, T;
+    bool training;
+    int L;
+    float *mem;
+    size_t n_floats;
+    // per layer ([L], or [L+1] for resid); in inference mode every entry is the same buffer
+    float **resid, **resid_mid, **ln1, **ln1_mean, **ln1_rstd, **qkv, **att, **atty;
+    float **ln2, **ln2_mean, **ln2_rstd, **fch, **fch_gelu;
+    float **lora_h;  // [L * LORA_N_TARGETS], (N, r); NULL without adapters
+    float *lnf, *lnf_mean, *lnf_rstd, *tmp, *tile, *logits;
+};
+
+// The single list of activation buffers: counting and carving both walk it, so the
+// allocation and the pointers (and acts_bytes) cannot disagree.
+typedef struct {
+    float **slot;   // `count` pointers to set
+    size_t count;
+    size_t floats;  // size of each buffer
+    bool shared;    // inference mode: all `count` pointers share one buffer
+} PlanItem;
+
+// Returns the floats needed; with base, also sets every pointer.
+static size_t plan_walk(const PlanItem *items, size_t n_items, float *base) {
+    size_t off = 0;
+    for (size_t i = 0; i < n_items; i++) {
+        const PlanItem *it = &items[i];
+        const size_t stride = (it->floats + 15) & ~(size_t)15;  // 64-byte aligned buffers
+        for (size_t k = 0; k < it->count; k++)
+            if (base) it->slot[k] = base + off + (it->shared ? 0 : k * stride);
+        off += (it->shared ? (it->count ? 1 : 0) : it->count) * stride;
+    }
+    return off;
+}
+
+Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, bool training) {
+    Acts *a = xcalloc(1, sizeof *a);
+    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.n_embd, F = (size_t)m->cfg.n_inner;
+    const size_t NH = (size_t)m->cfg.n_head, V = (size_t)m->cfg.vocab_size, N = B * T;
+    const size_t R = lora ? (size_t)lora->r : 0;
+    a->B = B;
+    a->T = T;
+    a->training = training;
+    a->L = (int)L;
+    float ***lists[] = {&a->resid, &a->resid_mid, &a->ln1, &a->ln1_mean, &a->ln1_rstd, &a->qkv,
+                        &a->att, &a->atty, &a->ln2, &a->ln2_mean, &a->ln2_rstd, &a->fch,
+                        &a->fch_gelu, &a->lora_h};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        *lists[i] = xcalloc(L * LORA_N_TARGETS + 1, sizeof(float *));
+    const bool sh = !training;
+    PlanItem items[] = {
+        {a->resid, L + 1, N * C, sh},      {a->resid_mid, L, N * C, sh},
+        {a->ln1, L, N * C, sh},            {a->ln1_mean, L, N, sh},
+        {a->ln1_rstd, L, N, sh},           {a->qkv, L, N * 3 * C, sh},
+        {a->att, L, B * NH * T * T, sh},   {a->atty, L, N * C, sh},
+        {a->ln2, L, N * C, sh},            {a->ln2_mean, L, N, sh},
+        {a->ln2_rstd, L, N, sh},           {a->fch, L, N * F, sh},
+        {a->fch_gelu, L, N * F, sh},
+        {a->lora_h, lora ? L * LORA_N_TARGETS : 0, N * R, sh},
+        {&a->lnf, 1, N * C, false},        {&a->lnf_mean, 1, N, false},
+        {&a->lnf_rstd, 1, N, false},       {&a->tmp, 1, N * C, false},
+        {&a->tile, 1, QLINEAR_TILE_FLOATS, false},
+        {&a->logits, 1, LOGIT_CHUNK * V, false},
+    };
+    const size_t n_items = sizeof items / sizeof items[0];
+    a->n_floats = plan_walk(items, n_items, NULL);
+    a->mem = xmalloc_aligned(a->n_floats * sizeof(float));
+    plan_walk(items, n_items, a->mem);
+    return a;
+}
+
+void acts_free(Acts *a) {
+    if (!a) return;
+    free(a->resid);
+    free(a->resid_mid);
+    free(a->ln1);
+    free(a->ln1_mean);
+    free(a->ln1_rstd);
+    free(a->qkv);
+    free(a->att);
+    free(a->atty);
+    free(a->ln2);
+    free(a->ln2_mean);
+    free(a->ln2_rstd);
+    free(a->fch);
+    free(a->fch_gelu);
+    free(a->lora_h);
+    free(a->mem);
+    free(a);
+}
+
+size_t acts_bytes(const Acts *a) { return a->n_floats * sizeof(float); }
+
+// ---- forward ---------------------------------------------------------------------------------
+
+// y (N,out) = base(x) [+ LoRA(x)]; h receives the LoRA hidden (N,r) when adapted.
+static void linear_forward(const Model *m, const LoraSet *lora, int layer, LoraTarget t,
+                           float *y, const float *x, size_t N, float *h, float *tile) {
+    qlinear_forward(&m->blocks[layer].lin[t], y, x, N, tile);
+    const LoraLinear *ll = lora_get(lora, layer, t);
+    if (ll) lora_forward(ll, lora->r, lora->scaling, y, h, x, N);
+}
+
+// out[i] = a[i] + b[i]; out may alias a.
+static void residual_forward(float *out, const float *a, const float *b, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
+                     const int *targets, size_t B, size_t T, size_t *n_valid, float *logits_out) {
+    const GPT2Config *c = &m->cfg;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, NH = (size_t)c->n_head;
+    const size_t V = (size_t)c->vocab_size, N = B * T;
+    CHECK(B <= a->B && T <= a->T && T <= (size_t)c->n_positions);
+    embedding_forward(a->resid[0], tokens, m->wte, m->wpe, B, T, C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const GPT2Block *blk = &m->blocks[l];
+        float **h = &a->lora_h[l * LORA_N_TARGETS];
+        layernorm_forward(a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], a->resid[l], blk->ln1_w,
+                          blk->ln1_b, N, C, c->eps);
+        linear_forward(m, lora, l, LORA_QKV, a->qkv[l], a->ln1[l], N, h[LORA_QKV], a->tile);
+        attention_forward(a->atty[l], a->att[l], a->qkv[l], B, T, C, NH);
+        linear_forward(m, lora, l, LORA_ATTN_PROJ, a->tmp, a->atty[l], N, h[LORA_ATTN_PROJ], a->tile);
+        residual_forward(a->resid_mid[l], a->resid[l], a->tmp, N * C);
+        layernorm_forward(a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->resid_mid[l], blk->ln2_w,
+                          blk->ln2_b, N, C, c->eps);
+        linear_forward(m, lora, l, LORA_FC, a->fch[l], a->ln2[l], N, h[LORA_FC], a->tile);
+        gelu_forward(a->fch_gelu[l], a->fch[l], N * F);
+        linear_forward(m, lora, l, LORA_MLP_PROJ, a->tmp, a->fch_gelu[l], N, h[LORA_MLP_PROJ], a->tile);
+        residual_forward(a->resid[l + 1], a->resid_mid[l], a->tmp, N * C);
+    }
+    layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->resid[c->n_layer], m->lnf_w, m->lnf_b,
+                      N, C, c->eps);
+    if (!targets && !logits_out) return 0.0;
+    double loss = 0.0;
+    for (size_t r0 = 0; r0 < N; r0 += LOGIT_CHUNK) {
+        const size_t n = N - r0 < LOGIT_CHUNK ? N - r0 : LOGIT_CHUNK;
+        matmul_nt(a->logits, a->lnf + r0 * C, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
+        if (logits_out) memcpy(logits_out + r0 * V, a->logits, n * V * sizeof(float));
+        if (targets) loss += softmax_xent(a->logits, targets + r0, n, V, 0.0f, n_valid);
+    }
+    return loss;
+}
+
+// ---- KV-cache decoding -----------------------------------------------------------------------
+
+struct KVCache {
+    int len, P, max_threads;
+    float *k, *v;                          // [L, P, C] each
+    float *x, *ln, *qkv, *atty, *tmp, *fch, *fch_gelu, *lora_h, *tile, *scores;
+};
+
+KVCache *kv_create(const Model *m, const LoraSet *lora) {
+    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.n_embd, F = (size_t)m->cfg.n_inner;
+    const size_t P = (size_t)m->cfg.n_positions, R = lora ? (size_t)lora->r : 1;
+    KVCache *kv = xcalloc(1, sizeof *kv);
+    kv->P = (int)P;
+    kv->max_threads = omp_get_max_threads();
+    kv->k = xmalloc_aligned(L * P * C * sizeof(float));
+    kv->v = xmalloc_aligned(L * P * C * sizeof(float));
+    kv->x = xmalloc_aligned(P * C * sizeof(float));
+    kv->ln = xmalloc_aligned(P * C * sizeof(float));
+    kv->qkv = xmalloc_aligned(P * 3 * C * sizeof(float));
+    kv->atty = xmalloc_aligned(P * C * sizeof(float));
+    kv->tmp = xmalloc_aligned(P * C * sizeof(float));
+    kv->fch = xmalloc_aligned(P * F * sizeof(float));
+    kv->fch_gelu = xmalloc_aligned(P * F * sizeof(float));
+    kv->lora_h = xmalloc_aligned(P * R * sizeof(float));
+    kv->tile = xmalloc_aligned(QLINEAR_TILE_FLOATS * sizeof(float));
+    kv->scores = xmalloc_aligned((size_t)kv->max_threads * P * sizeof(float));
+    return kv;
+}
+
+void kv_free(KVCache *kv) {
+    if (!kv) return;
+    float *bufs[] = {kv->k, kv->v, kv->x, kv->ln, kv->qkv, kv->atty, kv->tmp, kv->fch,
+                     kv->fch_gelu, kv->lora_h, kv->tile, kv->scores};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(kv);
+}
+
+int kv_len(const KVCache *kv) { return kv->len; }
+
+void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tokens, int n,
+                float *logits) {
+    const GPT2Config *c = &m->cfg;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, NH = (size_t)c->n_head;
+    const size_t HS = C / NH, P = (size_t)kv->P, V = (size_t)c->vocab_size, N = (size_t)n;
+    const size_t pos0 = (size_t)kv->len;
+    CHECK(n > 0 && pos0 + N <= P);
+    for (size_t i = 0; i < N; i++) {
+        const float *e = m->wte + (size_t)tokens[i] * C, *p = m->wpe + (pos0 + i) * C;
+        for (size_t j = 0; j < C; j++) kv->x[i * C + j] = e[j] + p[j];
+    }
+    const float scale = 1.0f / sqrtf((float)HS);
+    for (int l = 0; l < c->n_layer; l++) {
+        const GPT2Block *blk = &m->blocks[l];
+        float *K = kv->k + (size_t)l * P * C, *Vc = kv->v + (size_t)l * P * C;
+        layernorm_forward(kv->ln, NULL, NULL, kv->x, blk->ln1_w, blk->ln1_b, N, C, c->eps);
+        linear_forward(m, lora, l, LORA_QKV, kv->qkv, kv->ln, N, kv->lora_h, kv->tile);
+        for (size_t i = 0; i < N; i++) {
+            memcpy(K + (pos0 + i) * C, kv->qkv + i * 3 * C + C, C * sizeof(float));
+            memcpy(Vc + (pos0 + i) * C, kv->qkv + i * 3 * C + 2 * C, C * sizeof(float));
+        }
+        // causal attention of the new queries over the cache; one (head, query) per task
+        #pragma omp parallel for schedule(static)
+        for (size_t task = 0; task < NH * N; task++) {
+            const size_t h = task / N, i = task % N, t = pos0 + i;
+            float *s = kv->scores + (size_t)omp_get_thread_num() * P;
+            const float *q = kv->qkv + i * 3 * C + h * HS;
+            float mx = -INFINITY;
+            for (size_t j = 0; j <= t; j++) {
+                const float *kj = K + j * C + h * HS;
+                float d = 0;
+                for (size_t d_ = 0; d_ < HS; d_++) d += q[d_] * kj[d_];
+                s[j] = d * scale;
+                mx = fmaxf(mx, s[j]);
+            }
+            double sum = 0;
+            for (size_t j = 0; j <= t; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            float *o = kv->atty + i * C + h * HS;
+            for (size_t d_ = 0; d_ < HS; d_++) o[d_] = 0;
+            for (size_t j = 0; j <= t; j++) {
+                const float pj = s[j] * inv, *vj = Vc + j * C + h * HS;
+                for (size_t d_ = 0; d_ < HS; d_++) o[d_] += pj * vj[d_];
+            }
+        }
+        linear_forward(m, lora, l, LORA_ATTN_PROJ, kv->tmp, kv->atty, N, kv->lora_h, kv->tile);
+        add_inplace(kv->x, kv->tmp, N * C);
+        layernorm_forward(kv->ln, NULL, NULL, kv->x, blk->ln2_w, blk->ln2_b, N, C, c->eps);
+        linear_forward(m, lora, l, LORA_FC, kv->fch, kv->ln, N, kv->lora_h, kv->tile);
+        gelu_forward(kv->fch_gelu, kv->fch, N * F);
+        linear_forward(m, lora, l, LORA_MLP_PROJ, kv->tmp, kv->fch_gelu, N, kv->lora_h, kv->tile);
+        add_inplace(kv->x, kv->tmp, N * C);
+    }
+    const float *last = kv->x + (N - 1) * C;
+    layernorm_forward(kv->ln, NULL, NULL, last, m->lnf_w, m->lnf_b, 1, C, c->eps);
+    matmul_nt(logits, kv->ln, m->lm_head, 1, V, C, 1.0f, 0.0f, C, C, V);
+    kv->len += n;
+}
+
+// ---- presets and random init -----------------------------------------------------------------
+
+bool model_preset(const char *name, GPT2Config *cfg) {
+    static const struct { const char *name; int L, C, NH, P, V; } presets[] = {
+        {"gpt2", 12, 768, 12, 1024, 50257},       {"gpt2-medium", 24, 1024, 16, 1024, 50257},
+        {"gpt2-large", 36, 1280, 20, 1024, 50257}, {"gpt2-xl", 48, 1600, 25, 1024, 50257},
+        {"tiny", 2, 64, 4, 128, 257},
+    };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(name, presets[i].name) == 0) {
+            *cfg = (GPT2Config){.n_layer = presets[i].L, .n_head = presets[i].NH,
+                                .n_embd = presets[i].C, .n_positions = presets[i].P,
+                                .vocab_size = presets[i].V, .n_inner = 4 * presets[i].C,
+                                .eps = 1e-5f, .tied = true};
+            return true;
+        }
+    return false;
+}
+
+typedef struct {
+    uint64_t seed;
+    float resid_std;
+} InitCtx;
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static void init_fill(void *ctx, const StEntry *e, void *buf) {
+    const InitCtx *ic = ctx;
+    float *x = buf;
+    const size_t n = e->bytes / sizeof(float);
+    const char *name = e->name;
+    const size_t len = strlen(name);
+#define ENDS_WITH(s) (len >= strlen(s) && strcmp(name + len - strlen(s), s) == 0)
+    if (ENDS_WITH(".bias")) {
+        memset(x, 0, e->bytes);
+    } else if (strstr(name, "ln_")) {
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+    } else {
+        // N(0, 0.02); residual projections scaled by 1/sqrt(2L) as in GPT-2's paper
+        const float std = ENDS_WITH("c_proj.weight") ? ic->resid_std : 0.02f;
+        Rng r;
+        rng_seed(&r, ic->seed ^ name_hash(name));  // per tensor: order-independent
+        for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(&r);
+    }
+#undef ENDS_WITH
+}
+
+bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err) {
+    const uint64_t C = (uint64_t)cfg->n_embd, F = (uint64_t)cfg->n_inner;
+    const uint64_t V = (uint64_t)cfg->vocab_size, P = (uint64_t)cfg->n_positions;
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    uint64_t s2[2], s1[1];
+#define ADD2(name, a, b) (s2[0] = (a), s2[1] = (b), st_writer_add(&w, name, ST_F32, 2, s2, NULL))
+#define ADD1(name, a) (s1[0] = (a), st_writer_add(&w, name, ST_F32, 1, s1, NULL))
+    ADD2("wte.weight", V, C);
+    ADD2("wpe.weight", P, C);
+    ADD1("ln_f.weight", C);
+    ADD1("ln_f.bias", C);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        char n[128];
+        const struct { const char *name; uint64_t in, out; } lin[4] = {
+            {"attn.c_attn", C, 3 * C}, {"attn.c_proj", C, C}, {"mlp.c_fc", C, F}, {"mlp.c_proj", F, C}};
+        for (int t = 0; t < 4; t++) {
+            snprintf(n, sizeof n, "h.%d.%s.weight", l, lin[t].name);
+            ADD2(n, lin[t].in, lin[t].out);
+            snprintf(n, sizeof n, "h.%d.%s.bias", l, lin[t].name);
+            ADD1(n, lin[t].out);
+        }
+        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
+            ADD1(n, C);
+        }
+    }
+#undef ADD1
+#undef ADD2
+    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
+    st_writer_free(&w);
+    if (!ok) return false;
+
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddStringToObject(js, "model_type", "gpt2");
+    cJSON *arch = cJSON_AddArrayToObject(js, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(js, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(js, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(js, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(js, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(js, "n_positions", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "n_ctx", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "vocab_size", cfg->vocab_size);
+    if (cfg->n_inner != 4 * cfg->n_embd) cJSON_AddNumberToObject(js, "n_inner", cfg->n_inner);
+    else cJSON_AddNullToObject(js, "n_inner");
+    cJSON_AddNumberToObject(js, "layer_norm_epsilon", cfg->eps);
+    cJSON_AddNumberToObject(js, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(js, "bos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "eos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "attn_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "embd_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "resid_pdrop", 0.1);
+    cJSON_AddBoolToObject(js, "scale_attn_weights", true);
+    cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
+    cJSON_AddStringToObject(js, "torch_dtype", "float32");
+    char *text = cJSON_Print(js);
+    cJSON_Delete(js);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    AtomicFile af;
+    ok = atomic_open(&af, path, err);
+    if (ok) {
+        ok = atomic_write(&af, text, strlen(text), err) && atomic_write(&af, "\n", 1, err);
+        if (ok) ok = atomic_commit(&af, err);
+        else atomic_abort(&af);
+    }
+    cJSON_free(text);
+    return ok;
+}

@@ -1,0 +1,93 @@
+// model.h: GPT-2 (REFERENCE.md section 5) loaded from a Hugging Face model folder, with the
+// four linears of every block frozen in a chosen format (qlinear.h) and embeddings, biases
+// and layer norms in fp32. Forward pass over (B,T) token batches with optional LoRA
+// adapters, chunked cross-entropy, and an incremental KV-cache path for generation.
+// Shape letters: B batch, T time, C = n_embd, NH heads, F = n_inner (4C), V vocab,
+// L layers, N = B*T.
+// Not here: training (train.c), optimizer (optim.c), tokenizer (tokenizer.c).
+#ifndef QLORA_MODEL_H
+#define QLORA_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "lora.h"
+#include "qlinear.h"
+#include "quant.h"
+
+typedef struct {
+    int n_layer, n_head, n_embd, n_positions, vocab_size, n_inner;
+    float eps;
+    bool tied;  // lm_head shares wte (tie_word_embeddings, GPT-2's default)
+} GPT2Config;
+
+typedef struct {
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;  // [C], owned
+    QLinear lin[LORA_N_TARGETS];           // c_attn [3C,C], attn.c_proj [C,C], c_fc [F,C],
+                                           // mlp.c_proj [C,F], all stored [out, in]
+} GPT2Block;
+
+typedef struct {
+    QuantType type;     // storage of the block linears
+    size_t blocksize;   // quantization block (default 64)
+    bool double_quant;  // NF4/FP4 only
+} QuantConfig;
+
+typedef struct {
+    GPT2Config cfg;
+    QuantConfig quant;
+    float *wte, *wpe;      // [V, C], [P, C], owned
+    float *lnf_w, *lnf_b;  // [C]
+    float *lm_head;        // == wte when tied, else owned [V, C]
+    GPT2Block *blocks;     // [L]
+} Model;
+
+// Read DIR/config.json (error for anything that is not a supported GPT-2 config).
+bool model_read_config(GPT2Config *cfg, const char *dir, Error *err);
+// Load DIR (config.json + model.safetensors, or a sharded model.safetensors.index.json).
+// Accepts the hub's names (h.0...) and save_pretrained's (transformer.h.0...), F32/F16/BF16.
+bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err);
+void model_free(Model *m);
+
+// Shapes of the block linears, for lora.c.
+LoraShapes model_lora_shapes(const GPT2Config *cfg);
+
+// Bytes resident for the model, by kind.
+typedef struct {
+    size_t linear_weights, quant_constants, embeddings, norms_and_biases;
+} ModelBytes;
+ModelBytes model_bytes(const Model *m);
+
+// Activations and scratch for batches of up to B x T. With `training`, every layer keeps
+// its own buffers (the backward needs them); without, one layer's worth is reused.
+typedef struct Acts Acts;
+Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, bool training);
+void acts_free(Acts *a);
+size_t acts_bytes(const Acts *a);
+
+// Forward tokens (B,T) through the model (and lora, may be NULL). With targets (B,T;
+// negative = ignored) returns the summed cross-entropy over predicted tokens and adds their
+// count to *n_valid; without, returns 0. B <= a's B, T <= a's T and <= n_positions.
+// If logits_out is non-NULL it receives the (B*T, V) logits (tests; memory-hungry).
+double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
+                     const int *targets, size_t B, size_t T, size_t *n_valid, float *logits_out);
+
+// Incremental decoding with a KV cache (batch 1).
+typedef struct KVCache KVCache;
+KVCache *kv_create(const Model *m, const LoraSet *lora);
+void kv_free(KVCache *kv);
+int kv_len(const KVCache *kv);
+// Append tokens[0..n) at positions len..len+n-1 (len + n <= n_positions) and write the
+// logits of the last one into logits (V floats).
+void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tokens, int n,
+                float *logits);
+
+// Presets for `qlora init` and benchmarks: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
+// "tiny". false if the name is unknown.
+bool model_preset(const char *name, GPT2Config *cfg);
+// Write a randomly initialised model folder (config.json, model.safetensors in the hub's
+// Conv1D layout, tokenizer files are the caller's business). GPT-2 init: N(0, 0.02),
+// residual projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm 1/0.
+bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err);
+
+#endif

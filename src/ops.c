@@ -1,0 +1,272 @@
+// ops.c: see ops.h. B batch, T time, C channels, NH heads, HS head size, V vocab, N = B*T.
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "util.h"
+
+#include <omp.h>
+
+#define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+
+void embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                       size_t B, size_t T, size_t C) {
+    #pragma omp parallel for schedule(static)
+    for (size_t bt = 0; bt < B * T; bt++) {
+        const float *e = wte + (size_t)tokens[bt] * C, *p = wpe + (bt % T) * C;
+        float *o = out + bt * C;
+        for (size_t i = 0; i < C; i++) o[i] = e[i] + p[i];
+    }
+}
+
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
+                        size_t B, size_t T, size_t C) {
+    // One writer per element: parallel over channels, rows in a fixed order (deterministic
+    // even when the same token repeats).
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < C; i++)
+        for (size_t bt = 0; bt < B * T; bt++) {
+            float g = dout[bt * C + i];
+            if (dwte) dwte[(size_t)tokens[bt] * C + i] += g;
+            if (dwpe) dwpe[(bt % T) * C + i] += g;
+        }
+}
+
+// Row statistics in double: variance of activations with large means loses digits in f32.
+static void row_stats(const float *x, size_t C, float eps, float *mean_out, float *rstd_out) {
+    double s = 0, ss = 0;
+    for (size_t i = 0; i < C; i++) s += x[i];
+    double m = s / (double)C;
+    for (size_t i = 0; i < C; i++) {
+        double d = x[i] - m;
+        ss += d * d;
+    }
+    *mean_out = (float)m;
+    *rstd_out = (float)(1.0 / sqrt(ss / (double)C + eps));
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, size_t N, size_t C, float eps) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *x = inp + r * C;
+        float *o = out + r * C;
+        float m, s;
+        row_stats(x, C, eps, &m, &s);
+        for (size_t i = 0; i < C; i++) o[i] = (x[i] - m) * s * w[i] + b[i];
+        if (mean) mean[r] = m;
+        if (rstd) rstd[r] = s;
+    }
+}
+
+void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
+                           const float *w, const float *b, size_t N, size_t C, float eps) {
+    for (size_t r = 0; r < N; r++) {
+        double s = 0, ss = 0;
+        for (size_t i = 0; i < C; i++) s += inp[r * C + i];
+        double m = s / (double)C;
+        for (size_t i = 0; i < C; i++) ss += (inp[r * C + i] - m) * (inp[r * C + i] - m);
+        double rs = 1.0 / sqrt(ss / (double)C + eps);
+        for (size_t i = 0; i < C; i++)
+            out[r * C + i] = (float)((inp[r * C + i] - m) * rs * w[i] + b[i]);
+        if (mean) mean[r] = (float)m;
+        if (rstd) rstd[r] = (float)rs;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, size_t N, size_t C) {
+    // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * w
+    if (dinp) {
+        #pragma omp parallel for schedule(static)
+        for (size_t r = 0; r < N; r++) {
+            const float *x = inp + r * C, *g = dout + r * C;
+            const float m = mean[r], s = rstd[r];
+            double sum_d = 0, sum_dx = 0;
+            for (size_t i = 0; i < C; i++) {
+                float xhat = (x[i] - m) * s, d = g[i] * w[i];
+                sum_d += d;
+                sum_dx += (double)d * xhat;
+            }
+            const float mean_d = (float)(sum_d / (double)C), mean_dx = (float)(sum_dx / (double)C);
+            float *dx = dinp + r * C;
+            for (size_t i = 0; i < C; i++) {
+                float xhat = (x[i] - m) * s;
+                dx[i] += s * (g[i] * w[i] - mean_d - xhat * mean_dx);
+            }
+        }
+    }
+    if (dw || db) {  // parallel over channels: one writer per element, rows in fixed order
+        #pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < C; i++) {
+            double gw = 0, gb = 0;
+            for (size_t r = 0; r < N; r++) {
+                float xhat = (inp[r * C + i] - mean[r]) * rstd[r];
+                gw += (double)dout[r * C + i] * xhat;
+                gb += dout[r * C + i];
+            }
+            if (dw) dw[i] += (float)gw;
+            if (db) db[i] += (float)gb;
+        }
+    }
+}
+
+float gelu_ref(float x) {
+    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+
+float gelu_grad_ref(float x) {
+    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
+    float t = tanhf(u);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+void gelu_forward(float *out, const float *inp, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = gelu_ref(inp[i]);
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] += gelu_grad_ref(inp[i]) * dout[i];
+}
+
+void add_inplace(float *out, const float *a, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] += a[i];
+}
+
+void bias_add(float *out, const float *bias, size_t N, size_t OC) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++)
+        for (size_t j = 0; j < OC; j++) out[r * OC + j] += bias[j];
+}
+
+void bias_backward(float *dbias, const float *dout, size_t N, size_t OC) {
+    #pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < OC; j++) {
+        double s = 0;
+        for (size_t r = 0; r < N; r++) s += dout[r * OC + j];
+        dbias[j] += (float)s;
+    }
+}
+
+void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
+                       size_t NH) {
+    const size_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    // 1. scores = scale * q k^T per (b, h), one BLAS call each
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) {
+            const float *q = qkv + b * T * C3 + h * HS;
+            matmul_nt(att + (b * NH + h) * T * T, q, q + C, T, T, HS, scale, 0.0f, C3, C3, T);
+        }
+    // 2. causal softmax of every row, in one parallel loop; entries above the diagonal
+    //    become exact zeros (so step 3 and the backward may use full products)
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < B * NH * T; row++) {
+        const size_t t = row % T;
+        float *a = att + row * T;
+        float mx = -INFINITY;
+        for (size_t j = 0; j <= t; j++) mx = fmaxf(mx, a[j]);
+        double sum = 0;
+        for (size_t j = 0; j <= t; j++) {
+            a[j] = expf(a[j] - mx);
+            sum += a[j];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j <= t; j++) a[j] *= inv;
+        for (size_t j = t + 1; j < T; j++) a[j] = 0.0f;
+    }
+    // 3. out_h = P v_h, written into the head's columns of out
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) {
+            const float *v = qkv + b * T * C3 + 2 * C + h * HS;
+            matmul_nn(out + b * T * C + h * HS, att + (b * NH + h) * T * T, v, T, HS, T, 1.0f,
+                      0.0f, T, C3, C);
+        }
+}
+
+void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                        const float *att, size_t B, size_t T, size_t C, size_t NH) {
+    const size_t HS = C / NH, C3 = 3 * C;
+    const float scale = 1.0f / sqrtf((float)HS);
+    // dP = dout_h v_h^T ; dv_h += P^T dout_h
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) {
+            const float *v = qkv + b * T * C3 + 2 * C + h * HS;
+            const float *dout_h = dout + b * T * C + h * HS;
+            const float *P = att + (b * NH + h) * T * T;
+            matmul_nt(datt + (b * NH + h) * T * T, dout_h, v, T, T, HS, 1.0f, 0.0f, C, C3, T);
+            matmul_tn(dqkv + b * T * C3 + 2 * C + h * HS, P, dout_h, T, HS, T, 1.0f, 1.0f, T, C,
+                      C3);
+        }
+    // softmax backward: dS = P * (dP - sum_j P dP), times the score scale
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < B * NH * T; row++) {
+        const size_t t = row % T;
+        const float *P = att + row * T;
+        float *d = datt + row * T;
+        double dot = 0;
+        for (size_t j = 0; j <= t; j++) dot += (double)P[j] * d[j];
+        for (size_t j = 0; j <= t; j++) d[j] = P[j] * (d[j] - (float)dot) * scale;
+        for (size_t j = t + 1; j < T; j++) d[j] = 0.0f;
+    }
+    // dq_h += dS k_h ; dk_h += dS^T q_h
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) {
+            const float *q = qkv + b * T * C3 + h * HS;
+            const float *dS = datt + (b * NH + h) * T * T;
+            float *dq = dqkv + b * T * C3 + h * HS;
+            matmul_nn(dq, dS, q + C, T, HS, T, 1.0f, 1.0f, T, C3, C3);
+            matmul_tn(dq + C, dS, q, T, HS, T, 1.0f, 1.0f, T, C3, C3);
+        }
+}
+
+double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float dlogits_scale,
+                    size_t *n_valid) {
+    // Per-thread partial sums added in thread order: with a static schedule the result is
+    // bitwise reproducible for a given thread count (an OpenMP float reduction is not).
+    enum { MAX_PARTS = 256 };
+    double part_loss[MAX_PARTS] = {0};
+    size_t part_count[MAX_PARTS] = {0};
+    int n_parts = 1;
+    #pragma omp parallel
+    {
+        const int tid = omp_get_thread_num();
+        #pragma omp single
+        n_parts = omp_get_num_threads();
+        #pragma omp for schedule(static)
+        for (size_t r = 0; r < n; r++) {
+            float *l = logits + r * V;
+            const int tgt = targets[r];
+            if (tgt < 0) {
+                if (dlogits_scale != 0.0f) memset(l, 0, V * sizeof(float));
+                continue;
+            }
+            float mx = -INFINITY;
+            for (size_t j = 0; j < V; j++) mx = fmaxf(mx, l[j]);
+            double sum = 0;
+            for (size_t j = 0; j < V; j++) sum += expf(l[j] - mx);
+            const double lse = mx + log(sum);
+            if (tid < MAX_PARTS) {
+                part_loss[tid] += lse - l[tgt];
+                part_count[tid]++;
+            }
+            if (dlogits_scale != 0.0f) {
+                for (size_t j = 0; j < V; j++) l[j] = dlogits_scale * (float)exp(l[j] - lse);
+                l[tgt] -= dlogits_scale;
+            }
+        }
+    }
+    CHECK(n_parts <= MAX_PARTS);
+    double total = 0;
+    for (int i = 0; i < n_parts; i++) {
+        total += part_loss[i];
+        *n_valid += part_count[i];
+    }
+    return total;
+}

@@ -1,0 +1,115 @@
+// qlinear.c: see qlinear.h.
+#include "qlinear.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "ops.h"
+
+bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t in, size_t out,
+                  QuantType type, size_t blocksize, bool double_quant, const char *label,
+                  Error *err) {
+    memset(l, 0, sizeof *l);
+    l->in = in;
+    l->out = out;
+    l->type = type;
+    float *wt = xmalloc_aligned(in * out * sizeof(float));
+    #pragma omp parallel for schedule(static)
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++) wt[o * in + i] = w_in_out[i * out + o];
+    bool ok = true;
+    switch (type) {
+    case QUANT_NONE:
+        l->w = wt;
+        wt = NULL;
+        break;
+    case QUANT_NF4:
+    case QUANT_FP4:
+        ok = q4_quantize(&l->q4, wt, in * out, type, blocksize, double_quant, label, err);
+        break;
+    case QUANT_INT8:
+        ok = qint_quantize(&l->qi, wt, in * out, type, blocksize, label, err);
+        break;
+    default:
+        ok = error_set(err, "%s: weights cannot be stored as %s (use none, nf4, fp4 or int8)",
+                       label, quant_name(type));
+    }
+    free(wt);
+    if (!ok) return false;
+    CHECK(type == QUANT_NONE || in % blocksize == 0);  // model.c rejects other sizes first
+    l->bias = xmalloc(out * sizeof(float));
+    memcpy(l->bias, bias, out * sizeof(float));
+    return true;
+}
+
+void qlinear_free(QLinear *l) {
+    free(l->w);
+    q4_free(&l->q4);
+    qint_free(&l->qi);
+    free(l->bias);
+    memset(l, 0, sizeof *l);
+}
+
+void qlinear_rows(const QLinear *l, size_t r0, size_t r1, float *dst) {
+    const size_t n = (r1 - r0) * l->in;
+    switch (l->type) {
+    case QUANT_NONE: memcpy(dst, l->w + r0 * l->in, n * sizeof(float)); break;
+    case QUANT_NF4:
+    case QUANT_FP4: q4_dequantize(&l->q4, r0 * l->in, n, dst); break;
+    default: qint_dequantize(&l->qi, r0 * l->in, n, dst); break;
+    }
+}
+
+// Rows per tile: as many as fit QLINEAR_TILE_FLOATS, at least one.
+static size_t tile_rows(const QLinear *l) {
+    size_t r = QLINEAR_TILE_FLOATS / l->in;
+    return r ? r : 1;
+}
+
+void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch) {
+    if (l->type == QUANT_NONE) {
+        matmul_nt(y, x, l->w, N, l->out, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
+    } else {
+        const size_t tr = tile_rows(l);
+        for (size_t r0 = 0; r0 < l->out; r0 += tr) {
+            const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+            qlinear_rows(l, r0, r1, scratch);
+            matmul_nt(y + r0, x, scratch, N, r1 - r0, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
+        }
+    }
+    bias_add(y, l->bias, N, l->out);
+}
+
+void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
+                            float *scratch) {
+    if (l->type == QUANT_NONE) {
+        matmul_nn(dx, dy, l->w, N, l->in, l->out, 1.0f, 1.0f, l->out, l->in, l->in);
+        return;
+    }
+    const size_t tr = tile_rows(l);
+    for (size_t r0 = 0; r0 < l->out; r0 += tr) {
+        const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+        qlinear_rows(l, r0, r1, scratch);
+        // dx += dy[:, r0:r1] W[r0:r1, :]
+        matmul_nn(dx, dy + r0, scratch, N, l->in, r1 - r0, 1.0f, 1.0f, l->out, l->in, l->in);
+    }
+}
+
+size_t qlinear_weight_bytes(const QLinear *l) {
+    switch (l->type) {
+    case QUANT_NONE: return l->in * l->out * sizeof(float);
+    case QUANT_NF4:
+    case QUANT_FP4: return q4_code_bytes(&l->q4);
+    default: return qint_code_bytes(&l->qi);
+    }
+}
+
+size_t qlinear_constant_bytes(const QLinear *l) {
+    switch (l->type) {
+    case QUANT_NONE: return 0;
+    case QUANT_NF4:
+    case QUANT_FP4: return q4_constant_bytes(&l->q4);
+    default: return qint_constant_bytes(&l->qi);
+    }
+}

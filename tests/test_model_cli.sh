@@ -1,0 +1,80 @@
+#!/bin/sh
+# test_model_cli.sh: init / tokenize / eval / generate through the real binary, and every
+# bad model folder a user can hand it: exit status 2 and one line naming the file.
+set -u
+Q="${QLORA:-./qlora}"
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+expect() {  # expect STATUS PHRASE CMD...
+    want=$1 phrase=$2
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    lines=$(wc -l <"$tmp/err")
+    if [ "$rc" = "$want" ] && [ "$lines" -eq 1 ] && grep -qF -- "$phrase" "$tmp/err"; then ok
+    else bad "$* -> status $rc (want $want), $lines stderr lines, want '$phrase': $(head -n 2 "$tmp/err")"; fi
+}
+
+# init writes a loadable folder and refuses to overwrite it
+"$Q" init --preset tiny --out "$tmp/m" --seed 3 >/dev/null && [ -f "$tmp/m/model.safetensors" ] &&
+    [ -f "$tmp/m/vocab.json" ] && [ -f "$tmp/m/merges.txt" ] && ok || bad "init tiny"
+expect 2 "already exists" "$Q" init --preset tiny --out "$tmp/m"
+expect 2 "unknown preset 'gpt5'" "$Q" init --preset gpt5 --out "$tmp/x"
+
+# tokenize: bytes of the byte-level vocab, <|endoftext|> special
+[ "$("$Q" tokenize --model "$tmp/m" "Hi <|endoftext|>")" = "72 105 32 256" ] && ok || bad "tokenize"
+printf 'ab' >"$tmp/ab.txt"
+[ "$("$Q" tokenize --model "$tmp/m" --file "$tmp/ab.txt")" = "97 98" ] && ok || bad "tokenize --file"
+
+# eval: last line format, token count with windows longer than the context (P = 32)
+awk 'BEGIN { for (i = 0; i < 40; i++) printf "line %d of a text longer than the window.\n", i }' >"$tmp/long.txt"
+n=$(wc -c <"$tmp/long.txt")
+"$Q" eval --model tests/ref/tiny --quant none --text "$tmp/long.txt" >"$tmp/out" 2>/dev/null
+last=$(tail -n 1 "$tmp/out")
+echo "$last" | grep -Eq "^loss=[0-9.]+ ppl=[0-9.]+ tokens=$((n - 1))$" && ok || bad "eval windows: '$last' (want tokens=$((n - 1)))"
+base_loss=$(echo "$last" | sed 's/loss=\([0-9.]*\).*/\1/')
+lora_loss=$("$Q" eval --model tests/ref/tiny --quant none --adapter tests/ref/peft --text "$tmp/long.txt" 2>/dev/null | tail -n 1 | sed 's/loss=\([0-9.]*\).*/\1/')
+[ -n "$lora_loss" ] && [ "$lora_loss" != "$base_loss" ] && ok || bad "eval --adapter changes the loss ($base_loss vs $lora_loss)"
+
+# generate: greedy is deterministic; sampling with a seed is reproducible
+g1=$("$Q" generate --model tests/ref/tiny --prompt "The" --max-new-tokens 12 --temperature 0 2>/dev/null)
+g2=$("$Q" generate --model tests/ref/tiny --prompt "The" --max-new-tokens 12 --temperature 0 2>/dev/null)
+s1=$("$Q" generate --model tests/ref/tiny --prompt "The" --max-new-tokens 12 --seed 5 2>/dev/null)
+s2=$("$Q" generate --model tests/ref/tiny --prompt "The" --max-new-tokens 12 --seed 5 2>/dev/null)
+[ -n "$g1" ] && [ "$g1" = "$g2" ] && [ "$s1" = "$s2" ] && case "$g1" in The*) true ;; *) false ;; esac && ok ||
+    bad "generate determinism ('$g1' vs '$g2', '$s1' vs '$s2')"
+expect 2 "--top-p must be" "$Q" generate --model tests/ref/tiny --prompt x --top-p 0
+expect 2 "the model's context is 32" "$Q" generate --model tests/ref/tiny --prompt "$(cat "$tmp/long.txt")"
+
+# bad model folders
+expect 2 "$tmp/none/config.json: cannot open" "$Q" eval --model "$tmp/none" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/llama"
+sed -i 's/"model_type": "gpt2"/"model_type": "llama"/' "$tmp/llama/config.json"
+expect 2 'only "gpt2" models are supported' "$Q" eval --model "$tmp/llama" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/wide"
+sed -i 's/"n_embd": 64/"n_embd": 128/' "$tmp/wide/config.json"
+expect 2 "tensor 'wte.weight': shape [257, 64], config.json expects [257, 128]" "$Q" eval --model "$tmp/wide" --quant none --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/deep"
+sed -i 's/"n_layer": 2/"n_layer": 3/' "$tmp/deep/config.json"
+expect 2 "missing tensor 'h.2.ln_1.weight' (expected shape [64])" "$Q" eval --model "$tmp/deep" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/merges"
+printf '#version: 0.2\nH e\nHe zz\n' >"$tmp/merges/merges.txt"
+expect 2 "merges.txt:2: merge 'H e' needs 'He', which is not in" "$Q" eval --model "$tmp/merges" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/smallvocab"
+sed -i 's/"vocab_size": 257/"vocab_size": 200/' "$tmp/smallvocab/config.json"
+expect 2 "tokenizer and model do not belong together" "$Q" eval --model "$tmp/smallvocab" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/trunc"
+head -c 5000 tests/ref/tiny/model.safetensors >"$tmp/trunc/model.safetensors"
+expect 2 "model.safetensors" "$Q" eval --model "$tmp/trunc" --text "$tmp/ab.txt"
+expect 2 "must be multiples of the quantization blocksize 128" "$Q" eval --model tests/ref/tiny --blocksize 128 --text "$tmp/ab.txt"
+expect 2 "emptyadapter/adapter_config.json: cannot open" "$Q" eval --model tests/ref/tiny --adapter "$tmp/emptyadapter" --text "$tmp/ab.txt"
+mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
+sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
+expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
+echo "test_model_cli.sh: $pass passed, $fail failed"
+[ "$fail" = 0 ]
