@@ -327,7 +327,7 @@ int cmd_eval(int argc, char **argv) {
     load_model(&o, "eval", &m, &lora, &has_lora);
     const size_t W = seq && (size_t)seq < (size_t)m.cfg.n_positions ? (size_t)seq : (size_t)m.cfg.n_positions;
     const size_t S = W / 2 ? W / 2 : 1;
-    Acts *a = acts_create(&m, has_lora ? &lora : NULL, 1, W, false);
+    Acts *a = acts_create(&m, has_lora ? &lora : NULL, 1, W, ACTS_INFER);
     int *targets = xmalloc(W * sizeof(int));
     double total = 0, t0 = time_now();
     size_t count = 0, scored_upto = 1;  // token index k is scored when k >= scored_upto

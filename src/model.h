@@ -58,19 +58,51 @@ typedef struct {
 } ModelBytes;
 ModelBytes model_bytes(const Model *m);
 
-// Activations and scratch for batches of up to B x T. With `training`, every layer keeps
-// its own buffers (the backward needs them); without, one layer's worth is reused.
+// Activations and scratch for batches of up to B x T.
+//   ACTS_INFER       one layer's worth of buffers, reused by every layer (eval);
+//   ACTS_TRAIN       every layer keeps its activations for the backward, plus gradients;
+//   ACTS_CHECKPOINT  gradient checkpointing: only each block's input is kept, the rest is
+//                    recomputed one block at a time during the backward.
+typedef enum { ACTS_INFER, ACTS_TRAIN, ACTS_CHECKPOINT } ActsMode;
 typedef struct Acts Acts;
-Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, bool training);
+Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsMode mode);
 void acts_free(Acts *a);
 size_t acts_bytes(const Acts *a);
 
-// Forward tokens (B,T) through the model (and lora, may be NULL). With targets (B,T;
-// negative = ignored) returns the summed cross-entropy over predicted tokens and adds their
-// count to *n_valid; without, returns 0. B <= a's B, T <= a's T and <= n_positions.
+// Forward tokens (B,T) through the model (and lora, may be NULL), no dropout. With targets
+// (B,T; negative = ignored) returns the summed cross-entropy over predicted tokens and adds
+// their count to *n_valid; without, returns 0. B <= a's B, T <= a's T and <= n_positions.
 // If logits_out is non-NULL it receives the (B*T, V) logits (tests; memory-hungry).
 double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
                      const int *targets, size_t B, size_t T, size_t *n_valid, float *logits_out);
+
+// Trainable fp32 parameters of the whole model (method full), in a fixed order:
+// wte, wpe, ln_f.weight, ln_f.bias, then per block ln_1.w, ln_1.b, ln_2.w, ln_2.b, the four
+// linear weights ([out, in]) and the four biases. Names are the hub's (h.0.ln_1.weight...).
+typedef struct {
+    char name[64];
+    float *p;     // the model's own array
+    size_t n;
+    bool decay;   // weight decay applies (not to biases and LayerNorm weights, as HF)
+} ModelParam;
+// Fill params (stb_ds array); the model must be stored with QUANT_NONE.
+void model_params(const Model *m, ModelParam **params);
+
+typedef struct {
+    float lora_dropout;     // p on the LoRA branch input; 0 = off
+    uint64_t dropout_seed;  // masks are a pure function of (seed, layer, module, element)
+    float **full_grads;     // method full: one gradient array per model_params entry
+                            // (accumulated); NULL for LoRA-only training
+} TrainCtx;
+
+// Forward and backward of one micro-batch: returns the summed loss (as model_forward) and
+// accumulates d(loss_scale * summed loss) into the LoRA gradients (lora->grads, allocated)
+// and, with tc->full_grads, into every model parameter's gradient. a must be ACTS_TRAIN or
+// ACTS_CHECKPOINT. Gradients flow through the frozen (dequantized) weights into earlier
+// layers; biases, norms and embeddings get gradients only with full_grads.
+double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int *tokens,
+                              const int *targets, size_t B, size_t T, float loss_scale,
+                              const TrainCtx *tc, size_t *n_valid);
 
 // Incremental decoding with a KV cache (batch 1).
 typedef struct KVCache KVCache;

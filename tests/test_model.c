@@ -47,7 +47,7 @@ int main(void) {
     // fp32 weights: logits and loss against PyTorch
     Model m = load("tests/ref/tiny", QUANT_NONE);
     float *logits = malloc(N * V * sizeof(float)), *logits2 = malloc(N * V * sizeof(float));
-    Acts *a = acts_create(&m, NULL, B, T, true);
+    Acts *a = acts_create(&m, NULL, B, T, ACTS_TRAIN);
     size_t count = 0;
     double loss = model_forward(&m, NULL, a, tokens, targets, B, T, &count, logits) / (double)count;
     EXPECT_CLOSE("fp32 logits vs PyTorch", logits, ref_logits, N * V, TOL_LOGITS_ATOL, TOL_LOGITS_RTOL);
@@ -56,7 +56,7 @@ int main(void) {
     acts_free(a);
 
     // inference-mode buffers (one layer's worth, reused) give the same logits bit for bit
-    a = acts_create(&m, NULL, B, T, false);
+    a = acts_create(&m, NULL, B, T, ACTS_INFER);
     model_forward(&m, NULL, a, tokens, NULL, B, T, &count, logits2);
     EXPECT(memcmp(logits, logits2, N * V * sizeof(float)) == 0, "inference buffers == training buffers");
     acts_free(a);
@@ -85,7 +85,7 @@ int main(void) {
     const char *variants[] = {"tests/ref/tiny-f16", "tests/ref/tiny-bf16"};
     for (int v = 0; v < 2; v++) {
         Model mv = load(variants[v], QUANT_NONE);
-        a = acts_create(&mv, NULL, B, T, false);
+        a = acts_create(&mv, NULL, B, T, ACTS_INFER);
         model_forward(&mv, NULL, a, tokens, NULL, B, T, &count, logits2);
         EXPECT(memcmp(logits, logits2, N * V * sizeof(float)) == 0, "%s gives the F32 logits bit for bit", variants[v]);
         acts_free(a);
@@ -94,7 +94,7 @@ int main(void) {
 
     // quantized storage: NF4 + DQ close to fp32; the model keeps only the 4-bit copy
     Model mq = load("tests/ref/tiny", QUANT_NF4);
-    a = acts_create(&mq, NULL, B, T, false);
+    a = acts_create(&mq, NULL, B, T, ACTS_INFER);
     count = 0;
     double loss_q = model_forward(&mq, NULL, a, tokens, targets, B, T, &count, NULL) / (double)count;
     EXPECT(fabs(loss_q - loss) <= TOL_NF4_LOSS_REL * loss, "NF4+DQ loss %.5f within %.0f%% of fp32 %.5f (%.2f%%)",
@@ -107,7 +107,7 @@ int main(void) {
     model_free(&mq);
     for (QuantType qt = QUANT_FP4; qt <= QUANT_INT8; qt++) {
         Model mk = load("tests/ref/tiny", qt);
-        a = acts_create(&mk, NULL, B, T, false);
+        a = acts_create(&mk, NULL, B, T, ACTS_INFER);
         count = 0;
         double lk = model_forward(&mk, NULL, a, tokens, targets, B, T, &count, NULL) / (double)count;
         // FP4 is coarser than NF4 (twice the margin); INT8 much finer
@@ -131,7 +131,7 @@ int main(void) {
             SafeTensors pr;
             CHECK(st_open(&pr, "tests/ref/peft_ref.safetensors", &err));
             CHECK(st_read_f32(&pr, st_find(&pr, "logits"), ref_logits, &err));
-            a = acts_create(&mp, &lora, B, T, false);
+            a = acts_create(&mp, &lora, B, T, ACTS_INFER);
             model_forward(&mp, &lora, a, tokens, NULL, B, T, &count, logits2);
             EXPECT_CLOSE("logits with the PEFT adapter vs PEFT", logits2, ref_logits, N * V,
                          TOL_LOGITS_ATOL, TOL_LOGITS_RTOL);

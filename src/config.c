@@ -1,0 +1,364 @@
+// config.c: see config.h. One table describes every key; parsing, defaults, range checks,
+// did-you-mean and the printed reference all read it.
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include "lora.h"
+
+typedef enum { K_STR, K_ENUM, K_INT, K_FLOAT, K_BOOL, K_LIST } KeyType;
+
+typedef struct {
+    const char *name;
+    KeyType type;
+    size_t offset, size;   // into TrainConfig; size for strings
+    double lo, hi;         // numeric range (inclusive)
+    const char *choices;   // K_ENUM: "a|b|c"
+    const char *dflt;      // default, as YAML text
+    const char *doc;
+} KeySpec;
+
+#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f)
+#define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f)
+#define NUM(t, f) t, offsetof(TrainConfig, f), 0
+static const KeySpec KEYS[] = {
+    {"base_model", STR(base_model), 0, 0, NULL, "", "model folder (HF layout: config.json, model.safetensors, vocab.json, merges.txt); required"},
+    {"dataset", STR(dataset), 0, 0, NULL, "", "training data file; required"},
+    {"dataset_format", ENUM(dataset_format), 0, 0, "text|jsonl", "", "text: plain text cut into sequence_len windows; jsonl: one example per line ({\"text\"}, {\"prompt\",\"completion\"} or {\"input_ids\"}); empty: .jsonl files are jsonl, others text"},
+    {"val_set_size", NUM(K_FLOAT, val_set_size), 0, 1e9, NULL, "0", "held-out part of dataset: a fraction (< 1) or a number of examples (>= 1); 0 = none"},
+    {"val_dataset", STR(val_dataset), 0, 0, NULL, "", "separate validation file (same format as dataset); overrides val_set_size"},
+    {"output_dir", STR(output_dir), 0, 0, NULL, "out", "where the adapter, checkpoints, metrics.jsonl and report.html go"},
+    {"method", ENUM(method), 0, 0, "qlora|lora|full", "qlora", "qlora: LoRA on a quantized frozen base; lora: LoRA on an fp32 frozen base; full: train every weight in fp32"},
+    {"quant", ENUM(quant), 0, 0, "nf4|fp4|int8|none", "nf4", "storage of the frozen linear weights with method qlora (lora and full use fp32)"},
+    {"double_quant", NUM(K_BOOL, double_quant), 0, 0, NULL, "true", "double-quantize the NF4/FP4 block scales (8-bit, blocks of 256)"},
+    {"quant_blocksize", NUM(K_INT, quant_blocksize), 32, 4096, NULL, "64", "values per quantization block (a power of two)"},
+    {"lora_r", NUM(K_INT, lora_r), 1, 4096, NULL, "8", "LoRA rank r"},
+    {"lora_alpha", NUM(K_FLOAT, lora_alpha), 1e-6, 1e6, NULL, "16", "LoRA alpha; the update is scaled by lora_alpha / lora_r"},
+    {"lora_dropout", NUM(K_FLOAT, lora_dropout), 0, 0.99, NULL, "0.05", "dropout on the LoRA branch's input (the base model's own dropouts are not applied)"},
+    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, 0, 0, NULL, "[c_attn, c_proj, c_fc]", "linears that get adapters: c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc, or all-linear"},
+    {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
+    {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
+    {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},
+    {"sequence_len", NUM(K_INT, sequence_len), 2, 1 << 20, NULL, "512", "tokens per example (longer jsonl examples are truncated; at most n_positions)"},
+    {"micro_batch_size", NUM(K_INT, micro_batch_size), 1, 65536, NULL, "1", "examples per forward/backward pass"},
+    {"gradient_accumulation_steps", NUM(K_INT, gradient_accumulation_steps), 1, 65536, NULL, "1", "micro-batches per optimizer step"},
+    {"num_epochs", NUM(K_INT, num_epochs), 1, 1000000, NULL, "1", "passes over the training data (unless max_steps ends it first)"},
+    {"max_steps", NUM(K_INT, max_steps), 0, 1e12, NULL, "0", "optimizer steps to run; 0 = num_epochs worth"},
+    {"learning_rate", NUM(K_FLOAT, learning_rate), 0, 10, NULL, "0.0002", "peak learning rate"},
+    {"lr_scheduler", ENUM(lr_scheduler), 0, 0, "constant|linear|cosine", "cosine", "schedule after warm-up (transformers' semantics)"},
+    {"warmup_steps", NUM(K_INT, warmup_steps), 0, 1e12, NULL, "0", "linear warm-up steps from 0 to learning_rate"},
+    {"warmup_ratio", NUM(K_FLOAT, warmup_ratio), 0, 1, NULL, "0", "warm-up as a fraction of all steps (used when warmup_steps is 0)"},
+    {"weight_decay", NUM(K_FLOAT, weight_decay), 0, 10, NULL, "0", "AdamW decoupled weight decay (full: not on biases and LayerNorm weights)"},
+    {"adam_beta1", NUM(K_FLOAT, adam_beta1), 0, 0.999999, NULL, "0.9", "AdamW beta1"},
+    {"adam_beta2", NUM(K_FLOAT, adam_beta2), 0, 0.999999999, NULL, "0.999", "AdamW beta2"},
+    {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 0, 1, NULL, "1e-08", "AdamW epsilon"},
+    {"max_grad_norm", NUM(K_FLOAT, max_grad_norm), 0, 1e9, NULL, "1.0", "clip the global gradient norm to this; 0 = off"},
+    {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion: also train on the prompt tokens"},
+    {"shuffle", NUM(K_BOOL, shuffle), 0, 0, NULL, "true", "shuffle the training examples every epoch (seeded)"},
+    {"seed", NUM(K_INT, seed), 0, 1e15, NULL, "42", "seed for LoRA init, shuffling, dropout and the validation split"},
+    {"logging_steps", NUM(K_INT, logging_steps), 1, 1e12, NULL, "1", "log (metrics.jsonl, terminal) every this many steps"},
+    {"eval_steps", NUM(K_INT, eval_steps), 0, 1e12, NULL, "0", "evaluate on the validation set every this many steps; 0 = at the start and end only"},
+    {"save_steps", NUM(K_INT, save_steps), 0, 1e12, NULL, "0", "write output_dir/checkpoint-N every this many steps; 0 = at the end only"},
+    {"resume_from_checkpoint", STR(resume_from_checkpoint), 0, 0, NULL, "", "checkpoint folder to continue from, or 'latest' for the newest in output_dir"},
+    {"threads", NUM(K_INT, threads), 0, 1024, NULL, "0", "threads for OpenMP and OpenBLAS; 0 = OMP_NUM_THREADS or all cores"},
+    {"gradient_checkpointing", NUM(K_BOOL, gradient_checkpointing), 0, 0, NULL, "false", "keep only block inputs; recompute activations in backward (less memory, ~30% slower)"},
+};
+#undef STR
+#undef ENUM
+#undef NUM
+#define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+static size_t levenshtein(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), prev[64], cur[64];
+    if (la >= 63 || lb >= 63) return 99;
+    for (size_t j = 0; j <= lb; j++) prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof prev);
+    }
+    return prev[lb];
+}
+
+static const KeySpec *find_key(const char *name) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (strcmp(KEYS[i].name, name) == 0) return &KEYS[i];
+    return NULL;
+}
+
+static bool unknown_key(const char *where, const char *name, Error *err) {
+    const char *best = NULL;
+    size_t best_d = 4;  // suggest only close matches
+    for (size_t i = 0; i < N_KEYS; i++) {
+        size_t d = levenshtein(name, KEYS[i].name);
+        if (d < best_d) {
+            best_d = d;
+            best = KEYS[i].name;
+        }
+    }
+    if (best) return error_set(err, "%s: unknown key '%s' (did you mean '%s'?)", where, name, best);
+    return error_set(err, "%s: unknown key '%s' (see 'qlora train --list-keys')", where, name);
+}
+
+// Store one scalar value into the key's field. `where` is "FILE:LINE" for messages.
+static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const char *where,
+                       Error *err) {
+    char *field = (char *)c + k->offset;
+    char *end;
+    switch (k->type) {
+    case K_STR:
+        if (strlen(v) >= k->size)
+            return error_set(err, "%s: %s: value longer than %zu characters", where, k->name, k->size - 1);
+        strcpy(field, v);
+        return true;
+    case K_ENUM: {
+        const char *p = k->choices;
+        size_t n = strlen(v);
+        while (p && *p) {
+            const char *bar = strchr(p, '|');
+            size_t len = bar ? (size_t)(bar - p) : strlen(p);
+            if (len == n && strncmp(p, v, n) == 0) {
+                strcpy(field, v);
+                return true;
+            }
+            p = bar ? bar + 1 : NULL;
+        }
+        return error_set(err, "%s: %s: expected one of %s, found '%s'", where, k->name, k->choices, v);
+    }
+    case K_INT: {
+        errno = 0;
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno)
+            return error_set(err, "%s: %s: expected an integer, found '%s'", where, k->name, v);
+        if (x < k->lo || x > k->hi)
+            return error_set(err, "%s: %s: %ld is out of range [%.0f, %.0f]", where, k->name, x, k->lo, k->hi);
+        *(long *)field = x;
+        return true;
+    }
+    case K_FLOAT: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x))
+            return error_set(err, "%s: %s: expected a number, found '%s'", where, k->name, v);
+        if (x < k->lo || x > k->hi)
+            return error_set(err, "%s: %s: %g is out of range [%g, %g]", where, k->name, x, k->lo, k->hi);
+        *(double *)field = x;
+        return true;
+    }
+    case K_BOOL: {
+        static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+        for (int i = 0; i < 3; i++) {
+            if (strcasecmp(v, yes[i]) == 0) return *(bool *)field = true, true;
+            if (strcasecmp(v, no[i]) == 0) return *(bool *)field = false, true;
+        }
+        return error_set(err, "%s: %s: expected true or false, found '%s'", where, k->name, v);
+    }
+    case K_LIST:
+        break;
+    }
+    return false;
+}
+
+static bool add_target(TrainConfig *c, const char *v, const char *where, Error *err) {
+    bool t[LORA_N_TARGETS] = {0};
+    Error e2 = {0};
+    if (!lora_parse_target(v, t, &e2)) return error_set(err, "%s: lora_target_modules: %s", where, e2.msg);
+    if (c->n_lora_target_modules >= CFG_MAX_TARGETS)
+        return error_set(err, "%s: lora_target_modules: more than %d entries", where, CFG_MAX_TARGETS);
+    snprintf(c->lora_target_modules[c->n_lora_target_modules++], 32, "%s", v);
+    return true;
+}
+
+static bool is_null(const char *v) {
+    return !*v || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 || strcmp(v, "Null") == 0 ||
+           strcmp(v, "NULL") == 0;
+}
+
+// Parse a YAML document (text of len bytes) whose top level is a flat mapping, applying each
+// key. `origin` names the source in messages ("FILE" -> "FILE:LINE").
+static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char *origin,
+                       bool line_numbers, Error *err) {
+    yaml_parser_t p;
+    yaml_event_t ev;
+    CHECK(yaml_parser_initialize(&p));
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    bool ok = true, done = false;
+    int depth = 0;  // 1 inside the top-level mapping
+    char key[128] = "", where[1200];
+    size_t seen_line[N_KEYS] = {0};
+    const KeySpec *cur = NULL;
+    bool in_list = false;
+    while (ok && !done) {
+        if (!yaml_parser_parse(&p, &ev)) {
+            ok = error_set(err, "%s:%zu: invalid YAML: %s", origin, p.problem_mark.line + 1,
+                           p.problem ? p.problem : "parse error");
+            break;
+        }
+        size_t line = ev.start_mark.line + 1;
+        if (line_numbers) snprintf(where, sizeof where, "%s:%zu", origin, line);
+        else snprintf(where, sizeof where, "%s", origin);
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT: done = true; break;
+        case YAML_MAPPING_START_EVENT:
+            if (depth == 0) depth = 1;
+            else ok = error_set(err, "%s: %s: expected a value, found a nested mapping (job files are flat)", where, key);
+            break;
+        case YAML_MAPPING_END_EVENT: depth = 0; break;
+        case YAML_SEQUENCE_START_EVENT:
+            if (!cur || cur->type != K_LIST || in_list)
+                ok = error_set(err, "%s: %s: expected a single value, found a list", where,
+                               depth ? key : "document");
+            else {
+                in_list = true;
+                c->n_lora_target_modules = 0;
+            }
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+            in_list = false;
+            cur = NULL;
+            break;
+        case YAML_SCALAR_EVENT: {
+            const char *v = (const char *)ev.data.scalar.value;
+            if (depth == 0) {
+                if (!is_null(v)) ok = error_set(err, "%s: expected 'key: value' lines, found '%.40s'", where, v);
+            } else if (in_list) {
+                ok = add_target(c, v, where, err);
+            } else if (!cur) {  // a key
+                snprintf(key, sizeof key, "%s", v);
+                cur = find_key(v);
+                if (!cur) {
+                    ok = unknown_key(where, v, err);
+                } else {
+                    size_t idx = (size_t)(cur - KEYS);
+                    if (seen_line[idx] && line_numbers)
+                        ok = error_set(err, "%s: key '%s' given twice (first on line %zu)", where, v, seen_line[idx]);
+                    seen_line[idx] = line;
+                }
+            } else {  // its value
+                if (cur->type == K_LIST) {
+                    c->n_lora_target_modules = 0;
+                    ok = is_null(v) || add_target(c, v, where, err);
+                } else if (is_null(v) && (cur->type == K_STR)) {
+                    ((char *)c + cur->offset)[0] = '\0';
+                } else {
+                    ok = set_scalar(c, cur, v, where, err);
+                }
+                cur = NULL;
+            }
+            break;
+        }
+        case YAML_ALIAS_EVENT:
+            ok = error_set(err, "%s: YAML aliases are not supported in job files", where);
+            break;
+        default: break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    return ok;
+}
+
+void config_defaults(TrainConfig *c) {
+    memset(c, 0, sizeof *c);
+    Error err = {0};
+    char line[512];
+    for (size_t i = 0; i < N_KEYS; i++) {
+        snprintf(line, sizeof line, "%s: %s\n", KEYS[i].name, KEYS[i].dflt);
+        CHECK(parse_yaml(c, line, strlen(line), "defaults", false, &err));
+    }
+}
+
+bool config_load(TrainConfig *c, const char *path, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return false;
+    bool ok = parse_yaml(c, text, len, path, true, err);
+    free(text);
+    return ok;
+}
+
+bool config_set(TrainConfig *c, const char *assignment, Error *err) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return error_set(err, "--set %s: expected key=value", assignment);
+    char *doc = NULL;
+    size_t klen = (size_t)(eq - assignment), vlen = strlen(eq + 1);
+    doc = xmalloc(klen + vlen + 8);
+    memcpy(doc, assignment, klen);
+    memcpy(doc + klen, ": ", 2);
+    memcpy(doc + klen + 2, eq + 1, vlen);
+    doc[klen + 2 + vlen] = '\n';
+    char origin[300];
+    snprintf(origin, sizeof origin, "--set %.*s", (int)(klen < 200 ? klen : 200), assignment);
+    bool ok = parse_yaml(c, doc, klen + vlen + 3, origin, false, err);
+    free(doc);
+    return ok;
+}
+
+bool config_validate(const TrainConfig *c, Error *err) {
+    if (!c->base_model[0]) return error_set(err, "the job sets no base_model (a model folder)");
+    if (!c->dataset[0]) return error_set(err, "the job sets no dataset (a data file)");
+    if (!c->output_dir[0]) return error_set(err, "output_dir must not be empty");
+    if (strcmp(c->method, "full") != 0 && c->n_lora_target_modules == 0 && !c->lora_target_linear)
+        return error_set(err, "lora_target_modules is empty: no layer would be trained");
+    if (c->quant_blocksize & (c->quant_blocksize - 1))
+        return error_set(err, "quant_blocksize %ld is not a power of two", c->quant_blocksize);
+    return true;
+}
+
+static const char *type_name(KeyType t) {
+    switch (t) {
+    case K_STR: return "string";
+    case K_ENUM: return "choice";
+    case K_INT: return "integer";
+    case K_FLOAT: return "number";
+    case K_BOOL: return "bool";
+    case K_LIST: return "list";
+    }
+    return "?";
+}
+
+void config_print_keys(FILE *fp) {
+    fprintf(fp, "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeySpec *k = &KEYS[i];
+        char range[64] = "";
+        if (k->type == K_INT) snprintf(range, sizeof range, "%.0f .. %.0f", k->lo, k->hi);
+        else if (k->type == K_FLOAT) snprintf(range, sizeof range, "%g .. %g", k->lo, k->hi);
+        else if (k->type == K_ENUM) snprintf(range, sizeof range, "%s", k->choices);
+        fprintf(fp, "| `%s` | %s | `%s` | %s | %s |\n", k->name, type_name(k->type),
+                k->dflt[0] ? k->dflt : "\"\"", range, k->doc);
+    }
+}
+
+void config_write_yaml(const TrainConfig *c, FILE *fp) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const KeySpec *k = &KEYS[i];
+        const char *field = (const char *)c + k->offset;
+        fprintf(fp, "%s: ", k->name);
+        switch (k->type) {
+        case K_STR:
+        case K_ENUM: fprintf(fp, "\"%s\"\n", field); break;
+        case K_INT: fprintf(fp, "%ld\n", *(const long *)field); break;
+        case K_FLOAT: fprintf(fp, "%.17g\n", *(const double *)field); break;
+        case K_BOOL: fprintf(fp, "%s\n", *(const bool *)field ? "true" : "false"); break;
+        case K_LIST:
+            fprintf(fp, "[");
+            for (int j = 0; j < c->n_lora_target_modules; j++)
+                fprintf(fp, "%s%s", j ? ", " : "", c->lora_target_modules[j]);
+            fprintf(fp, "]\n");
+            break;
+        }
+    }
+}

@@ -1,0 +1,71 @@
+// config.h: the training job file. A flat YAML mapping (libyaml) with axolotl's key names,
+// plus `--set key=value` overrides parsed the same way. Every key has a type, a default
+// and a range, all in one table (config.c) that also produces the key reference
+// (`qlora train --list-keys`, configs/README.md). Unknown keys, wrong types and
+// out-of-range values are errors naming FILE:LINE and, for a typo, the closest key.
+// Not here: running the job (train.c).
+#ifndef QLORA_CONFIG_H
+#define QLORA_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "util.h"
+
+#define CFG_MAX_TARGETS 8
+
+typedef struct {
+    char base_model[1024];
+    char dataset[1024];
+    char dataset_format[16];      // "text" | "jsonl" | "" (by file extension)
+    double val_set_size;          // < 1: fraction of the training examples; >= 1: a count
+    char val_dataset[1024];
+    char output_dir[1024];
+    char method[16];              // qlora | lora | full
+    char quant[16];               // nf4 | fp4 | int8 | none (qlora only)
+    bool double_quant;
+    long quant_blocksize;
+    long lora_r;
+    double lora_alpha;
+    double lora_dropout;
+    char lora_target_modules[CFG_MAX_TARGETS][32];
+    int n_lora_target_modules;
+    bool lora_target_linear;      // axolotl's switch for all linear layers
+    bool use_rslora;
+    char lora_model_dir[1024];
+    long sequence_len;
+    long micro_batch_size;
+    long gradient_accumulation_steps;
+    long num_epochs;
+    long max_steps;
+    double learning_rate;
+    char lr_scheduler[16];        // constant | linear | cosine
+    long warmup_steps;
+    double warmup_ratio;
+    double weight_decay;
+    double adam_beta1, adam_beta2, adam_epsilon;
+    double max_grad_norm;
+    bool train_on_inputs;
+    bool shuffle;
+    long seed;
+    long logging_steps;
+    long eval_steps;
+    long save_steps;
+    char resume_from_checkpoint[1024];
+    long threads;
+    bool gradient_checkpointing;
+} TrainConfig;
+
+void config_defaults(TrainConfig *c);
+// Read path (YAML) into c (on top of its current values).
+bool config_load(TrainConfig *c, const char *path, Error *err);
+// Apply one "key=value" override (value is YAML: a scalar or a [flow, list]).
+bool config_set(TrainConfig *c, const char *assignment, Error *err);
+// Cross-key checks after everything is applied (e.g. required keys, method vs quant).
+bool config_validate(const TrainConfig *c, Error *err);
+// Print the key reference (name, type, default, range, meaning) as a Markdown table.
+void config_print_keys(FILE *fp);
+// Write c as YAML (every key), for checkpoints and reports.
+void config_write_yaml(const TrainConfig *c, FILE *fp);
+
+#endif

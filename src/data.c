@@ -1,0 +1,222 @@
+// data.c: see data.h.
+#include "data.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ds.h"
+#include "json.h"
+
+static void add_example(Dataset *d, int *ids, int *labels, size_t len, size_t seq_len) {
+    if (len > seq_len) {
+        len = seq_len;
+        d->n_truncated++;
+    }
+    Example e = {.ids = xmalloc(len * sizeof(int)), .labels = xmalloc(len * sizeof(int)), .len = len};
+    memcpy(e.ids, ids, len * sizeof(int));
+    memcpy(e.labels, labels, len * sizeof(int));
+    for (size_t i = 1; i < len; i++) e.n_predicted += labels[i] >= 0;
+    d->n_tokens += len;
+    arrput(d->ex, e);
+}
+
+static bool load_text(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return false;
+    int *ids = NULL;
+    tok_encode(tok, text, len, &ids);
+    free(text);
+    if (tok_eot(tok) >= 0) arrput(ids, tok_eot(tok));
+    const size_t n = arrlenu(ids);
+    for (size_t s = 0; s < n; s += o->seq_len) {
+        size_t l = n - s < o->seq_len ? n - s : o->seq_len;
+        if (l >= 2) add_example(d, ids + s, ids + s, l, o->seq_len);  // every token a label
+    }
+    arrfree(ids);
+    if (arrlenu(d->ex) == 0)
+        return error_set(err, "%s: %zu tokens; a text dataset needs at least 2", path, n);
+    return true;
+}
+
+// Integers of a JSON array into *out (stb_ds); each in [lo, hi).
+static bool json_int_array(const cJSON *arr, int lo, int hi, int **out) {
+    for (const cJSON *x = arr->child; x; x = x->next) {
+        if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) ||
+            x->valuedouble < lo || x->valuedouble >= hi)
+            return false;
+        arrput(*out, (int)x->valuedouble);
+    }
+    return true;
+}
+
+static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *where, Tokenizer *tok,
+                       const DataOptions *o, Error *err) {
+    cJSON *js = json_parse(line, len, 0, where, err);
+    if (!js) return false;
+    int *ids = NULL, *labels = NULL;
+    bool ok = true;
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(js, "text");
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(js, "prompt");
+    const cJSON *completion = cJSON_GetObjectItemCaseSensitive(js, "completion");
+    const cJSON *input_ids = cJSON_GetObjectItemCaseSensitive(js, "input_ids");
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(js, "labels");
+    const int eot = tok_eot(tok);
+    if (!cJSON_IsObject(js)) {
+        ok = error_set(err, "%s: expected a JSON object", where);
+    } else if (input_ids) {
+        if (!cJSON_IsArray(input_ids) || !json_int_array(input_ids, 0, o->vocab_size, &ids))
+            ok = error_set(err, "%s: \"input_ids\" must be an array of token ids in [0, %d)", where, o->vocab_size);
+        else if (lab) {
+            if (!cJSON_IsArray(lab) || !json_int_array(lab, -100, o->vocab_size, &labels) ||
+                arrlenu(labels) != arrlenu(ids))
+                ok = error_set(err, "%s: \"labels\" must be an array of ids (or -100) as long as \"input_ids\"", where);
+            for (size_t i = 0; ok && i < arrlenu(labels); i++) {
+                if (labels[i] < 0 && labels[i] != -100)
+                    ok = error_set(err, "%s: \"labels\"[%zu] is %d; use -100 to ignore a token", where, i, labels[i]);
+                if (labels[i] < 0) labels[i] = -1;
+            }
+        } else {
+            for (size_t i = 0; i < arrlenu(ids); i++) arrput(labels, ids[i]);
+        }
+    } else if (prompt || completion) {
+        if (!cJSON_IsString(prompt) || !cJSON_IsString(completion))
+            ok = error_set(err, "%s: \"prompt\" and \"completion\" must both be strings", where);
+        else {
+            tok_encode(tok, prompt->valuestring, strlen(prompt->valuestring), &ids);
+            size_t np = arrlenu(ids);
+            tok_encode(tok, completion->valuestring, strlen(completion->valuestring), &ids);
+            if (eot >= 0) arrput(ids, eot);
+            for (size_t i = 0; i < arrlenu(ids); i++)
+                arrput(labels, (i < np && !o->train_on_inputs) ? -1 : ids[i]);
+        }
+    } else if (text) {
+        if (!cJSON_IsString(text))
+            ok = error_set(err, "%s: \"text\" must be a string", where);
+        else {
+            tok_encode(tok, text->valuestring, strlen(text->valuestring), &ids);
+            if (eot >= 0) arrput(ids, eot);
+            for (size_t i = 0; i < arrlenu(ids); i++) arrput(labels, ids[i]);
+        }
+    } else {
+        ok = error_set(err, "%s: expected a \"text\", \"prompt\"/\"completion\" or \"input_ids\" field", where);
+    }
+    if (ok) {
+        size_t n = arrlenu(ids), pred = 0;
+        for (size_t i = 1; i < n && i < o->seq_len; i++) pred += labels[i] >= 0;
+        if (n < 2 || pred == 0)
+            ok = error_set(err, "%s: the example has no token to predict (%zu tokens)", where, n);
+        else
+            add_example(d, ids, labels, n, o->seq_len);
+    }
+    arrfree(ids);
+    arrfree(labels);
+    cJSON_Delete(js);
+    return ok;
+}
+
+static bool load_jsonl(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return false;
+    bool ok = true;
+    size_t line_no = 0;
+    for (char *p = text; ok && p < text + len;) {
+        char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        char *end = nl ? nl : text + len;
+        line_no++;
+        size_t n = (size_t)(end - p);
+        bool blank = true;
+        for (size_t i = 0; i < n; i++) blank &= p[i] == ' ' || p[i] == '\t' || p[i] == '\r';
+        if (!blank) {
+            char where[1100];
+            snprintf(where, sizeof where, "%s:%zu", path, line_no);
+            ok = jsonl_line(d, p, n, where, tok, o, err);
+        }
+        p = end + 1;
+    }
+    free(text);
+    if (ok && arrlenu(d->ex) == 0) ok = error_set(err, "%s: no examples", path);
+    return ok;
+}
+
+bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err) {
+    memset(d, 0, sizeof *d);
+    const char *fmt = o->format;
+    if (!fmt || !*fmt) {
+        size_t n = strlen(path);
+        fmt = n > 6 && strcmp(path + n - 6, ".jsonl") == 0 ? "jsonl" : "text";
+    }
+    bool ok = strcmp(fmt, "jsonl") == 0 ? load_jsonl(d, path, tok, o, err) : load_text(d, path, tok, o, err);
+    if (!ok) data_free(d);
+    return ok;
+}
+
+void data_free(Dataset *d) {
+    for (size_t i = 0; i < arrlenu(d->ex); i++) {
+        free(d->ex[i].ids);
+        free(d->ex[i].labels);
+    }
+    arrfree(d->ex);
+    memset(d, 0, sizeof *d);
+}
+
+void data_epoch_order(size_t n, bool shuffle, uint64_t seed, size_t epoch, size_t *order) {
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    if (!shuffle) return;
+    Rng r;
+    rng_seed(&r, seed * 1000003u + epoch);
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(rng_u64(&r) % i);
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+}
+
+bool data_split(Dataset *train, Dataset *val, double size, uint64_t seed, Error *err) {
+    memset(val, 0, sizeof *val);
+    const size_t n = arrlenu(train->ex);
+    size_t n_val = size < 1.0 ? (size_t)llround(size * (double)n) : (size_t)size;
+    if (size > 0 && n_val == 0) n_val = 1;
+    if (n_val == 0) return true;
+    if (n_val >= n)
+        return error_set(err, "val_set_size %g takes %zu of the %zu examples; nothing would be left to train on",
+                         size, n_val, n);
+    size_t *order = xmalloc(n * sizeof(size_t));
+    data_epoch_order(n, true, seed ^ 0x5EEDu, 0, order);
+    bool *is_val = xcalloc(n, sizeof(bool));
+    for (size_t i = 0; i < n_val; i++) is_val[order[i]] = true;
+    Example *keep = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (is_val[i]) arrput(val->ex, train->ex[i]);
+        else arrput(keep, train->ex[i]);
+    }
+    arrfree(train->ex);
+    train->ex = keep;
+    train->n_tokens = val->n_tokens = 0;
+    for (size_t i = 0; i < arrlenu(train->ex); i++) train->n_tokens += train->ex[i].len;
+    for (size_t i = 0; i < arrlenu(val->ex); i++) val->n_tokens += val->ex[i].len;
+    free(order);
+    free(is_val);
+    return true;
+}
+
+size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B, int *tokens,
+                  int *targets, size_t *n_predicted) {
+    size_t T = 0;
+    for (size_t b = 0; b < B; b++) {
+        size_t l = d->ex[order[first + b]].len;
+        if (l > T) T = l;
+    }
+    for (size_t b = 0; b < B; b++) {
+        const Example *e = &d->ex[order[first + b]];
+        for (size_t t = 0; t < T; t++) {
+            tokens[b * T + t] = t < e->len ? e->ids[t] : 0;
+            targets[b * T + t] = t + 1 < e->len ? e->labels[t + 1] : -1;
+        }
+        *n_predicted += e->n_predicted;
+    }
+    return T;
+}

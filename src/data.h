@@ -1,0 +1,59 @@
+// data.h: datasets for training and evaluation. A file becomes a list of examples, each a
+// token array with a label per token (-1 = not predicted):
+//   text   the whole file tokenized (plus <|endoftext|>), cut into sequence_len windows;
+//          every token is a label;
+//   jsonl  one JSON object per line: {"text": s}, {"prompt": p, "completion": c} (labels on
+//          the completion and the final <|endoftext|> only, unless train_on_inputs), or
+//          {"input_ids": [...]} (pre-tokenized, optional "labels" with -100 = ignored).
+//          Text examples end with <|endoftext|>; longer examples are truncated to
+//          sequence_len (and counted). A bad line is an error naming FILE:LINE; blank lines
+//          are the only lines skipped.
+// Batches take examples in a per-epoch order (seeded shuffle or file order), pad to the
+// longest example of the batch, and set targets[t] = label of token t+1.
+// Not here: tokenization (tokenizer.c), the model (model.c).
+#ifndef QLORA_DATA_H
+#define QLORA_DATA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenizer.h"
+#include "util.h"
+
+typedef struct {
+    int *ids;     // [len], owned
+    int *labels;  // [len], -1 where not predicted, owned
+    size_t len;
+    size_t n_predicted;  // labels at positions >= 1 that are not -1 (what the loss counts)
+} Example;
+
+typedef struct {
+    Example *ex;  // stb_ds array
+    size_t n_truncated;
+    size_t n_tokens;
+} Dataset;
+
+typedef struct {
+    const char *format;    // "text", "jsonl" or "" (by extension)
+    size_t seq_len;
+    bool train_on_inputs;
+    int vocab_size;        // pre-tokenized ids must be below this
+} DataOptions;
+
+bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err);
+void data_free(Dataset *d);
+// Move a seeded random subset of train into val: n_val = size < 1 ? round(size * n) : size.
+// Errors if that leaves train empty.
+bool data_split(Dataset *train, Dataset *val, double size, uint64_t seed, Error *err);
+
+// The order of examples in `epoch`: a seeded Fisher-Yates permutation, or 0..n-1.
+void data_epoch_order(size_t n, bool shuffle, uint64_t seed, size_t epoch, size_t *order);
+
+// Build a batch from examples order[first .. first+B) (B may be cut short by the caller):
+// tokens/targets are (B, T_batch) with T_batch = the longest example; padding has token
+// 0 and target -1. Returns T_batch and adds the predicted-token count to *n_predicted.
+size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B, int *tokens,
+                  int *targets, size_t *n_predicted);
+
+#endif
