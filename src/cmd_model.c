@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "data.h"
 #include "ds.h"
 #include "gemm.h"
 #include "json.h"
@@ -288,25 +289,69 @@ int cmd_tokenize(int argc, char **argv) {
 
 static const char *EVAL_HELP =
     "usage: qlora eval --model DIR [--adapter DIR] [--quant none|nf4|fp4|int8] [--blocksize N]\n"
-    "                  [--no-double-quant] [--seq T] [--threads N] --text FILE\n\n"
-    "Mean next-token loss and perplexity of FILE. A text longer than the window (n_positions,\n"
-    "or --seq) is scored in windows that advance by half a window, each token scored once\n"
-    "with at least half a window of context. Last line: loss=<float> ppl=<float> tokens=<n>.\n";
+    "                  [--no-double-quant] [--seq T] [--threads N] (--text FILE | --data FILE)\n\n"
+    "Mean next-token loss and perplexity. --text FILE: a plain text; one longer than the\n"
+    "window (n_positions, or --seq) is scored in windows that advance by half a window, each\n"
+    "token scored once with at least half a window of context. --data FILE: a training\n"
+    "dataset (.jsonl examples as `qlora train` reads them, scored on their labels; other\n"
+    "files as text cut into windows). Last line: loss=<float> ppl=<float> tokens=<n>.\n";
+
+// eval --data: the examples of a dataset file, batched as training batches them.
+static int eval_dataset(const ModelOpts *o, const char *path, long seq) {
+    GPT2Config cfg;
+    Error err = {0};
+    if (!model_read_config(&cfg, o->model_dir, &err)) die_error(&err);
+    Tokenizer *tok = load_tokenizer(o->model_dir, cfg.vocab_size);
+    const size_t T = seq && seq < cfg.n_positions ? (size_t)seq : (size_t)cfg.n_positions;
+    DataOptions dopt = {"", T, false, cfg.vocab_size};
+    Dataset d;
+    if (!data_load(&d, path, tok, &dopt, &err)) die_error(&err);
+    Model m;
+    LoraSet lora;
+    bool has_lora;
+    load_model(o, "eval", &m, &lora, &has_lora);
+    const size_t n = arrlenu(d.ex), B = 8;
+    size_t *order = xmalloc(n * sizeof(size_t));
+    data_epoch_order(n, false, 0, 0, order);
+    Acts *a = acts_create(&m, has_lora ? &lora : NULL, B, T, ACTS_INFER);
+    int *tokens = xmalloc(B * T * sizeof(int)), *targets = xmalloc(B * T * sizeof(int));
+    double total = 0, t0 = time_now();
+    size_t count = 0;
+    for (size_t i = 0; i < n; i += B) {
+        size_t b = n - i < B ? n - i : B, pred = 0;
+        size_t Tb = data_batch(&d, order, i, b, tokens, targets, &pred);
+        total += model_forward(&m, has_lora ? &lora : NULL, a, tokens, targets, b, Tb, &count, NULL);
+    }
+    fprintf(stderr, "scored %zu tokens of %zu examples (%zu truncated to %zu tokens) in %.2f s\n", count, n,
+            d.n_truncated, T, time_now() - t0);
+    printf("loss=%.6f ppl=%.4f tokens=%zu\n", total / (double)count, exp(total / (double)count), count);
+    free(tokens);
+    free(targets);
+    free(order);
+    acts_free(a);
+    data_free(&d);
+    if (has_lora) lora_free(&lora);
+    model_free(&m);
+    tok_free(tok);
+    return 0;
+}
 
 int cmd_eval(int argc, char **argv) {
     if (wants_help(argc, argv, EVAL_HELP)) return 0;
     ModelOpts o;
     model_opts_default(&o);
-    const char *text_path = NULL;
+    const char *text_path = NULL, *data_path = NULL;
     long seq = 0;
     for (int i = 1; i < argc; i++) {
         if (model_opt("eval", &o, argc, argv, &i)) continue;
         if (strcmp(argv[i], "--text") == 0) text_path = cli_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--data") == 0) data_path = cli_value(argc, argv, &i);
         else if (strcmp(argv[i], "--seq") == 0) seq = cli_long("--seq", cli_value(argc, argv, &i), 2, 1 << 20);
         else cli_usage_error("eval", "unknown argument '%s'", argv[i]);
     }
-    if (!text_path) cli_usage_error("eval", "--text FILE is required");
+    if (!text_path == !data_path) cli_usage_error("eval", "give either --text FILE or --data FILE");
     if (!o.model_dir) cli_usage_error("eval", "--model DIR is required");
+    if (data_path) return eval_dataset(&o, data_path, seq);
     Model m;
     LoraSet lora;
     bool has_lora;

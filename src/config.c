@@ -249,7 +249,7 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
                 if (cur->type == K_LIST) {
                     c->n_lora_target_modules = 0;
                     ok = is_null(v) || add_target(c, v, where, err);
-                } else if (is_null(v) && (cur->type == K_STR)) {
+                } else if (is_null(v) && (cur->type == K_STR || (cur->type == K_ENUM && !cur->dflt[0]))) {
                     ((char *)c + cur->offset)[0] = '\0';
                 } else {
                     ok = set_scalar(c, cur, v, where, err);

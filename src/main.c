@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "train.h"
 
 typedef struct {
     const char *name;
@@ -12,6 +13,8 @@ typedef struct {
 } Command;
 
 static const Command COMMANDS[] = {
+    {"train", cmd_train, "fine-tune a model as a YAML job file says (QLoRA, LoRA or full)"},
+    {"merge", cmd_merge, "merge a LoRA adapter into the base weights (HF model folder)"},
     {"eval", cmd_eval, "mean next-token loss and perplexity of a text"},
     {"generate", cmd_generate, "stream a continuation of a prompt (KV cache, sampling)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},

@@ -732,6 +732,121 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
     kv->len += n;
 }
 
+// ---- saving ----------------------------------------------------------------------------------
+
+typedef struct {
+    const Model *m;
+    WeightDelta delta;
+    void *ctx;
+} SaveCtx;
+
+static const char *const HF_LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+static void save_fill(void *vctx, const StEntry *e, void *buf) {
+    const SaveCtx *sc = vctx;
+    const Model *m = sc->m;
+    float *out = buf;
+    const size_t C = (size_t)m->cfg.n_embd;
+    int l = -1, consumed = 0;
+    if (sscanf(e->name, "h.%d.%n", &l, &consumed) == 1 && consumed > 0) {
+        const GPT2Block *blk = &m->blocks[l];
+        const char *rest = e->name + consumed;
+        if (strcmp(rest, "ln_1.weight") == 0) memcpy(out, blk->ln1_w, C * 4);
+        else if (strcmp(rest, "ln_1.bias") == 0) memcpy(out, blk->ln1_b, C * 4);
+        else if (strcmp(rest, "ln_2.weight") == 0) memcpy(out, blk->ln2_w, C * 4);
+        else if (strcmp(rest, "ln_2.bias") == 0) memcpy(out, blk->ln2_b, C * 4);
+        else {
+            for (int t = 0; t < LORA_N_TARGETS; t++) {
+                const QLinear *q = &blk->lin[t];
+                size_t n = strlen(HF_LIN[t]);
+                if (strncmp(rest, HF_LIN[t], n) != 0) continue;
+                if (strcmp(rest + n, ".bias") == 0) {
+                    memcpy(out, q->bias, q->out * 4);
+                } else {
+                    float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
+                    qlinear_rows(q, 0, q->out, w);
+                    if (sc->delta) sc->delta(sc->ctx, l, t, w);
+                    #pragma omp parallel for schedule(static)
+                    for (size_t i = 0; i < q->in; i++)  // [out, in] -> Conv1D [in, out]
+                        for (size_t o = 0; o < q->out; o++) out[i * q->out + o] = w[o * q->in + i];
+                    free(w);
+                }
+                return;
+            }
+            CHECK(0 && "unknown block tensor");
+        }
+        return;
+    }
+    const size_t n = e->bytes / 4;
+    if (strcmp(e->name, "wte.weight") == 0) memcpy(out, m->wte, n * 4);
+    else if (strcmp(e->name, "wpe.weight") == 0) memcpy(out, m->wpe, n * 4);
+    else if (strcmp(e->name, "ln_f.weight") == 0) memcpy(out, m->lnf_w, n * 4);
+    else if (strcmp(e->name, "ln_f.bias") == 0) memcpy(out, m->lnf_b, n * 4);
+    else if (strcmp(e->name, "lm_head.weight") == 0) memcpy(out, m->lm_head, n * 4);
+    else CHECK(0 && "unknown tensor");
+}
+
+static bool copy_small_file(const char *from, const char *to, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(from, &text, &len, err)) return false;
+    AtomicFile af;
+    bool ok = atomic_open(&af, to, err);
+    if (ok) {
+        ok = atomic_write(&af, text, len, err);
+        if (ok) ok = atomic_commit(&af, err);
+        else atomic_abort(&af);
+    }
+    free(text);
+    return ok;
+}
+
+bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
+                   void *ctx, Error *err) {
+    const GPT2Config *c = &m->cfg;
+    const uint64_t C = (uint64_t)c->n_embd;
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    uint64_t s2[2], s1[1];
+    s2[0] = (uint64_t)c->vocab_size, s2[1] = C;
+    st_writer_add(&w, "wte.weight", ST_F32, 2, s2, NULL);
+    if (!c->tied) st_writer_add(&w, "lm_head.weight", ST_F32, 2, s2, NULL);
+    s2[0] = (uint64_t)c->n_positions;
+    st_writer_add(&w, "wpe.weight", ST_F32, 2, s2, NULL);
+    s1[0] = C;
+    st_writer_add(&w, "ln_f.weight", ST_F32, 1, s1, NULL);
+    st_writer_add(&w, "ln_f.bias", ST_F32, 1, s1, NULL);
+    for (int l = 0; l < c->n_layer; l++) {
+        char n[128];
+        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
+            st_writer_add(&w, n, ST_F32, 1, s1, NULL);
+        }
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const QLinear *q = &m->blocks[l].lin[t];
+            uint64_t ws[2] = {q->in, q->out}, bs[1] = {q->out};
+            snprintf(n, sizeof n, "h.%d.%s.weight", l, HF_LIN[t]);
+            st_writer_add(&w, n, ST_F32, 2, ws, NULL);
+            snprintf(n, sizeof n, "h.%d.%s.bias", l, HF_LIN[t]);
+            st_writer_add(&w, n, ST_F32, 1, bs, NULL);
+        }
+    }
+    SaveCtx sc = {m, delta, ctx};
+    char path[4096], from[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    bool ok = st_writer_write_fill(&w, path, save_fill, &sc, err);
+    st_writer_free(&w);
+    static const char *const FILES[3] = {"config.json", "vocab.json", "merges.txt"};
+    for (int i = 0; ok && i < 3; i++) {
+        snprintf(from, sizeof from, "%s/%s", src_dir, FILES[i]);
+        snprintf(path, sizeof path, "%s/%s", out_dir, FILES[i]);
+        if (strcmp(from, path) != 0) ok = copy_small_file(from, path, err);
+    }
+    return ok;
+}
+
 // ---- presets and random init -----------------------------------------------------------------
 
 bool model_preset(const char *name, GPT2Config *cfg) {

@@ -114,6 +114,14 @@ int kv_len(const KVCache *kv);
 void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tokens, int n,
                 float *logits);
 
+// Write the model as a Hugging Face folder: model.safetensors (F32, the hub's names,
+// Conv1D [in, out] layout; quantized linears are written dequantized) plus config.json,
+// vocab.json and merges.txt copied from src_dir. delta, if non-NULL, is added to each
+// linear weight first: delta(ctx, layer, target, w) may modify w ([out, in]) in place.
+typedef void (*WeightDelta)(void *ctx, int layer, int target, float *w_out_in);
+bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
+                   void *ctx, Error *err);
+
 // Presets for `qlora init` and benchmarks: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
 // "tiny". false if the name is unknown.
 bool model_preset(const char *name, GPT2Config *cfg);

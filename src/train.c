@@ -1,0 +1,685 @@
+// train.c: see train.h.
+#include "train.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "data.h"
+#include "ds.h"
+#include "gemm.h"
+#include "json.h"
+#include "model.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+static volatile sig_atomic_t g_stop_signal = 0;  // set by SIGINT/SIGTERM; checked per step
+
+static void on_signal(int sig) { g_stop_signal = sig; }
+
+// Everything one run holds. Trainable state is either the LoRA set (qlora, lora) or the
+// model's own fp32 parameters (full); `params`/`grads`/`m`/`v` list them uniformly as
+// tensors so clipping, AdamW, checkpoints and NaN checks are one loop.
+typedef struct {
+    TrainConfig cfg;
+    bool full;
+    Model model;
+    LoraSet lora;
+    Tokenizer *tok;
+    Dataset train, val;
+    Acts *acts;
+    // trainable tensors
+    size_t n_tensors;
+    char (*names)[160];
+    float **p, **g, **m, **v;
+    size_t *n;
+    bool *decay;
+    size_t n_trainable;
+    // schedule and position
+    long total_steps, warmup, step;  // step = optimizer steps done
+    size_t epoch, cursor;            // position of the next micro-batch
+    size_t *order;
+    int *tokens, *targets;
+    FILE *metrics;
+} Run;
+
+// ---- trainable tensors -------------------------------------------------------------------------
+
+static void add_tensor(Run *r, const char *name, float *p, float *g, size_t n, bool decay) {
+    size_t i = r->n_tensors++;
+    r->names = xrealloc(r->names, r->n_tensors * sizeof *r->names);
+    r->p = xrealloc(r->p, r->n_tensors * sizeof(float *));
+    r->g = xrealloc(r->g, r->n_tensors * sizeof(float *));
+    r->m = xrealloc(r->m, r->n_tensors * sizeof(float *));
+    r->v = xrealloc(r->v, r->n_tensors * sizeof(float *));
+    r->n = xrealloc(r->n, r->n_tensors * sizeof(size_t));
+    r->decay = xrealloc(r->decay, r->n_tensors * sizeof(bool));
+    snprintf(r->names[i], sizeof r->names[i], "%s", name);
+    r->p[i] = p;
+    r->g[i] = g;
+    r->n[i] = n;
+    r->decay[i] = decay;
+    r->m[i] = xcalloc(n ? n : 1, sizeof(float));
+    r->v[i] = xcalloc(n ? n : 1, sizeof(float));
+    r->n_trainable += n;
+}
+
+static void list_trainable(Run *r) {
+    if (r->full) {
+        ModelParam *params = NULL;
+        model_params(&r->model, &params);
+        for (size_t i = 0; i < arrlenu(params); i++) {
+            float *g = xmalloc_aligned(params[i].n * sizeof(float));
+            add_tensor(r, params[i].name, params[i].p, g, params[i].n, params[i].decay);
+        }
+        arrfree(params);
+        return;
+    }
+    lora_alloc_grads(&r->lora);
+    for (int i = 0; i < r->lora.n_layer * LORA_N_TARGETS; i++) {
+        LoraLinear *l = &r->lora.lin[i];
+        if (!l->A) continue;
+        char name[160];
+        const size_t R = (size_t)r->lora.r;
+        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_A.weight",
+                 i / LORA_N_TARGETS, lora_target_path((LoraTarget)(i % LORA_N_TARGETS)));
+        add_tensor(r, name, l->A, l->dA, R * l->in, true);
+        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_B.weight",
+                 i / LORA_N_TARGETS, lora_target_path((LoraTarget)(i % LORA_N_TARGETS)));
+        add_tensor(r, name, l->B, l->dB, R * l->out, true);
+    }
+}
+
+static void zero_grads(Run *r) {
+    for (size_t i = 0; i < r->n_tensors; i++) memset(r->g[i], 0, r->n[i] * sizeof(float));
+}
+
+// ---- checkpoints -----------------------------------------------------------------------------
+
+static bool mkdir_p(const char *path, Error *err) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+            return error_runtime(err, "%s: cannot create folder: %s", tmp, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return error_runtime(err, "%s: cannot create folder: %s", tmp, strerror(errno));
+    return true;
+}
+
+static bool remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return unlink(path) == 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        remove_tree(sub);
+    }
+    closedir(d);
+    return rmdir(path) == 0;
+}
+
+static bool write_string_file(const char *path, const char *text, Error *err) {
+    AtomicFile af;
+    if (!atomic_open(&af, path, err)) return false;
+    if (!atomic_write(&af, text, strlen(text), err)) {
+        atomic_abort(&af);
+        return false;
+    }
+    return atomic_commit(&af, err);
+}
+
+// The model or adapter (what a user loads) into dir.
+static bool save_weights(const Run *r, const char *dir, Error *err) {
+    if (r->full) return model_save_hf(&r->model, r->cfg.base_model, dir, NULL, NULL, err);
+    return lora_save_peft(&r->lora, dir, err);
+}
+
+static bool save_checkpoint(Run *r, Error *err) {
+    char final[4096], tmp[4200], path[4400];
+    snprintf(final, sizeof final, "%s/checkpoint-%ld", r->cfg.output_dir, r->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", final, (long)getpid());
+    remove_tree(tmp);
+    if (!mkdir_p(tmp, err) || !save_weights(r, tmp, err)) return false;
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        char name[200];
+        uint64_t n = r->n[i];
+        snprintf(name, sizeof name, "exp_avg.%s", r->names[i]);
+        st_writer_add(&w, name, ST_F32, 1, &n, r->m[i]);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", r->names[i]);
+        st_writer_add(&w, name, ST_F32, 1, &n, r->v[i]);
+    }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    bool ok = st_writer_write(&w, path, err);
+    st_writer_free(&w);
+    if (!ok) return false;
+    char state[1024];
+    snprintf(state, sizeof state,
+             "{\n  \"global_step\": %ld,\n  \"max_steps\": %ld,\n  \"warmup_steps\": %ld,\n"
+             "  \"epoch\": %zu,\n  \"cursor\": %zu,\n  \"n_train_examples\": %zu,\n"
+             "  \"seed\": %ld,\n  \"method\": \"%s\"\n}\n",
+             r->step, r->total_steps, r->warmup, r->epoch, r->cursor, arrlenu(r->train.ex),
+             r->cfg.seed, r->cfg.method);
+    snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+    if (!write_string_file(path, state, err)) return false;
+    snprintf(path, sizeof path, "%s/job.yaml", tmp);
+    FILE *fp = fopen(path, "w");
+    if (fp) {
+        config_write_yaml(&r->cfg, fp);
+        fclose(fp);
+    }
+    // the new checkpoint appears whole or not at all: rename the finished folder
+    if (access(final, F_OK) == 0) {
+        char old[4300];
+        snprintf(old, sizeof old, "%s.old-%ld", final, (long)getpid());
+        if (rename(final, old) != 0)
+            return error_runtime(err, "%s: cannot replace: %s", final, strerror(errno));
+        remove_tree(old);
+    }
+    if (rename(tmp, final) != 0)
+        return error_runtime(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    return true;
+}
+
+// Newest complete checkpoint-N in dir, or false.
+static bool latest_checkpoint(const char *dir, char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long n;
+        char *end;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
+        n = strtol(e->d_name + 11, &end, 10);
+        if (*end == '\0' && n > best) best = n;
+    }
+    closedir(d);
+    if (best < 0) return false;
+    snprintf(out, cap, "%s/checkpoint-%ld", dir, best);
+    return true;
+}
+
+static bool load_state(Run *r, const char *ckpt, Error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    uint64_t step = 0, epoch = 0, cursor = 0, n_train = 0;
+    bool ok = json_as_u64(cJSON_GetObjectItem(js, "global_step"), &step) &&
+              json_as_u64(cJSON_GetObjectItem(js, "epoch"), &epoch) &&
+              json_as_u64(cJSON_GetObjectItem(js, "cursor"), &cursor) &&
+              json_as_u64(cJSON_GetObjectItem(js, "n_train_examples"), &n_train);
+    cJSON_Delete(js);
+    if (!ok) return error_set(err, "%s: expected global_step, epoch, cursor and n_train_examples", path);
+    if (n_train != arrlenu(r->train.ex) || cursor >= n_train)
+        return error_set(err, "%s: the checkpoint was made with %llu training examples, this job has %zu "
+                              "(same dataset, val_set_size and sequence_len are needed to resume)",
+                         path, (unsigned long long)n_train, arrlenu(r->train.ex));
+    r->step = (long)step;
+    r->epoch = (size_t)epoch;
+    r->cursor = (size_t)cursor;
+    SafeTensors st;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    if (!st_open(&st, path, err)) return false;
+    for (size_t i = 0; ok && i < r->n_tensors; i++) {
+        for (int k = 0; ok && k < 2; k++) {
+            char name[200];
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", r->names[i]);
+            const StTensor *t = st_find(&st, name);
+            if (!t || t->dtype != ST_F32 || t->n_elements != r->n[i])
+                ok = error_set(err, "%s: missing or mis-sized '%s' (expected F32 [%zu])", path, name, r->n[i]);
+            else
+                ok = st_read_f32(&st, t, k ? r->v[i] : r->m[i], err);
+        }
+    }
+    st_close(&st);
+    return ok;
+}
+
+// ---- evaluation and logging --------------------------------------------------------------------
+
+static double evaluate(Run *r) {
+    const size_t n = arrlenu(r->val.ex), B = (size_t)r->cfg.micro_batch_size;
+    if (n == 0) return NAN;
+    size_t *order = xmalloc(n * sizeof(size_t));
+    data_epoch_order(n, false, 0, 0, order);
+    double total = 0;
+    size_t count = 0;
+    for (size_t i = 0; i < n; i += B) {
+        size_t b = n - i < B ? n - i : B, pred = 0;
+        size_t T = data_batch(&r->val, order, i, b, r->tokens, r->targets, &pred);
+        total += model_forward(&r->model, r->full ? NULL : &r->lora, r->acts, r->tokens,
+                               r->targets, b, T, &count, NULL);
+    }
+    free(order);
+    return count ? total / (double)count : NAN;
+}
+
+static void fmt_duration(double s, char *buf, size_t cap) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, cap, "%lds", t);
+}
+
+// Keep only metrics lines with step <= keep_step (resume), then append from there.
+static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    char *old = NULL;
+    size_t len = 0;
+    Error ignore = {0};
+    if (keep_step > 0 && !file_read_all(path, &old, &len, &ignore)) old = NULL;
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        free(old);
+        error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
+        return NULL;
+    }
+    for (char *line = old; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        long step = -1;
+        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step) fprintf(fp, "%s\n", line);
+        line = nl ? nl + 1 : NULL;
+    }
+    free(old);
+    return fp;
+}
+
+// ---- the job ---------------------------------------------------------------------------------
+
+static const char *TRAIN_HELP =
+    "usage: qlora train JOB.yaml [--set key=value ...]\n"
+    "       qlora train --list-keys\n\n"
+    "Fine-tunes a GPT-2 model as the job file says: method qlora (LoRA on a 4-bit NF4 base,\n"
+    "the default), lora (fp32 base) or full. Writes output_dir/adapter_model.safetensors +\n"
+    "adapter_config.json (PEFT format; full: a model folder), checkpoint-N/ folders and\n"
+    "metrics.jsonl. SIGINT/SIGTERM finish the step, save a checkpoint and exit 130/143.\n"
+    "--list-keys prints every job key with its default and range.\n";
+
+static void die_run(Error *err) { die_error(err); }
+
+static void setup(Run *r, Error *err) {
+    TrainConfig *c = &r->cfg;
+    r->full = strcmp(c->method, "full") == 0;
+    if (c->threads) threads_set((int)c->threads);
+    if (!mkdir_p(c->output_dir, err)) die_run(err);
+    GPT2Config mc;
+    if (!model_read_config(&mc, c->base_model, err)) die_run(err);
+    if (c->sequence_len > mc.n_positions)
+        die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
+    char vocab[4096], merges[4096];
+    snprintf(vocab, sizeof vocab, "%s/vocab.json", c->base_model);
+    snprintf(merges, sizeof merges, "%s/merges.txt", c->base_model);
+    if (!tok_load(&r->tok, vocab, merges, err)) die_run(err);
+    DataOptions dopt = {c->dataset_format, (size_t)c->sequence_len, c->train_on_inputs, mc.vocab_size};
+    if (!data_load(&r->train, c->dataset, r->tok, &dopt, err)) die_run(err);
+    if (c->val_dataset[0]) {
+        if (!data_load(&r->val, c->val_dataset, r->tok, &dopt, err)) die_run(err);
+    } else if (!data_split(&r->train, &r->val, c->val_set_size, (uint64_t)c->seed, err)) {
+        die_run(err);
+    }
+    // the resumed full model continues from its checkpoint's weights
+    char resume[4096] = "";
+    if (c->resume_from_checkpoint[0]) {
+        if (strcmp(c->resume_from_checkpoint, "latest") == 0) {
+            if (!latest_checkpoint(c->output_dir, resume, sizeof resume))
+                die(EXIT_BAD_INPUT, "resume_from_checkpoint: latest: no checkpoint-N folder in %s", c->output_dir);
+        } else {
+            snprintf(resume, sizeof resume, "%s", c->resume_from_checkpoint);
+        }
+    }
+    QuantConfig q = {QUANT_NONE, (size_t)c->quant_blocksize, c->double_quant};
+    if (strcmp(c->method, "qlora") == 0 && !quant_parse(c->quant, &q.type)) q.type = QUANT_NF4;
+    const char *model_dir = r->full && resume[0] ? resume : c->base_model;
+    if (!model_load(&r->model, model_dir, &q, err)) die_run(err);
+    if (r->full && !r->model.cfg.tied)
+        die(EXIT_BAD_INPUT, "%s: method full needs tied embeddings (tie_word_embeddings)", c->base_model);
+    LoraShapes shapes = model_lora_shapes(&r->model.cfg);
+    if (!r->full) {
+        const char *adapter = resume[0] ? resume : c->lora_model_dir;
+        if (adapter[0]) {
+            if (!lora_load_peft(&r->lora, adapter, r->model.cfg.n_layer, &shapes, err)) die_run(err);
+            r->lora.dropout = (float)c->lora_dropout;  // the job's dropout applies in training
+        } else {
+            bool targets[LORA_N_TARGETS] = {0};
+            for (int i = 0; i < c->n_lora_target_modules; i++) CHECK(lora_parse_target(c->lora_target_modules[i], targets, err));
+            if (c->lora_target_linear) CHECK(lora_parse_target("all-linear", targets, err));
+            Rng rng;
+            rng_seed(&rng, (uint64_t)c->seed);
+            lora_create(&r->lora, r->model.cfg.n_layer, &shapes, (int)c->lora_r, (float)c->lora_alpha,
+                        (float)c->lora_dropout, c->use_rslora, targets, &rng);
+        }
+        snprintf(r->lora.base_model, sizeof r->lora.base_model, "%.511s", c->base_model);
+    }
+    list_trainable(r);
+    const size_t n_train = arrlenu(r->train.ex), B = (size_t)c->micro_batch_size;
+    const size_t per_step = B * (size_t)c->gradient_accumulation_steps;
+    const long steps_per_epoch = (long)((n_train + per_step - 1) / per_step);
+    r->total_steps = c->max_steps > 0 ? c->max_steps : steps_per_epoch * c->num_epochs;
+    r->warmup = c->warmup_steps > 0 ? c->warmup_steps : (long)ceil(c->warmup_ratio * (double)r->total_steps);
+    r->order = xmalloc(n_train * sizeof(size_t));
+    if (resume[0] && !load_state(r, resume, err)) die_run(err);
+    data_epoch_order(n_train, c->shuffle, (uint64_t)c->seed, r->epoch, r->order);
+    ActsMode mode = c->gradient_checkpointing ? ACTS_CHECKPOINT : ACTS_TRAIN;
+    r->acts = acts_create(&r->model, r->full ? NULL : &r->lora, B, (size_t)c->sequence_len, mode);
+    r->tokens = xmalloc(B * (size_t)c->sequence_len * sizeof(int));
+    r->targets = xmalloc(B * (size_t)c->sequence_len * sizeof(int));
+    r->metrics = open_metrics(c->output_dir, r->step, err);
+    if (!r->metrics) die_run(err);
+    if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->step, r->epoch);
+}
+
+// First trainable tensor holding a NaN/Inf gradient, or NULL.
+static const char *first_bad_tensor(const Run *r) {
+    for (size_t i = 0; i < r->n_tensors; i++)
+        if (quant_find_nonfinite(r->g[i], r->n[i]) < r->n[i]) return r->names[i];
+    return NULL;
+}
+
+static void print_summary(const Run *r) {
+    char b1[32], b2[32], b3[32], b4[32];
+    ModelBytes mb = model_bytes(&r->model);
+    printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
+           "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
+           r->cfg.method, arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
+           r->cfg.sequence_len, r->total_steps, r->cfg.micro_batch_size,
+           r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, r->cfg.lr_scheduler, r->warmup);
+    printf("memory: base linears %s (%s), quant constants %s, embeddings+norms %s, activations %s\n",
+           fmt_bytes((double)mb.linear_weights, b1, sizeof b1), quant_name(r->model.quant.type),
+           fmt_bytes((double)mb.quant_constants, b2, sizeof b2),
+           fmt_bytes((double)(mb.embeddings + mb.norms_and_biases), b3, sizeof b3),
+           fmt_bytes((double)acts_bytes(r->acts), b4, sizeof b4));
+    printf("trainable: %zu parameters (%s), gradients %s, AdamW state %s\n", r->n_trainable,
+           fmt_bytes(4.0 * (double)r->n_trainable, b1, sizeof b1),
+           fmt_bytes(4.0 * (double)r->n_trainable, b2, sizeof b2),
+           fmt_bytes(8.0 * (double)r->n_trainable, b3, sizeof b3));
+    fflush(stdout);
+}
+
+int cmd_train(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(TRAIN_HELP, stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--list-keys") == 0) {
+            config_print_keys(stdout);
+            return 0;
+        }
+    }
+    Run r;
+    memset(&r, 0, sizeof r);
+    Error err = {0};
+    config_defaults(&r.cfg);
+    const char *job = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--set") == 0) continue;  // applied after the file
+        if (i > 1 && strcmp(argv[i - 1], "--set") == 0) continue;
+        if (argv[i][0] == '-') cli_usage_error("train", "unknown option '%s'", argv[i]);
+        if (job) cli_usage_error("train", "unexpected argument '%s'", argv[i]);
+        job = argv[i];
+    }
+    if (!job) cli_usage_error("train", "expected a job file (JOB.yaml)");
+    if (!config_load(&r.cfg, job, &err)) die_run(&err);
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--set") == 0) {
+            const char *kv = cli_value(argc, argv, &i);
+            if (!config_set(&r.cfg, kv, &err)) die_run(&err);
+        }
+    if (!config_validate(&r.cfg, &err)) die(EXIT_BAD_INPUT, "%s: %s", job, err.msg);
+    double t_setup = time_now();
+    setup(&r, &err);
+    print_summary(&r);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    const TrainConfig *c = &r.cfg;
+    const size_t n_train = arrlenu(r.train.ex), B = (size_t)c->micro_batch_size;
+    const bool tty = isatty(STDOUT_FILENO);
+    AdamWConfig ac = {(float)c->learning_rate, (float)c->adam_beta1, (float)c->adam_beta2,
+                      (float)c->adam_epsilon, (float)c->weight_decay};
+    LrSchedule sched;
+    CHECK(lr_schedule_parse(c->lr_scheduler, &sched));
+    double eval_start = evaluate(&r);
+    if (!isnan(eval_start)) {
+        printf("eval_loss before training: %.4f (step %ld)\n", eval_start, r.step);
+        if (r.step == 0) fprintf(r.metrics, "{\"step\": 0, \"eval_loss\": %.6f}\n", eval_start);
+    }
+    printf("setup %.1f s; training\n", time_now() - t_setup);
+    double t_start = time_now(), log_loss = 0, last_eval = eval_start;
+    long log_count = 0, first_step = r.step;
+    size_t tokens_seen = 0;
+    int exit_status = 0;
+    size_t *mb_first = xmalloc((size_t)c->gradient_accumulation_steps * sizeof(size_t));
+    size_t *mb_size = xmalloc((size_t)c->gradient_accumulation_steps * sizeof(size_t));
+    while (r.step < r.total_steps) {
+        double t0 = time_now();
+        zero_grads(&r);
+        // the micro-batches of this step (cut short at the end of an epoch)
+        size_t n_mb = 0, total_pred = 0, step_tokens = 0;
+        for (long k = 0; k < c->gradient_accumulation_steps && r.cursor < n_train; k++) {
+            size_t b = n_train - r.cursor < B ? n_train - r.cursor : B;
+            mb_first[n_mb] = r.cursor;
+            mb_size[n_mb++] = b;
+            for (size_t j = 0; j < b; j++) total_pred += r.train.ex[r.order[r.cursor + j]].n_predicted;
+            r.cursor += b;
+        }
+        double loss_sum = 0;
+        size_t count = 0;
+        for (size_t k = 0; k < n_mb; k++) {
+            size_t pred = 0;
+            size_t T = data_batch(&r.train, r.order, mb_first[k], mb_size[k], r.tokens, r.targets, &pred);
+            TrainCtx tc = {.lora_dropout = r.full ? 0.0f : (float)c->lora_dropout,
+                           .dropout_seed = (uint64_t)c->seed * 0x9E3779B97F4A7C15ull + (uint64_t)r.step * 1000 + k,
+                           .full_grads = r.full ? r.g : NULL};
+            loss_sum += model_forward_backward(&r.model, r.full ? NULL : &r.lora, r.acts, r.tokens,
+                                               r.targets, mb_size[k], T, 1.0f / (float)total_pred, &tc, &count);
+            for (size_t j = 0; j < mb_size[k]; j++) step_tokens += r.train.ex[r.order[mb_first[k] + j]].len;
+        }
+        if (r.cursor >= n_train) {  // next epoch
+            r.epoch++;
+            r.cursor = 0;
+            data_epoch_order(n_train, c->shuffle, (uint64_t)c->seed, r.epoch, r.order);
+        }
+        const double loss = loss_sum / (double)total_pred;
+        double sq = 0;
+        for (size_t i = 0; i < r.n_tensors; i++) sq += grad_sq_sum(r.g[i], r.n[i]);
+        const double grad_norm = sqrt(sq);
+        if (!isfinite(loss) || !isfinite(grad_norm)) {
+            const char *bad = first_bad_tensor(&r);
+            char last[4096];
+            if (!latest_checkpoint(c->output_dir, last, sizeof last)) snprintf(last, sizeof last, "none");
+            fprintf(stderr, "qlora: error: step %ld: loss %g, gradient norm %g; first non-finite gradient in "
+                            "'%s'. Stopped without saving this step; last good checkpoint: %s (try a lower "
+                            "learning_rate or max_grad_norm)\n",
+                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", last);
+            exit_status = EXIT_RUNTIME;
+            break;
+        }
+        const float clip = clip_factor(grad_norm, (float)c->max_grad_norm);
+        for (size_t i = 0; i < r.n_tensors; i++) scale_inplace(r.g[i], r.n[i], clip);
+        const double lr = c->learning_rate * lr_factor(sched, r.step, r.warmup, r.total_steps);
+        ac.lr = (float)lr;
+        r.step++;
+        for (size_t i = 0; i < r.n_tensors; i++)
+            adamw_step(r.p[i], r.g[i], r.m[i], r.v[i], r.n[i], &ac, r.step, r.decay[i]);
+        const double dt = time_now() - t0;
+        tokens_seen += step_tokens;
+        log_loss += loss;
+        log_count++;
+        const bool do_eval = (c->eval_steps > 0 && r.step % c->eval_steps == 0) || r.step == r.total_steps;
+        double eval_loss = do_eval ? evaluate(&r) : NAN;
+        if (do_eval && !isnan(eval_loss)) last_eval = eval_loss;
+        if (r.step % c->logging_steps == 0 || r.step == r.total_steps || do_eval) {
+            const double elapsed = time_now() - t_start, tps = (double)tokens_seen / elapsed;
+            const double epoch_f = (double)r.epoch + (double)r.cursor / (double)n_train;
+            fprintf(r.metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
+                               "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
+                    r.step, epoch_f, log_loss / (double)log_count, lr, grad_norm, tps, dt);
+            if (!isnan(eval_loss)) fprintf(r.metrics, ", \"eval_loss\": %.6f", eval_loss);
+            fprintf(r.metrics, "}\n");
+            fflush(r.metrics);
+            char eta[32];
+            fmt_duration(elapsed / (double)(r.step - first_step) * (double)(r.total_steps - r.step), eta, sizeof eta);
+            if (tty)
+                printf("\rstep %ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s%s   ", r.step,
+                       r.total_steps, log_loss / (double)log_count, lr, tps, eta,
+                       isnan(eval_loss) ? "" : " | eval ");
+            else
+                printf("step %ld/%ld loss=%.4f lr=%.3e grad_norm=%.4f tokens/s=%.0f eta=%s\n", r.step,
+                       r.total_steps, log_loss / (double)log_count, lr, grad_norm, tps, eta);
+            if (!isnan(eval_loss)) printf("%seval_loss=%.4f at step %ld\n", tty ? "\n" : "", eval_loss, r.step);
+            fflush(stdout);
+            log_loss = 0;
+            log_count = 0;
+        }
+        const bool stop = g_stop_signal != 0;
+        if ((c->save_steps > 0 && r.step % c->save_steps == 0) || r.step == r.total_steps || stop) {
+            if (!save_checkpoint(&r, &err)) die_run(&err);
+        }
+        if (stop) {
+            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n"
+                   "  qlora train %s --set resume_from_checkpoint=%s/checkpoint-%ld\n",
+                   tty ? "\n" : "", (int)g_stop_signal, r.step, job, c->output_dir, r.step);
+            exit_status = 128 + (int)g_stop_signal;
+            break;
+        }
+    }
+    free(mb_first);
+    free(mb_size);
+    if (tty) printf("\n");
+    if (exit_status == 0) {
+        if (!save_weights(&r, c->output_dir, &err)) die_run(&err);
+        const double secs = time_now() - t_start;
+        printf("done: %ld steps in %.1f s (%.0f tokens/s), final eval_loss %.4f (was %.4f), peak RSS %.1f MiB\n",
+               r.step - first_step, secs, secs > 0 ? (double)tokens_seen / secs : 0.0, last_eval,
+               eval_start, (double)peak_rss_bytes() / (1 << 20));
+        printf("wrote %s/%s and %s/metrics.jsonl\n", c->output_dir,
+               r.full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
+               c->output_dir);
+    }
+    fclose(r.metrics);
+    for (size_t i = 0; i < r.n_tensors; i++) {
+        free(r.m[i]);
+        free(r.v[i]);
+        if (r.full) free(r.g[i]);
+    }
+    free(r.names);
+    free(r.p);
+    free(r.g);
+    free(r.m);
+    free(r.v);
+    free(r.n);
+    free(r.decay);
+    free(r.order);
+    free(r.tokens);
+    free(r.targets);
+    acts_free(r.acts);
+    if (!r.full) lora_free(&r.lora);
+    model_free(&r.model);
+    data_free(&r.train);
+    data_free(&r.val);
+    tok_free(r.tok);
+    return exit_status;
+}
+
+// ---- merge -----------------------------------------------------------------------------------
+
+static const char *MERGE_HELP =
+    "usage: qlora merge --model DIR --adapter DIR --out DIR [--dequantized]\n"
+    "                   [--quant nf4|fp4|int8] [--blocksize N] [--no-double-quant]\n\n"
+    "Writes a full Hugging Face model folder with the LoRA adapter merged in:\n"
+    "W' = W + (alpha/r) B A (transposed into GPT-2's Conv1D layout). By default W is the\n"
+    "original fp32 weight; with --dequantized it is the weight the adapter was trained\n"
+    "against in QLoRA: the base quantized (nf4 + double quant unless --quant etc. say\n"
+    "otherwise) and dequantized. Prints, per layer, the relative size of the change.\n";
+
+typedef struct {
+    const LoraSet *lora;
+    double *delta_sq, *w_sq;  // per layer sums
+} MergeCtx;
+
+static void merge_delta(void *vctx, int layer, int target, float *w) {
+    MergeCtx *mc = vctx;
+    const LoraLinear *l = lora_get(mc->lora, layer, (LoraTarget)target);
+    double ws = 0, ds = 0;
+    if (l) {
+        const size_t R = (size_t)mc->lora->r;
+        float *delta = xmalloc(l->in * l->out * sizeof(float));
+        // delta [out, in] = scaling * B [out, r] . A [r, in]
+        matmul_nn(delta, l->B, l->A, l->out, l->in, R, mc->lora->scaling, 0.0f, R, l->in, l->in);
+        for (size_t i = 0; i < l->in * l->out; i++) {
+            ws += (double)w[i] * w[i];
+            ds += (double)delta[i] * delta[i];
+            w[i] += delta[i];
+        }
+        free(delta);
+    }
+    mc->w_sq[layer] += ws;
+    mc->delta_sq[layer] += ds;
+}
+
+int cmd_merge(int argc, char **argv) {
+    const char *model_dir = NULL, *adapter = NULL, *out = NULL;
+    bool dequantized = false;
+    QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(MERGE_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--adapter") == 0) adapter = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--out") == 0) out = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--dequantized") == 0) dequantized = true;
+        else if (strcmp(a, "--no-double-quant") == 0) q.double_quant = false;
+        else if (strcmp(a, "--quant") == 0) {
+            const char *v = cli_value(argc, argv, &i);
+            if (!quant_parse(v, &q.type) || (q.type != QUANT_NF4 && q.type != QUANT_FP4 && q.type != QUANT_INT8))
+                cli_usage_error("merge", "--quant must be nf4, fp4 or int8, got '%s'", v);
+        } else if (strcmp(a, "--blocksize") == 0) {
+            q.blocksize = (size_t)cli_long(a, cli_value(argc, argv, &i), QUANT_MIN_BLOCK, QUANT_MAX_BLOCK);
+        } else cli_usage_error("merge", "unknown argument '%s'", a);
+    }
+    if (!model_dir || !adapter || !out) cli_usage_error("merge", "--model, --adapter and --out are required");
+    if (!dequantized) q.type = QUANT_NONE;
+    Error err = {0};
+    Model m;
+    LoraSet lora;
+    if (!model_load(&m, model_dir, &q, &err)) die_error(&err);
+    LoraShapes shapes = model_lora_shapes(&m.cfg);
+    if (!lora_load_peft(&lora, adapter, m.cfg.n_layer, &shapes, &err)) die_error(&err);
+    if (!mkdir_p(out, &err)) die_error(&err);
+    MergeCtx mc = {&lora, xcalloc((size_t)m.cfg.n_layer, sizeof(double)), xcalloc((size_t)m.cfg.n_layer, sizeof(double))};
+    if (!model_save_hf(&m, model_dir, out, merge_delta, &mc, &err)) die_error(&err);
+    printf("merged %s into %s weights of %s (scaling %g); per layer ||delta W|| / ||W||:\n", adapter,
+           dequantized ? "the dequantized" : "the original fp32", model_dir, (double)lora.scaling);
+    for (int l = 0; l < m.cfg.n_layer; l++)
+        printf("  layer %2d: %.3e\n", l, mc.w_sq[l] > 0 ? sqrt(mc.delta_sq[l] / mc.w_sq[l]) : 0.0);
+    printf("wrote %s (model.safetensors, config.json, vocab.json, merges.txt)\n", out);
+    free(mc.delta_sq);
+    free(mc.w_sq);
+    lora_free(&lora);
+    model_free(&m);
+    return 0;
+}

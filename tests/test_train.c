@@ -1,0 +1,241 @@
+// test_train.c: `qlora train` / `merge` / `eval --adapter` end to end through the real
+// binary (path in $QLORA): per-step losses against PyTorch's torch.optim.AdamW runs
+// (tests/ref/train_ref.json, made by make_train_ref.py) for LoRA and full fine-tuning,
+// resume == uninterrupted, gradient checkpointing and gradient accumulation invariants,
+// merge == adapter, and job-file / dataset errors with FILE:LINE messages.
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "ds.h"
+#include "json.h"
+#include "test.h"
+
+// fp32 training vs PyTorch's fp32 training of the same model, data and settings: the
+// losses agree to ~1e-7 relative here (summation order only); the issue asks for 1e-4.
+#define TOL_TRAJECTORY_RTOL 1e-4
+
+static const char *Q;
+static char tmp[] = "/tmp/qlora-test-train-XXXXXX";
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+static const char *JOB =
+    "base_model: tests/ref/tiny\n"
+    "dataset: tests/ref/train_data.jsonl\n"
+    "method: lora\n"
+    "lora_model_dir: tests/ref/lora_init\n"
+    "lora_dropout: 0.0\n"
+    "micro_batch_size: 2\n"
+    "gradient_accumulation_steps: 2\n"
+    "max_steps: 12\n"
+    "learning_rate: 0.005\n"
+    "lr_scheduler: linear\n"
+    "warmup_steps: 2\n"
+    "weight_decay: 0.01\n"
+    "adam_beta2: 0.99\n"
+    "adam_epsilon: 1e-6\n"
+    "max_grad_norm: 1.0\n"
+    "shuffle: false\n"
+    "sequence_len: 32\n";
+
+// Values of `key` from the metrics.jsonl lines of dir that have it.
+static double *metric(const char *dir, const char *key, size_t *n) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    char *text;
+    size_t len;
+    Error err = {0};
+    double *out = NULL;
+    *n = 0;
+    if (!file_read_all(path, &text, &len, &err)) return NULL;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *v = js ? cJSON_GetObjectItem(js, key) : NULL;
+        if (v && cJSON_IsNumber(v)) arrput(out, v->valuedouble);
+        cJSON_Delete(js);
+    }
+    free(text);
+    *n = arrlenu(out);
+    return out;
+}
+
+static double *ref_losses(const char *which, size_t *n) {
+    Error err = {0};
+    cJSON *js = json_parse_file("tests/ref/train_ref.json", &err);
+    CHECK(js);
+    double *out = NULL;
+    const cJSON *arr = cJSON_GetObjectItem(cJSON_GetObjectItem(js, which), "losses");
+    for (const cJSON *x = arr->child; x; x = x->next) arrput(out, x->valuedouble);
+    cJSON_Delete(js);
+    *n = arrlenu(out);
+    return out;
+}
+
+static void compare_trajectory(const char *name, const char *dir, const char *which) {
+    size_t n_got, n_ref;
+    double *got = metric(dir, "loss", &n_got), *ref = ref_losses(which, &n_ref);
+    double worst = 0;
+    for (size_t i = 0; i < n_got && i < n_ref; i++) worst = fmax(worst, fabs(got[i] - ref[i]) / ref[i]);
+    EXPECT(n_got == n_ref && n_ref >= 6 && worst <= TOL_TRAJECTORY_RTOL,
+           "%s: %zu per-step losses vs PyTorch (%zu), max rel diff %.2e", name, n_got, n_ref, worst);
+    arrfree(got);
+    arrfree(ref);
+}
+
+static void write_job(const char *name, const char *extra) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fprintf(f, "%s%s", JOB, extra);
+    fclose(f);
+}
+
+static bool same_losses(const char *a, const char *b) {
+    size_t na, nb;
+    double *x = metric(a, "loss", &na), *y = metric(b, "loss", &nb);
+    bool same = na == nb && na > 0 && memcmp(x, y, na * sizeof(double)) == 0;
+    arrfree(x);
+    arrfree(y);
+    return same;
+}
+
+static double eval_loss(const char *args) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/eval.out", tmp);
+    if (sh("%s eval %s > %s 2>/dev/null", Q, args, path) != 0) return NAN;
+    char *text;
+    size_t len;
+    Error err = {0};
+    double loss = NAN;
+    if (file_read_all(path, &text, &len, &err)) {
+        char *last = strstr(text, "loss=");
+        if (last) loss = strtod(last + 5, NULL);
+        free(text);
+    }
+    return loss;
+}
+
+int main(void) {
+    Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
+    CHECK(mkdtemp(tmp));
+    write_job("job.yaml", "");
+    // 1. LoRA and full fine-tuning follow PyTorch's AdamW trajectories
+    EXPECT(sh("%s train %s/job.yaml --set output_dir=%s/lora > %s/lora.log 2>&1", Q, tmp, tmp, tmp) == 0, "train lora");
+    compare_trajectory("LoRA (fp32 base) 12 steps", strcat(strcpy((char[600]){0}, tmp), "/lora"), "lora");
+    EXPECT(sh("%s train %s/job.yaml --set method=full --set learning_rate=0.001 --set max_steps=6 "
+              "--set output_dir=%s/full > %s/full.log 2>&1", Q, tmp, tmp, tmp) == 0, "train full");
+    compare_trajectory("full fine-tuning 6 steps", strcat(strcpy((char[600]){0}, tmp), "/full"), "full");
+
+    // 2. resume: QLoRA with dropout, shuffling and a validation split; keep checkpoint-5
+    //    only and continue: identical losses and a byte-identical adapter
+    const char *S = "--set method=qlora --set lora_dropout=0.1 --set shuffle=true --set save_steps=5 --set val_set_size=2";
+    sh("%s train %s/job.yaml %s --set output_dir=%s/a > /dev/null 2>&1", Q, tmp, S, tmp);
+    sh("%s train %s/job.yaml %s --set output_dir=%s/b > /dev/null 2>&1", Q, tmp, S, tmp);
+    sh("rm -rf %s/b/checkpoint-10 %s/b/checkpoint-12 %s/b/adapter_model.safetensors", tmp, tmp, tmp);
+    EXPECT(sh("%s train %s/job.yaml %s --set output_dir=%s/b --set resume_from_checkpoint=latest > %s/resume.log 2>&1",
+              Q, tmp, S, tmp, tmp) == 0, "resume from the latest checkpoint");
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/a", tmp);
+    snprintf(b, sizeof b, "%s/b", tmp);
+    EXPECT(same_losses(a, b), "resumed run logs the same losses as the uninterrupted one");
+    EXPECT(sh("cmp -s %s/adapter_model.safetensors %s/adapter_model.safetensors", a, b) == 0,
+           "resumed run writes a byte-identical adapter");
+    size_t ne;
+    double *ev = metric(a, "eval_loss", &ne);
+    EXPECT(ne == 2 && ev[1] < ev[0], "eval_loss logged at start and end, and it fell (%.4f -> %.4f)",
+           ne ? ev[0] : 0, ne > 1 ? ev[1] : 0);
+    arrfree(ev);
+
+    // 3. gradient checkpointing changes memory, not numbers; micro-batch 2 x accumulation 2
+    //    equals micro-batch 4 x 1 up to summation order (loss normalised by all tokens)
+    sh("%s train %s/job.yaml %s --set output_dir=%s/ckpt --set gradient_checkpointing=true > /dev/null 2>&1", Q, tmp, S, tmp);
+    snprintf(b, sizeof b, "%s/ckpt", tmp);
+    EXPECT(same_losses(a, b), "gradient_checkpointing gives bit-identical losses");
+    sh("%s train %s/job.yaml --set output_dir=%s/mb4 --set micro_batch_size=4 --set gradient_accumulation_steps=1 > /dev/null 2>&1", Q, tmp, tmp);
+    size_t n1, n2;
+    snprintf(a, sizeof a, "%s/lora", tmp);
+    snprintf(b, sizeof b, "%s/mb4", tmp);
+    double *l1 = metric(a, "loss", &n1), *l2 = metric(b, "loss", &n2);
+    double worst = 0;
+    for (size_t i = 0; i < n1 && i < n2; i++) worst = fmax(worst, fabs(l1[i] - l2[i]) / l1[i]);
+    // same samples per step, same normalisation: only fp32 summation order differs
+    EXPECT(n1 == 12 && n2 == 12 && worst < 1e-5, "micro 2 x accum 2 == micro 4 x accum 1 (max rel diff %.2e)", worst);
+    arrfree(l1);
+    arrfree(l2);
+
+    // 4. the trained adapter loads in eval; merge into fp32 == eval with the adapter;
+    //    merge into the dequantized NF4 weights == eval of the NF4 base with the adapter
+    char args[1200];
+    snprintf(args, sizeof args, "--model tests/ref/tiny --quant none --data tests/ref/train_data.jsonl --adapter %s/lora", tmp);
+    double with_adapter = eval_loss(args);
+    double base = eval_loss("--model tests/ref/tiny --quant none --data tests/ref/train_data.jsonl");
+    EXPECT(with_adapter < base - 0.1, "trained adapter lowers the training-set loss (%.4f -> %.4f)", base, with_adapter);
+    EXPECT(sh("%s merge --model tests/ref/tiny --adapter %s/lora --out %s/merged > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge");
+    snprintf(args, sizeof args, "--model %s/merged --quant none --data tests/ref/train_data.jsonl", tmp);
+    double merged = eval_loss(args);
+    // merging changes only the order of fp32 additions: 1e-5 relative
+    EXPECT(fabs(merged - with_adapter) <= 1e-5 * with_adapter, "merged model loss %.6f == base + adapter %.6f", merged, with_adapter);
+    snprintf(args, sizeof args, "--model tests/ref/tiny --quant nf4 --data tests/ref/train_data.jsonl --adapter %s/a", tmp);
+    double nf4_adapter = eval_loss(args);
+    EXPECT(sh("%s merge --model tests/ref/tiny --adapter %s/a --dequantized --out %s/mergedq > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge --dequantized");
+    snprintf(args, sizeof args, "--model %s/mergedq --quant none --data tests/ref/train_data.jsonl", tmp);
+    double mergedq = eval_loss(args);
+    EXPECT(fabs(mergedq - nf4_adapter) <= 1e-5 * nf4_adapter, "merged-into-dequantized loss %.6f == NF4 base + adapter %.6f", mergedq, nf4_adapter);
+
+    // 5. bad jobs and data: status 2, one line with FILE:LINE
+    char path[700];
+    snprintf(path, sizeof path, "%s/bad.yaml", tmp);
+    struct { const char *yaml; const char *phrase; } bad[] = {
+        {"base_model: tests/ref/tiny\nlerning_rate: 0.1\n", "bad.yaml:2: unknown key 'lerning_rate' (did you mean 'learning_rate'?)"},
+        {"lora_r: many\n", "bad.yaml:1: lora_r: expected an integer, found 'many'"},
+        {"\n\nlora_dropout: 1.5\n", "bad.yaml:3: lora_dropout: 1.5 is out of range [0, 0.99]"},
+        {"method: qlora\nmethod: full\n", "bad.yaml:2: key 'method' given twice (first on line 1)"},
+        {"lora_target_modules: [c_attn, q_proj]\n", "bad.yaml:1: lora_target_modules: unknown LoRA target module 'q_proj'"},
+        {"quant: nf3\n", "bad.yaml:1: quant: expected one of nf4|fp4|int8|none, found 'nf3'"},
+        {"dataset: x\n", "the job sets no base_model"},
+        {"seed: 'unterminated\n", "bad.yaml:2: invalid YAML"},
+        {"seed:\n  value: 3\n", "bad.yaml:2: seed: expected a value, found a nested mapping"},
+        {"lora_r: [1, 2]\n", "bad.yaml:1: lora_r: expected a single value, found a list"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *f = fopen(path, "w");
+        fputs(bad[i].yaml, f);
+        fclose(f);
+        int rc = sh("%s train %s > /dev/null 2> %s/err", Q, path, tmp);
+        snprintf(args, sizeof args, "grep -qF -- \"%s\" %s/err && test $(wc -l < %s/err) -eq 1", bad[i].phrase, tmp, tmp);
+        EXPECT(rc == 2 && sh("%s", args) == 0, "bad job %zu -> status %d, message with '%s'", i, rc, bad[i].phrase);
+        if (rc != 2 || sh("%s", args) != 0) sh("cat %s/err", tmp);
+    }
+    int rc = sh("%s train %s/job.yaml --set lora_alpha=x > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF -- '--set lora_alpha: lora_alpha: expected a number' %s/err", tmp) == 0, "--set with a bad value");
+    snprintf(path, sizeof path, "%s/bad.jsonl", tmp);
+    FILE *f = fopen(path, "w");
+    fputs("{\"text\": \"fine\"}\n\n{\"prompt\": \"q\"}\n", f);
+    fclose(f);
+    rc = sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'bad.jsonl:3: \"prompt\" and \"completion\" must both be strings' %s/err", tmp) == 0,
+           "bad jsonl line -> FILE:LINE (status %d)", rc);
+    f = fopen(path, "w");
+    fputs("{\"input_ids\": [1, 2, 99999]}\n", f);
+    fclose(f);
+    rc = sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'bad.jsonl:1: \"input_ids\" must be an array of token ids in [0, 257)' %s/err", tmp) == 0,
+           "out-of-vocabulary input_ids -> FILE:LINE");
+    rc = sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
+
+    sh("rm -rf %s", tmp);
+    return test_summary("test_train");
+}
