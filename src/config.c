@@ -349,7 +349,14 @@ void config_write_yaml(const TrainConfig *c, FILE *fp) {
         fprintf(fp, "%s: ", k->name);
         switch (k->type) {
         case K_STR:
-        case K_ENUM: fprintf(fp, "\"%s\"\n", field); break;
+        case K_ENUM:
+            fputc('"', fp);
+            for (const char *ch = field; *ch; ch++) {
+                if (*ch == '"' || *ch == '\\') fputc('\\', fp);
+                fputc(*ch, fp);
+            }
+            fputs("\"\n", fp);
+            break;
         case K_INT: fprintf(fp, "%ld\n", *(const long *)field); break;
         case K_FLOAT: fprintf(fp, "%.17g\n", *(const double *)field); break;
         case K_BOOL: fprintf(fp, "%s\n", *(const bool *)field ? "true" : "false"); break;

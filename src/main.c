@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "memory.h"
 #include "train.h"
 
 typedef struct {
@@ -17,6 +18,7 @@ static const Command COMMANDS[] = {
     {"merge", cmd_merge, "merge a LoRA adapter into the base weights (HF model folder)"},
     {"eval", cmd_eval, "mean next-token loss and perplexity of a text"},
     {"generate", cmd_generate, "stream a continuation of a prompt (KV cache, sampling)"},
+    {"memory", cmd_memory, "predict fine-tuning memory: full vs LoRA vs QLoRA, any GPT-2 or LLaMA size"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"init", cmd_init, "write a randomly initialised GPT-2 model folder"},
     {"quantize", cmd_quantize, "quantize every floating tensor of a safetensors file (NF4/FP4)"},

@@ -221,7 +221,10 @@ void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans)
     const size_t clen = arrlenu(clean);
     size_t pos = 0;
     while (pos < clen) {
-        int rc = pcre2_match(t->re, (PCRE2_SPTR)(clean ? clean : ""), clen, pos, 0, t->match, NULL);
+        // the copy is valid UTF-8 by construction: skip PCRE2's check, which would rescan
+        // the whole subject at every call (quadratic in the text length)
+        int rc = pcre2_match(t->re, (PCRE2_SPTR)(clean ? clean : ""), clen, pos, PCRE2_NO_UTF_CHECK,
+                             t->match, NULL);
         size_t s = clen, e = clen;
         if (rc > 0) {
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);

@@ -16,6 +16,7 @@
 #include "ds.h"
 #include "gemm.h"
 #include "json.h"
+#include "memory.h"
 #include "model.h"
 #include "optim.h"
 #include "safetensors.h"
@@ -308,13 +309,14 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
 // ---- the job ---------------------------------------------------------------------------------
 
 static const char *TRAIN_HELP =
-    "usage: qlora train JOB.yaml [--set key=value ...]\n"
+    "usage: qlora train JOB.yaml [--set key=value ...] [--check]\n"
     "       qlora train --list-keys\n\n"
     "Fine-tunes a GPT-2 model as the job file says: method qlora (LoRA on a 4-bit NF4 base,\n"
     "the default), lora (fp32 base) or full. Writes output_dir/adapter_model.safetensors +\n"
     "adapter_config.json (PEFT format; full: a model folder), checkpoint-N/ folders and\n"
     "metrics.jsonl. SIGINT/SIGTERM finish the step, save a checkpoint and exit 130/143.\n"
-    "--list-keys prints every job key with its default and range.\n";
+    "--list-keys prints every job key with its default and range; --check reads and\n"
+    "validates the job, prints every key's value, and stops.\n";
 
 static void die_run(Error *err) { die_error(err); }
 
@@ -396,6 +398,47 @@ static const char *first_bad_tensor(const Run *r) {
     return NULL;
 }
 
+// The trainer's own allocations by category next to `qlora memory`'s prediction for the
+// same job (tests hold them within 5% of each other).
+static void print_memory_account(const Run *r) {
+    const TrainConfig *c = &r->cfg;
+    const GPT2Config *mc = &r->model.cfg;
+    ModelShape s = {.L = mc->n_layer, .C = mc->n_embd, .F = mc->n_inner, .V = mc->vocab_size,
+                    .P = mc->n_positions, .NH = mc->n_head};
+    MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = r->full ? 0 : r->lora.r,
+                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = r->model.quant.blocksize};
+    if (!r->full) memcpy(j.targets, r->lora.targets, sizeof j.targets);
+    MemRow rows[MEM_N_METHODS];
+    memory_predict(&s, &j, rows);
+    MemMethod which = MEM_FULL_FP32;
+    if (!r->full) {
+        switch (r->model.quant.type) {
+        case QUANT_NONE: which = MEM_LORA_FP32; break;
+        case QUANT_INT8: which = MEM_QLORA_INT8; break;
+        case QUANT_FP4: which = MEM_QLORA_FP4; break;
+        default: which = r->model.quant.double_quant ? MEM_QLORA_NF4_DQ : MEM_QLORA_NF4; break;
+        }
+    }
+    const MemRow *p = &rows[which];
+    ModelBytes mb = model_bytes(&r->model);
+    const double frozen = (double)(mb.linear_weights + mb.embeddings + mb.norms_and_biases);
+    const double measured[6] = {r->full ? 0 : frozen, (double)mb.quant_constants,
+                                r->full ? frozen : 4.0 * (double)r->n_trainable, 4.0 * (double)r->n_trainable,
+                                8.0 * (double)r->n_trainable, (double)acts_bytes(r->acts)};
+    const double predicted[6] = {p->weights, p->quant_constants, p->trainable, p->gradients, p->optimizer, p->activations};
+    static const char *const CAT[6] = {"frozen weights", "quant constants", "trainable", "gradients",
+                                       "optimizer", "activations"};
+    double tm = 0, tp = 0;
+    printf("memory account (%s): %-16s %12s %12s\n", p->name, "category", "allocated", "predicted");
+    for (int k = 0; k < 6; k++) {
+        printf("memory account (%s): %-16s %12.0f %12.0f\n", p->name, CAT[k], measured[k], predicted[k]);
+        tm += measured[k];
+        tp += predicted[k];
+    }
+    printf("memory account (%s): %-16s %12.0f %12.0f  (%+.2f%%); peak RSS %.1f MiB\n", p->name, "total", tm, tp,
+           100.0 * (tm - tp) / tp, (double)peak_rss_bytes() / (1 << 20));
+}
+
 static void print_summary(const Run *r) {
     char b1[32], b2[32], b3[32], b4[32];
     ModelBytes mb = model_bytes(&r->model);
@@ -432,7 +475,12 @@ int cmd_train(int argc, char **argv) {
     Error err = {0};
     config_defaults(&r.cfg);
     const char *job = NULL;
+    bool check_only = false;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--check") == 0) {
+            check_only = true;
+            continue;
+        }
         if (strcmp(argv[i], "--set") == 0) continue;  // applied after the file
         if (i > 1 && strcmp(argv[i - 1], "--set") == 0) continue;
         if (argv[i][0] == '-') cli_usage_error("train", "unknown option '%s'", argv[i]);
@@ -447,6 +495,10 @@ int cmd_train(int argc, char **argv) {
             if (!config_set(&r.cfg, kv, &err)) die_run(&err);
         }
     if (!config_validate(&r.cfg, &err)) die(EXIT_BAD_INPUT, "%s: %s", job, err.msg);
+    if (check_only) {
+        config_write_yaml(&r.cfg, stdout);
+        return 0;
+    }
     double t_setup = time_now();
     setup(&r, &err);
     print_summary(&r);
@@ -570,6 +622,7 @@ int cmd_train(int argc, char **argv) {
     if (tty) printf("\n");
     if (exit_status == 0) {
         if (!save_weights(&r, c->output_dir, &err)) die_run(&err);
+        print_memory_account(&r);
         const double secs = time_now() - t_start;
         printf("done: %ld steps in %.1f s (%.0f tokens/s), final eval_loss %.4f (was %.4f), peak RSS %.1f MiB\n",
                r.step - first_step, secs, secs > 0 ? (double)tokens_seen / secs : 0.0, last_eval,

@@ -1,0 +1,244 @@
+// memory.c: see memory.h. B batch, T time, C width, F MLP width, V vocab, P positions,
+// NH heads, L layers, N = B*T, R = LoRA rank.
+#include "memory.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model.h"
+#include "quant.h"
+
+#define QLINEAR_TILE (256.0 * 1024)  // floats of the dequantization tile (qlinear.h)
+#define LOGIT_ROWS 64.0              // rows of logits per chunk (model.c)
+
+double shape_linear_params(const ModelShape *s) {
+    if (s->llama) return s->L * (4 * s->C * s->C + 3 * s->C * s->F);
+    return s->L * (4 * s->C * s->C + 2 * s->C * s->F);
+}
+
+double shape_params(const ModelShape *s) {
+    if (s->llama)  // embed + untied head + RMSNorm weights
+        return shape_linear_params(s) + 2 * s->V * s->C + s->L * 2 * s->C + s->C;
+    // wte (tied head) + wpe + per block 2 LayerNorms and 4 biases + final LayerNorm
+    return shape_linear_params(s) + s->V * s->C + s->P * s->C +
+           s->L * (4 * s->C + 3 * s->C + s->C + s->F + s->C) + 2 * s->C;
+}
+
+double shape_lora_params(const ModelShape *s, int r, const bool t[LORA_N_TARGETS]) {
+    const double C = s->C, F = s->F;
+    if (s->llama) return s->L * r * (4 * (C + C) + 2 * (C + F) + (F + C));
+    double per = 0;
+    if (t[LORA_QKV]) per += C + 3 * C;
+    if (t[LORA_ATTN_PROJ]) per += C + C;
+    if (t[LORA_FC]) per += C + F;
+    if (t[LORA_MLP_PROJ]) per += F + C;
+    return s->L * r * per;
+}
+
+bool shape_preset(const char *name, ModelShape *s) {
+    static const struct { const char *name; bool llama; double L, C, F, V, P, NH; } P[] = {
+        {"gpt2", false, 12, 768, 3072, 50257, 1024, 12},
+        {"gpt2-medium", false, 24, 1024, 4096, 50257, 1024, 16},
+        {"gpt2-large", false, 36, 1280, 5120, 50257, 1024, 20},
+        {"gpt2-xl", false, 48, 1600, 6400, 50257, 1024, 25},
+        // LLaMA-1 shapes as published (Touvron et al. 2023, table 2): d_model, layers,
+        // heads; SwiGLU width 2/3 * 4d rounded to a multiple of 256; vocab 32000
+        {"llama-7b", true, 32, 4096, 11008, 32000, 2048, 32},
+        {"llama-13b", true, 40, 5120, 13824, 32000, 2048, 40},
+        {"llama-33b", true, 60, 6656, 17920, 32000, 2048, 52},
+        {"llama-65b", true, 80, 8192, 22016, 32000, 2048, 64},
+    };
+    for (size_t i = 0; i < sizeof P / sizeof P[0]; i++)
+        if (strcmp(name, P[i].name) == 0) {
+            *s = (ModelShape){.llama = P[i].llama, .L = P[i].L, .C = P[i].C, .F = P[i].F,
+                              .V = P[i].V, .P = P[i].P, .NH = P[i].NH};
+            snprintf(s->name, sizeof s->name, "%s", name);
+            return true;
+        }
+    return false;
+}
+
+double nf4_bits(size_t blocksize, bool dq) {
+    const double bs = (double)blocksize;
+    return dq ? 4.0 + 8.0 / bs + 32.0 / (bs * QUANT_DQ_BLOCK) : 4.0 + 32.0 / bs;
+}
+
+// qlora's fp32 activation and gradient buffers for one (B, T), from the shapes: per layer
+// the block's saved tensors (or only the block input with gradient checkpointing), plus
+// one layer's backward buffers, the dequantization tile and a chunk of logits.
+double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_lora) {
+    const double B = (double)j->B, T = (double)j->T, N = B * T, C = s->C, F = s->F;
+    const double L = s->L, att = B * s->NH * T * T, R = with_lora ? j->lora_r : 0;
+    // resid_mid, ln1, atty, ln2 (4NC) + qkv (3NC) + 2 LayerNorm stats pairs (4N) +
+    // scores (att) + fc pre/post GELU (2NF) + four LoRA hiddens (4NR)
+    const double layer = 7 * N * C + 4 * N + att + 2 * N * F + 4 * N * R;
+    const double saved = j->gradient_checkpointing ? (L + 1) * N * C + layer - N * C
+                                                   : (L + 1) * N * C + L * (layer - N * C);
+    const double head = N * C + 2 * N + N * C + QLINEAR_TILE + LOGIT_ROWS * s->V;  // ln_f, tmp
+    const double grads = 6 * N * C + att + 2 * N * F + (with_lora ? N * R + 2 * N * F : 0);
+    return 4.0 * (saved + head + grads);
+}
+
+void memory_predict(const ModelShape *s, const MemJob *j, MemRow rows[MEM_N_METHODS]) {
+    const double n_all = shape_params(s), n_lin = shape_linear_params(s), n_other = n_all - n_lin;
+    const double n_lora = shape_lora_params(s, j->lora_r, j->targets);
+    const double bs = (double)j->quant_blocksize, n_blocks = n_lin / bs;
+    const double act32_full = memory_activations_fp32(s, j, false);
+    const double act32_lora = memory_activations_fp32(s, j, true);
+    // quantized bases: linears quantized, everything else kept in fp32 (as qlora does)
+    struct { const char *name; double lin_bytes, consts; const char *bpp; } q[4] = {
+        {"qlora int8", n_lin, n_blocks * 4, "base linears 1 B + one f32 scale per block; rest 4 B"},
+        {"qlora fp4", n_lin / 2, n_blocks * 4, "base linears 0.5 B + one f32 scale per block; rest 4 B"},
+        {"qlora nf4", n_lin / 2, n_blocks * 4, "base linears 0.5 B + one f32 absmax per block (4.5 bits); rest 4 B"},
+        {"qlora nf4+dq", n_lin / 2, n_blocks + n_blocks / QUANT_DQ_BLOCK * 4 + s->L * (s->llama ? 7 : 4) * 4,
+         "base linears 0.5 B + 8-bit absmax per block + f32 per 256 blocks (4.127 bits); rest 4 B"},
+    };
+    rows[MEM_FULL_FP32] = (MemRow){"full fp32", 0, 0, 4 * n_all, 4 * n_all, 8 * n_all, act32_full, 0,
+                                   "4 B weights + 4 B gradients + 8 B AdamW moments = 16 B per parameter"};
+    rows[MEM_FULL_MIXED16] = (MemRow){"full 16-bit", 0, 0, 2 * n_all, 2 * n_all, 8 * n_all, act32_full / 2, 0,
+                                      "2 B weights + 2 B gradients + 8 B fp32 AdamW moments = 12 B per parameter "
+                                      "(no fp32 master copy; 16-bit activations)"};
+    rows[MEM_LORA_FP32] = (MemRow){"lora fp32 base", 4 * n_all, 0, 4 * n_lora, 4 * n_lora, 8 * n_lora, act32_lora, 0,
+                                   "frozen 4 B per parameter; LoRA 4 + 4 + 8 B per trainable"};
+    rows[MEM_LORA_16] = (MemRow){"lora 16-bit base", 2 * n_all, 0, 4 * n_lora, 4 * n_lora, 8 * n_lora, act32_lora / 2, 0,
+                                 "frozen 2 B per parameter; LoRA 4 + 4 + 8 B per trainable; 16-bit activations"};
+    for (int k = 0; k < 4; k++)
+        rows[MEM_QLORA_INT8 + k] = (MemRow){q[k].name, q[k].lin_bytes + 4 * n_other, q[k].consts, 4 * n_lora,
+                                            4 * n_lora, 8 * n_lora, act32_lora, 0, q[k].bpp};
+    for (int m = 0; m < MEM_N_METHODS; m++) {
+        MemRow *r = &rows[m];
+        r->total = r->weights + r->quant_constants + r->trainable + r->gradients + r->optimizer + r->activations;
+    }
+}
+
+// ---- the command -----------------------------------------------------------------------------
+
+static const char *MEMORY_HELP =
+    "usage: qlora memory (--model DIR | --preset NAME) [--batch B] [--seq T] [--lora-r R]\n"
+    "                    [--targets LIST] [--gradient-checkpointing] [--blocksize N]\n"
+    "                    [--params N] [--format text|json]\n\n"
+    "Predicts the memory of fine-tuning the model with each method: full fp32 AdamW, full\n"
+    "16-bit mixed precision, LoRA on an fp32 or 16-bit base, QLoRA with an int8, fp4, nf4\n"
+    "and nf4 + double-quant base. Presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-7b,\n"
+    "llama-13b, llama-33b, llama-65b. Defaults: batch 1, seq 512, r 8, all linears.\n"
+    "--params N also prints what N parameters take in each number format.\n";
+
+static void print_gib(double bytes) { printf(" %9.2f", bytes / 1073741824.0); }
+
+int cmd_memory(int argc, char **argv) {
+    const char *model_dir = NULL, *preset = NULL, *format = "text";
+    MemJob j = {.B = 1, .T = 512, .lora_r = 8, .quant_blocksize = QUANT_DEFAULT_BLOCK};
+    bool targets_set = false;
+    double raw_params = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(MEMORY_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--batch") == 0) j.B = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 20);
+        else if (strcmp(a, "--seq") == 0) j.T = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 22);
+        else if (strcmp(a, "--lora-r") == 0) j.lora_r = (int)cli_long(a, cli_value(argc, argv, &i), 1, 65536);
+        else if (strcmp(a, "--blocksize") == 0) j.quant_blocksize = (size_t)cli_long(a, cli_value(argc, argv, &i), QUANT_MIN_BLOCK, QUANT_MAX_BLOCK);
+        else if (strcmp(a, "--gradient-checkpointing") == 0) j.gradient_checkpointing = true;
+        else if (strcmp(a, "--format") == 0) {
+            format = cli_value(argc, argv, &i);
+            if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
+                cli_usage_error("memory", "--format must be text or json, got '%s'", format);
+        } else if (strcmp(a, "--params") == 0) {
+            const char *v = cli_value(argc, argv, &i);
+            if (!parse_double(v, &raw_params) || raw_params <= 0)
+                cli_usage_error("memory", "--params must be a positive number, got '%s'", v);
+        } else if (strcmp(a, "--targets") == 0) {
+            char list[512];
+            snprintf(list, sizeof list, "%s", cli_value(argc, argv, &i));
+            Error err = {0};
+            for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+                if (!lora_parse_target(tok, j.targets, &err)) die(EXIT_BAD_INPUT, "--targets: %s", err.msg);
+            targets_set = true;
+        } else cli_usage_error("memory", "unknown argument '%s'", a);
+    }
+    if (!targets_set) lora_parse_target("all-linear", j.targets, &(Error){0});
+    ModelShape s;
+    if (preset) {
+        if (!shape_preset(preset, &s)) cli_usage_error("memory", "unknown preset '%s'", preset);
+    } else if (model_dir) {
+        GPT2Config c;
+        Error err = {0};
+        if (!model_read_config(&c, model_dir, &err)) die_error(&err);
+        s = (ModelShape){.L = c.n_layer, .C = c.n_embd, .F = c.n_inner, .V = c.vocab_size,
+                         .P = c.n_positions, .NH = c.n_head};
+        snprintf(s.name, sizeof s.name, "%.31s", model_dir);
+    } else if (!raw_params) {
+        cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");
+    }
+    const bool json = strcmp(format, "json") == 0;
+    static const struct { const char *name; double bits; } FORMATS[] = {
+        {"fp32", 32}, {"fp16", 16}, {"bf16", 16}, {"int8", 8}, {"int4", 4}};
+    if (raw_params && !json) {
+        printf("%.4g parameters in each number format (GiB = 2^30 bytes):\n", raw_params);
+        for (size_t k = 0; k < sizeof FORMATS / sizeof FORMATS[0]; k++)
+            printf("  %-5s %6.2f GiB\n", FORMATS[k].name, raw_params * FORMATS[k].bits / 8 / 1073741824.0);
+        printf("  nf4   %6.2f GiB with fp32 block scales (%.3f bits), %.2f GiB with double quant (%.3f bits)\n",
+               raw_params * nf4_bits(j.quant_blocksize, false) / 8 / 1073741824.0, nf4_bits(j.quant_blocksize, false),
+               raw_params * nf4_bits(j.quant_blocksize, true) / 8 / 1073741824.0, nf4_bits(j.quant_blocksize, true));
+    }
+    if (!preset && !model_dir) {
+        if (json) {
+            printf("{\"params\": %.0f, \"formats\": {", raw_params);
+            for (size_t k = 0; k < sizeof FORMATS / sizeof FORMATS[0]; k++)
+                printf("%s\"%s\": %.0f", k ? ", " : "", FORMATS[k].name, raw_params * FORMATS[k].bits / 8);
+            printf(", \"nf4\": %.0f, \"nf4_dq\": %.0f}}\n", raw_params * nf4_bits(j.quant_blocksize, false) / 8,
+                   raw_params * nf4_bits(j.quant_blocksize, true) / 8);
+        }
+        return 0;
+    }
+    MemRow rows[MEM_N_METHODS];
+    memory_predict(&s, &j, rows);
+    const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
+    if (json) {
+        printf("{\"model\": \"%s\", \"params\": %.0f, \"linear_params\": %.0f, \"lora_params\": %.0f, "
+               "\"batch\": %zu, \"seq\": %zu, \"lora_r\": %d, \"gradient_checkpointing\": %s, "
+               "\"nf4_bits\": %.4f, \"nf4_dq_bits\": %.4f, \"methods\": [",
+               s.name, n_all, shape_linear_params(&s), n_lora, j.B, j.T, j.lora_r,
+               j.gradient_checkpointing ? "true" : "false", nf4_bits(j.quant_blocksize, false),
+               nf4_bits(j.quant_blocksize, true));
+        for (int m = 0; m < MEM_N_METHODS; m++) {
+            const MemRow *r = &rows[m];
+            printf("%s{\"name\": \"%s\", \"weights_bytes\": %.0f, \"quant_constants_bytes\": %.0f, "
+                   "\"trainable_bytes\": %.0f, \"gradients_bytes\": %.0f, \"optimizer_bytes\": %.0f, "
+                   "\"activations_bytes\": %.0f, \"total_bytes\": %.0f, \"bytes_per_param\": \"%s\"}",
+                   m ? ", " : "", r->name, r->weights, r->quant_constants, r->trainable, r->gradients,
+                   r->optimizer, r->activations, r->total, r->bytes_per_param);
+        }
+        printf("]}\n");
+        return 0;
+    }
+    printf("%s: %.4g parameters (%.4g in block linears), LoRA r=%d: %.4g trainable (%.3f%%)\n",
+           s.name, n_all, shape_linear_params(&s), j.lora_r, n_lora, 100 * n_lora / n_all);
+    printf("batch %zu x %zu tokens%s; NF4: %.3f bits/param with fp32 scales, %.3f with double quant\n\n",
+           j.B, j.T, j.gradient_checkpointing ? ", gradient checkpointing" : "",
+           nf4_bits(j.quant_blocksize, false), nf4_bits(j.quant_blocksize, true));
+    printf("%-17s %9s %9s %9s %9s %9s %9s %9s   (GiB)\n", "method", "weights", "qconsts", "trainable",
+           "grads", "optimizer", "activ.", "total");
+    for (int m = 0; m < MEM_N_METHODS; m++) {
+        const MemRow *r = &rows[m];
+        printf("%-17s", r->name);
+        print_gib(r->weights);
+        print_gib(r->quant_constants);
+        print_gib(r->trainable);
+        print_gib(r->gradients);
+        print_gib(r->optimizer);
+        print_gib(r->activations);
+        print_gib(r->total);
+        printf("\n");
+    }
+    printf("\nper-parameter accounting:\n");
+    for (int m = 0; m < MEM_N_METHODS; m++) printf("  %-17s %s\n", rows[m].name, rows[m].bytes_per_param);
+    printf("activations: qlora's own fp32 buffers for this batch (halved for 16-bit methods); "
+           "GiB = 2^30 bytes\n");
+    return 0;
+}
