@@ -5,10 +5,19 @@
 #   make demo       the main job: QLoRA on the shipped base model and data (~2 minutes)
 #   make base-model rebuild data/base-model from scratch (~15 minutes)
 #   make compare    full vs LoRA vs QLoRA on the demo data
+#   make memory-report     measured memory of full / LoRA / QLoRA -> docs/memory.md
+#   make bench / bench-compare   training-step benchmark; against PyTorch -> docs/performance.md
 #   make bench-quant       NF4 dequantization throughput vs memcpy (a benchmark, not a test)
 
 CC ?= cc
 SANITIZE ?= 0
+MPI ?= 0
+ifeq ($(MPI),1)
+# make MPI=1: ./qlora built with Open MPI (mpicc) for `mpirun -np N ./qlora train`, in build/mpi
+CC := mpicc
+BUILD := build/mpi
+EXTRA_CFLAGS += -DQLORA_MPI
+endif
 ifeq ($(SANITIZE),1)
 BUILD ?= build/asan
 OPT := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -21,7 +30,8 @@ endif
 # a fused multiply-add would change the last bit of ~7% of them (REFERENCE.md 2.4).
 # No -ffast-math: the tests compare against PyTorch bit-for-bit or to stated tolerances.
 OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
-CFLAGS := $(OPT) -march=native -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE \
+ARCH ?= -march=native
+CFLAGS := $(OPT) $(ARCH) -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE \
           -Wall -Wextra -Wshadow -Wvla -Wformat=2 -MMD -MP $(EXTRA_CFLAGS)
 LDLIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lcjson -lyaml -lpcre2-8 -lm
 
@@ -31,17 +41,15 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BIN := $(BUILD)/qlora
 
-.PHONY: all deps test demo base-model compare memory-xl bench-quant clean
+.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant clean
 .SECONDARY:
 all: $(BIN)
-ifeq ($(SANITIZE),1)
-	@true
-else
+ifeq ($(BUILD),build)
 	@ln -sf $(BIN) qlora
 endif
 
 deps:
-	@sh scripts/deps.sh
+	@sh scripts/deps.sh $(if $(filter 1,$(MPI)),libopenmpi-dev openmpi-bin)
 
 $(BUILD)/%.o: src/%.c | deps
 	@mkdir -p $(@D)
@@ -78,11 +86,48 @@ base-model: all
 compare: all
 	@sh scripts/compare.sh
 
+memory-report: all
+	@sh scripts/memory-report.sh
+
 memory-xl: all
 	@sh scripts/memory-xl.sh
 
+bench: all
+	./qlora bench
+
+bench-compare: all
+	@sh scripts/bench-compare.sh
+
 bench-quant: $(BUILD)/bench/bench_quant
 	$(BUILD)/bench/bench_quant
+
+# ---- fuzzing (clang + libFuzzer): make fuzz FUZZ_SECONDS=N ----------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/fuzz
+FUZZ_CFLAGS = -g -O1 -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
+              $(OPENBLAS_CFLAGS) -Isrc -Wno-unknown-pragmas
+FUZZ_LIB_OBJ := $(patsubst src/%.c,$(FUZZ_DIR)/%.o,$(filter-out src/main.c,$(SRC)))
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))
+
+fuzz-deps:
+	@sh scripts/deps.sh $(if $(filter 1,$(MPI)),libopenmpi-dev openmpi-bin) clang libclang-rt-14-dev libomp-14-dev
+
+$(FUZZ_DIR)/%.o: src/%.c | fuzz-deps
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJ) | fuzz-deps
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# valgrind knows no AVX-512: a portable -O1 build of its own, checked on short real runs
+valgrind:
+	@sh scripts/deps.sh valgrind
+	@$(MAKE) --no-print-directory BUILD=build/valgrind ARCH= OPT="-O1 -g" build/valgrind/qlora
+	@sh tests/valgrind.sh build/valgrind/qlora
 
 clean:
 	rm -rf build qlora

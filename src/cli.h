@@ -14,6 +14,8 @@ int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_explain(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 // For option argv[*i] that takes a value: return argv[*i + 1] and advance *i, or die with
 // a usage error naming the option.

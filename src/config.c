@@ -288,6 +288,10 @@ bool config_load(TrainConfig *c, const char *path, Error *err) {
     return ok;
 }
 
+bool config_load_text(TrainConfig *c, const char *text, size_t len, const char *origin, Error *err) {
+    return parse_yaml(c, text, len, origin, true, err);
+}
+
 bool config_set(TrainConfig *c, const char *assignment, Error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)

@@ -59,6 +59,8 @@ typedef struct {
 void config_defaults(TrainConfig *c);
 // Read path (YAML) into c (on top of its current values).
 bool config_load(TrainConfig *c, const char *path, Error *err);
+// The same from text[0..len); origin names it ("FILE") in FILE:LINE messages.
+bool config_load_text(TrainConfig *c, const char *text, size_t len, const char *origin, Error *err);
 // Apply one "key=value" override (value is YAML: a scalar or a [flow, list]).
 bool config_set(TrainConfig *c, const char *assignment, Error *err);
 // Cross-key checks after everything is applied (e.g. required keys, method vs quant).

@@ -21,13 +21,10 @@ static void add_example(Dataset *d, int *ids, int *labels, size_t len, size_t se
     arrput(d->ex, e);
 }
 
-static bool load_text(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(path, &text, &len, err)) return false;
+static bool load_text(Dataset *d, const char *text, size_t len, const char *path, Tokenizer *tok,
+                      const DataOptions *o, Error *err) {
     int *ids = NULL;
     tok_encode(tok, text, len, &ids);
-    free(text);
     if (tok_eot(tok) >= 0) arrput(ids, tok_eot(tok));
     const size_t n = arrlenu(ids);
     for (size_t s = 0; s < n; s += o->seq_len) {
@@ -116,15 +113,13 @@ static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *whe
     return ok;
 }
 
-static bool load_jsonl(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(path, &text, &len, err)) return false;
+static bool load_jsonl(Dataset *d, const char *text, size_t len, const char *path, Tokenizer *tok,
+                       const DataOptions *o, Error *err) {
     bool ok = true;
     size_t line_no = 0;
-    for (char *p = text; ok && p < text + len;) {
-        char *nl = memchr(p, '\n', (size_t)(text + len - p));
-        char *end = nl ? nl : text + len;
+    for (const char *p = text; ok && p < text + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        const char *end = nl ? nl : text + len;
         line_no++;
         size_t n = (size_t)(end - p);
         bool blank = true;
@@ -136,7 +131,6 @@ static bool load_jsonl(Dataset *d, const char *path, Tokenizer *tok, const DataO
         }
         p = end + 1;
     }
-    free(text);
     if (ok && arrlenu(d->ex) == 0) ok = error_set(err, "%s: no examples", path);
     return ok;
 }
@@ -148,7 +142,21 @@ bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *
         size_t n = strlen(path);
         fmt = n > 6 && strcmp(path + n - 6, ".jsonl") == 0 ? "jsonl" : "text";
     }
-    bool ok = strcmp(fmt, "jsonl") == 0 ? load_jsonl(d, path, tok, o, err) : load_text(d, path, tok, o, err);
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return false;
+    DataOptions o2 = *o;
+    o2.format = fmt;
+    bool ok = data_load_text(d, text, len, path, tok, &o2, err);
+    free(text);
+    return ok;
+}
+
+bool data_load_text(Dataset *d, const char *text, size_t len, const char *name, Tokenizer *tok,
+                    const DataOptions *o, Error *err) {
+    memset(d, 0, sizeof *d);
+    bool ok = strcmp(o->format, "jsonl") == 0 ? load_jsonl(d, text, len, name, tok, o, err)
+                                              : load_text(d, text, len, name, tok, o, err);
     if (!ok) data_free(d);
     return ok;
 }

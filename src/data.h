@@ -42,6 +42,10 @@ typedef struct {
 } DataOptions;
 
 bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err);
+// The same from text[0..len) (o->format must say "text" or "jsonl"); name stands for the
+// path in FILE:LINE messages.
+bool data_load_text(Dataset *d, const char *text, size_t len, const char *name, Tokenizer *tok,
+                    const DataOptions *o, Error *err);
 void data_free(Dataset *d);
 // Move a seeded random subset of train into val: n_val = size < 1 ? round(size * n) : size.
 // Errors if that leaves train empty.

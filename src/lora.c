@@ -155,8 +155,8 @@ static bool parse_key(const char *key, int n_layer, int *layer, LoraTarget *targ
     return false;
 }
 
-static bool read_config(LoraSet *ls, const char *path, Error *err) {
-    cJSON *js = json_parse_file(path, err);
+static bool read_config(LoraSet *ls, const char *text, size_t len, const char *path, Error *err) {
+    cJSON *js = json_parse(text, len, 0, path, err);
     if (!js) return false;
     bool ok = false;
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(js, "peft_type");
@@ -205,9 +205,26 @@ bool lora_load_peft(LoraSet *ls, const char *dir, int n_layer, const LoraShapes 
     char cfg_path[4096], st_path[4096];
     snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
     snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", dir);
-    if (!read_config(ls, cfg_path, err)) return false;
+    char *cfg;
+    size_t cfg_len;
+    if (!file_read_all(cfg_path, &cfg, &cfg_len, err)) return false;
+    MappedFile f;
+    bool ok = file_map(&f, st_path, err);
+    if (ok) {
+        ok = lora_load_peft_memory(ls, cfg, cfg_len, cfg_path, f.data, f.size, st_path, n_layer, shapes, err);
+        file_unmap(&f);
+    }
+    free(cfg);
+    return ok;
+}
+
+bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, const char *cfg_path,
+                           const uint8_t *weights, size_t weights_len, const char *st_path,
+                           int n_layer, const LoraShapes *shapes, Error *err) {
+    memset(ls, 0, sizeof *ls);
+    if (!read_config(ls, config, config_len, cfg_path, err)) return false;
     SafeTensors st;
-    if (!st_open(&st, st_path, err)) return false;
+    if (!st_open_memory(&st, weights, weights_len, st_path, err)) return false;
     const size_t r = (size_t)ls->r;
     const size_t n_slots = (size_t)n_layer * LORA_N_TARGETS;
     const StTensor **ta = xcalloc(n_slots, sizeof(*ta)), **tb = xcalloc(n_slots, sizeof(*tb));

@@ -75,6 +75,10 @@ void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, c
 // (keys with or without ".default", with or without the "transformer." level).
 bool lora_load_peft(LoraSet *ls, const char *dir, int n_layer, const LoraShapes *shapes,
                     Error *err);
+// The same from the two files' bytes in memory (names stand for them in messages).
+bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, const char *config_name,
+                           const uint8_t *weights, size_t weights_len, const char *weights_name,
+                           int n_layer, const LoraShapes *shapes, Error *err);
 // Write dir/adapter_config.json and dir/adapter_model.safetensors (atomically). dir must exist.
 bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err);
 

@@ -19,6 +19,8 @@ static const Command COMMANDS[] = {
     {"eval", cmd_eval, "mean next-token loss and perplexity of a text"},
     {"generate", cmd_generate, "stream a continuation of a prompt (KV cache, sampling)"},
     {"memory", cmd_memory, "predict fine-tuning memory: full vs LoRA vs QLoRA, any GPT-2 or LLaMA size"},
+    {"bench", cmd_bench, "time training steps of any size and method (a benchmark)"},
+    {"explain", cmd_explain, "walk through quantization for fine-tuning, with figures (--out DIR)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"init", cmd_init, "write a randomly initialised GPT-2 model folder"},
     {"quantize", cmd_quantize, "quantize every floating tensor of a safetensors file (NF4/FP4)"},

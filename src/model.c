@@ -39,8 +39,18 @@ static bool cfg_int(const cJSON *js, const char *key, const char *alias, long df
 bool model_read_config(GPT2Config *cfg, const char *dir, Error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text;
+    size_t len;
     memset(cfg, 0, sizeof *cfg);
-    cJSON *js = json_parse_file(path, err);
+    if (!file_read_all(path, &text, &len, err)) return false;
+    bool ok = model_parse_config(cfg, text, len, path, err);
+    free(text);
+    return ok;
+}
+
+bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *js = json_parse(text, len, 0, path, err);
     if (!js) return false;
     bool ok = false;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(js, "model_type");
@@ -322,7 +332,10 @@ struct Acts {
     float *lnf, *lnf_mean, *lnf_rstd, *tmp, *tile, *logits;
     // training only: gradients of one layer at a time and dropout scratch
     float *dresid, *dln, *datty, *dqkv, *datt, *dfch_gelu, *dfch, *dh, *xd, *dxd;
+    Profile *prof;  // optional phase timing
 };
+
+void acts_set_profile(Acts *a, Profile *p) { a->prof = p; }
 
 // The single list of activation buffers: counting and carving both walk it, so the
 // allocation and the pointers (and acts_bytes) cannot disagree.
@@ -438,9 +451,11 @@ static bool use_dropout(const TrainCtx *tc) { return tc && tc->lora_dropout > 0.
 // tile: QLINEAR_TILE_FLOATS scratch; xd: (N,in) scratch, needed only with dropout.
 static void linear_forward(const Model *m, const LoraSet *lora, int layer, LoraTarget t,
                            float *y, const float *x, size_t N, float *h, float *tile, float *xd,
-                           const TrainCtx *tc) {
+                           const TrainCtx *tc, Profile *prof) {
     const QLinear *q = &m->blocks[layer].lin[t];
-    qlinear_forward(q, y, x, N, tile);
+    double t0 = prof ? time_now() : 0, deq0 = prof ? prof->dequant : 0;
+    qlinear_forward(q, y, x, N, tile, prof ? &prof->dequant : NULL);
+    if (prof) prof->matmul_fwd += time_now() - t0 - (prof->dequant - deq0);
     const LoraLinear *ll = lora_get(lora, layer, t);
     if (!ll) return;
     const float *in = x;
@@ -448,7 +463,9 @@ static void linear_forward(const Model *m, const LoraSet *lora, int layer, LoraT
         dropout_apply(xd, x, N * q->in, tc->lora_dropout, dropout_seed(tc, layer, t), false);
         in = xd;
     }
+    t0 = prof ? time_now() : 0;
     lora_forward(ll, lora->r, lora->scaling, y, h, in, N);
+    if (prof) prof->matmul_fwd += time_now() - t0;
 }
 
 // out[i] = a[i] + b[i]; out may alias a.
@@ -466,15 +483,17 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
     float **h = &a->lora_h[l * LORA_N_TARGETS];
     layernorm_forward(a->ln1[l], a->ln1_mean[l], a->ln1_rstd[l], a->resid[l], blk->ln1_w,
                       blk->ln1_b, N, C, c->eps);
-    linear_forward(m, lora, l, LORA_QKV, a->qkv[l], a->ln1[l], N, h[LORA_QKV], a->tile, a->xd, tc);
+    linear_forward(m, lora, l, LORA_QKV, a->qkv[l], a->ln1[l], N, h[LORA_QKV], a->tile, a->xd, tc, a->prof);
+    double t_att = a->prof ? time_now() : 0;
     attention_forward(a->atty[l], a->att[l], a->qkv[l], B, T, C, NH);
-    linear_forward(m, lora, l, LORA_ATTN_PROJ, a->tmp, a->atty[l], N, h[LORA_ATTN_PROJ], a->tile, a->xd, tc);
+    if (a->prof) a->prof->attention_fwd += time_now() - t_att;
+    linear_forward(m, lora, l, LORA_ATTN_PROJ, a->tmp, a->atty[l], N, h[LORA_ATTN_PROJ], a->tile, a->xd, tc, a->prof);
     residual_forward(a->resid_mid[l], a->resid[l], a->tmp, N * C);
     layernorm_forward(a->ln2[l], a->ln2_mean[l], a->ln2_rstd[l], a->resid_mid[l], blk->ln2_w,
                       blk->ln2_b, N, C, c->eps);
-    linear_forward(m, lora, l, LORA_FC, a->fch[l], a->ln2[l], N, h[LORA_FC], a->tile, a->xd, tc);
+    linear_forward(m, lora, l, LORA_FC, a->fch[l], a->ln2[l], N, h[LORA_FC], a->tile, a->xd, tc, a->prof);
     gelu_forward(a->fch_gelu[l], a->fch[l], N * F);
-    linear_forward(m, lora, l, LORA_MLP_PROJ, a->tmp, a->fch_gelu[l], N, h[LORA_MLP_PROJ], a->tile, a->xd, tc);
+    linear_forward(m, lora, l, LORA_MLP_PROJ, a->tmp, a->fch_gelu[l], N, h[LORA_MLP_PROJ], a->tile, a->xd, tc, a->prof);
     residual_forward(a->resid[l + 1], a->resid_mid[l], a->tmp, N * C);
 }
 
@@ -483,10 +502,13 @@ static void forward_body(const Model *m, const LoraSet *lora, Acts *a, const int
     const GPT2Config *c = &m->cfg;
     const size_t C = (size_t)c->n_embd, N = B * T;
     CHECK(B <= a->B && T <= a->T && T <= (size_t)c->n_positions);
+    Profile *p = a->prof;
+    double t0 = p ? time_now() : 0, before = p ? p->dequant + p->matmul_fwd + p->attention_fwd : 0;
     embedding_forward(a->resid[0], tokens, m->wte, m->wpe, B, T, C);
     for (int l = 0; l < c->n_layer; l++) block_forward(m, lora, a, l, B, T, tc);
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->resid[c->n_layer], m->lnf_w, m->lnf_b,
                       N, C, c->eps);
+    if (p) p->other_fwd += time_now() - t0 - (p->dequant + p->matmul_fwd + p->attention_fwd - before);
 }
 
 double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
@@ -552,7 +574,7 @@ void model_params(const Model *m, ModelParam **params) {
 static void linear_backward(const Model *m, LoraSet *lora, Acts *a, int layer, LoraTarget t,
                             float *dx, const float *dy, const float *x, size_t N, const TrainCtx *tc) {
     const QLinear *q = &m->blocks[layer].lin[t];
-    if (dx) qlinear_backward_input(q, dx, dy, N, a->tile);
+    if (dx) qlinear_backward_input(q, dx, dy, N, a->tile, a->prof ? &a->prof->dequant : NULL);
     float *dW = grad_of(tc, layer, PB_W0 + t), *db = grad_of(tc, layer, PB_B0 + t);
     if (dW) matmul_tn(dW, dy, x, q->out, q->in, N, 1.0f, 1.0f, q->out, q->in, q->in);
     if (db) bias_backward(db, dy, N, q->out);
@@ -606,6 +628,9 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
     const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size, N = B * T;
     const int L = c->n_layer;
     forward_body(m, lora, a, tokens, B, T, tc);
+    Profile *prof = a->prof;
+    a->prof = NULL;  // the backward's recomputation and dequantization count as backward
+    const double t_back = prof ? time_now() : 0;
     // head: logits a chunk of rows at a time, turned into dlogits in place, then
     // dlnf = dlogits lm_head and (full) d lm_head += dlogits^T lnf
     float *dlnf = a->dln, *dwte = grad_of(tc, -1, P_WTE);
@@ -628,6 +653,8 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
     }
     if (full)
         embedding_backward(dwte, grad_of(tc, -1, P_WPE), a->dresid, tokens, B, T, C);
+    if (prof) prof->backward += time_now() - t_back;
+    a->prof = prof;
     return loss;
 }
 
@@ -686,7 +713,7 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
         const GPT2Block *blk = &m->blocks[l];
         float *K = kv->k + (size_t)l * P * C, *Vc = kv->v + (size_t)l * P * C;
         layernorm_forward(kv->ln, NULL, NULL, kv->x, blk->ln1_w, blk->ln1_b, N, C, c->eps);
-        linear_forward(m, lora, l, LORA_QKV, kv->qkv, kv->ln, N, kv->lora_h, kv->tile, NULL, NULL);
+        linear_forward(m, lora, l, LORA_QKV, kv->qkv, kv->ln, N, kv->lora_h, kv->tile, NULL, NULL, NULL);
         for (size_t i = 0; i < N; i++) {
             memcpy(K + (pos0 + i) * C, kv->qkv + i * 3 * C + C, C * sizeof(float));
             memcpy(Vc + (pos0 + i) * C, kv->qkv + i * 3 * C + 2 * C, C * sizeof(float));
@@ -718,12 +745,12 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
                 for (size_t d_ = 0; d_ < HS; d_++) o[d_] += pj * vj[d_];
             }
         }
-        linear_forward(m, lora, l, LORA_ATTN_PROJ, kv->tmp, kv->atty, N, kv->lora_h, kv->tile, NULL, NULL);
+        linear_forward(m, lora, l, LORA_ATTN_PROJ, kv->tmp, kv->atty, N, kv->lora_h, kv->tile, NULL, NULL, NULL);
         add_inplace(kv->x, kv->tmp, N * C);
         layernorm_forward(kv->ln, NULL, NULL, kv->x, blk->ln2_w, blk->ln2_b, N, C, c->eps);
-        linear_forward(m, lora, l, LORA_FC, kv->fch, kv->ln, N, kv->lora_h, kv->tile, NULL, NULL);
+        linear_forward(m, lora, l, LORA_FC, kv->fch, kv->ln, N, kv->lora_h, kv->tile, NULL, NULL, NULL);
         gelu_forward(kv->fch_gelu, kv->fch, N * F);
-        linear_forward(m, lora, l, LORA_MLP_PROJ, kv->tmp, kv->fch_gelu, N, kv->lora_h, kv->tile, NULL, NULL);
+        linear_forward(m, lora, l, LORA_MLP_PROJ, kv->tmp, kv->fch_gelu, N, kv->lora_h, kv->tile, NULL, NULL, NULL);
         add_inplace(kv->x, kv->tmp, N * C);
     }
     const float *last = kv->x + (N - 1) * C;
@@ -854,6 +881,7 @@ bool model_preset(const char *name, GPT2Config *cfg) {
         {"gpt2", 12, 768, 12, 1024, 50257},       {"gpt2-medium", 24, 1024, 16, 1024, 50257},
         {"gpt2-large", 36, 1280, 20, 1024, 50257}, {"gpt2-xl", 48, 1600, 25, 1024, 50257},
         {"tiny", 2, 64, 4, 128, 257},
+        {"bench-tiny", 4, 128, 4, 256, 256},  // the small size of docs/performance.md
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (strcmp(name, presets[i].name) == 0) {
@@ -971,4 +999,52 @@ bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, E
     }
     cJSON_free(text);
     return ok;
+}
+
+static float *random_tensor(const char *name, size_t n, const InitCtx *ic) {
+    float *x = xmalloc_aligned(n * sizeof(float));
+    StEntry e = {.name = (char *)name, .dtype = ST_F32, .bytes = n * sizeof(float)};
+    init_fill((void *)ic, &e, x);
+    return x;
+}
+
+bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, uint64_t seed,
+                       Error *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->quant = *q;
+    const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
+    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
+        return error_set(err, "n_embd %zu and n_inner %zu must be multiples of the blocksize %zu", C, F, q->blocksize);
+    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
+    m->wte = random_tensor("wte.weight", (size_t)cfg->vocab_size * C, &ic);
+    m->wpe = random_tensor("wpe.weight", (size_t)cfg->n_positions * C, &ic);
+    m->lnf_w = random_tensor("ln_f.weight", C, &ic);
+    m->lnf_b = random_tensor("ln_f.bias", C, &ic);
+    m->lm_head = m->wte;
+    m->blocks = xcalloc((size_t)cfg->n_layer, sizeof(GPT2Block));
+    const LoraShapes shapes = model_lora_shapes(cfg);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        GPT2Block *blk = &m->blocks[l];
+        char name[128];
+        snprintf(name, sizeof name, "h.%d.ln_1.weight", l); blk->ln1_w = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_1.bias", l);   blk->ln1_b = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_2.weight", l); blk->ln2_w = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_2.bias", l);   blk->ln2_b = random_tensor(name, C, &ic);
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            snprintf(name, sizeof name, "h.%d.%s.weight", l, HF_LIN[t]);
+            float *w = random_tensor(name, shapes.in[t] * shapes.out[t], &ic);
+            snprintf(name, sizeof name, "h.%d.%s.bias", l, HF_LIN[t]);
+            float *b = random_tensor(name, shapes.out[t], &ic);
+            bool ok = qlinear_init(&blk->lin[t], w, b, shapes.in[t], shapes.out[t], q->type, q->blocksize,
+                                   q->double_quant, name, err);
+            free(w);
+            free(b);
+            if (!ok) {
+                model_free(m);
+                return false;
+            }
+        }
+    }
+    return true;
 }

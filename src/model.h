@@ -44,6 +44,8 @@ typedef struct {
 
 // Read DIR/config.json (error for anything that is not a supported GPT-2 config).
 bool model_read_config(GPT2Config *cfg, const char *dir, Error *err);
+// The same from text[0..len); path names it in messages.
+bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err);
 // Load DIR (config.json + model.safetensors, or a sharded model.safetensors.index.json).
 // Accepts the hub's names (h.0...) and save_pretrained's (transformer.h.0...), F32/F16/BF16.
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err);
@@ -65,6 +67,13 @@ ModelBytes model_bytes(const Model *m);
 //                    recomputed one block at a time during the backward.
 typedef enum { ACTS_INFER, ACTS_TRAIN, ACTS_CHECKPOINT } ActsMode;
 typedef struct Acts Acts;
+
+// Seconds spent per phase, accumulated while a profile is attached (qlora bench).
+typedef struct {
+    double dequant, matmul_fwd, attention_fwd, other_fwd, backward;
+} Profile;
+// Attach (or with NULL detach) a profile that forward/backward passes add their times to.
+void acts_set_profile(Acts *a, Profile *p);
 Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsMode mode);
 void acts_free(Acts *a);
 size_t acts_bytes(const Acts *a);
@@ -125,6 +134,10 @@ bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, Wei
 // Presets for `qlora init` and benchmarks: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
 // "tiny". false if the name is unknown.
 bool model_preset(const char *name, GPT2Config *cfg);
+// Build a randomly initialised model in memory (same weights as model_write_random with
+// the same seed), stored per q. For benchmarks of every size without files.
+bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, uint64_t seed,
+                       Error *err);
 // Write a randomly initialised model folder (config.json, model.safetensors in the hub's
 // Conv1D layout, tokenizer files are the caller's business). GPT-2 init: N(0, 0.02),
 // residual projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm 1/0.

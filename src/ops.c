@@ -23,15 +23,24 @@ void embedding_forward(float *out, const int *tokens, const float *wte, const fl
 
 void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
                         size_t B, size_t T, size_t C) {
-    // One writer per element: parallel over channels, rows in a fixed order (deterministic
-    // even when the same token repeats).
+    // One writer per element: each thread owns a block of 64 channels and streams the rows
+    // in a fixed order (deterministic even when the same token repeats).
+    const size_t n_blocks = (C + 63) / 64;
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < C; i++)
+    for (size_t cb = 0; cb < n_blocks; cb++) {
+        const size_t i0 = cb * 64, i1 = i0 + 64 < C ? i0 + 64 : C;
         for (size_t bt = 0; bt < B * T; bt++) {
-            float g = dout[bt * C + i];
-            if (dwte) dwte[(size_t)tokens[bt] * C + i] += g;
-            if (dwpe) dwpe[(bt % T) * C + i] += g;
+            const float *g = dout + bt * C;
+            if (dwte) {
+                float *w = dwte + (size_t)tokens[bt] * C;
+                for (size_t i = i0; i < i1; i++) w[i] += g[i];
+            }
+            if (dwpe) {
+                float *p = dwpe + (bt % T) * C;
+                for (size_t i = i0; i < i1; i++) p[i] += g[i];
+            }
         }
+    }
 }
 
 // Row statistics in double: variance of activations with large means loses digits in f32.
@@ -76,6 +85,24 @@ void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *in
     }
 }
 
+// Column sums of a row-major (N, OC) matrix added into out (OC): each thread owns a block
+// of 64 columns and streams the rows (contiguous reads, one writer per element, a fixed
+// summation order). Used for bias and LayerNorm parameter gradients.
+#define COLSUM_BLOCK 64
+static void colsum_accumulate(float *out, const float *x, size_t N, size_t OC) {
+    const size_t n_blocks = (OC + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+    #pragma omp parallel for schedule(static)
+    for (size_t cb = 0; cb < n_blocks; cb++) {
+        const size_t j0 = cb * COLSUM_BLOCK, j1 = j0 + COLSUM_BLOCK < OC ? j0 + COLSUM_BLOCK : OC;
+        double acc[COLSUM_BLOCK] = {0};
+        for (size_t r = 0; r < N; r++) {
+            const float *row = x + r * OC;
+            for (size_t j = j0; j < j1; j++) acc[j - j0] += row[j];
+        }
+        for (size_t j = j0; j < j1; j++) out[j] += (float)acc[j - j0];
+    }
+}
+
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, size_t N, size_t C) {
     // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * w
@@ -98,17 +125,23 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
             }
         }
     }
-    if (dw || db) {  // parallel over channels: one writer per element, rows in fixed order
+    if (dw || db) {  // column sums of dout * xhat and dout, streamed row by row
+        const size_t n_blocks = (C + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
         #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < C; i++) {
-            double gw = 0, gb = 0;
+        for (size_t cb = 0; cb < n_blocks; cb++) {
+            const size_t j0 = cb * COLSUM_BLOCK, j1 = j0 + COLSUM_BLOCK < C ? j0 + COLSUM_BLOCK : C;
+            double gw[COLSUM_BLOCK] = {0}, gb[COLSUM_BLOCK] = {0};
             for (size_t r = 0; r < N; r++) {
-                float xhat = (inp[r * C + i] - mean[r]) * rstd[r];
-                gw += (double)dout[r * C + i] * xhat;
-                gb += dout[r * C + i];
+                const float *x = inp + r * C, *g = dout + r * C;
+                for (size_t i = j0; i < j1; i++) {
+                    gw[i - j0] += (double)g[i] * ((x[i] - mean[r]) * rstd[r]);
+                    gb[i - j0] += g[i];
+                }
             }
-            if (dw) dw[i] += (float)gw;
-            if (db) db[i] += (float)gb;
+            for (size_t i = j0; i < j1; i++) {
+                if (dw) dw[i] += (float)gw[i - j0];
+                if (db) db[i] += (float)gb[i - j0];
+            }
         }
     }
 }
@@ -146,12 +179,7 @@ void bias_add(float *out, const float *bias, size_t N, size_t OC) {
 }
 
 void bias_backward(float *dbias, const float *dout, size_t N, size_t OC) {
-    #pragma omp parallel for schedule(static)
-    for (size_t j = 0; j < OC; j++) {
-        double s = 0;
-        for (size_t r = 0; r < N; r++) s += dout[r * OC + j];
-        dbias[j] += (float)s;
-    }
+    colsum_accumulate(dbias, dout, N, OC);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,

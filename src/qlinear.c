@@ -67,14 +67,17 @@ static size_t tile_rows(const QLinear *l) {
     return r ? r : 1;
 }
 
-void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch) {
+void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
+                     double *t_dequant) {
     if (l->type == QUANT_NONE) {
         matmul_nt(y, x, l->w, N, l->out, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
     } else {
         const size_t tr = tile_rows(l);
         for (size_t r0 = 0; r0 < l->out; r0 += tr) {
             const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+            double t0 = t_dequant ? time_now() : 0;
             qlinear_rows(l, r0, r1, scratch);
+            if (t_dequant) *t_dequant += time_now() - t0;
             matmul_nt(y + r0, x, scratch, N, r1 - r0, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
         }
     }
@@ -82,7 +85,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
 }
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
-                            float *scratch) {
+                            float *scratch, double *t_dequant) {
     if (l->type == QUANT_NONE) {
         matmul_nn(dx, dy, l->w, N, l->in, l->out, 1.0f, 1.0f, l->out, l->in, l->in);
         return;
@@ -90,7 +93,9 @@ void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t
     const size_t tr = tile_rows(l);
     for (size_t r0 = 0; r0 < l->out; r0 += tr) {
         const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+        double t0 = t_dequant ? time_now() : 0;
         qlinear_rows(l, r0, r1, scratch);
+        if (t_dequant) *t_dequant += time_now() - t0;
         // dx += dy[:, r0:r1] W[r0:r1, :]
         matmul_nn(dx, dy + r0, scratch, N, l->in, r1 - r0, 1.0f, 1.0f, l->out, l->in, l->in);
     }

@@ -35,11 +35,12 @@ void qlinear_free(QLinear *l);
 void qlinear_rows(const QLinear *l, size_t r0, size_t r1, float *dst);
 
 // y (N,out) = x (N,in) W^T + b. Overwrites y. scratch: QLINEAR_TILE_FLOATS floats (unused
-// for fp32 weights).
-void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch);
+// for fp32 weights). If t_dequant is non-NULL, the seconds spent dequantizing are added.
+void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
+                     double *t_dequant);
 // dx (N,in) += dy (N,out) W. No gradient for W or b (frozen).
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
-                            float *scratch);
+                            float *scratch, double *t_dequant);
 
 // Bytes held for the weight (codes / values), its quantization constants, and the bias.
 size_t qlinear_weight_bytes(const QLinear *l);

@@ -169,11 +169,13 @@ static float scale_block(const float *x, size_t len, bool partial, float *s) {
     return amax;
 }
 
+// 4-bit formats follow bnb's block sizes; the integer schemes take any block size (a
+// whole tensor as one block is the textbook per-tensor quantization `explain` shows).
 static bool check_params(QuantType type, size_t blocksize, const char *label, Error *err) {
-    if (!quant_blocksize_ok(blocksize))
-        return error_set(err, "%s: blocksize %zu is not a power of two in [%d, %d]", label,
-                         blocksize, QUANT_MIN_BLOCK, QUANT_MAX_BLOCK);
-    (void)type;
+    bool four_bit = type == QUANT_NF4 || type == QUANT_FP4;
+    if (four_bit ? !quant_blocksize_ok(blocksize) : blocksize < 2 || blocksize % 2)
+        return error_set(err, "%s: blocksize %zu is not %s", label, blocksize,
+                         four_bit ? "a power of two in [32, 4096]" : "an even number >= 2");
     return true;
 }
 

@@ -112,6 +112,7 @@ typedef struct {
     uint8_t *zero;        // [n_blocks] zero-points, only for QUANT_INT8_ASYM
 } QIntTensor;
 
+// blocksize: any even number (n or more = one scale for the whole tensor).
 bool qint_quantize(QIntTensor *q, const float *x, size_t n, QuantType type, size_t blocksize,
                    const char *label, Error *err);
 void qint_free(QIntTensor *q);

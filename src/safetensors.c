@@ -228,6 +228,20 @@ bool st_open(SafeTensors *st, const char *path, Error *err) {
     return true;
 }
 
+bool st_open_memory(SafeTensors *st, const uint8_t *data, size_t size, const char *name, Error *err) {
+    memset(st, 0, sizeof *st);
+    st->file.data = data;
+    st->file.size = size;
+    st->borrowed = true;
+    sh_new_arena(st->index);
+    st->path = xstrdup(name);
+    if (!parse_header(st, name, err)) {
+        st_close(st);
+        return false;
+    }
+    return true;
+}
+
 void st_close(SafeTensors *st) {
     for (size_t i = 0; i < arrlenu(st->tensors); i++) free(st->tensors[i].name);
     arrfree(st->tensors);
@@ -237,7 +251,7 @@ void st_close(SafeTensors *st) {
     }
     arrfree(st->meta);
     shfree(st->index);
-    file_unmap(&st->file);
+    if (!st->borrowed) file_unmap(&st->file);
     free(st->path);
     memset(st, 0, sizeof *st);
 }

@@ -49,6 +49,7 @@ typedef struct {
 typedef struct {
     char *path;
     MappedFile file;
+    bool borrowed;  // file.data belongs to the caller (st_open_memory)
     uint64_t header_bytes;
     StTensor *tensors;  // sorted by data offset
     size_t n_tensors;
@@ -59,6 +60,9 @@ typedef struct {
 
 // Open and validate path. On failure st is left closed and err names the file and problem.
 bool st_open(SafeTensors *st, const char *path, Error *err);
+// The same over bytes in memory (borrowed; must outlive st); name stands for the path in
+// messages. Used by the fuzzers and for files already in memory.
+bool st_open_memory(SafeTensors *st, const uint8_t *data, size_t size, const char *name, Error *err);
 void st_close(SafeTensors *st);
 
 // The tensor called name, or NULL.

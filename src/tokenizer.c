@@ -50,8 +50,11 @@ static void build_byte_map(Tokenizer *t) {
     }
 }
 
-static bool load_vocab(Tokenizer *t, const char *path, Error *err) {
-    cJSON *root = json_parse_file(path, err);
+static bool load_vocab(Tokenizer *t, const char *text, size_t len, const char *path, Error *err) {
+    if (memchr(text, '\0', len))
+        return error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", path,
+                         (size_t)((const char *)memchr(text, '\0', len) - text));
+    cJSON *root = json_parse(text, len, 0, path, err);
     if (!root) return false;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -89,10 +92,11 @@ static bool load_vocab(Tokenizer *t, const char *path, Error *err) {
     return true;
 }
 
-static bool load_merges(Tokenizer *t, const char *path, const char *vocab_path, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(path, &text, &len, err)) return false;
+static bool load_merges(Tokenizer *t, const char *merges, size_t len, const char *path,
+                        const char *vocab_path, Error *err) {
+    char *text = xmalloc(len + 1);  // a private copy: lines are cut in place
+    memcpy(text, merges, len);
+    text[len] = '\0';
     bool ok = true;
     int rank = 0, line_no = 0;
     char *p = text, *end = text + len;
@@ -137,13 +141,30 @@ static bool load_merges(Tokenizer *t, const char *path, const char *vocab_path, 
 }
 
 bool tok_load(Tokenizer **out, const char *vocab_path, const char *merges_path, Error *err) {
+    char *vocab, *merges;
+    size_t vlen, mlen;
+    *out = NULL;
+    if (!file_read_all(vocab_path, &vocab, &vlen, err)) return false;
+    if (!file_read_all(merges_path, &merges, &mlen, err)) {
+        free(vocab);
+        return false;
+    }
+    bool ok = tok_load_memory(out, vocab, vlen, vocab_path, merges, mlen, merges_path, err);
+    free(vocab);
+    free(merges);
+    return ok;
+}
+
+bool tok_load_memory(Tokenizer **out, const char *vocab, size_t vocab_len, const char *vocab_name,
+                     const char *merges, size_t merges_len, const char *merges_name, Error *err) {
     Tokenizer *t = xcalloc(1, sizeof *t);
     *out = NULL;
     sh_new_arena(t->token_to_id);
     sh_new_arena(t->merge_rank);
     sh_new_arena(t->cache);
     build_byte_map(t);
-    if (!load_vocab(t, vocab_path, err) || !load_merges(t, merges_path, vocab_path, err)) {
+    if (!load_vocab(t, vocab, vocab_len, vocab_name, err) ||
+        !load_merges(t, merges, merges_len, merges_name, vocab_name, err)) {
         tok_free(t);
         return false;
     }

@@ -26,6 +26,9 @@ typedef struct Tokenizer Tokenizer;
 // (optional "#version" line, then "A B" per line; rank = order). Checks that the 256 byte
 // symbols exist and that every merge's parts and result are in the vocabulary.
 bool tok_load(Tokenizer **out, const char *vocab_path, const char *merges_path, Error *err);
+// The same from texts in memory; the names stand for the files in messages.
+bool tok_load_memory(Tokenizer **out, const char *vocab, size_t vocab_len, const char *vocab_name,
+                     const char *merges, size_t merges_len, const char *merges_name, Error *err);
 void tok_free(Tokenizer *t);
 
 int tok_vocab_size(const Tokenizer *t);

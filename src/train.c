@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "cli.h"
 #include "config.h"
 #include "data.h"
+#include "dist.h"
 #include "ds.h"
 #include "gemm.h"
 #include "json.h"
@@ -20,6 +22,7 @@
 #include "model.h"
 #include "optim.h"
 #include "safetensors.h"
+#include "svg.h"
 #include "tokenizer.h"
 
 static volatile sig_atomic_t g_stop_signal = 0;  // set by SIGINT/SIGTERM; checked per step
@@ -49,7 +52,8 @@ typedef struct {
     size_t epoch, cursor;            // position of the next micro-batch
     size_t *order;
     int *tokens, *targets;
-    FILE *metrics;
+    FILE *metrics;  // rank 0 only
+    Dist dist;      // this process's rank among size data-parallel ranks (1 without MPI)
 } Run;
 
 // ---- trainable tensors -------------------------------------------------------------------------
@@ -297,10 +301,11 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
     }
     for (char *line = old; line && *line;) {
         char *nl = strchr(line, '\n');
-        if (nl) *nl = '\0';
+        if (!nl) break;  // a line cut short by a crash: dropped
+        *nl = '\0';
         long step = -1;
         if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step) fprintf(fp, "%s\n", line);
-        line = nl ? nl + 1 : NULL;
+        line = nl + 1;
     }
     free(old);
     return fp;
@@ -320,13 +325,67 @@ static const char *TRAIN_HELP =
 
 static void die_run(Error *err) { die_error(err); }
 
+// Remove checkpoint-N.tmp-* / .old-* folders a killed run left behind.
+static void remove_stale_checkpoints(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "checkpoint-", 11) == 0 && (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".old-"))) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            remove_tree(path);
+        }
+    }
+    closedir(d);
+}
+
+// MemAvailable from /proc/meminfo in bytes, or 0 if unknown.
+static double available_memory(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024.0;
+}
+
+// Refuse a job whose predicted memory exceeds what the machine has free, before loading
+// anything (the kernel would otherwise kill it part-way).
+static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
+    ModelShape s = {.L = mc->n_layer, .C = mc->n_embd, .F = mc->n_inner, .V = mc->vocab_size,
+                    .P = mc->n_positions, .NH = mc->n_head};
+    MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = (int)c->lora_r,
+                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = (size_t)c->quant_blocksize};
+    for (int i = 0; i < c->n_lora_target_modules; i++) lora_parse_target(c->lora_target_modules[i], j.targets, &(Error){0});
+    if (c->lora_target_linear) lora_parse_target("all-linear", j.targets, &(Error){0});
+    MemRow rows[MEM_N_METHODS];
+    memory_predict(&s, &j, rows);
+    const MemRow *p = strcmp(c->method, "full") == 0 ? &rows[MEM_FULL_FP32]
+                      : strcmp(c->method, "lora") == 0 || strcmp(c->quant, "none") == 0 ? &rows[MEM_LORA_FP32]
+                      : strcmp(c->quant, "int8") == 0 ? &rows[MEM_QLORA_INT8]
+                      : strcmp(c->quant, "fp4") == 0 ? &rows[MEM_QLORA_FP4]
+                      : c->double_quant ? &rows[MEM_QLORA_NF4_DQ] : &rows[MEM_QLORA_NF4];
+    const double avail = available_memory();
+    if (avail > 0 && p->total > avail)
+        die(EXIT_RUNTIME, "this job needs about %.2f GiB (%s: %.2f GiB activations; see 'qlora memory --model %s "
+                          "--batch %ld --seq %ld') but only %.2f GiB is available; lower micro_batch_size or "
+                          "sequence_len, or set gradient_checkpointing: true",
+            p->total / 1073741824.0, p->name, p->activations / 1073741824.0, c->base_model, c->micro_batch_size,
+            c->sequence_len, avail / 1073741824.0);
+}
+
 static void setup(Run *r, Error *err) {
     TrainConfig *c = &r->cfg;
     r->full = strcmp(c->method, "full") == 0;
     if (c->threads) threads_set((int)c->threads);
     if (!mkdir_p(c->output_dir, err)) die_run(err);
+    if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
     if (!model_read_config(&mc, c->base_model, err)) die_run(err);
+    check_memory(c, &mc);
     if (c->sequence_len > mc.n_positions)
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
     char vocab[4096], merges[4096];
@@ -386,8 +445,10 @@ static void setup(Run *r, Error *err) {
     r->acts = acts_create(&r->model, r->full ? NULL : &r->lora, B, (size_t)c->sequence_len, mode);
     r->tokens = xmalloc(B * (size_t)c->sequence_len * sizeof(int));
     r->targets = xmalloc(B * (size_t)c->sequence_len * sizeof(int));
-    r->metrics = open_metrics(c->output_dir, r->step, err);
-    if (!r->metrics) die_run(err);
+    if (r->dist.rank == 0) {
+        r->metrics = open_metrics(c->output_dir, r->step, err);
+        if (!r->metrics) die_run(err);
+    }
     if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->step, r->epoch);
 }
 
@@ -398,9 +459,16 @@ static const char *first_bad_tensor(const Run *r) {
     return NULL;
 }
 
+typedef struct {
+    const char *method;
+    double measured[6], predicted[6];
+} MemAccount;
+static const char *const MEM_CAT[6] = {"frozen weights", "quant constants", "trainable", "gradients",
+                                       "optimizer", "activations"};
+
 // The trainer's own allocations by category next to `qlora memory`'s prediction for the
 // same job (tests hold them within 5% of each other).
-static void print_memory_account(const Run *r) {
+static MemAccount memory_account(const Run *r) {
     const TrainConfig *c = &r->cfg;
     const GPT2Config *mc = &r->model.cfg;
     ModelShape s = {.L = mc->n_layer, .C = mc->n_embd, .F = mc->n_inner, .V = mc->vocab_size,
@@ -422,21 +490,157 @@ static void print_memory_account(const Run *r) {
     const MemRow *p = &rows[which];
     ModelBytes mb = model_bytes(&r->model);
     const double frozen = (double)(mb.linear_weights + mb.embeddings + mb.norms_and_biases);
-    const double measured[6] = {r->full ? 0 : frozen, (double)mb.quant_constants,
-                                r->full ? frozen : 4.0 * (double)r->n_trainable, 4.0 * (double)r->n_trainable,
-                                8.0 * (double)r->n_trainable, (double)acts_bytes(r->acts)};
-    const double predicted[6] = {p->weights, p->quant_constants, p->trainable, p->gradients, p->optimizer, p->activations};
-    static const char *const CAT[6] = {"frozen weights", "quant constants", "trainable", "gradients",
-                                       "optimizer", "activations"};
+    MemAccount a = {p->name,
+                    {r->full ? 0 : frozen, (double)mb.quant_constants,
+                     r->full ? frozen : 4.0 * (double)r->n_trainable, 4.0 * (double)r->n_trainable,
+                     8.0 * (double)r->n_trainable, (double)acts_bytes(r->acts)},
+                    {p->weights, p->quant_constants, p->trainable, p->gradients, p->optimizer, p->activations}};
+    return a;
+}
+
+static void print_memory_account(const Run *r) {
+    MemAccount a = memory_account(r);
     double tm = 0, tp = 0;
-    printf("memory account (%s): %-16s %12s %12s\n", p->name, "category", "allocated", "predicted");
+    printf("memory account (%s): %-16s %12s %12s\n", a.method, "category", "allocated", "predicted");
     for (int k = 0; k < 6; k++) {
-        printf("memory account (%s): %-16s %12.0f %12.0f\n", p->name, CAT[k], measured[k], predicted[k]);
-        tm += measured[k];
-        tp += predicted[k];
+        printf("memory account (%s): %-16s %12.0f %12.0f\n", a.method, MEM_CAT[k], a.measured[k], a.predicted[k]);
+        tm += a.measured[k];
+        tp += a.predicted[k];
     }
-    printf("memory account (%s): %-16s %12.0f %12.0f  (%+.2f%%); peak RSS %.1f MiB\n", p->name, "total", tm, tp,
+    printf("memory account (%s): %-16s %12.0f %12.0f  (%+.2f%%); peak RSS %.1f MiB\n", a.method, "total", tm, tp,
            100.0 * (tm - tp) / tp, (double)peak_rss_bytes() / (1 << 20));
+}
+
+// ---- the HTML report ---------------------------------------------------------------------------
+
+// A line chart of (x, y) series as inline SVG text appended to *page.
+static void report_chart(char **page, const char *title, const char *ylabel, double *const *xs,
+                         double *const *ys, const size_t *ns, const char *const *names, size_t n_series) {
+    double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
+    for (size_t k = 0; k < n_series; k++)
+        for (size_t i = 0; i < ns[k]; i++) {
+            xmin = fmin(xmin, xs[k][i]);
+            xmax = fmax(xmax, xs[k][i]);
+            ymin = fmin(ymin, ys[k][i]);
+            ymax = fmax(ymax, ys[k][i]);
+        }
+    if (!isfinite(xmin)) return;
+    if (xmax <= xmin) xmax = xmin + 1;
+    if (ymax <= ymin) ymax = ymin + 1;
+    const double pad = (ymax - ymin) * 0.05;
+    Svg s;
+    svg_begin(&s, 720, 320, title);
+    svg_axes(&s, xmin, xmax, ymin - pad, ymax + pad, false, "step", ylabel);
+    const char *colors[4] = {SVG_PALETTE[0], SVG_PALETTE[1], SVG_PALETTE[2], SVG_PALETTE[3]};
+    for (size_t k = 0; k < n_series; k++) {
+        svg_polyline(&s, xs[k], ys[k], ns[k], colors[k], 2);
+        if (ns[k] < 30) svg_points(&s, xs[k], ys[k], ns[k], colors[k], 3);
+    }
+    if (n_series > 1) svg_legend(&s, names, colors, n_series);
+    char *text = svg_finish(&s);
+    const char *body = strstr(text, "<svg");  // drop the XML declaration inside HTML
+    sb_appendf(page, "<figure>%s</figure>\n", body ? body : text);
+    free(text);
+}
+
+static void html_escape(char **page, const char *t) {
+    for (; *t; t++) {
+        if (*t == '<') sb_appendf(page, "&lt;");
+        else if (*t == '>') sb_appendf(page, "&gt;");
+        else if (*t == '&') sb_appendf(page, "&amp;");
+        else arrput(*page, *t);
+    }
+}
+
+// output_dir/report.html: loss and eval-loss curves, learning rate, speed, the memory
+// account and the job's settings, from metrics.jsonl (so a resumed run shows its history).
+static bool write_report(const Run *r, Error *err) {
+    const TrainConfig *c = &r->cfg;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", c->output_dir);
+    char *text;
+    size_t len;
+    if (!file_read_all(path, &text, &len, err)) return false;
+    double *st = NULL, *loss = NULL, *lr = NULL, *tps = NULL, *est = NULL, *ev = NULL;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *step = js ? cJSON_GetObjectItem(js, "step") : NULL;
+        if (step && cJSON_IsNumber(step)) {
+            const cJSON *l = cJSON_GetObjectItem(js, "loss"), *e = cJSON_GetObjectItem(js, "eval_loss");
+            if (cJSON_IsNumber(l)) {
+                arrput(st, step->valuedouble);
+                arrput(loss, l->valuedouble);
+                arrput(lr, cJSON_GetObjectItem(js, "lr")->valuedouble);
+                arrput(tps, cJSON_GetObjectItem(js, "tokens_per_s")->valuedouble);
+            }
+            if (cJSON_IsNumber(e)) {
+                arrput(est, step->valuedouble);
+                arrput(ev, e->valuedouble);
+            }
+        }
+        cJSON_Delete(js);
+    }
+    free(text);
+    char *page = NULL;
+    sb_appendf(&page, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>qlora training report</title>"
+                      "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
+                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+                      "pre{background:#f6f6f6;padding:1em}</style></head><body>\n<h1>Training report: ");
+    html_escape(&page, c->output_dir);
+    sb_appendf(&page, "</h1>\n<p>method <b>%s</b>, base model <code>", c->method);
+    html_escape(&page, c->base_model);
+    sb_appendf(&page, "</code>, dataset <code>");
+    html_escape(&page, c->dataset);
+    sb_appendf(&page, "</code>; %ld steps; %zu trainable parameters.", r->step, r->n_trainable);
+    if (arrlenu(ev) > 0)
+        sb_appendf(&page, " eval_loss %.4f at step %.0f, %.4f at step %.0f.", ev[0], est[0], arrlast(ev), arrlast(est));
+    if (arrlenu(tps) > 0) sb_appendf(&page, " %.0f tokens/s (last logged).", arrlast(tps));
+    sb_appendf(&page, "</p>\n");
+    double *xs[2] = {st, est}, *ys[2] = {loss, ev};
+    size_t ns[2] = {arrlenu(st), arrlenu(est)};
+    const char *names[2] = {"training loss", "eval loss"};
+    report_chart(&page, "Loss", "loss (nats per token)", xs, ys, ns, names, arrlenu(est) ? 2 : 1);
+    report_chart(&page, "Learning rate", "learning rate", &st, &lr, ns, names, 1);
+    report_chart(&page, "Speed", "tokens per second", &st, &tps, ns, names, 1);
+    MemAccount a = memory_account(r);
+    sb_appendf(&page, "<h2>Memory account (%s)</h2>\n<table><tr><th>category</th><th>allocated (MiB)</th>"
+                      "<th>predicted by qlora memory (MiB)</th></tr>\n", a.method);
+    double tm = 0, tp = 0;
+    for (int k = 0; k < 6; k++) {
+        sb_appendf(&page, "<tr><td style=\"text-align:left\">%s</td><td>%.3f</td><td>%.3f</td></tr>\n", MEM_CAT[k],
+                   a.measured[k] / 1048576.0, a.predicted[k] / 1048576.0);
+        tm += a.measured[k];
+        tp += a.predicted[k];
+    }
+    sb_appendf(&page, "<tr><th style=\"text-align:left\">total</th><th>%.3f</th><th>%.3f</th></tr></table>\n"
+                      "<p>peak resident set size of the process: %.1f MiB</p>\n<h2>Job settings</h2>\n<pre>",
+               tm / 1048576.0, tp / 1048576.0, (double)peak_rss_bytes() / 1048576.0);
+    char *yaml = NULL;
+    size_t ylen = 0;
+    FILE *mem = open_memstream(&yaml, &ylen);
+    if (mem) {
+        config_write_yaml(c, mem);
+        fclose(mem);
+        html_escape(&page, yaml);
+        free(yaml);
+    }
+    sb_appendf(&page, "</pre>\n</body></html>\n");
+    snprintf(path, sizeof path, "%s/report.html", c->output_dir);
+    AtomicFile af;
+    bool ok = atomic_open(&af, path, err);
+    if (ok) {
+        ok = atomic_write(&af, page, arrlenu(page), err);
+        if (ok) ok = atomic_commit(&af, err);
+        else atomic_abort(&af);
+    }
+    arrfree(page);
+    arrfree(st);
+    arrfree(loss);
+    arrfree(lr);
+    arrfree(tps);
+    arrfree(est);
+    arrfree(ev);
+    return ok;
 }
 
 static void print_summary(const Run *r) {
@@ -473,6 +677,8 @@ int cmd_train(int argc, char **argv) {
     Run r;
     memset(&r, 0, sizeof r);
     Error err = {0};
+    dist_init(&r.dist, &argc, &argv);
+    if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die(EXIT_RUNTIME, "cannot silence rank %d", r.dist.rank);
     config_defaults(&r.cfg);
     const char *job = NULL;
     bool check_only = false;
@@ -502,6 +708,10 @@ int cmd_train(int argc, char **argv) {
     double t_setup = time_now();
     setup(&r, &err);
     print_summary(&r);
+    if (r.dist.size > 1)
+        printf("data parallel: %d ranks, each with %ld threads; a step takes %ld micro-batches (accumulation x ranks)\n",
+               r.dist.size, r.cfg.threads ? r.cfg.threads : (long)omp_get_max_threads(),
+               r.cfg.gradient_accumulation_steps * r.dist.size);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -515,21 +725,25 @@ int cmd_train(int argc, char **argv) {
     double eval_start = evaluate(&r);
     if (!isnan(eval_start)) {
         printf("eval_loss before training: %.4f (step %ld)\n", eval_start, r.step);
-        if (r.step == 0) fprintf(r.metrics, "{\"step\": 0, \"eval_loss\": %.6f}\n", eval_start);
+        if (r.step == 0 && r.metrics) fprintf(r.metrics, "{\"step\": 0, \"eval_loss\": %.6f}\n", eval_start);
     }
     printf("setup %.1f s; training\n", time_now() - t_setup);
     double t_start = time_now(), log_loss = 0, last_eval = eval_start;
     long log_count = 0, first_step = r.step;
     size_t tokens_seen = 0;
     int exit_status = 0;
-    size_t *mb_first = xmalloc((size_t)c->gradient_accumulation_steps * sizeof(size_t));
-    size_t *mb_size = xmalloc((size_t)c->gradient_accumulation_steps * sizeof(size_t));
+    // a step takes gradient_accumulation_steps micro-batches per rank; rank k computes
+    // micro-batches k, k + size, ... of the step, and the gradients are summed
+    const size_t per_step = (size_t)c->gradient_accumulation_steps * (size_t)r.dist.size;
+    size_t *mb_first = xmalloc(per_step * sizeof(size_t));
+    size_t *mb_size = xmalloc(per_step * sizeof(size_t));
+    double comm_time = 0;
     while (r.step < r.total_steps) {
         double t0 = time_now();
         zero_grads(&r);
         // the micro-batches of this step (cut short at the end of an epoch)
         size_t n_mb = 0, total_pred = 0, step_tokens = 0;
-        for (long k = 0; k < c->gradient_accumulation_steps && r.cursor < n_train; k++) {
+        for (size_t k = 0; k < per_step && r.cursor < n_train; k++) {
             size_t b = n_train - r.cursor < B ? n_train - r.cursor : B;
             mb_first[n_mb] = r.cursor;
             mb_size[n_mb++] = b;
@@ -538,7 +752,7 @@ int cmd_train(int argc, char **argv) {
         }
         double loss_sum = 0;
         size_t count = 0;
-        for (size_t k = 0; k < n_mb; k++) {
+        for (size_t k = (size_t)r.dist.rank; k < n_mb; k += (size_t)r.dist.size) {
             size_t pred = 0;
             size_t T = data_batch(&r.train, r.order, mb_first[k], mb_size[k], r.tokens, r.targets, &pred);
             TrainCtx tc = {.lora_dropout = r.full ? 0.0f : (float)c->lora_dropout,
@@ -552,6 +766,15 @@ int cmd_train(int argc, char **argv) {
             r.epoch++;
             r.cursor = 0;
             data_epoch_order(n_train, c->shuffle, (uint64_t)c->seed, r.epoch, r.order);
+        }
+        if (r.dist.size > 1) {  // sum gradients and losses over the ranks
+            double tc0 = time_now();
+            if (r.full)
+                for (size_t i = 0; i < r.n_tensors; i++) dist_sum_floats(r.g[i], r.n[i]);
+            else
+                dist_sum_floats(r.lora.grads, r.lora.n_params);
+            loss_sum = dist_sum_double(loss_sum);
+            comm_time = time_now() - tc0;
         }
         const double loss = loss_sum / (double)total_pred;
         double sq = 0;
@@ -582,12 +805,13 @@ int cmd_train(int argc, char **argv) {
         const bool do_eval = (c->eval_steps > 0 && r.step % c->eval_steps == 0) || r.step == r.total_steps;
         double eval_loss = do_eval ? evaluate(&r) : NAN;
         if (do_eval && !isnan(eval_loss)) last_eval = eval_loss;
-        if (r.step % c->logging_steps == 0 || r.step == r.total_steps || do_eval) {
+        if ((r.step % c->logging_steps == 0 || r.step == r.total_steps || do_eval) && r.metrics) {
             const double elapsed = time_now() - t_start, tps = (double)tokens_seen / elapsed;
             const double epoch_f = (double)r.epoch + (double)r.cursor / (double)n_train;
             fprintf(r.metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
                                "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
                     r.step, epoch_f, log_loss / (double)log_count, lr, grad_norm, tps, dt);
+            if (r.dist.size > 1) fprintf(r.metrics, ", \"ranks\": %d, \"allreduce_s\": %.5f", r.dist.size, comm_time);
             if (!isnan(eval_loss)) fprintf(r.metrics, ", \"eval_loss\": %.6f", eval_loss);
             fprintf(r.metrics, "}\n");
             fflush(r.metrics);
@@ -605,33 +829,35 @@ int cmd_train(int argc, char **argv) {
             log_loss = 0;
             log_count = 0;
         }
-        const bool stop = g_stop_signal != 0;
-        if ((c->save_steps > 0 && r.step % c->save_steps == 0) || r.step == r.total_steps || stop) {
+        const bool stop = r.dist.size > 1 ? dist_any(g_stop_signal != 0) : g_stop_signal != 0;
+        if (((c->save_steps > 0 && r.step % c->save_steps == 0) || r.step == r.total_steps || stop) &&
+            r.dist.rank == 0) {
             if (!save_checkpoint(&r, &err)) die_run(&err);
         }
         if (stop) {
             printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n"
                    "  qlora train %s --set resume_from_checkpoint=%s/checkpoint-%ld\n",
                    tty ? "\n" : "", (int)g_stop_signal, r.step, job, c->output_dir, r.step);
-            exit_status = 128 + (int)g_stop_signal;
+            exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
             break;
         }
     }
     free(mb_first);
     free(mb_size);
     if (tty) printf("\n");
-    if (exit_status == 0) {
+    if (exit_status == 0 && r.dist.rank == 0) {
         if (!save_weights(&r, c->output_dir, &err)) die_run(&err);
         print_memory_account(&r);
+        if (!write_report(&r, &err)) die_run(&err);
         const double secs = time_now() - t_start;
         printf("done: %ld steps in %.1f s (%.0f tokens/s), final eval_loss %.4f (was %.4f), peak RSS %.1f MiB\n",
                r.step - first_step, secs, secs > 0 ? (double)tokens_seen / secs : 0.0, last_eval,
                eval_start, (double)peak_rss_bytes() / (1 << 20));
-        printf("wrote %s/%s and %s/metrics.jsonl\n", c->output_dir,
+        printf("wrote %s/%s, %s/metrics.jsonl and %s/report.html\n", c->output_dir,
                r.full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
-               c->output_dir);
+               c->output_dir, c->output_dir);
     }
-    fclose(r.metrics);
+    if (r.metrics) fclose(r.metrics);
     for (size_t i = 0; i < r.n_tensors; i++) {
         free(r.m[i]);
         free(r.v[i]);
@@ -653,6 +879,7 @@ int cmd_train(int argc, char **argv) {
     data_free(&r.train);
     data_free(&r.val);
     tok_free(r.tok);
+    dist_finalize();
     return exit_status;
 }
 

@@ -1,0 +1,261 @@
+// bench.c: `qlora bench`, training-step throughput of any model size and method, with a
+// per-phase breakdown and the sgemm GFLOP/s of the step's own matrix shapes measured in
+// the same run (so the ratio means something on a noisy machine). A benchmark, not a test.
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "ds.h"
+#include "gemm.h"
+#include "model.h"
+#include "optim.h"
+
+typedef struct {
+    char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn
+    size_t M, N, K;
+    double count;
+} GemmShape;
+
+static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, double count) {
+    GemmShape g = {op, M, N, K, count};
+    arrput(*list, g);
+}
+
+// The matrix products of one training step (forward + backward), with their counts.
+static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bool full, bool lora) {
+    GemmShape *g = NULL;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t NH = (size_t)c->n_head, HS = C / NH, N = B * T, L = (size_t)c->n_layer, R = (size_t)r;
+    const size_t in[4] = {C, C, C, F}, out[4] = {3 * C, C, F, C};
+    for (int t = 0; t < 4; t++) {
+        add_shape(&g, 'n', N, out[t], in[t], (double)L);                           // forward
+        add_shape(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0));  // dx
+        if (full) add_shape(&g, 't', out[t], in[t], N, (double)L);                 // dW
+        if (lora) {
+            add_shape(&g, 'n', N, R, in[t], (double)L);        // h = x A^T
+            add_shape(&g, 'n', N, out[t], R, (double)L);       // y += h B^T
+            add_shape(&g, 't', out[t], R, N, (double)L);       // dB
+            add_shape(&g, 'm', N, R, out[t], (double)L);       // dh
+            add_shape(&g, 't', R, in[t], N, (double)L);        // dA
+            add_shape(&g, 'm', N, in[t], R, (double)L);        // dx
+        }
+    }
+    const double heads = (double)(L * B * NH);
+    add_shape(&g, 'n', T, T, HS, 2 * heads);   // scores (forward, dP)
+    add_shape(&g, 'm', T, HS, T, 3 * heads);   // P v (forward), dq, and dv-like
+    add_shape(&g, 't', T, HS, T, heads);       // dk
+    add_shape(&g, 'n', N, V, C, 1);            // logits
+    add_shape(&g, 'm', N, C, V, 1);            // dlnf
+    if (full) add_shape(&g, 't', V, C, N, 1);  // d wte (tied head)
+    return g;
+}
+
+static double shape_flops(const GemmShape *g) { return 2.0 * (double)g->M * (double)g->N * (double)g->K * g->count; }
+
+// Seconds sgemm takes for one call of shape g (best of 3 after a warm-up).
+static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
+    double best = 1e30;
+    for (int rep = 0; rep < 4; rep++) {
+        double t0 = time_now();
+        if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->K, g->N);
+        else if (g->op == 'm') matmul_nn(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->N, g->N);
+        else matmul_tn(c, a, b, g->M, g->N, g->K, 1, 0, g->M, g->N, g->N);
+        double dt = time_now() - t0;
+        if (rep > 0 && dt < best) best = dt;
+    }
+    return best;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *BENCH_HELP =
+    "usage: qlora bench [--model DIR | --preset NAME] [--method qlora|lora|full]\n"
+    "                   [--quant nf4|fp4|int8|none] [--no-double-quant] [--batch B] [--seq T]\n"
+    "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n\n"
+    "Times training steps (one warm-up, then N; default 5) on random tokens: ms/step, tokens/s,\n"
+    "a per-phase breakdown, the achieved GFLOP/s next to sgemm's GFLOP/s on the same matrix\n"
+    "shapes measured in the same run, and peak RSS. A preset (gpt2, gpt2-medium, gpt2-large,\n"
+    "gpt2-xl, tiny) is initialised at random in memory. Defaults: gpt2, qlora nf4 + double\n"
+    "quant, batch 4 x 256, r 8 on all linears. Last line:\n"
+    "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n";
+
+int cmd_bench(int argc, char **argv) {
+    const char *model_dir = NULL, *preset = "gpt2", *method = "qlora";
+    QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
+    long B = 4, T = 256, r = 8, threads = 0, steps = 5;
+    bool ckpt = false, quant_given = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(BENCH_HELP, stdout);
+            return 0;
+        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--method") == 0) {
+            method = cli_value(argc, argv, &i);
+            if (strcmp(method, "qlora") && strcmp(method, "lora") && strcmp(method, "full"))
+                cli_usage_error("bench", "--method must be qlora, lora or full, got '%s'", method);
+        } else if (strcmp(a, "--quant") == 0) {
+            const char *v = cli_value(argc, argv, &i);
+            if (!quant_parse(v, &q.type) || q.type == QUANT_INT4 || q.type == QUANT_INT8_ASYM)
+                cli_usage_error("bench", "--quant must be nf4, fp4, int8 or none, got '%s'", v);
+            quant_given = true;
+        } else if (strcmp(a, "--no-double-quant") == 0) q.double_quant = false;
+        else if (strcmp(a, "--batch") == 0) B = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--seq") == 0) T = cli_long(a, cli_value(argc, argv, &i), 2, 1 << 16);
+        else if (strcmp(a, "--lora-r") == 0) r = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--threads") == 0) threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
+        else if (strcmp(a, "--steps") == 0) steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
+        else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
+        else cli_usage_error("bench", "unknown argument '%s'", a);
+    }
+    const bool full = strcmp(method, "full") == 0, lora_on = !full;
+    if (strcmp(method, "qlora") != 0) q.type = QUANT_NONE;
+    else if (quant_given && q.type == QUANT_NONE) method = "lora";
+    if (threads) threads_set((int)threads);
+    Error err = {0};
+    Model m;
+    double t0 = time_now();
+    if (model_dir) {
+        if (!model_load(&m, model_dir, &q, &err)) die_error(&err);
+    } else {
+        GPT2Config cfg;
+        if (!model_preset(preset, &cfg)) cli_usage_error("bench", "unknown preset '%s'", preset);
+        if (!model_init_random(&m, &cfg, &q, 1, &err)) die_error(&err);
+    }
+    const double t_load = time_now() - t0;
+    if (T > m.cfg.n_positions) die(EXIT_BAD_INPUT, "--seq %ld exceeds n_positions %d", T, m.cfg.n_positions);
+    LoraSet lora;
+    bool targets[LORA_N_TARGETS];
+    lora_parse_target("all-linear", targets, &err);
+    Rng rng;
+    rng_seed(&rng, 3);
+    float **grads = NULL, **pm = NULL, **pv = NULL;
+    ModelParam *params = NULL;
+    size_t n_train = 0;
+    if (lora_on) {
+        LoraShapes shapes = model_lora_shapes(&m.cfg);
+        lora_create(&lora, m.cfg.n_layer, &shapes, (int)r, 16.0f, 0.0f, false, targets, &rng);
+        lora_alloc_grads(&lora);
+        n_train = lora.n_params;
+        pm = xmalloc(sizeof(float *));
+        pv = xmalloc(sizeof(float *));
+        pm[0] = xcalloc(n_train, sizeof(float));
+        pv[0] = xcalloc(n_train, sizeof(float));
+    } else {
+        model_params(&m, &params);
+        grads = xmalloc(arrlenu(params) * sizeof(float *));
+        pm = xmalloc(arrlenu(params) * sizeof(float *));
+        pv = xmalloc(arrlenu(params) * sizeof(float *));
+        for (size_t i = 0; i < arrlenu(params); i++) {
+            grads[i] = xcalloc(params[i].n, sizeof(float));
+            pm[i] = xcalloc(params[i].n, sizeof(float));
+            pv[i] = xcalloc(params[i].n, sizeof(float));
+            n_train += params[i].n;
+        }
+    }
+    const size_t N = (size_t)(B * T);
+    Acts *a = acts_create(&m, lora_on ? &lora : NULL, (size_t)B, (size_t)T, ckpt ? ACTS_CHECKPOINT : ACTS_TRAIN);
+    int *tokens = xmalloc(N * sizeof(int)), *targets_ids = xmalloc(N * sizeof(int));
+    for (size_t i = 0; i < N; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)m.cfg.vocab_size);
+    for (size_t i = 0; i < N; i++) targets_ids[i] = (i % (size_t)T) + 1 < (size_t)T ? tokens[i + 1] : -1;
+    AdamWConfig ac = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f};
+    TrainCtx tc = {.full_grads = grads};
+    Profile prof = {0};
+    double t_opt = 0, *times = xmalloc((size_t)steps * sizeof(double));
+    for (long s = -1; s < steps; s++) {  // s = -1: warm-up, not timed
+        if (s == 0) {
+            memset(&prof, 0, sizeof prof);
+            t_opt = 0;
+            acts_set_profile(a, &prof);
+        }
+        double ts = time_now();
+        if (lora_on) memset(lora.grads, 0, lora.n_params * sizeof(float));
+        else
+            for (size_t i = 0; i < arrlenu(params); i++) memset(grads[i], 0, params[i].n * sizeof(float));
+        size_t count = 0;
+        model_forward_backward(&m, lora_on ? &lora : NULL, a, tokens, targets_ids, (size_t)B, (size_t)T,
+                               1.0f / (float)(N - (size_t)B), &tc, &count);
+        double to = time_now();
+        if (lora_on) {
+            float f = clip_factor(sqrt(grad_sq_sum(lora.grads, lora.n_params)), 1.0f);
+            scale_inplace(lora.grads, lora.n_params, f);
+            adamw_step(lora.params, lora.grads, pm[0], pv[0], lora.n_params, &ac, s + 2, true);
+        } else {
+            for (size_t i = 0; i < arrlenu(params); i++)
+                adamw_step(params[i].p, grads[i], pm[i], pv[i], params[i].n, &ac, s + 2, params[i].decay);
+        }
+        if (s >= 0) {
+            t_opt += time_now() - to;
+            times[s] = time_now() - ts;
+        }
+    }
+    acts_set_profile(a, NULL);
+    // the same step's matrix shapes through sgemm alone
+    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on);
+    size_t maxa = 1, maxb = 1, maxc = 1;
+    for (size_t i = 0; i < arrlenu(shapes); i++) {
+        const GemmShape *g = &shapes[i];
+        maxa = maxa > g->M * g->K ? maxa : g->M * g->K;
+        maxb = maxb > g->N * g->K ? maxb : g->N * g->K;
+        maxc = maxc > g->M * g->N ? maxc : g->M * g->N;
+    }
+    float *ga = xmalloc_aligned(maxa * 4), *gb = xmalloc_aligned(maxb * 4), *gc = xmalloc_aligned(maxc * 4);
+    for (size_t i = 0; i < maxa; i++) ga[i] = 0.01f * (float)(i % 97);
+    for (size_t i = 0; i < maxb; i++) gb[i] = 0.01f * (float)(i % 89);
+    double flops = 0, t_sgemm = 0;
+    for (size_t i = 0; i < arrlenu(shapes); i++) {
+        flops += shape_flops(&shapes[i]);
+        t_sgemm += time_sgemm(&shapes[i], ga, gb, gc) * shapes[i].count;
+    }
+    qsort(times, (size_t)steps, sizeof(double), cmp_double);
+    const double med = times[steps / 2], n = (double)steps;
+    char blas[256];
+    printf("bench: %s, method %s%s%s, %d layers x %d wide, batch %ld x %ld, LoRA r %ld, %s; %zu trainable "
+           "parameters; set up in %.1f s\n", model_dir ? model_dir : preset, method, q.type != QUANT_NONE ? " " : "",
+           q.type != QUANT_NONE ? (q.double_quant && q.type != QUANT_INT8 ? "(nf4/fp4 + double quant)" : quant_name(q.type)) : "",
+           m.cfg.n_layer, m.cfg.n_embd, B, T, lora_on ? r : 0L, ckpt ? "gradient checkpointing" : "all activations kept",
+           n_train, t_load);
+    printf("blas: %s\n", blas_describe(blas, sizeof blas));
+    printf("ms/step: median %.1f, min %.1f, max %.1f over %ld steps; %.1f tokens/s\n", 1e3 * med, 1e3 * times[0],
+           1e3 * times[steps - 1], steps, (double)N / med);
+    printf("phases (ms/step): dequantize %.1f | matmul forward %.1f | attention forward %.1f | other forward %.1f | "
+           "loss head + backward %.1f | optimizer %.1f\n", 1e3 * prof.dequant / n, 1e3 * prof.matmul_fwd / n,
+           1e3 * prof.attention_fwd / n, 1e3 * prof.other_fwd / n, 1e3 * prof.backward / n, 1e3 * t_opt / n);
+    printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; sgemm alone on the same shapes %.1f GFLOP/s "
+           "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9, flops / t_sgemm / 1e9,
+           100.0 * t_sgemm / med, (double)N / t_sgemm);
+    const double rss = (double)peak_rss_bytes() / 1048576.0;
+    printf("peak RSS %.1f MiB\n", rss);
+    printf("tokens_per_s=%.1f ms_per_step=%.2f peak_rss_mib=%.1f\n", (double)N / med, 1e3 * med, rss);
+    free(ga);
+    free(gb);
+    free(gc);
+    arrfree(shapes);
+    free(times);
+    free(tokens);
+    free(targets_ids);
+    acts_free(a);
+    if (lora_on) {
+        free(pm[0]);
+        free(pv[0]);
+        lora_free(&lora);
+    } else {
+        for (size_t i = 0; i < arrlenu(params); i++) {
+            free(grads[i]);
+            free(pm[i]);
+            free(pv[i]);
+        }
+        free(grads);
+        arrfree(params);
+    }
+    free(pm);
+    free(pv);
+    model_free(&m);
+    return 0;
+}

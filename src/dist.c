@@ -1,0 +1,67 @@
+// dist.c: see dist.h.
+#include "dist.h"
+
+#include <stdlib.h>
+
+#ifdef QLORA_MPI
+#include <mpi.h>
+
+static bool g_mpi_on;  // set once by dist_init; read-only afterwards
+
+void dist_init(Dist *d, int *argc, char ***argv) {
+    MPI_Init(argc, argv);
+    g_mpi_on = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+}
+
+void dist_finalize(void) {
+    if (g_mpi_on) MPI_Finalize();
+}
+
+double dist_sum_floats(float *buf, size_t n) {
+    double t0 = MPI_Wtime();
+    // counts are int in MPI: reduce in chunks of at most 2^30 floats
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
+        size_t k = n - off < ((size_t)1 << 30) ? n - off : (size_t)1 << 30;
+        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+    return MPI_Wtime() - t0;
+}
+
+double dist_sum_double(double x) {
+    double y;
+    MPI_Allreduce(&x, &y, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return y;
+}
+
+bool dist_any(bool x) {
+    int in = x, out = 0;
+    MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return out != 0;
+}
+
+void dist_abort(int status) {
+    if (g_mpi_on) MPI_Abort(MPI_COMM_WORLD, status);
+    exit(status);
+}
+
+bool dist_enabled(void) { return true; }
+#else
+void dist_init(Dist *d, int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    d->rank = 0;
+    d->size = 1;
+}
+void dist_finalize(void) {}
+double dist_sum_floats(float *buf, size_t n) {
+    (void)buf;
+    (void)n;
+    return 0.0;
+}
+double dist_sum_double(double x) { return x; }
+bool dist_any(bool x) { return x; }
+void dist_abort(int status) { exit(status); }
+bool dist_enabled(void) { return false; }
+#endif

@@ -1,0 +1,64 @@
+#!/bin/sh
+# test_kill.sh: a training run killed at 20 random moments (SIGKILL and SIGTERM in turn)
+# always leaves a newest complete checkpoint that resumes to exactly the losses and the
+# adapter of an uninterrupted run. SIGTERM must also checkpoint and exit 143.
+set -u
+Q="${QLORA:-./qlora}"
+pass=0
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+cat >"$tmp/job.yaml" <<YAML
+base_model: tests/ref/tiny
+dataset: tests/ref/train_data.jsonl
+method: qlora
+lora_dropout: 0.1
+shuffle: true
+micro_batch_size: 1
+max_steps: 60
+save_steps: 1
+learning_rate: 0.003
+sequence_len: 32
+seed: 3
+YAML
+losses() { sed -n 's/^{"step": \([0-9]*\), "epoch": [0-9.]*, "loss": \([0-9.]*\).*/\1 \2/p' "$1/metrics.jsonl"; }
+"$Q" train "$tmp/job.yaml" --set output_dir="$tmp/ref" >/dev/null 2>&1
+check "uninterrupted reference run" $?
+losses "$tmp/ref" >"$tmp/ref.losses"
+[ "$(wc -l <"$tmp/ref.losses")" -eq 60 ]; check "reference logged 60 steps" $?
+seed=12345
+for i in $(seq 1 20); do
+    seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
+    delay=$(awk -v s="$seed" 'BEGIN { printf "%.3f", 0.05 + (s % 1000) / 1000 * 0.6 }')
+    sig=KILL
+    [ $((i % 2)) -eq 0 ] && sig=TERM
+    d="$tmp/run$i"
+    "$Q" train "$tmp/job.yaml" --set output_dir="$d" >"$tmp/log$i" 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -s "$sig" "$pid" 2>/dev/null
+    wait "$pid"
+    rc=$?
+    if [ "$sig" = TERM ] && [ $rc -ne 0 ]; then
+        [ $rc -eq 143 ] && grep -q "resume_from_checkpoint" "$tmp/log$i"
+        check "kill $i: SIGTERM exits 143 and prints how to resume (rc $rc)" $?
+    fi
+    # resume from the newest complete checkpoint until the job finishes
+    n=0
+    while [ $n -lt 3 ]; do
+        if ls -d "$d"/checkpoint-[0-9]* >/dev/null 2>&1; then
+            "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint=latest >>"$tmp/log$i" 2>&1 && break
+        else
+            "$Q" train "$tmp/job.yaml" --set output_dir="$d" >>"$tmp/log$i" 2>&1 && break
+        fi
+        n=$((n + 1))
+    done
+    losses "$d" >"$tmp/run$i.losses"
+    cmp -s "$tmp/ref.losses" "$tmp/run$i.losses" && cmp -s "$tmp/ref/adapter_model.safetensors" "$d/adapter_model.safetensors"
+    check "kill $i (SIG$sig after ${delay}s): resumed run has the reference losses and adapter" $?
+    ls -d "$d"/checkpoint-*.tmp-* >/dev/null 2>&1
+    [ $? -ne 0 ]; check "kill $i: no half-written checkpoint left behind" $?
+done
+echo "test_kill.sh: $pass passed, $fail failed"
+[ "$fail" = 0 ]
