@@ -12,7 +12,7 @@ samples() {  # samples [--adapter DIR]
     echo "$PROMPTS" | tr '|' '\n' | while read -r p; do
         printf '  '
         $Q generate --model data/base-model "$@" --prompt "$p" --max-new-tokens 100 \
-            --temperature 0.6 --top-k 20 --seed 7 2>/dev/null | head -n 1
+            --temperature 0.3 --top-k 10 --seed 7 2>/dev/null | head -n 1
     done
 }
 rule

@@ -74,8 +74,9 @@ double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_l
     // resid_mid, ln1, atty, ln2 (4NC) + qkv (3NC) + 2 LayerNorm stats pairs (4N) +
     // scores (att) + fc pre/post GELU (2NF) + four LoRA hiddens (4NR)
     const double layer = 7 * N * C + 4 * N + att + 2 * N * F + 4 * N * R;
-    const double saved = j->gradient_checkpointing ? (L + 1) * N * C + layer - N * C
-                                                   : (L + 1) * N * C + L * (layer - N * C);
+    // block inputs (L + 1 residual streams) are always kept; the rest per layer, or for one
+    // layer at a time with gradient checkpointing
+    const double saved = (L + 1) * N * C + (j->gradient_checkpointing ? layer : L * layer);
     const double head = N * C + 2 * N + N * C + QLINEAR_TILE + LOGIT_ROWS * s->V;  // ln_f, tmp
     const double grads = 6 * N * C + att + 2 * N * F + (with_lora ? N * R + 2 * N * F : 0);
     return 4.0 * (saved + head + grads);

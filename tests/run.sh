@@ -13,7 +13,7 @@ fi
 total_pass=0
 total_fail=0
 log=$(mktemp)
-for t in "$@" tests/*.sh; do
+for t in "$@" tests/test_*.sh; do
     [ "$t" = tests/run.sh ] && continue
     case "$t" in *.sh) cmd="sh $t" ;; *) cmd="$t" ;; esac
     name=$(basename "$t")

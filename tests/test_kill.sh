@@ -23,14 +23,18 @@ sequence_len: 32
 seed: 3
 YAML
 losses() { sed -n 's/^{"step": \([0-9]*\), "epoch": [0-9.]*, "loss": \([0-9.]*\).*/\1 \2/p' "$1/metrics.jsonl"; }
+t0=$(date +%s%N)
 "$Q" train "$tmp/job.yaml" --set output_dir="$tmp/ref" >/dev/null 2>&1
 check "uninterrupted reference run" $?
+t1=$(date +%s%N)
+ref_ms=$(( (t1 - t0) / 1000000 ))
+echo "reference run: ${ref_ms} ms; kills land at random points within it"
 losses "$tmp/ref" >"$tmp/ref.losses"
 [ "$(wc -l <"$tmp/ref.losses")" -eq 60 ]; check "reference logged 60 steps" $?
 seed=12345
 for i in $(seq 1 20); do
     seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
-    delay=$(awk -v s="$seed" 'BEGIN { printf "%.3f", 0.05 + (s % 1000) / 1000 * 0.6 }')
+    delay=$(awk -v s="$seed" -v ms="$ref_ms" 'BEGIN { printf "%.3f", (0.02 + 0.9 * (s % 1000) / 1000) * ms / 1000 }')
     sig=KILL
     [ $((i % 2)) -eq 0 ] && sig=TERM
     d="$tmp/run$i"
