@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -10,6 +11,31 @@
 #include <omp.h>
 
 #define GELU_SCALE 0.7978845608028654f  // sqrt(2/pi)
+
+// exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 split in two parts so
+// the reduction is exact), exp(r) = 1 + r + r^2 P(r) on |r| <= ln2/2 (Cephes expf).
+// Rounding uses the 1.5 * 2^23 trick instead of rintf so the function inlines into SIMD.
+static inline float exp_kernel(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float shift = 12582912.0f;  // 1.5 * 2^23
+    float n = (x * 1.44269504088896341f + shift) - shift;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &e, sizeof scale);
+    return p * scale;
+}
+
+float ops_exp(float x) { return exp_kernel(x); }
+
 
 void embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
                        size_t B, size_t T, size_t C) {
@@ -146,25 +172,26 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
     }
 }
 
-float gelu_ref(float x) {
-    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
-}
-
-float gelu_grad_ref(float x) {
-    float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-    float t = tanhf(u);
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
-}
-
+// gelu_new through the logistic function: 0.5 (1 + tanh u) = s = 1 / (1 + exp(-2u)), so
+// gelu(x) = x s with no cancellation in either tail (0.5 x (1 + tanhf(u)) loses digits for
+// x << 0), and 1 - tanh^2 = 4 s (1 - s) with 1 - s = s exp(-2u).
 void gelu_forward(float *out, const float *inp, size_t n) {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) out[i] = gelu_ref(inp[i]);
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        out[i] = x / (1.0f + exp_kernel(-2.0f * u));
+    }
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
-    #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) dinp[i] += gelu_grad_ref(inp[i]) * dout[i];
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float x = inp[i], u = GELU_SCALE * (x + 0.044715f * x * x * x);
+        const float e = exp_kernel(-2.0f * u), s = 1.0f / (1.0f + e);
+        // d/dx [x s(2u)] = s + x * 2 s (1 - s) * du/dx, du/dx = GELU_SCALE (1 + 3 * 0.044715 x^2)
+        const float g = s + 2.0f * x * s * (e * s) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += g * dout[i];
+    }
 }
 
 void add_inplace(float *out, const float *a, size_t n) {
@@ -200,11 +227,10 @@ void attention_forward(float *out, float *att, const float *qkv, size_t B, size_
         float *a = att + row * T;
         float mx = -INFINITY;
         for (size_t j = 0; j <= t; j++) mx = fmaxf(mx, a[j]);
+        #pragma omp simd
+        for (size_t j = 0; j <= t; j++) a[j] = exp_kernel(a[j] - mx);
         double sum = 0;
-        for (size_t j = 0; j <= t; j++) {
-            a[j] = expf(a[j] - mx);
-            sum += a[j];
-        }
+        for (size_t j = 0; j <= t; j++) sum += a[j];
         const float inv = (float)(1.0 / sum);
         for (size_t j = 0; j <= t; j++) a[j] *= inv;
         for (size_t j = t + 1; j < T; j++) a[j] = 0.0f;
@@ -277,15 +303,18 @@ double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float
             }
             float mx = -INFINITY;
             for (size_t j = 0; j < V; j++) mx = fmaxf(mx, l[j]);
-            double sum = 0;
-            for (size_t j = 0; j < V; j++) sum += expf(l[j] - mx);
-            const double lse = mx + log(sum);
+            float sum = 0;  // one float accumulator per SIMD lane, then combined
+            #pragma omp simd reduction(+ : sum)
+            for (size_t j = 0; j < V; j++) sum += exp_kernel(l[j] - mx);
+            const double lse = mx + log((double)sum);
             if (tid < MAX_PARTS) {
                 part_loss[tid] += lse - l[tgt];
                 part_count[tid]++;
             }
             if (dlogits_scale != 0.0f) {
-                for (size_t j = 0; j < V; j++) l[j] = dlogits_scale * (float)exp(l[j] - lse);
+                const float lse_f = (float)lse;
+                #pragma omp simd
+                for (size_t j = 0; j < V; j++) l[j] = dlogits_scale * exp_kernel(l[j] - lse_f);
                 l[tgt] -= dlogits_scale;
             }
         }

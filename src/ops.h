@@ -24,7 +24,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, const float *mean, const float *rstd, size_t N, size_t C);
 
-// gelu_new (tanh approximation) elementwise over n values.
+// gelu_new (tanh approximation) elementwise over n values; tests/test_ops.c holds both
+// directions to a double-precision evaluation and REFERENCE.md's TV5.
 void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
@@ -51,10 +52,13 @@ void attention_backward(float *dqkv, float *datt, const float *dout, const float
 double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float dlogits_scale,
                     size_t *n_valid);
 
+// exp(x) in f32 without libm: Cody-Waite range reduction and Cephes' degree-7 polynomial,
+// within 2 ulp of expf on [-87, 88] (clamped outside), written so that loops over it
+// vectorise. tests/test_ops.c checks it against expf.
+float ops_exp(float x);
+
 // Plain scalar twins of the vectorised kernels, for tests.
 void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, size_t N, size_t C, float eps);
-float gelu_ref(float x);
-float gelu_grad_ref(float x);
 
 #endif
