@@ -132,31 +132,6 @@ static const char *INIT_HELP =
     "--tokenizer DIR, or else a byte-level vocabulary (256 bytes + <|endoftext|>, no merges)\n"
     "is written. The --n-* options override the preset's shape.\n";
 
-static bool copy_file(const char *from, const char *to, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(from, &text, &len, err)) return false;
-    AtomicFile af;
-    bool ok = atomic_open(&af, to, err);
-    if (ok) {
-        ok = atomic_write(&af, text, len, err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
-    free(text);
-    return ok;
-}
-
-static bool write_text(const char *path, const char *text, Error *err) {
-    AtomicFile af;
-    if (!atomic_open(&af, path, err)) return false;
-    if (!atomic_write(&af, text, strlen(text), err)) {
-        atomic_abort(&af);
-        return false;
-    }
-    return atomic_commit(&af, err);
-}
-
 // A byte-level vocabulary: the 256 byte symbols (ids = byte values) and <|endoftext|> = 256.
 static bool write_byte_vocab(const char *dir, Error *err) {
     cJSON *js = cJSON_CreateObject();
@@ -177,10 +152,10 @@ static bool write_byte_vocab(const char *dir, Error *err) {
     cJSON_Delete(js);
     char path[4096];
     snprintf(path, sizeof path, "%s/vocab.json", dir);
-    bool ok = write_text(path, text, err);
+    bool ok = write_file_atomic(path, text, strlen(text), err);
     cJSON_free(text);
     snprintf(path, sizeof path, "%s/merges.txt", dir);
-    return ok && write_text(path, "#version: 0.2\n", err);
+    return ok && write_file_atomic(path, "#version: 0.2\n", 14, err);
 }
 
 int cmd_init(int argc, char **argv) {
@@ -227,10 +202,10 @@ int cmd_init(int argc, char **argv) {
         char from[4096];
         snprintf(from, sizeof from, "%s/vocab.json", tok_dir);
         snprintf(path, sizeof path, "%s/vocab.json", out);
-        ok = copy_file(from, path, &err);
+        ok = copy_file_atomic(from, path, &err);
         snprintf(from, sizeof from, "%s/merges.txt", tok_dir);
         snprintf(path, sizeof path, "%s/merges.txt", out);
-        ok = ok && copy_file(from, path, &err);
+        ok = ok && copy_file_atomic(from, path, &err);
     } else {
         ok = write_byte_vocab(out, &err);
     }

@@ -480,10 +480,8 @@ int cmd_explain(int argc, char **argv) {
                           "<h1>QLoRA, computed: quantization for fine-tuning</h1>\n");
         for (size_t i = 0; i < arrlenu(g_html); i++) arrput(page, g_html[i]);
         sb_appendf(&page, "</body></html>\n");
-        AtomicFile af;
         Error err = {0};
-        if (!atomic_open(&af, path, &err)) die_error(&err);
-        if (!atomic_write(&af, page, arrlenu(page), &err) || !atomic_commit(&af, &err)) die_error(&err);
+        if (!write_file_atomic(path, page, arrlenu(page), &err)) die_error(&err);
         arrfree(page);
         printf("\nwrote %s/index.html and the SVG figures beside it\n", out);
     }

@@ -87,3 +87,16 @@ void json_append_string(char **sb, const char *s) {
     }
     arrput(*sb, '"');
 }
+
+bool json_write_file(const char *path, const cJSON *js, Error *err) {
+    char *text = cJSON_Print(js);
+    CHECK(text != NULL);
+    size_t n = strlen(text);
+    char *buf = xmalloc(n + 2);
+    memcpy(buf, text, n);
+    buf[n] = '\n';
+    cJSON_free(text);
+    bool ok = write_file_atomic(path, buf, n + 1, err);
+    free(buf);
+    return ok;
+}

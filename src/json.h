@@ -26,6 +26,9 @@ bool json_as_u64(const cJSON *item, uint64_t *out);
 // Append s to the stb_ds char array *sb as a quoted, escaped JSON string (no NUL added).
 void json_append_string(char **sb, const char *s);
 
+// Write js formatted (cJSON_Print) plus a final newline to path, atomically.
+bool json_write_file(const char *path, const cJSON *js, Error *err);
+
 // printf into the stb_ds char array *sb (no NUL kept at the end).
 void sb_appendf(char **sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -336,16 +336,8 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
     cJSON_AddObjectToObject(js, "rank_pattern");
     cJSON_AddObjectToObject(js, "alpha_pattern");
     cJSON_AddNullToObject(js, "revision");
-    char *text = cJSON_Print(js);
-    cJSON_Delete(js);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    AtomicFile af;
-    ok = atomic_open(&af, path, err);
-    if (ok) {
-        ok = atomic_write(&af, text, strlen(text), err) && atomic_write(&af, "\n", 1, err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
-    cJSON_free(text);
+    ok = json_write_file(path, js, err);
+    cJSON_Delete(js);
     return ok;
 }

@@ -813,21 +813,6 @@ static void save_fill(void *vctx, const StEntry *e, void *buf) {
     else CHECK(0 && "unknown tensor");
 }
 
-static bool copy_small_file(const char *from, const char *to, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(from, &text, &len, err)) return false;
-    AtomicFile af;
-    bool ok = atomic_open(&af, to, err);
-    if (ok) {
-        ok = atomic_write(&af, text, len, err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
-    free(text);
-    return ok;
-}
-
 bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
                    void *ctx, Error *err) {
     const GPT2Config *c = &m->cfg;
@@ -869,7 +854,7 @@ bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, Wei
     for (int i = 0; ok && i < 3; i++) {
         snprintf(from, sizeof from, "%s/%s", src_dir, FILES[i]);
         snprintf(path, sizeof path, "%s/%s", out_dir, FILES[i]);
-        if (strcmp(from, path) != 0) ok = copy_small_file(from, path, err);
+        if (strcmp(from, path) != 0) ok = copy_file_atomic(from, path, err);
     }
     return ok;
 }
@@ -987,17 +972,9 @@ bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, E
     cJSON_AddBoolToObject(js, "scale_attn_weights", true);
     cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
     cJSON_AddStringToObject(js, "torch_dtype", "float32");
-    char *text = cJSON_Print(js);
-    cJSON_Delete(js);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    AtomicFile af;
-    ok = atomic_open(&af, path, err);
-    if (ok) {
-        ok = atomic_write(&af, text, strlen(text), err) && atomic_write(&af, "\n", 1, err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
-    cJSON_free(text);
+    ok = json_write_file(path, js, err);
+    cJSON_Delete(js);
     return ok;
 }
 

@@ -67,6 +67,13 @@ static size_t tile_rows(const QLinear *l) {
     return r ? r : 1;
 }
 
+// Dequantize rows [r0, r1) into scratch, adding the time taken to *t_dequant if given.
+static void dequant_tile(const QLinear *l, size_t r0, size_t r1, float *scratch, double *t_dequant) {
+    double t0 = t_dequant ? time_now() : 0;
+    qlinear_rows(l, r0, r1, scratch);
+    if (t_dequant) *t_dequant += time_now() - t0;
+}
+
 void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
                      double *t_dequant) {
     if (l->type == QUANT_NONE) {
@@ -75,9 +82,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
         const size_t tr = tile_rows(l);
         for (size_t r0 = 0; r0 < l->out; r0 += tr) {
             const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
-            double t0 = t_dequant ? time_now() : 0;
-            qlinear_rows(l, r0, r1, scratch);
-            if (t_dequant) *t_dequant += time_now() - t0;
+            dequant_tile(l, r0, r1, scratch, t_dequant);
             matmul_nt(y + r0, x, scratch, N, r1 - r0, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
         }
     }
@@ -93,9 +98,7 @@ void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t
     const size_t tr = tile_rows(l);
     for (size_t r0 = 0; r0 < l->out; r0 += tr) {
         const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
-        double t0 = t_dequant ? time_now() : 0;
-        qlinear_rows(l, r0, r1, scratch);
-        if (t_dequant) *t_dequant += time_now() - t0;
+        dequant_tile(l, r0, r1, scratch, t_dequant);
         // dx += dy[:, r0:r1] W[r0:r1, :]
         matmul_nn(dx, dy + r0, scratch, N, l->in, r1 - r0, 1.0f, 1.0f, l->out, l->in, l->in);
     }

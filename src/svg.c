@@ -150,13 +150,7 @@ char *svg_finish(Svg *s) {
 
 bool svg_write(Svg *s, const char *path, Error *err) {
     char *text = svg_finish(s);
-    AtomicFile af;
-    bool ok = atomic_open(&af, path, err);
-    if (ok) {
-        ok = atomic_write(&af, text, strlen(text), err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
+    bool ok = write_file_atomic(path, text, strlen(text), err);
     free(text);
     return ok;
 }

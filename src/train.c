@@ -138,16 +138,6 @@ static bool remove_tree(const char *path) {
     return rmdir(path) == 0;
 }
 
-static bool write_string_file(const char *path, const char *text, Error *err) {
-    AtomicFile af;
-    if (!atomic_open(&af, path, err)) return false;
-    if (!atomic_write(&af, text, strlen(text), err)) {
-        atomic_abort(&af);
-        return false;
-    }
-    return atomic_commit(&af, err);
-}
-
 // The model or adapter (what a user loads) into dir.
 static bool save_weights(const Run *r, const char *dir, Error *err) {
     if (r->full) return model_save_hf(&r->model, r->cfg.base_model, dir, NULL, NULL, err);
@@ -183,7 +173,7 @@ static bool save_checkpoint(Run *r, Error *err) {
              r->step, r->total_steps, r->warmup, r->epoch, r->cursor, arrlenu(r->train.ex),
              r->cfg.seed, r->cfg.method);
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
-    if (!write_string_file(path, state, err)) return false;
+    if (!write_file_atomic(path, state, strlen(state), err)) return false;
     snprintf(path, sizeof path, "%s/job.yaml", tmp);
     FILE *fp = fopen(path, "w");
     if (fp) {
@@ -626,13 +616,7 @@ static bool write_report(const Run *r, Error *err) {
     }
     sb_appendf(&page, "</pre>\n</body></html>\n");
     snprintf(path, sizeof path, "%s/report.html", c->output_dir);
-    AtomicFile af;
-    bool ok = atomic_open(&af, path, err);
-    if (ok) {
-        ok = atomic_write(&af, page, arrlenu(page), err);
-        if (ok) ok = atomic_commit(&af, err);
-        else atomic_abort(&af);
-    }
+    bool ok = write_file_atomic(path, page, arrlenu(page), err);
     arrfree(page);
     arrfree(st);
     arrfree(loss);
@@ -645,6 +629,8 @@ static bool write_report(const Run *r, Error *err) {
 
 static void print_summary(const Run *r) {
     char b1[32], b2[32], b3[32], b4[32];
+    const char *hint = blas_kernel_hint();
+    if (hint) printf("%s\n", hint);
     ModelBytes mb = model_bytes(&r->model);
     printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
@@ -760,8 +746,9 @@ int cmd_train(int argc, char **argv) {
                            .full_grads = r.full ? r.g : NULL};
             loss_sum += model_forward_backward(&r.model, r.full ? NULL : &r.lora, r.acts, r.tokens,
                                                r.targets, mb_size[k], T, 1.0f / (float)total_pred, &tc, &count);
-            for (size_t j = 0; j < mb_size[k]; j++) step_tokens += r.train.ex[r.order[mb_first[k] + j]].len;
         }
+        for (size_t k = 0; k < n_mb; k++)  // tokens of the whole (global) step
+            for (size_t j = 0; j < mb_size[k]; j++) step_tokens += r.train.ex[r.order[mb_first[k] + j]].len;
         if (r.cursor >= n_train) {  // next epoch
             r.epoch++;
             r.cursor = 0;

@@ -219,6 +219,25 @@ void atomic_abort(AtomicFile *af) {
     af->path = af->tmp_path = NULL;
 }
 
+bool write_file_atomic(const char *path, const void *data, size_t len, Error *err) {
+    AtomicFile af;
+    if (!atomic_open(&af, path, err)) return false;
+    if (!atomic_write(&af, data, len, err)) {
+        atomic_abort(&af);
+        return false;
+    }
+    return atomic_commit(&af, err);
+}
+
+bool copy_file_atomic(const char *from, const char *to, Error *err) {
+    char *text;
+    size_t len;
+    if (!file_read_all(from, &text, &len, err)) return false;
+    bool ok = write_file_atomic(to, text, len, err);
+    free(text);
+    return ok;
+}
+
 double time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

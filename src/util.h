@@ -71,6 +71,11 @@ bool atomic_write(AtomicFile *af, const void *data, size_t bytes, Error *err);
 bool atomic_commit(AtomicFile *af, Error *err);  // closes; the file appears at path
 void atomic_abort(AtomicFile *af);               // closes and removes the temporary
 
+// Write data[0..len) to path atomically (atomic_open / write / commit), or copy a whole
+// file to a new path the same way.
+bool write_file_atomic(const char *path, const void *data, size_t len, Error *err);
+bool copy_file_atomic(const char *from, const char *to, Error *err);
+
 // Monotonic wall clock in seconds.
 double time_now(void);
 

@@ -3,28 +3,7 @@
 # usage error exits 2 with exactly one line on stderr, naming the file or option; a NaN
 # weight is refused by name. Run by tests/run.sh with QLORA set to the binary under test.
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-# expect STATUS PHRASE CMD...: run CMD, check its exit status, that stderr is one line,
-# and that it contains PHRASE.
-expect() {
-    want=$1 phrase=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    lines=$(wc -l <"$tmp/err")
-    if [ "$rc" = "$want" ] && [ "$lines" -eq 1 ] && grep -qF -- "$phrase" "$tmp/err"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $* -> status $rc (want $want), $lines stderr lines, want '$phrase':"
-        head -n 3 "$tmp/err"
-    fi
-}
+. tests/lib.sh
 
 while IFS="$(printf '\t')" read -r file phrase; do
     expect 2 "$phrase" "$Q" dequantize "tests/bad/$file" "$tmp/o.safetensors"
@@ -53,5 +32,4 @@ else
     cat "$tmp/out"
 fi
 "$Q" --help | grep -q "quantize" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --help"; }
-echo "test_cli.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_cli.sh

@@ -2,11 +2,7 @@
 # test_configs.sh: every shipped job file validates; configs/README.md documents every key
 # the parser knows; --check's output is itself a valid job that reads back the same.
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 for f in configs/*.yaml; do
     if "$Q" train "$f" --check >"$tmp/out" 2>"$tmp/err"; then pass=$((pass + 1)); else
         fail=$((fail + 1)); echo "FAIL: $f: $(cat "$tmp/err")"; fi
@@ -20,5 +16,4 @@ n=$(wc -l <"$tmp/keys")
 while read -r k; do
     grep -q "| \`$k\` |" configs/README.md && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: configs/README.md lacks key $k"; }
 done <"$tmp/keys"
-echo "test_configs.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_configs.sh

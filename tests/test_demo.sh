@@ -3,12 +3,7 @@
 # trains a few QLoRA steps on the shipped data, the adapter loads in eval and generate,
 # and the loss on the held-out forecasts falls.
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+. tests/lib.sh
 for f in config.json model.safetensors vocab.json merges.txt; do
     [ -s "data/base-model/$f" ]; check "data/base-model/$f is shipped" $?
 done
@@ -27,5 +22,4 @@ out=$("$Q" generate --model data/base-model --adapter "$tmp/demo" --prompt "Fore
     --max-new-tokens 20 --seed 1 2>/dev/null)
 case "$out" in "Forecast for Oslo, Monday:"*) check "generate with the adapter" 0 ;; *) check "generate with the adapter: '$out'" 1 ;; esac
 grep -q "memory account (qlora nf4+dq): total" "$tmp/log"; check "the job prints its memory account" $?
-echo "test_demo.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_demo.sh

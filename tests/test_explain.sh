@@ -3,12 +3,7 @@
 # (IEEE rounding of 0.3457 by hand, bytes of 7e9 parameters, NF4 bit counts, the scale/4
 # error of uniform rounding), and its figures as well-formed XML (xmllint).
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+. tests/lib.sh
 "$Q" explain --out "$tmp/ex" --model tests/ref/tiny >"$tmp/out" 2>&1
 check "explain runs" $?
 has() { grep -qF -- "$1" "$tmp/out"; check "prints: $1" $?; }
@@ -49,5 +44,4 @@ for f in "$tmp"/ex/*.svg; do
 done
 [ "$n" -ge 5 ]; check "at least 5 figures ($n)" $?
 grep -c '<img src=' "$tmp/ex/index.html" | grep -q '^5$'; check "index.html shows the 5 figures" $?
-echo "test_explain.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_explain.sh

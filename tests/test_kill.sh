@@ -3,12 +3,7 @@
 # always leaves a newest complete checkpoint that resumes to exactly the losses and the
 # adapter of an uninterrupted run. SIGTERM must also checkpoint and exit 143.
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+. tests/lib.sh
 cat >"$tmp/job.yaml" <<YAML
 base_model: tests/ref/tiny
 dataset: tests/ref/train_data.jsonl
@@ -64,5 +59,4 @@ for i in $(seq 1 20); do
     ls -d "$d"/checkpoint-*.tmp-* >/dev/null 2>&1
     [ $? -ne 0 ]; check "kill $i: no half-written checkpoint left behind" $?
 done
-echo "test_kill.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_kill.sh

@@ -3,14 +3,7 @@
 # figures it must reproduce (REFERENCE.md sections 3, 4.8, 5.1), and the trainer's real
 # allocations against the prediction for the same job (within 5%).
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() {  # check DESCRIPTION CONDITION-EXIT-STATUS
-    if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi
-}
+. tests/lib.sh
 field() {  # field JSON KEY: the first numeric value of "KEY" in JSON text
     echo "$1" | sed -n "s/.*\"$2\": \([0-9.e+-]*\).*/\1/p" | head -n 1
 }
@@ -63,5 +56,4 @@ for m in "method=qlora" "method=qlora --set double_quant=false" "method=qlora --
     awk -v p="$pct" 'BEGIN { if (p < 0) p = -p; exit !(p != "" && p <= 5) }'
     check "$m: allocations within 5% of the prediction ($pct%)" $?
 done
-echo "test_memory.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_memory.sh

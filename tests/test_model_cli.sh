@@ -2,23 +2,9 @@
 # test_model_cli.sh: init / tokenize / eval / generate through the real binary, and every
 # bad model folder a user can hand it: exit status 2 and one line naming the file.
 set -u
-Q="${QLORA:-./qlora}"
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. tests/lib.sh
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-expect() {  # expect STATUS PHRASE CMD...
-    want=$1 phrase=$2
-    shift 2
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    lines=$(wc -l <"$tmp/err")
-    if [ "$rc" = "$want" ] && [ "$lines" -eq 1 ] && grep -qF -- "$phrase" "$tmp/err"; then ok
-    else bad "$* -> status $rc (want $want), $lines stderr lines, want '$phrase': $(head -n 2 "$tmp/err")"; fi
-}
 
 # init writes a loadable folder and refuses to overwrite it
 "$Q" init --preset tiny --out "$tmp/m" --seed 3 >/dev/null && [ -f "$tmp/m/model.safetensors" ] &&
@@ -76,5 +62,4 @@ expect 2 "emptyadapter/adapter_config.json: cannot open" "$Q" eval --model tests
 mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
 sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
 expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
-echo "test_model_cli.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_model_cli.sh

@@ -5,8 +5,7 @@
 # number of ranks; a rank that dies ends the job instead of hanging it.
 # Skipped (with a message) where mpirun or mpicc is missing; CI installs Open MPI.
 set -u
-pass=0
-fail=0
+. tests/lib.sh
 if [ "${SANITIZE:-0}" = 1 ]; then
     echo "skip: the MPI test runs in the plain build only"
     echo "test_mpi.sh: 0 passed, 0 failed"
@@ -19,12 +18,8 @@ if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; th
 fi
 make -s MPI=1 build/mpi/qlora >/dev/null 2>&1 || { echo "FAIL: make MPI=1"; echo "test_mpi.sh: 0 passed, 1 failed"; exit 1; }
 QM=build/mpi/qlora
-Q="${QLORA:-./qlora}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 MPIRUN="mpirun -np 2 --bind-to none"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { if [ "$2" = 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
 cat >"$tmp/job.yaml" <<YAML
 base_model: tests/ref/tiny
 dataset: tests/ref/train_data.jsonl
@@ -86,5 +81,4 @@ dt=$(( $(date +%s) - t0 ))
 [ $rc -ne 0 ] && [ $dt -lt 30 ]; check "killing one rank ends the job with an error in ${dt}s (status $rc)" $?
 grep -qiE "signal|killed|exited" "$tmp/long.log"; check "mpirun says which rank died" $?
 pkill -f "build/mpi/qlora train $tmp/long.yaml" 2>/dev/null
-echo "test_mpi.sh: $pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish test_mpi.sh
