@@ -196,6 +196,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     acts_set_profile(a, NULL);
+    const double rss = (double)peak_rss_bytes() / 1048576.0;  // before the buffers below
     // the same step's matrix shapes through sgemm alone
     GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on);
     size_t maxa = 1, maxb = 1, maxc = 1;
@@ -230,8 +231,9 @@ int cmd_bench(int argc, char **argv) {
     printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; sgemm alone on the same shapes %.1f GFLOP/s "
            "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9, flops / t_sgemm / 1e9,
            100.0 * t_sgemm / med, (double)N / t_sgemm);
-    const double rss = (double)peak_rss_bytes() / 1048576.0;
-    printf("peak RSS %.1f MiB\n", rss);
+    printf("peak RSS %.1f MiB (of the training steps, before the sgemm-alone measurement)\n", rss);
+    const char *hint = blas_kernel_hint();
+    if (hint) printf("%s\n", hint);
     printf("tokens_per_s=%.1f ms_per_step=%.2f peak_rss_mib=%.1f\n", (double)N / med, 1e3 * med, rss);
     free(ga);
     free(gb);

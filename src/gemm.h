@@ -31,5 +31,9 @@ void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N,
 void threads_set(int n);
 // A one-line description of the BLAS build and thread count (for startup logs).
 const char *blas_describe(char *buf, size_t cap);
+// NULL, or a one-line hint when OpenBLAS runs its generic kernels on a CPU that has AVX2 or
+// AVX-512 (OpenBLAS 0.3.21 does not recognise some newer CPUs and falls back to
+// "Prescott" unless OPENBLAS_CORETYPE says otherwise).
+const char *blas_kernel_hint(void);
 
 #endif
