@@ -85,16 +85,14 @@ static const char *BENCH_HELP =
     "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n";
 
 int cmd_bench(int argc, char **argv) {
+    if (cli_help(argc, argv, BENCH_HELP)) return 0;
     const char *model_dir = NULL, *preset = "gpt2", *method = "qlora";
     QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
     long B = 4, T = 256, r = 8, threads = 0, steps = 5;
     bool ckpt = false, quant_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(BENCH_HELP, stdout);
-            return 0;
-        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
         else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
         else if (strcmp(a, "--method") == 0) {
             method = cli_value(argc, argv, &i);

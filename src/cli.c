@@ -4,6 +4,16 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+bool cli_help(int argc, char **argv, const char *help) {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(help, stdout);
+            return true;
+        }
+    return false;
+}
 
 const char *cli_value(int argc, char **argv, int *i) {
     if (*i + 1 >= argc) cli_usage_error(argv[0], "option %s needs a value", argv[*i]);

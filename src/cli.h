@@ -17,6 +17,9 @@ int cmd_generate(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
+// If argv[1..] contains --help or -h, print help to stdout and return true (the command
+// then returns 0).
+bool cli_help(int argc, char **argv, const char *help);
 // For option argv[*i] that takes a value: return argv[*i + 1] and advance *i, or die with
 // a usage error naming the option.
 const char *cli_value(int argc, char **argv, int *i);

@@ -54,15 +54,6 @@ static bool model_opt(const char *cmd, ModelOpts *o, int argc, char **argv, int 
     return true;
 }
 
-static bool wants_help(int argc, char **argv, const char *help) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return true;
-        }
-    return false;
-}
-
 static Tokenizer *load_tokenizer(const char *dir, int model_vocab) {
     char vocab[4096], merges[4096];
     snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
@@ -159,7 +150,7 @@ static bool write_byte_vocab(const char *dir, Error *err) {
 }
 
 int cmd_init(int argc, char **argv) {
-    if (wants_help(argc, argv, INIT_HELP)) return 0;
+    if (cli_help(argc, argv, INIT_HELP)) return 0;
     const char *preset = NULL, *out = NULL, *tok_dir = NULL;
     long seed = 42, over[5] = {0, 0, 0, 0, 0};
     static const char *const OVER[5] = {"--n-layer", "--n-embd", "--n-head", "--n-positions",
@@ -236,7 +227,7 @@ static const char *TOKENIZE_HELP =
     "space-separated, on one line. <|endoftext|> is the special end-of-text token.\n";
 
 int cmd_tokenize(int argc, char **argv) {
-    if (wants_help(argc, argv, TOKENIZE_HELP)) return 0;
+    if (cli_help(argc, argv, TOKENIZE_HELP)) return 0;
     const char *dir = NULL, *file = NULL, *text = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--model") == 0) dir = cli_value(argc, argv, &i);
@@ -312,7 +303,7 @@ static int eval_dataset(const ModelOpts *o, const char *path, long seq) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    if (wants_help(argc, argv, EVAL_HELP)) return 0;
+    if (cli_help(argc, argv, EVAL_HELP)) return 0;
     ModelOpts o;
     model_opts_default(&o);
     const char *text_path = NULL, *data_path = NULL;
@@ -429,7 +420,7 @@ static int sample(const float *logits, int V, float temperature, int top_k, floa
 }
 
 int cmd_generate(int argc, char **argv) {
-    if (wants_help(argc, argv, GENERATE_HELP)) return 0;
+    if (cli_help(argc, argv, GENERATE_HELP)) return 0;
     ModelOpts o;
     model_opts_default(&o);
     const char *prompt = NULL;

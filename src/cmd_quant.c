@@ -36,17 +36,8 @@ static const char *torch_dtype(StDtype dt) {
     }
 }
 
-static bool has_help(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return true;
-    return false;
-}
-
 int cmd_quantize(int argc, char **argv) {
-    if (has_help(argc, argv)) {
-        fputs(QUANTIZE_HELP, stdout);
-        return 0;
-    }
+    if (cli_help(argc, argv, QUANTIZE_HELP)) return 0;
     const char *in = NULL, *out = NULL;
     QuantType type = QUANT_NF4;
     size_t blocksize = QUANT_DEFAULT_BLOCK;
@@ -133,10 +124,7 @@ int cmd_quantize(int argc, char **argv) {
 }
 
 int cmd_dequantize(int argc, char **argv) {
-    if (has_help(argc, argv)) {
-        fputs(DEQUANTIZE_HELP, stdout);
-        return 0;
-    }
+    if (cli_help(argc, argv, DEQUANTIZE_HELP)) return 0;
     const char *in = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1]) cli_usage_error("dequantize", "unknown option '%s'", argv[i]);

@@ -41,12 +41,7 @@ bool dist_any(bool x) {
     return out != 0;
 }
 
-void dist_abort(int status) {
-    if (g_mpi_on) MPI_Abort(MPI_COMM_WORLD, status);
-    exit(status);
-}
 
-bool dist_enabled(void) { return true; }
 #else
 void dist_init(Dist *d, int *argc, char ***argv) {
     (void)argc;
@@ -62,6 +57,4 @@ double dist_sum_floats(float *buf, size_t n) {
 }
 double dist_sum_double(double x) { return x; }
 bool dist_any(bool x) { return x; }
-void dist_abort(int status) { exit(status); }
-bool dist_enabled(void) { return false; }
 #endif

@@ -20,8 +20,5 @@ double dist_sum_floats(float *buf, size_t n);
 double dist_sum_double(double x);
 // True on every rank if it is true on any (for a stop request that reached one rank).
 bool dist_any(bool x);
-// Stop every rank with an error (MPI_Abort) so that none hangs in a collective.
-void dist_abort(int status) __attribute__((noreturn));
-bool dist_enabled(void);
 
 #endif

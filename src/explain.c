@@ -449,12 +449,10 @@ static const char *EXPLAIN_HELP =
     "real model's weights; --out DIR writes SVG figures and an index.html showing them.\n";
 
 int cmd_explain(int argc, char **argv) {
+    if (cli_help(argc, argv, EXPLAIN_HELP)) return 0;
     const char *out = NULL, *model = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(EXPLAIN_HELP, stdout);
-            return 0;
-        } else if (strcmp(argv[i], "--out") == 0) out = cli_value(argc, argv, &i);
+        if (strcmp(argv[i], "--out") == 0) out = cli_value(argc, argv, &i);
         else if (strcmp(argv[i], "--model") == 0) model = cli_value(argc, argv, &i);
         else cli_usage_error("explain", "unknown argument '%s'", argv[i]);
     }

@@ -129,16 +129,14 @@ static const char *MEMORY_HELP =
 static void print_gib(double bytes) { printf(" %9.2f", bytes / 1073741824.0); }
 
 int cmd_memory(int argc, char **argv) {
+    if (cli_help(argc, argv, MEMORY_HELP)) return 0;
     const char *model_dir = NULL, *preset = NULL, *format = "text";
     MemJob j = {.B = 1, .T = 512, .lora_r = 8, .quant_blocksize = QUANT_DEFAULT_BLOCK};
     bool targets_set = false;
     double raw_params = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(MEMORY_HELP, stdout);
-            return 0;
-        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
         else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
         else if (strcmp(a, "--batch") == 0) j.B = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 20);
         else if (strcmp(a, "--seq") == 0) j.T = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 22);

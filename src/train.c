@@ -650,11 +650,8 @@ static void print_summary(const Run *r) {
 }
 
 int cmd_train(int argc, char **argv) {
+    if (cli_help(argc, argv, TRAIN_HELP)) return 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(TRAIN_HELP, stdout);
-            return 0;
-        }
         if (strcmp(argv[i], "--list-keys") == 0) {
             config_print_keys(stdout);
             return 0;
@@ -907,15 +904,13 @@ static void merge_delta(void *vctx, int layer, int target, float *w) {
 }
 
 int cmd_merge(int argc, char **argv) {
+    if (cli_help(argc, argv, MERGE_HELP)) return 0;
     const char *model_dir = NULL, *adapter = NULL, *out = NULL;
     bool dequantized = false;
     QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            fputs(MERGE_HELP, stdout);
-            return 0;
-        } else if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
+        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
         else if (strcmp(a, "--adapter") == 0) adapter = cli_value(argc, argv, &i);
         else if (strcmp(a, "--out") == 0) out = cli_value(argc, argv, &i);
         else if (strcmp(a, "--dequantized") == 0) dequantized = true;
