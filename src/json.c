@@ -9,6 +9,13 @@
 static bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, Error *err) {
+    // cJSON stops at a NUL byte as at the end of the text: reject it instead of ignoring
+    // whatever follows it
+    const char *nul = memchr(text, '\0', len);
+    if (nul) {
+        error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", what, base + (size_t)(nul - text));
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
     if (!root) {
@@ -27,7 +34,7 @@ cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, E
     }
     size_t off = (size_t)(end - text);
     while (off < len && is_json_space(text[off])) off++;
-    if (off < len && text[off] != '\0') {
+    if (off < len) {
         cJSON_Delete(root);
         error_set(err, "%s: invalid JSON: unexpected data after the value at byte %zu", what,
                   base + off);
@@ -40,12 +47,6 @@ cJSON *json_parse_file(const char *path, Error *err) {
     char *text;
     size_t len;
     if (!file_read_all(path, &text, &len, err)) return NULL;
-    if (memchr(text, '\0', len)) {
-        size_t off = (size_t)((char *)memchr(text, '\0', len) - text);
-        free(text);
-        error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", path, off);
-        return NULL;
-    }
     cJSON *root = json_parse(text, len, 0, path, err);
     free(text);
     return root;

@@ -11,8 +11,8 @@
 
 #include "util.h"
 
-// Parse text[0..len) (need not be NUL-terminated) as one JSON value; only JSON whitespace
-// may follow it. `what` names the document in errors (usually the file path); byte
+// Parse text[0..len) (need not be NUL-terminated; a NUL byte inside is an error) as one
+// JSON value; only JSON whitespace may follow it. `what` names the document in errors (usually the file path); byte
 // offsets in messages are reported as base + offset in text (base = where the text starts
 // in its file). The caller owns the result (cJSON_Delete). NULL and err filled on failure.
 cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, Error *err);

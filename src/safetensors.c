@@ -158,9 +158,6 @@ static bool parse_header(SafeTensors *st, const char *path, Error *err) {
     size_t valid = utf8_valid_prefix((const uint8_t *)hdr, n);
     if (valid < n)
         return error_set(err, "%s: byte %zu: header is not valid UTF-8", path, 8 + valid);
-    if (memchr(hdr, '\0', n))
-        return error_set(err, "%s: byte %zu: NUL byte inside the JSON header", path,
-                         8 + (size_t)((const char *)memchr(hdr, '\0', n) - hdr));
     cJSON *root = json_parse(hdr, n, 8, path, err);
     if (!root) return false;
     bool ok = true, seen_meta = false;

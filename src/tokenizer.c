@@ -51,9 +51,6 @@ static void build_byte_map(Tokenizer *t) {
 }
 
 static bool load_vocab(Tokenizer *t, const char *text, size_t len, const char *path, Error *err) {
-    if (memchr(text, '\0', len))
-        return error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", path,
-                         (size_t)((const char *)memchr(text, '\0', len) - text));
     cJSON *root = json_parse(text, len, 0, path, err);
     if (!root) return false;
     if (!cJSON_IsObject(root)) {

@@ -80,6 +80,8 @@ header_file("duplicate.safetensors", None, f32x2 * 2, "appears twice",
 header_file("overflow.safetensors",
             {"a": {"dtype": "F32", "shape": [4294967296, 4294967296, 16], "data_offsets": [0, 8]}},
             f32x2, "overflows")
+header_file("nul_in_header.safetensors", None, f32x2, "is a NUL byte",
+            raw_header=b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}\0junk')
 header_file("end_before_begin.safetensors",
             {"a": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, f32x2,
             "end before they begin")
