@@ -105,7 +105,7 @@ bench-quant: $(BUILD)/bench/bench_quant
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := build/fuzz
 FUZZ_CFLAGS = -g -O1 -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE -fno-omit-frame-pointer \
-              $(OPENBLAS_CFLAGS) -Isrc -Wno-unknown-pragmas
+              $(OPENBLAS_CFLAGS) -Isrc -Wno-unknown-pragmas -Wno-pass-failed
 FUZZ_LIB_OBJ := $(patsubst src/%.c,$(FUZZ_DIR)/%.o,$(filter-out src/main.c,$(SRC)))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(FUZZ_SRC))

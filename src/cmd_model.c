@@ -126,17 +126,10 @@ static const char *INIT_HELP =
 // A byte-level vocabulary: the 256 byte symbols (ids = byte values) and <|endoftext|> = 256.
 static bool write_byte_vocab(const char *dir, Error *err) {
     cJSON *js = cJSON_CreateObject();
-    int next = 256;
     for (int b = 0; b < 256; b++) {
-        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-        int cp = printable ? b : next++;
-        char s[3] = {0};
-        if (cp < 0x80) s[0] = (char)cp;
-        else {
-            s[0] = (char)(0xC0 | (cp >> 6));
-            s[1] = (char)(0x80 | (cp & 0x3F));
-        }
-        cJSON_AddNumberToObject(js, s, b);
+        char sym[3];
+        tok_byte_symbol(b, sym);
+        cJSON_AddNumberToObject(js, sym, b);
     }
     cJSON_AddNumberToObject(js, "<|endoftext|>", 256);
     char *text = cJSON_PrintUnformatted(js);

@@ -39,30 +39,6 @@ bool st_dtype_parse(const char *name, StDtype *out) {
     return false;
 }
 
-// Length of the valid UTF-8 prefix of s[0..n): n when all of it is valid.
-static size_t utf8_valid_prefix(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c < 0x80) { i++; continue; }
-        else if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-        else return i;
-        if (i + len > n) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += len;
-    }
-    return n;
-}
-
 static int cmp_by_offset(const void *a, const void *b) {
     const StTensor *x = a, *y = b;
     if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
@@ -155,9 +131,9 @@ static bool parse_header(SafeTensors *st, const char *path, Error *err) {
     const char *hdr = (const char *)base + 8;
     if (n == 0 || hdr[0] != '{')
         return error_set(err, "%s: byte 8: expected '{' to open the JSON header", path);
-    size_t valid = utf8_valid_prefix((const uint8_t *)hdr, n);
-    if (valid < n)
-        return error_set(err, "%s: byte %zu: header is not valid UTF-8", path, 8 + valid);
+    for (size_t i = 0, k; i < n; i += k)
+        if ((k = utf8_seq_len((const uint8_t *)hdr + i, n - i)) == 0)
+            return error_set(err, "%s: byte %zu: header is not valid UTF-8", path, 8 + i);
     cJSON *root = json_parse(hdr, n, 8, path, err);
     if (!root) return false;
     bool ok = true, seen_meta = false;

@@ -25,28 +25,41 @@ struct Tokenizer {
     struct { char *key; int value; } *merge_rank;        // "A B" -> rank
     struct { char *key; int *value; } *cache;            // mapped pre-token -> ids
     int eot_id;
-    char byte_char[256][3];   // UTF-8 of bytes_to_unicode(b), 1 or 2 bytes
+    char byte_char[256][3];   // NUL-terminated UTF-8 of bytes_to_unicode(b), 1 or 2 bytes
     uint8_t byte_char_len[256];
     int16_t char_byte[324];   // inverse: code point -> byte, -1 if none
     pcre2_code *re;
     pcre2_match_data *match;
 };
 
+// Code point standing for byte b: itself if printable, else 256 + its rank among the
+// 68 non-printable bytes.
+static int byte_code_point(int b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    if (printable) return b;
+    int rank = 0;
+    for (int c = 0; c < b; c++) rank += !((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174);
+    return 256 + rank;
+}
+
+int tok_byte_symbol(int b, char out[3]) {
+    const int cp = byte_code_point(b);
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        out[1] = '\0';
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));  // every code point here is < 0x800: two bytes
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    out[2] = '\0';
+    return 2;
+}
+
 static void build_byte_map(Tokenizer *t) {
-    int next = 256;
     for (int cp = 0; cp < 324; cp++) t->char_byte[cp] = -1;
     for (int b = 0; b < 256; b++) {
-        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-        int cp = printable ? b : next++;
-        t->char_byte[cp] = (int16_t)b;
-        if (cp < 0x80) {
-            t->byte_char[b][0] = (char)cp;
-            t->byte_char_len[b] = 1;
-        } else {  // every code point here is < 0x800: two UTF-8 bytes
-            t->byte_char[b][0] = (char)(0xC0 | (cp >> 6));
-            t->byte_char[b][1] = (char)(0x80 | (cp & 0x3F));
-            t->byte_char_len[b] = 2;
-        }
+        t->char_byte[byte_code_point(b)] = (int16_t)b;
+        t->byte_char_len[b] = (uint8_t)tok_byte_symbol(b, t->byte_char[b]);
     }
 }
 
@@ -79,8 +92,7 @@ static bool load_vocab(Tokenizer *t, const char *text, size_t len, const char *p
     cJSON_Delete(root);
     if (!ok) return false;
     for (int b = 0; b < 256; b++) {
-        char sym[3] = {0};
-        memcpy(sym, t->byte_char[b], t->byte_char_len[b]);
+        const char *sym = t->byte_char[b];
         if (shgeti(t->token_to_id, sym) < 0)
             return error_set(err, "%s: no token for byte %d ('%s'); a byte-level BPE vocabulary "
                                   "needs all 256 byte symbols", path, b, sym);
@@ -191,26 +203,6 @@ void tok_free(Tokenizer *t) {
 
 int tok_vocab_size(const Tokenizer *t) { return t->n_vocab; }
 int tok_eot(const Tokenizer *t) { return t->eot_id; }
-
-// Length of the valid UTF-8 sequence starting at s (n bytes available), or 0 if invalid.
-static size_t utf8_seq_len(const uint8_t *s, size_t n) {
-    uint8_t c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return 0;
-    if (len > n) return 0;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[k] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[k] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
 
 void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans) {
     // PCRE2 needs valid UTF-8: each invalid byte becomes U+FFFD (a symbol, so neither letter,

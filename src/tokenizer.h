@@ -22,6 +22,11 @@
 
 typedef struct Tokenizer Tokenizer;
 
+// GPT-2's bytes_to_unicode: the NUL-terminated UTF-8 of the character that stands for byte
+// b in vocab.json and merges.txt (printable bytes stand for themselves, the other 68 for
+// U+0100 upwards in byte order). Returns the length (1 or 2).
+int tok_byte_symbol(int b, char out[3]);
+
 // Load vocab_path (JSON object token -> id, ids 0..n-1 each used once) and merges_path
 // (optional "#version" line, then "A B" per line; rank = order). Checks that the 256 byte
 // symbols exist and that every merge's parts and result are in the vocabulary.

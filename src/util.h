@@ -96,6 +96,10 @@ float rng_normal(Rng *r);   // N(0, 1), Box-Muller
 bool parse_long(const char *s, long lo, long hi, long *out);
 bool parse_double(const char *s, double *out);
 
+// Length (1-4) of the valid UTF-8 sequence starting at s, n bytes available; 0 if the
+// bytes there are not valid UTF-8 (overlong, surrogate, > U+10FFFF, truncated).
+size_t utf8_seq_len(const uint8_t *s, size_t n);
+
 // Human-friendly byte count ("1.50 MiB") into buf; returns buf.
 const char *fmt_bytes(double bytes, char *buf, size_t cap);
 

@@ -154,13 +154,9 @@ static void expect_load_error(const char *vocab_json, const char *merges, const 
 static char *byte_vocab(const char *extra) {
     char *s = NULL;
     sb_appendf(&s, "{");
-    int next = 256;
     for (int b = 0; b < 256; b++) {
-        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-        int cp = printable ? b : next++;
-        char u[3] = {0};
-        if (cp < 0x80) u[0] = (char)cp;
-        else u[0] = (char)(0xC0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3F));
+        char u[3];
+        tok_byte_symbol(b, u);
         if (b) sb_appendf(&s, ",");
         json_append_string(&s, u);
         sb_appendf(&s, ":%d", b);

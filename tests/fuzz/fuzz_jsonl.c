@@ -10,13 +10,9 @@
 static Tokenizer *byte_tokenizer(void) {
     char *v = NULL;
     sb_appendf(&v, "{");
-    int next = 256;
     for (int b = 0; b < 256; b++) {
-        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-        int cp = printable ? b : next++;
-        char u[3] = {0};
-        if (cp < 0x80) u[0] = (char)cp;
-        else u[0] = (char)(0xC0 | (cp >> 6)), u[1] = (char)(0x80 | (cp & 0x3F));
+        char u[3];
+        tok_byte_symbol(b, u);
         if (b) arrput(v, ',');
         json_append_string(&v, u);
         sb_appendf(&v, ":%d", b);
