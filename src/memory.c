@@ -60,6 +60,21 @@ bool shape_preset(const char *name, ModelShape *s) {
     return false;
 }
 
+ModelShape shape_from_config(const GPT2Config *c) {
+    return (ModelShape){.L = c->n_layer, .C = c->n_embd, .F = c->n_inner, .V = c->vocab_size,
+                        .P = c->n_positions, .NH = c->n_head};
+}
+
+MemMethod memory_method(bool full, QuantType q, bool double_quant) {
+    if (full) return MEM_FULL_FP32;
+    switch (q) {
+    case QUANT_NONE: return MEM_LORA_FP32;
+    case QUANT_INT8: return MEM_QLORA_INT8;
+    case QUANT_FP4: return MEM_QLORA_FP4;
+    default: return double_quant ? MEM_QLORA_NF4_DQ : MEM_QLORA_NF4;
+    }
+}
+
 double nf4_bits(size_t blocksize, bool dq) {
     const double bs = (double)blocksize;
     return dq ? 4.0 + 8.0 / bs + 32.0 / (bs * QUANT_DQ_BLOCK) : 4.0 + 32.0 / bs;
@@ -168,8 +183,7 @@ int cmd_memory(int argc, char **argv) {
         GPT2Config c;
         Error err = {0};
         if (!model_read_config(&c, model_dir, &err)) die_error(&err);
-        s = (ModelShape){.L = c.n_layer, .C = c.n_embd, .F = c.n_inner, .V = c.vocab_size,
-                         .P = c.n_positions, .NH = c.n_head};
+        s = shape_from_config(&c);
         snprintf(s.name, sizeof s.name, "%.31s", model_dir);
     } else if (!raw_params) {
         cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");

@@ -13,6 +13,8 @@
 #include <stdio.h>
 
 #include "lora.h"
+#include "model.h"
+#include "quant.h"
 
 typedef struct {
     char name[32];
@@ -48,6 +50,12 @@ typedef struct {
     bool gradient_checkpointing;
     size_t quant_blocksize;
 } MemJob;
+
+// The shape of a GPT-2 config (name left empty).
+ModelShape shape_from_config(const GPT2Config *c);
+// The row of memory_predict that describes qlora's own trainer for a method: full
+// fine-tuning, or LoRA on a base stored as q (QUANT_NONE = the fp32 base of method lora).
+MemMethod memory_method(bool full, QuantType q, bool double_quant);
 
 // Predict all methods for shape s and job j into rows[MEM_N_METHODS].
 void memory_predict(const ModelShape *s, const MemJob *j, MemRow rows[MEM_N_METHODS]);

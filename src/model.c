@@ -647,7 +647,8 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
                        a->resid[L], m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     const bool full = tc && tc->full_grads;
     for (int l = L - 1; l >= 0; l--) {
-        if (a->mode == ACTS_CHECKPOINT) block_forward(m, lora, a, l, B, T, tc);  // recompute
+        // recompute the block's activations; the last block's are still there from the forward
+        if (a->mode == ACTS_CHECKPOINT && l < L - 1) block_forward(m, lora, a, l, B, T, tc);
         // block 0's input gradient only feeds the embeddings, which only `full` trains
         block_backward(m, lora, a, l, B, T, tc, l > 0 || full);
     }

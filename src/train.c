@@ -342,22 +342,25 @@ static double available_memory(void) {
     return kib * 1024.0;
 }
 
+// How the job stores the frozen base: `quant` for method qlora, fp32 for lora and full.
+static QuantConfig job_quant(const TrainConfig *c) {
+    QuantConfig q = {QUANT_NONE, (size_t)c->quant_blocksize, c->double_quant};
+    if (strcmp(c->method, "qlora") == 0 && !quant_parse(c->quant, &q.type)) q.type = QUANT_NF4;
+    return q;
+}
+
 // Refuse a job whose predicted memory exceeds what the machine has free, before loading
 // anything (the kernel would otherwise kill it part-way).
 static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
-    ModelShape s = {.L = mc->n_layer, .C = mc->n_embd, .F = mc->n_inner, .V = mc->vocab_size,
-                    .P = mc->n_positions, .NH = mc->n_head};
+    const ModelShape s = shape_from_config(mc);
+    const QuantConfig q = job_quant(c);
     MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = (int)c->lora_r,
                 .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = (size_t)c->quant_blocksize};
     for (int i = 0; i < c->n_lora_target_modules; i++) lora_parse_target(c->lora_target_modules[i], j.targets, &(Error){0});
     if (c->lora_target_linear) lora_parse_target("all-linear", j.targets, &(Error){0});
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    const MemRow *p = strcmp(c->method, "full") == 0 ? &rows[MEM_FULL_FP32]
-                      : strcmp(c->method, "lora") == 0 || strcmp(c->quant, "none") == 0 ? &rows[MEM_LORA_FP32]
-                      : strcmp(c->quant, "int8") == 0 ? &rows[MEM_QLORA_INT8]
-                      : strcmp(c->quant, "fp4") == 0 ? &rows[MEM_QLORA_FP4]
-                      : c->double_quant ? &rows[MEM_QLORA_NF4_DQ] : &rows[MEM_QLORA_NF4];
+    const MemRow *p = &rows[memory_method(strcmp(c->method, "full") == 0, q.type, q.double_quant)];
     const double avail = available_memory();
     if (avail > 0 && p->total > avail)
         die(EXIT_RUNTIME, "this job needs about %.2f GiB (%s: %.2f GiB activations; see 'qlora memory --model %s "
@@ -399,8 +402,7 @@ static void setup(Run *r, Error *err) {
             snprintf(resume, sizeof resume, "%s", c->resume_from_checkpoint);
         }
     }
-    QuantConfig q = {QUANT_NONE, (size_t)c->quant_blocksize, c->double_quant};
-    if (strcmp(c->method, "qlora") == 0 && !quant_parse(c->quant, &q.type)) q.type = QUANT_NF4;
+    const QuantConfig q = job_quant(c);
     const char *model_dir = r->full && resume[0] ? resume : c->base_model;
     if (!model_load(&r->model, model_dir, &q, err)) die_run(err);
     if (r->full && !r->model.cfg.tied)
@@ -461,23 +463,13 @@ static const char *const MEM_CAT[6] = {"frozen weights", "quant constants", "tra
 static MemAccount memory_account(const Run *r) {
     const TrainConfig *c = &r->cfg;
     const GPT2Config *mc = &r->model.cfg;
-    ModelShape s = {.L = mc->n_layer, .C = mc->n_embd, .F = mc->n_inner, .V = mc->vocab_size,
-                    .P = mc->n_positions, .NH = mc->n_head};
+    const ModelShape s = shape_from_config(mc);
     MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = r->full ? 0 : r->lora.r,
                 .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = r->model.quant.blocksize};
     if (!r->full) memcpy(j.targets, r->lora.targets, sizeof j.targets);
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    MemMethod which = MEM_FULL_FP32;
-    if (!r->full) {
-        switch (r->model.quant.type) {
-        case QUANT_NONE: which = MEM_LORA_FP32; break;
-        case QUANT_INT8: which = MEM_QLORA_INT8; break;
-        case QUANT_FP4: which = MEM_QLORA_FP4; break;
-        default: which = r->model.quant.double_quant ? MEM_QLORA_NF4_DQ : MEM_QLORA_NF4; break;
-        }
-    }
-    const MemRow *p = &rows[which];
+    const MemRow *p = &rows[memory_method(r->full, r->model.quant.type, r->model.quant.double_quant)];
     ModelBytes mb = model_bytes(&r->model);
     const double frozen = (double)(mb.linear_weights + mb.embeddings + mb.norms_and_biases);
     MemAccount a = {p->name,
