@@ -76,13 +76,15 @@ static int cmp_double(const void *a, const void *b) {
 static const char *BENCH_HELP =
     "usage: qlora bench [--model DIR | --preset NAME] [--method qlora|lora|full]\n"
     "                   [--quant nf4|fp4|int8|none] [--no-double-quant] [--batch B] [--seq T]\n"
-    "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n\n"
+    "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n"
+    "                   [--gemm auto|openblas|native]\n\n"
     "Times training steps (one warm-up, then N; default 5) on random tokens: ms/step, tokens/s,\n"
     "a per-phase breakdown, the achieved GFLOP/s next to sgemm's GFLOP/s on the same matrix\n"
     "shapes measured in the same run, and peak RSS. A preset (gpt2, gpt2-medium, gpt2-large,\n"
     "gpt2-xl, tiny) is initialised at random in memory. Defaults: gpt2, qlora nf4 + double\n"
     "quant, batch 4 x 256, r 8 on all linears. Last line:\n"
-    "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n";
+    "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n"
+    "--gemm picks the matrix-product engine (as QLORA_GEMM does; default auto, see README).\n";
 
 int cmd_bench(int argc, char **argv) {
     if (cli_help(argc, argv, BENCH_HELP)) return 0;
@@ -110,7 +112,10 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
         else if (strcmp(a, "--steps") == 0) steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
         else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
-        else cli_usage_error("bench", "unknown argument '%s'", a);
+        else if (strcmp(a, "--gemm") == 0) {
+            Error e;
+            if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "%s", e.msg);
+        } else cli_usage_error("bench", "unknown argument '%s'", a);
     }
     const bool full = strcmp(method, "full") == 0, lora_on = !full;
     if (strcmp(method, "qlora") != 0) q.type = QUANT_NONE;

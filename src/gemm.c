@@ -6,10 +6,54 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "sgemm.h"
+
+// The engine behind matmul_*: -1 = not chosen yet (auto on first use).
+static int engine = -1;
+
+// OpenBLAS core types whose kernels use 512-bit vectors.
+static bool openblas_has_avx512_kernels(void) {
+    static const char *const wide[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    const char *core = openblas_get_corename();
+    for (size_t i = 0; core && i < sizeof wide / sizeof wide[0]; i++)
+        if (strcasecmp(core, wide[i]) == 0) return true;
+    return false;
+}
+
+bool gemm_engine_set(const char *name, Error *err) {
+    if (!name || !*name || strcmp(name, "auto") == 0) {
+        engine = sgemm_native_available() && !openblas_has_avx512_kernels() ? GEMM_NATIVE
+                                                                              : GEMM_OPENBLAS;
+    } else if (strcmp(name, "openblas") == 0) {
+        engine = GEMM_OPENBLAS;
+    } else if (strcmp(name, "native") == 0) {
+        if (!sgemm_native_available())
+            return error_set(err, "QLORA_GEMM=native: this build or CPU has no AVX-512 "
+                                  "(use auto or openblas)");
+        engine = GEMM_NATIVE;
+    } else {
+        return error_set(err, "QLORA_GEMM: expected auto, openblas or native, found '%s'", name);
+    }
+    return true;
+}
+
+GemmEngine gemm_engine(void) {
+    if (engine < 0) {
+        Error err;
+        if (!gemm_engine_set(getenv("QLORA_GEMM"), &err)) die_error(&err);
+    }
+    return (GemmEngine)engine;
+}
 
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
+    if (gemm_engine() == GEMM_NATIVE) {
+        sgemm_native(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
                 (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
@@ -17,6 +61,10 @@ void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, siz
 void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
+    if (gemm_engine() == GEMM_NATIVE) {
+        sgemm_native(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
                 (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
@@ -24,6 +72,10 @@ void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, siz
 void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
+    if (gemm_engine() == GEMM_NATIVE) {
+        sgemm_native(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
                 (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
@@ -65,12 +117,17 @@ void threads_set(int n) {
 }
 
 const char *blas_describe(char *buf, size_t cap) {
-    snprintf(buf, cap, "%s; %d threads", openblas_get_config(), omp_get_max_threads());
+    if (gemm_engine() == GEMM_NATIVE)
+        snprintf(buf, cap, "qlora's AVX-512 sgemm (OpenBLAS here: %s); %d threads",
+                 openblas_get_config(), omp_get_max_threads());
+    else
+        snprintf(buf, cap, "%s; %d threads", openblas_get_config(), omp_get_max_threads());
     return buf;
 }
 
 const char *blas_kernel_hint(void) {
     const char *core = openblas_get_corename();
+    if (gemm_engine() == GEMM_NATIVE) return NULL;
     if (!core || strcmp(core, "Prescott") != 0 || getenv("OPENBLAS_CORETYPE")) return NULL;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))

@@ -6,12 +6,26 @@
 //   matmul_tn: C[M,N] = alpha * A[K,M]^T . B[K,N] + beta * C   (dW = dy^T x)
 // lda/ldb/ldc are row strides in floats (>= the row length), so sub-matrices such as one
 // head's columns of a fused QKV buffer are used in place. beta = 0 overwrites C, beta = 1
-// accumulates. Never call these from inside an OpenMP parallel region: OpenBLAS threads
-// itself. Each has a naive _ref twin for tests.
+// accumulates. Never call these from inside an OpenMP parallel region: both engines thread
+// themselves. Each has a naive _ref twin for tests.
 #ifndef QLORA_GEMM_H
 #define QLORA_GEMM_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "util.h"
+
+// Which code computes the products. OpenBLAS by default; qlora's own AVX-512 kernel
+// (sgemm.h) where the CPU has AVX-512 and OpenBLAS does not use it (Debian 12's OpenBLAS
+// runs generic SSE3 kernels on CPUs it does not know). Both give the same products to
+// float rounding; the choice never changes a file format or a test's expected values.
+typedef enum { GEMM_OPENBLAS, GEMM_NATIVE } GemmEngine;
+// name: "auto" (or NULL/empty), "openblas" or "native"; false + err on anything else or
+// on "native" without AVX-512. The environment variable QLORA_GEMM is read the same way
+// on first use when nobody set the engine.
+bool gemm_engine_set(const char *name, Error *err);
+GemmEngine gemm_engine(void);
 
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc);

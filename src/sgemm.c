@@ -1,0 +1,242 @@
+// sgemm.c: see sgemm.h.
+//
+// The classic blocking (Goto and van de Geijn, "Anatomy of high-performance matrix
+// multiplication", 2008): for each block of KC along K, the block of op(A) (up to MC rows)
+// and of op(B) (up to NC columns) are copied into "packed" panels, laid out in exactly the
+// order the micro-kernel reads them. The micro-kernel keeps a 12 x 32 tile of C in 24 zmm
+// registers and, per k, loads 32 floats of B (two vectors) and broadcasts 12 of A: 24 fused
+// multiply-adds per 14 loads. One A micro-panel (12 x KC floats, 12 KiB) stays in L1 while
+// a thread walks the B panels of the block (KC x NC floats, 1 MiB) from its L2.
+//
+// The reference for this file is OpenBLAS (and the double-precision loops in gemm.c):
+// tests/test_ops.c compares them on every transpose, odd sizes, strides, alpha and beta.
+#include "sgemm.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+enum {
+    MR = 12,     // rows of C per micro-tile (broadcast from packed A)
+    NR = 32,     // columns of C per micro-tile (two zmm vectors of packed B)
+    KC = 256,    // depth of one packed block
+    MC = 4092,   // rows of A packed per block (a multiple of MR): 4 MiB, usually all of A
+    NC = 1024,   // columns of B packed per block: KC x NC floats = 1 MiB, fits L2
+};
+
+// Packed buffers, allocated once at their largest size and reused by every call (a product
+// runs hundreds of times per step; allocating ~5 MiB each time would cost page faults).
+// Callers are single-threaded by contract, so one static pair is enough.
+static float *packed_a, *packed_b;
+
+// Transpose the 16 x 16 block held in r (r[i] = row i) in place, so that r[i] = column i.
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
+// Copy op(A)[i0 + ip*MR + r][p0 + k] for r < MR, k < kc into panel ip of dst: the panel is
+// kc groups of MR floats (k-major), rows past m are zero. Overwrites dst's panel.
+static void pack_a_panel(bool ta, const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                         size_t kc, size_t ip, float *dst) {
+    float *d = dst + ip * MR * kc;
+    const size_t r0 = ip * MR, rows = m - r0 < MR ? m - r0 : MR;
+    if (ta) {  // op(A)[i][k] = A[k*lda + i]: each k holds the panel's rows contiguously
+        for (size_t k = 0; k < kc; k++) {
+            const float *s = A + (p0 + k) * lda + i0 + r0;
+            size_t r = 0;
+            for (; r < rows; r++) d[k * MR + r] = s[r];
+            for (; r < MR; r++) d[k * MR + r] = 0.0f;
+        }
+        return;
+    }
+    // op(A)[i][k] = A[i*lda + k]: a transpose, 16 k at a time (rows MR..15 of the 16 x 16
+    // block are zero and not stored), the last kc % 16 one by one
+    const float *s = A + (i0 + r0) * lda + p0;
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 r[16];
+        for (size_t i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_loadu_ps(s + i * lda + k) : _mm512_setzero_ps();
+        transpose16(r);
+        for (size_t i = 0; i < 16; i++) _mm512_mask_storeu_ps(d + (k + i) * MR, 0x0FFF, r[i]);
+    }
+    for (; k < kc; k++)
+        for (size_t i = 0; i < MR; i++) d[k * MR + i] = i < rows ? s[i * lda + k] : 0.0f;
+}
+
+// Copy op(B)[p0 + k][j0 + jp*NR + j] for k < kc, j < NR into panel jp of dst: kc groups of
+// NR floats, columns past n are zero. Overwrites dst's panel.
+static void pack_b_panel(bool tb, const float *B, size_t ldb, size_t j0, size_t n, size_t p0,
+                         size_t kc, size_t jp, float *dst) {
+    float *d = dst + jp * NR * kc;
+    const size_t c0 = jp * NR, cols = n - c0 < NR ? n - c0 : NR;
+    if (!tb) {  // op(B)[k][j] = B[k*ldb + j]: rows of the panel are contiguous runs
+        const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
+        const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+        for (size_t k = 0; k < kc; k++) {
+            const float *s = B + (p0 + k) * ldb + j0 + c0;
+            _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, s));
+            _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+        }
+        return;
+    }
+    // op(B)[k][j] = B[j*ldb + k]: a transpose, in 16 x 16 blocks where the block is whole
+    size_t k = 0;
+    if (cols == NR)
+        for (; k + 16 <= kc; k += 16)
+            for (size_t h = 0; h < NR; h += 16) {
+                __m512 r[16];
+                const float *s = B + (j0 + c0 + h) * ldb + p0 + k;
+                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * ldb);
+                transpose16(r);
+                for (int i = 0; i < 16; i++) _mm512_store_ps(d + (k + i) * NR + h, r[i]);
+            }
+    for (size_t j = 0; j < NR; j++) {
+        if (j < cols) {
+            const float *s = B + (j0 + c0 + j) * ldb + p0;
+            for (size_t kk = k; kk < kc; kk++) d[kk * NR + j] = s[kk];
+        } else {
+            for (size_t kk = k; kk < kc; kk++) d[kk * NR + j] = 0.0f;
+        }
+    }
+}
+
+// C[0..m, 0..n) = alpha * (Ap . Bp) + beta * C for one micro-tile, m <= MR, n <= NR.
+// Ap: kc x MR packed, Bp: kc x NR packed (64-byte aligned). beta == 0 never reads C.
+static void kernel_12x32(size_t kc, const float *Ap, const float *Bp, float *C, size_t ldc,
+                         size_t m, size_t n, float alpha, float beta) {
+#define ZERO2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+    ZERO2(0); ZERO2(1); ZERO2(2); ZERO2(3); ZERO2(4); ZERO2(5);
+    ZERO2(6); ZERO2(7); ZERO2(8); ZERO2(9); ZERO2(10); ZERO2(11);
+#undef ZERO2
+    for (size_t k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(Bp), b1 = _mm512_load_ps(Bp + 16);
+#define FMA2(r)                                    \
+    do {                                           \
+        const __m512 a = _mm512_set1_ps(Ap[r]);    \
+        c##r##a = _mm512_fmadd_ps(a, b0, c##r##a); \
+        c##r##b = _mm512_fmadd_ps(a, b1, c##r##b); \
+    } while (0)
+        FMA2(0); FMA2(1); FMA2(2); FMA2(3); FMA2(4); FMA2(5);
+        FMA2(6); FMA2(7); FMA2(8); FMA2(9); FMA2(10); FMA2(11);
+#undef FMA2
+        Ap += MR;
+        Bp += NR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    const __m512 acc[MR][2] = {{c0a, c0b}, {c1a, c1b}, {c2a, c2b}, {c3a, c3b},
+                               {c4a, c4b}, {c5a, c5b}, {c6a, c6b}, {c7a, c7b},
+                               {c8a, c8b}, {c9a, c9b}, {c10a, c10b}, {c11a, c11b}};
+    for (size_t r = 0; r < m; r++) {
+        float *c = C + r * ldc;
+        __m512 x0 = _mm512_mul_ps(va, acc[r][0]), x1 = _mm512_mul_ps(va, acc[r][1]);
+        if (beta != 0.0f) {
+            x0 = _mm512_add_ps(x0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)));
+            x1 = _mm512_add_ps(x1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)));
+        }
+        _mm512_mask_storeu_ps(c, m0, x0);
+        _mm512_mask_storeu_ps(c + 16, m1, x1);
+    }
+}
+
+bool sgemm_native_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+// Threads worth using for a product of this size: below ~4 MFLOP per thread the fork and
+// barriers cost more than they save.
+static int threads_for(size_t M, size_t N, size_t K) {
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    int t = omp_get_max_threads();
+    int useful = (int)(flops / 4e6);
+    if (useful < 1) useful = 1;
+    return t < useful ? t : useful;
+}
+
+void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {  // C = beta * C
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    if (!packed_a) {
+        packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(float));
+        packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(float));
+    }
+    float *pa = packed_a, *pb = packed_b;
+    #pragma omp parallel num_threads(threads_for(M, N, K))
+    {
+        const size_t nth = (size_t)omp_get_num_threads(), tid = (size_t)omp_get_thread_num();
+        for (size_t i0 = 0; i0 < M; i0 += MC) {
+            const size_t mc = min_sz(MC, M - i0), mpanels = (mc + MR - 1) / MR;
+            for (size_t p0 = 0; p0 < K; p0 += KC) {
+                const size_t kc = min_sz(KC, K - p0);
+                const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+                #pragma omp for schedule(static)
+                for (size_t ip = 0; ip < mpanels; ip++) pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
+                for (size_t j0 = 0; j0 < N; j0 += NC) {
+                    const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
+                    #pragma omp for schedule(static)
+                    for (size_t jp = 0; jp < npanels; jp++) pack_b_panel(tb, B, ldb, j0, nc, p0, kc, jp, pb);
+                    // the tiles of this block, row panel major, in one contiguous share per thread
+                    const size_t tiles = mpanels * npanels;
+                    const size_t t0 = tiles * tid / nth, t1 = tiles * (tid + 1) / nth;
+                    for (size_t t = t0; t < t1; t++) {
+                        const size_t ip = t / npanels, jp = t % npanels;
+                        const size_t r = ip * MR, c = jp * NR;
+                        kernel_12x32(kc, pa + ip * MR * kc, pb + jp * NR * kc,
+                                     C + (i0 + r) * ldc + j0 + c, ldc, min_sz(MR, mc - r),
+                                     min_sz(NR, nc - c), alpha, beta_k);
+                    }
+                    #pragma omp barrier
+                }
+            }
+        }
+    }
+}
+
+#else  // no AVX-512 in this build: gemm.c always uses OpenBLAS
+
+bool sgemm_native_available(void) { return false; }
+
+void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)C, (void)ldc;
+    CHECK(!"sgemm_native called in a build without AVX-512");
+}
+
+#endif

@@ -1,0 +1,159 @@
+// test_sgemm.c: qlora's own AVX-512 sgemm (src/sgemm.c) against a double-precision
+// reference with a rigorous error bound, on every transpose, sizes that cross each
+// blocking boundary (MR = 12, NR = 32, KC = 256, NC = 1024, MC = 4092), row strides, alpha
+// and beta; plus beta = 0 over NaN, untouched padding, identical results for any thread
+// count, and the engine switch (QLORA_GEMM).
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "gemm.h"
+#include "sgemm.h"
+#include "test.h"
+#include "util.h"
+
+static void fill(float *x, size_t n, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
+}
+
+// Checks C (from sgemm_native) against the exact product computed in double. Bound per
+// element, the standard one for a float sum of K products (Higham, "Accuracy and Stability
+// of Numerical Algorithms", 3.1): |err| <= gamma * (|alpha| sum_k |a_k b_k| + |beta c|)
+// with gamma = (K + 3) u, u = 2^-24, the +3 covering the product, alpha and beta roundings.
+// Also checks that C's padding columns (ldc > N) kept their value.
+static void check_one(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, float beta,
+                      int pad, uint64_t seed) {
+    const size_t lda = (ta ? M : K) + (size_t)pad, ldb = (tb ? K : N) + (size_t)pad, ldc = N + (size_t)pad;
+    const size_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
+    float *A = malloc((na + 1) * 4), *B = malloc((nb + 1) * 4), *C = malloc(nc * 4), *C0 = malloc(nc * 4);
+    fill(A, na, seed);
+    fill(B, nb, seed + 1);
+    fill(C0, nc, seed + 2);
+    memcpy(C, C0, nc * 4);
+    sgemm_native(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const double u = ldexp(1.0, -24), gamma = (double)(K + 3) * u;
+    size_t bad = 0, pad_changed = 0;
+    double worst = 0;
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double s = 0, sa = 0;
+            for (size_t k = 0; k < K; k++) {
+                double p = (double)(ta ? A[k * lda + i] : A[i * lda + k]) *
+                           (double)(tb ? B[j * ldb + k] : B[k * ldb + j]);
+                s += p;
+                sa += fabs(p);
+            }
+            const double c0 = beta == 0.0f ? 0.0 : (double)beta * C0[i * ldc + j];
+            const double ref = alpha * s + c0, bound = gamma * (fabs(alpha) * sa + fabs(c0)) + 1e-30;
+            const double e = fabs(C[i * ldc + j] - ref);
+            if (e / bound > worst) worst = e / bound;
+            if (!(e <= bound)) bad++;
+        }
+        for (size_t j = N; j < ldc; j++) pad_changed += C[i * ldc + j] != C0[i * ldc + j];
+    }
+    EXPECT(bad == 0 && pad_changed == 0,
+           "sgemm ta=%d tb=%d %zux%zux%zu alpha %g beta %g pad %d: %zu outside the bound "
+           "(worst error %.2f of it), %zu padding values changed", ta, tb, M, N, K, alpha,
+           beta, pad, bad, worst, pad_changed);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+static void test_shapes(void) {
+    // {M, N, K}: one tile exactly, ragged edges of every kind, K across blocks, N across
+    // NC, M across MC, the attention and LoRA shapes of GPT-2
+    static const size_t shapes[][3] = {
+        {1, 1, 1},    {12, 32, 16},  {13, 33, 17}, {11, 31, 257}, {5, 70, 600}, {40, 1100, 24},
+        {4100, 20, 9}, {64, 64, 256}, {30, 8, 300}, {8, 100, 130},
+    };
+    uint64_t seed = 1;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++)
+            check_one(t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.7f, 0.5f,
+                      (int)(s % 3) * 5, seed += 10);
+    check_one(false, true, 50, 40, 70, 1.0f, 0.0f, 0, 99);   // overwrite
+    check_one(true, false, 50, 40, 70, -2.0f, 1.0f, 3, 98);  // accumulate, negative alpha
+}
+
+// beta == 0 must not read C: a NaN there may not leak into the result.
+static void test_beta_zero_ignores_nan(void) {
+    const size_t M = 20, N = 40, K = 30;
+    float *A = malloc(M * K * 4), *B = malloc(K * N * 4), *C = malloc(M * N * 4);
+    fill(A, M * K, 5);
+    fill(B, K * N, 6);
+    for (size_t i = 0; i < M * N; i++) C[i] = NAN;
+    sgemm_native(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    size_t nans = 0;
+    for (size_t i = 0; i < M * N; i++) nans += isnan(C[i]);
+    EXPECT(nans == 0, "beta = 0 over a NaN-filled C: %zu NaN in the result", nans);
+    // K == 0: C = beta * C
+    for (size_t i = 0; i < M * N; i++) C[i] = 2.0f;
+    sgemm_native(false, false, M, N, 0, 1.0f, A, K, B, N, 0.5f, C, N);
+    EXPECT(C[0] == 1.0f && C[M * N - 1] == 1.0f, "K = 0 scales C by beta (%g)", (double)C[0]);
+    free(A);
+    free(B);
+    free(C);
+}
+
+// Work is split over output tiles, never over K: any thread count gives the same bits.
+static void test_thread_invariance(void) {
+    const size_t M = 300, N = 500, K = 700;
+    float *A = malloc(M * K * 4), *B = malloc(N * K * 4), *C1 = malloc(M * N * 4), *C2 = malloc(M * N * 4);
+    fill(A, M * K, 7);
+    fill(B, N * K, 8);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    sgemm_native(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C1, N);
+    omp_set_num_threads(3);
+    sgemm_native(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N);
+    omp_set_num_threads(saved);
+    EXPECT(memcmp(C1, C2, M * N * 4) == 0, "1 and 3 threads give bit-identical products");
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+}
+
+static void test_engine_switch(void) {
+    Error err = {0};
+    EXPECT(!gemm_engine_set("fast", &err) && strstr(err.msg, "QLORA_GEMM") && strstr(err.msg, "'fast'"),
+           "QLORA_GEMM=fast is refused: %s", err.msg);
+    EXPECT(gemm_engine_set("openblas", &err) && gemm_engine() == GEMM_OPENBLAS, "openblas selectable");
+    EXPECT(gemm_engine_set("native", &err) && gemm_engine() == GEMM_NATIVE, "native selectable");
+    // the wrappers route to the chosen engine and agree with each other on a GPT-2-like shape
+    const size_t M = 96, N = 200, K = 768;
+    float *A = malloc(M * K * 4), *B = malloc(N * K * 4), *C1 = malloc(M * N * 4), *C2 = malloc(M * N * 4);
+    fill(A, M * K, 11);
+    fill(B, N * K, 12);
+    matmul_nt(C1, A, B, M, N, K, 1.0f, 0.0f, K, K, N);
+    gemm_engine_set("openblas", &err);
+    matmul_nt(C2, A, B, M, N, K, 1.0f, 0.0f, K, K, N);
+    size_t differ = 0;
+    for (size_t i = 0; i < M * N; i++) differ += C1[i] != C2[i];
+    // both are float sums of 768 terms in different orders (|value| ~ 28, bound ~ 1e-3)
+    EXPECT_CLOSE("matmul_nt native vs OpenBLAS", C1, C2, M * N, 1e-3, 0);
+    EXPECT(differ > 0, "the two engines really ran (%zu of %zu values differ in the last bits)",
+           differ, M * N);
+    gemm_engine_set("auto", &err);
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+}
+
+int main(void) {
+    if (!sgemm_native_available()) {
+        printf("skipped: this build or CPU has no AVX-512, the native sgemm is never used\n");
+        return test_summary("test_sgemm");
+    }
+    test_shapes();
+    test_beta_zero_ignores_nan();
+    test_thread_invariance();
+    test_engine_switch();
+    return test_summary("test_sgemm");
+}
