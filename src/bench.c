@@ -114,7 +114,7 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
         else if (strcmp(a, "--gemm") == 0) {
             Error e;
-            if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "%s", e.msg);
+            if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
         } else cli_usage_error("bench", "unknown argument '%s'", a);
     }
     const bool full = strcmp(method, "full") == 0, lora_on = !full;

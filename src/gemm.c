@@ -30,11 +30,12 @@ bool gemm_engine_set(const char *name, Error *err) {
         engine = GEMM_OPENBLAS;
     } else if (strcmp(name, "native") == 0) {
         if (!sgemm_native_available())
-            return error_set(err, "QLORA_GEMM=native: this build or CPU has no AVX-512 "
-                                  "(use auto or openblas)");
+            return error_set(err, "matrix-product engine 'native': this build or CPU has no "
+                                  "AVX-512 (use auto or openblas)");
         engine = GEMM_NATIVE;
     } else {
-        return error_set(err, "QLORA_GEMM: expected auto, openblas or native, found '%s'", name);
+        return error_set(err, "matrix-product engine: expected auto, openblas or native, found '%s'",
+                         name);
     }
     return true;
 }
@@ -42,7 +43,7 @@ bool gemm_engine_set(const char *name, Error *err) {
 GemmEngine gemm_engine(void) {
     if (engine < 0) {
         Error err;
-        if (!gemm_engine_set(getenv("QLORA_GEMM"), &err)) die_error(&err);
+        if (!gemm_engine_set(getenv("QLORA_GEMM"), &err)) die(EXIT_BAD_INPUT, "QLORA_GEMM: %s", err.msg);
     }
     return (GemmEngine)engine;
 }

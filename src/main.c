@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "gemm.h"
 #include "memory.h"
 #include "train.h"
 
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
         print_usage(stdout);
         return 0;
     }
+    (void)gemm_engine();  // a bad QLORA_GEMM is refused before any work starts
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "qlora: error: unknown command '%s' (see 'qlora --help')\n", argv[1]);

@@ -13,6 +13,8 @@ done <tests/bad/safetensors.list
 expect 2 "tensor 'w': element 1 is NaN" "$Q" quantize tests/bad/nan.safetensors "$tmp/o.safetensors"
 [ ! -e "$tmp/o.safetensors" ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: output left behind"; }
 expect 2 "unknown command 'frobnicate'" "$Q" frobnicate
+expect 2 "QLORA_GEMM: matrix-product engine: expected auto, openblas or native, found 'fast'" env QLORA_GEMM=fast "$Q" tokenize --help
+expect 2 "--gemm" "$Q" bench --gemm fast
 expect 2 "unknown option '--bogus'" "$Q" quantize --bogus a b
 expect 2 "--blocksize must be a power of two" "$Q" quantize --blocksize 48 tests/data/small.safetensors "$tmp/x"
 expect 2 "--type must be nf4 or fp4" "$Q" quantize --type int3 tests/data/small.safetensors "$tmp/x"
