@@ -6,6 +6,7 @@
 
 #include "gemm.h"
 #include "ops.h"
+#include "sgemm.h"
 
 bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t in, size_t out,
                   QuantType type, size_t blocksize, bool double_quant, const char *label,
@@ -74,9 +75,37 @@ static void dequant_tile(const QLinear *l, size_t r0, size_t r1, float *scratch,
     if (t_dequant) *t_dequant += time_now() - t0;
 }
 
+// Panel sources for the native sgemm: NF4/FP4 codes dequantized straight into the packed
+// layout, in L2, a panel at a time; no tile of fp32 rows exists (sgemm.h).
+// Forward, op(B) = W^T: op(B)[k][j] = W[j][k], rows j0.. of W dequantized then transposed.
+static void fill_wt_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, float *dst) {
+    const QLinear *l = ctx;
+    float rows[SGEMM_NR * SGEMM_KC] __attribute__((aligned(64)));
+    for (size_t j = 0; j < n; j++) q4_dequantize_span(&l->q4, (j0 + j) * l->in + p0, kc, rows + j * kc);
+    sgemm_pack_transposed(rows, kc, n, kc, dst);
+}
+
+// Backward, op(B) = W: op(B)[k][j] = W[k][j], a run of n values of row k per panel row.
+static void fill_w_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, float *dst) {
+    const QLinear *l = ctx;
+    for (size_t k = 0; k < kc; k++) {
+        float *d = dst + k * SGEMM_NR;
+        q4_dequantize_span(&l->q4, (p0 + k) * l->in + j0, n, d);
+        for (size_t j = n; j < SGEMM_NR; j++) d[j] = 0.0f;
+    }
+}
+
+// True when products of l go through the native sgemm with a panel source.
+static bool fused(const QLinear *l) {
+    return (l->type == QUANT_NF4 || l->type == QUANT_FP4) && gemm_engine() == GEMM_NATIVE;
+}
+
 void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
                      double *t_dequant) {
-    if (l->type == QUANT_NONE) {
+    if (fused(l)) {
+        const SgemmPanelSource src = {fill_wt_panel, l};
+        sgemm_native_b(false, N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
+    } else if (l->type == QUANT_NONE) {
         matmul_nt(y, x, l->w, N, l->out, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
     } else {
         const size_t tr = tile_rows(l);
@@ -91,6 +120,11 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
                             float *scratch, double *t_dequant) {
+    if (fused(l)) {
+        const SgemmPanelSource src = {fill_w_panel, l};
+        sgemm_native_b(false, N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
+        return;
+    }
     if (l->type == QUANT_NONE) {
         matmul_nn(dx, dy, l->w, N, l->in, l->out, 1.0f, 1.0f, l->out, l->in, l->in);
         return;

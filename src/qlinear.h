@@ -1,7 +1,9 @@
 // qlinear.h: a frozen linear layer y = x W^T + b whose weight W [out, in] is stored in one
 // of the QuantType formats (fp32, NF4/FP4 with or without double quantization, INT8).
-// The quantized weight is the only copy: products dequantize a tile of rows at a time
-// into a caller's scratch buffer (QLINEAR_TILE_FLOATS floats) and hand it to sgemm.
+// The quantized weight is the only copy. With qlora's own sgemm (gemm.h), NF4/FP4 codes are
+// dequantized straight into the product's packed panels (a few KiB in L2 at a time);
+// otherwise a tile of rows at a time goes into a caller's scratch buffer
+// (QLINEAR_TILE_FLOATS floats) and on to OpenBLAS.
 // Not here: LoRA (lora.c), choosing formats per layer (model.c).
 #ifndef QLORA_QLINEAR_H
 #define QLORA_QLINEAR_H

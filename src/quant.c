@@ -283,23 +283,48 @@ void q4_dequantize_ref(const Q4Tensor *q, size_t start, size_t count, float *out
 }
 
 #ifdef __AVX512F__
-// 64 values from 32 packed bytes: widen to 16-bit lanes, put the high nibble in the low
+// 32 values from 16 packed bytes: widen to 16-bit lanes, put the high nibble in the low
 // byte and the low nibble in the high byte (so memory order is element 2j, 2j+1), widen
 // to 32-bit indices and look the 16-entry table up with one permute per 16 values.
+static inline void dequant32_avx512(const uint8_t *src, __m512 table, __m512 vs, float *out) {
+    const __m256i low4 = _mm256_set1_epi16(0x0F);
+    __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)src));
+    __m256i idx = _mm256_or_si256(_mm256_srli_epi16(w, 4),
+                                  _mm256_slli_epi16(_mm256_and_si256(w, low4), 8));
+    __m512i i0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(idx));
+    __m512i i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
+    _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_permutexvar_ps(i0, table), vs));
+    _mm512_storeu_ps(out + 16, _mm512_mul_ps(_mm512_permutexvar_ps(i1, table), vs));
+}
+
 static inline void dequant64_avx512(const uint8_t *src, __m512 table, float scale, float *out) {
     const __m512 vs = _mm512_set1_ps(scale);
-    const __m256i low4 = _mm256_set1_epi16(0x0F);
-    for (int h = 0; h < 2; h++) {
-        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(src + 16 * h)));
-        __m256i idx = _mm256_or_si256(_mm256_srli_epi16(w, 4),
-                                      _mm256_slli_epi16(_mm256_and_si256(w, low4), 8));
-        __m512i i0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(idx));
-        __m512i i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
-        _mm512_storeu_ps(out + 32 * h, _mm512_mul_ps(_mm512_permutexvar_ps(i0, table), vs));
-        _mm512_storeu_ps(out + 32 * h + 16, _mm512_mul_ps(_mm512_permutexvar_ps(i1, table), vs));
-    }
+    dequant32_avx512(src, table, vs, out);
+    dequant32_avx512(src + 16, table, vs, out + 32);
 }
 #endif
+
+void q4_dequantize_span(const Q4Tensor *q, size_t start, size_t count, float *out) {
+    CHECK(start + count <= q->n);
+    const size_t bs = q->blocksize, end = start + count;
+#ifdef __AVX512F__
+    const __m512 table = _mm512_loadu_ps(q->code);
+#endif
+    for (size_t i = start; i < end;) {
+        const size_t b = i / bs, bend = (b + 1) * bs < end ? (b + 1) * bs : end;
+        const float scale = q4_block_scale(q, b);
+#ifdef __AVX512F__
+        if (i % 2 == 0) {
+            const __m512 vs = _mm512_set1_ps(scale);
+            for (; i + 32 <= bend; i += 32) dequant32_avx512(q->codes + i / 2, table, vs, out + (i - start));
+        }
+#endif
+        for (; i < bend; i++) {
+            const uint8_t byte = q->codes[i / 2];
+            out[i - start] = q->code[i % 2 == 0 ? byte >> 4 : byte & 0x0F] * scale;
+        }
+    }
+}
 
 void q4_dequantize(const Q4Tensor *q, size_t start, size_t count, float *out) {
     CHECK(start % q->blocksize == 0 && start + count <= q->n);

@@ -93,6 +93,9 @@ float q4_block_scale(const Q4Tensor *q, size_t b);
 // start must be a multiple of q->blocksize. OpenMP-parallel over blocks; call it outside
 // any parallel region. Vectorised with AVX-512 when built for it.
 void q4_dequantize(const Q4Tensor *q, size_t start, size_t count, float *out);
+// The same for any start and count, on the calling thread only (no OpenMP): for code that
+// is already inside a parallel region, such as the packing of sgemm_native_b panels.
+void q4_dequantize_span(const Q4Tensor *q, size_t start, size_t count, float *out);
 // Plain scalar reference of the same (tests compare the two); any start.
 void q4_dequantize_ref(const Q4Tensor *q, size_t start, size_t count, float *out);
 

@@ -24,8 +24,8 @@
 
 enum {
     MR = 12,     // rows of C per micro-tile (broadcast from packed A)
-    NR = 32,     // columns of C per micro-tile (two zmm vectors of packed B)
-    KC = 256,    // depth of one packed block
+    NR = SGEMM_NR,  // columns of C per micro-tile (two zmm vectors of packed B)
+    KC = SGEMM_KC,  // depth of one packed block
     MC = 4092,   // rows of A packed per block (a multiple of MR): 4 MiB, usually all of A
     NC = 1024,   // columns of B packed per block: KC x NC floats = 1 MiB, fits L2
 };
@@ -184,8 +184,16 @@ static int threads_for(size_t M, size_t N, size_t K) {
     return t < useful ? t : useful;
 }
 
-void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
-                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+// op(B) as the driver sees it: a float matrix (src == NULL) or a panel source.
+typedef struct {
+    bool tb;
+    const float *B;
+    size_t ldb;
+    const SgemmPanelSource *src;
+} BOperand;
+
+static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const BOperand *b, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == 0.0f) {  // C = beta * C
         for (size_t i = 0; i < M; i++)
@@ -205,12 +213,18 @@ void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, c
             for (size_t p0 = 0; p0 < K; p0 += KC) {
                 const size_t kc = min_sz(KC, K - p0);
                 const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
-                #pragma omp for schedule(static)
+                #pragma omp for schedule(static) nowait
                 for (size_t ip = 0; ip < mpanels; ip++) pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
                 for (size_t j0 = 0; j0 < N; j0 += NC) {
                     const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
                     #pragma omp for schedule(static)
-                    for (size_t jp = 0; jp < npanels; jp++) pack_b_panel(tb, B, ldb, j0, nc, p0, kc, jp, pb);
+                    for (size_t jp = 0; jp < npanels; jp++) {
+                        if (b->src)
+                            b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
+                                         pb + jp * NR * kc);
+                        else
+                            pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb);
+                    }
                     // the tiles of this block, row panel major, in one contiguous share per thread
                     const size_t tiles = mpanels * npanels;
                     const size_t t0 = tiles * tid / nth, t1 = tiles * (tid + 1) / nth;
@@ -228,6 +242,22 @@ void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, c
     }
 }
 
+void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    const BOperand b = {tb, B, ldb, NULL};
+    driver(ta, M, N, K, alpha, A, lda, &b, beta, C, ldc);
+}
+
+void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const SgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    const BOperand b = {false, NULL, 0, B};
+    driver(ta, M, N, K, alpha, A, lda, &b, beta, C, ldc);
+}
+
+void sgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, float *dst) {
+    pack_b_panel(true, src, lds, 0, n, 0, kc, 0, dst);
+}
+
 #else  // no AVX-512 in this build: gemm.c always uses OpenBLAS
 
 bool sgemm_native_available(void) { return false; }
@@ -237,6 +267,18 @@ void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, c
     (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
     (void)ldb, (void)beta, (void)C, (void)ldc;
     CHECK(!"sgemm_native called in a build without AVX-512");
+}
+
+void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const SgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    (void)ta, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)beta;
+    (void)C, (void)ldc;
+    CHECK(!"sgemm_native_b called in a build without AVX-512");
+}
+
+void sgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, float *dst) {
+    (void)src, (void)lds, (void)n, (void)kc, (void)dst;
+    CHECK(!"sgemm_pack_transposed called in a build without AVX-512");
 }
 
 #endif

@@ -26,4 +26,27 @@ bool sgemm_native_available(void);
 void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                   size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
+// The packed-panel geometry a panel source must fill: SGEMM_NR columns, at most SGEMM_KC
+// rows of op(B) at a time.
+#define SGEMM_NR 32
+#define SGEMM_KC 256
+
+// A B operand that exists only in compressed form (qlinear's NF4 weights): it is turned into
+// packed panels on demand, so no fp32 copy of the whole matrix is ever made. fill writes
+//   dst[k * SGEMM_NR + j] = op(B)[p0 + k][j0 + j]  for k < kc <= SGEMM_KC, j < SGEMM_NR,
+// with zeros for j >= n (n <= SGEMM_NR). It is called from several threads at once, for
+// different panels, inside sgemm's parallel region: no OpenMP inside. dst is 64-byte aligned.
+typedef struct {
+    void (*fill)(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, float *dst);
+    const void *ctx;
+} SgemmPanelSource;
+
+// sgemm_native with op(B) supplied by a panel source instead of a float matrix.
+void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const SgemmPanelSource *B, float beta, float *C, size_t ldc);
+
+// For panel sources: the panel of a row-major [n][kc] matrix read transposed,
+// dst[k * SGEMM_NR + j] = src[j * lds + k] (zeros for j >= n). Overwrites dst.
+void sgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, float *dst);
+
 #endif

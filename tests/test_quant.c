@@ -244,7 +244,15 @@ static void test_fast_vs_ref(void) {
                 q4_dequantize(&q, 10 * cols, 7 * cols, a);
                 q4_dequantize_ref(&q, 10 * cols, 7 * cols, b);
                 same &= memcmp(a, b, 7 * cols * sizeof(float)) == 0;
-                EXPECT(same, "%s dq=%d bs=%zu: fast dequantize == reference, bit for bit",
+                // spans at any start and length (odd, inside one block, across blocks), as
+                // the fused sgemm packing dequantizes them
+                static const size_t spans[][2] = {{0, 32}, {32, 32}, {1, 5}, {31, 97}, {640, 256}, {77, 1000}, {3, 64}};
+                for (size_t s = 0; s < sizeof spans / sizeof spans[0]; s++) {
+                    q4_dequantize_span(&q, spans[s][0], spans[s][1], a);
+                    q4_dequantize_ref(&q, spans[s][0], spans[s][1], b);
+                    same &= memcmp(a, b, spans[s][1] * sizeof(float)) == 0;
+                }
+                EXPECT(same, "%s dq=%d bs=%zu: fast and span dequantize == reference, bit for bit",
                        quant_name(type), dq, bs);
                 q4_free(&q);
             }
