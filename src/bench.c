@@ -77,21 +77,22 @@ static const char *BENCH_HELP =
     "usage: qlora bench [--model DIR | --preset NAME] [--method qlora|lora|full]\n"
     "                   [--quant nf4|fp4|int8|none] [--no-double-quant] [--batch B] [--seq T]\n"
     "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n"
-    "                   [--gemm auto|openblas|native]\n\n"
+    "                   [--gemm auto|openblas|native] [--per-shape]\n\n"
     "Times training steps (one warm-up, then N; default 5) on random tokens: ms/step, tokens/s,\n"
     "a per-phase breakdown, the achieved GFLOP/s next to sgemm's GFLOP/s on the same matrix\n"
     "shapes measured in the same run, and peak RSS. A preset (gpt2, gpt2-medium, gpt2-large,\n"
     "gpt2-xl, tiny) is initialised at random in memory. Defaults: gpt2, qlora nf4 + double\n"
     "quant, batch 4 x 256, r 8 on all linears. Last line:\n"
     "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n"
-    "--gemm picks the matrix-product engine (as QLORA_GEMM does; default auto, see README).\n";
+    "--gemm picks the matrix-product engine (as QLORA_GEMM does; default auto, see README);\n"
+    "--per-shape lists the sgemm-alone time of each matrix shape of the step.\n";
 
 int cmd_bench(int argc, char **argv) {
     if (cli_help(argc, argv, BENCH_HELP)) return 0;
     const char *model_dir = NULL, *preset = "gpt2", *method = "qlora";
     QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
     long B = 4, T = 256, r = 8, threads = 0, steps = 5;
-    bool ckpt = false, quant_given = false;
+    bool ckpt = false, quant_given = false, per_shape = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
@@ -112,6 +113,7 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--threads") == 0) threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
         else if (strcmp(a, "--steps") == 0) steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
         else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
+        else if (strcmp(a, "--per-shape") == 0) per_shape = true;
         else if (strcmp(a, "--gemm") == 0) {
             Error e;
             if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
@@ -214,8 +216,14 @@ int cmd_bench(int argc, char **argv) {
     for (size_t i = 0; i < maxb; i++) gb[i] = 0.01f * (float)(i % 89);
     double flops = 0, t_sgemm = 0;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
-        flops += shape_flops(&shapes[i]);
-        t_sgemm += time_sgemm(&shapes[i], ga, gb, gc) * shapes[i].count;
+        const GemmShape *g = &shapes[i];
+        const double t = time_sgemm(g, ga, gb, gc);
+        flops += shape_flops(g);
+        t_sgemm += t * g->count;
+        if (per_shape)
+            printf("  sgemm %s %6zu x %6zu x %6zu  x%-5.0f %7.1f GFLOP/s  %7.1f ms/step\n",
+                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", g->M, g->N, g->K, g->count,
+                   2.0 * (double)g->M * (double)g->N * (double)g->K / t / 1e9, 1e3 * t * g->count);
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     const double med = times[steps / 2], n = (double)steps;

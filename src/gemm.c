@@ -81,6 +81,22 @@ void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, siz
                 (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
+void matmul_batch(const char *op, size_t count, float *const *C, const float *const *A,
+                  const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
+                  size_t lda, size_t ldb, size_t ldc) {
+    const bool ta = op[0] == 't', tb = op[1] == 't';
+    CHECK(strcmp(op, "nt") == 0 || strcmp(op, "nn") == 0 || strcmp(op, "tn") == 0);
+    if (gemm_engine() == GEMM_NATIVE) {
+        sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (M == 0 || N == 0) break;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, alpha, A[i], (int)lda, B[i], (int)ldb, beta, C[i], (int)ldc);
+    }
+}
+
 // The references accumulate in double so that they are a stricter standard than BLAS.
 static void ref_generic(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                         float alpha, float beta, size_t lda, size_t ldb, size_t ldc, int ta,

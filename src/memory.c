@@ -11,7 +11,7 @@
 #include "quant.h"
 
 #define QLINEAR_TILE (256.0 * 1024)  // floats of the dequantization tile (qlinear.h)
-#define LOGIT_ROWS 64.0              // rows of logits per chunk (model.c)
+#define LOGIT_ROWS ((double)MODEL_LOGIT_ROWS)  // rows of logits per chunk (model.h)
 
 double shape_linear_params(const ModelShape *s) {
     if (s->llama) return s->L * (4 * s->C * s->C + 3 * s->C * s->F);

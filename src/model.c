@@ -14,7 +14,7 @@
 #include "ops.h"
 #include "safetensors.h"
 
-#define LOGIT_CHUNK 128  // rows of logits materialised at once (never B*T*V)
+#define LOGIT_CHUNK MODEL_LOGIT_ROWS
 
 // ---- config.json -----------------------------------------------------------------------
 

@@ -60,6 +60,11 @@ typedef struct {
 } ModelBytes;
 ModelBytes model_bytes(const Model *m);
 
+// Rows of logits materialised at once by the loss head (never B*T*V): 256 rows x 50,257
+// = 49 MiB for GPT-2. Fewer rows save memory but re-read the 154 MB output matrix more
+// often (64 rows ran the head ~1.5x slower on the 2-core machine). memory.c predicts with it.
+#define MODEL_LOGIT_ROWS 256
+
 // Activations and scratch for batches of up to B x T.
 //   ACTS_INFER       one layer's worth of buffers, reused by every layer (eval);
 //   ACTS_TRAIN       every layer keeps its activations for the backward, plus gradients;

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -209,75 +210,81 @@ void bias_backward(float *dbias, const float *dout, size_t N, size_t OC) {
     colsum_accumulate(dbias, dout, N, OC);
 }
 
+// Pointers to each (sequence b, head h) item of a batched product: base + b*sb + h*sh.
+static void head_ptrs(const float **out, const float *base, size_t B, size_t NH, size_t sb, size_t sh) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) out[b * NH + h] = base + b * sb + h * sh;
+}
+
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
                        size_t NH) {
-    const size_t HS = C / NH, C3 = 3 * C;
+    const size_t HS = C / NH, C3 = 3 * C, n = B * NH;
     const float scale = 1.0f / sqrtf((float)HS);
-    // 1. scores = scale * q k^T per (b, h), one BLAS call each
-    for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < NH; h++) {
-            const float *q = qkv + b * T * C3 + h * HS;
-            matmul_nt(att + (b * NH + h) * T * T, q, q + C, T, T, HS, scale, 0.0f, C3, C3, T);
-        }
+    const float **q = xmalloc(4 * n * sizeof *q), **k = q + n, **v = q + 2 * n, **a = q + 3 * n;
+    head_ptrs(q, qkv, B, NH, T * C3, HS);
+    head_ptrs(k, qkv + C, B, NH, T * C3, HS);
+    head_ptrs(v, qkv + 2 * C, B, NH, T * C3, HS);
+    head_ptrs(a, att, B, NH, NH * T * T, T * T);
+    // 1. scores = scale * q k^T, one batched product over (b, h)
+    matmul_batch("nt", n, (float *const *)a, q, k, T, T, HS, scale, 0.0f, C3, C3, T);
     // 2. causal softmax of every row, in one parallel loop; entries above the diagonal
     //    become exact zeros (so step 3 and the backward may use full products)
     #pragma omp parallel for schedule(static)
     for (size_t row = 0; row < B * NH * T; row++) {
         const size_t t = row % T;
-        float *a = att + row * T;
+        float *r = att + row * T;
         float mx = -INFINITY;
-        for (size_t j = 0; j <= t; j++) mx = fmaxf(mx, a[j]);
+        for (size_t j = 0; j <= t; j++) mx = fmaxf(mx, r[j]);
         #pragma omp simd
-        for (size_t j = 0; j <= t; j++) a[j] = exp_kernel(a[j] - mx);
+        for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
         double sum = 0;
-        for (size_t j = 0; j <= t; j++) sum += a[j];
+        for (size_t j = 0; j <= t; j++) sum += r[j];
         const float inv = (float)(1.0 / sum);
-        for (size_t j = 0; j <= t; j++) a[j] *= inv;
-        for (size_t j = t + 1; j < T; j++) a[j] = 0.0f;
+        for (size_t j = 0; j <= t; j++) r[j] *= inv;
+        for (size_t j = t + 1; j < T; j++) r[j] = 0.0f;
     }
     // 3. out_h = P v_h, written into the head's columns of out
-    for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < NH; h++) {
-            const float *v = qkv + b * T * C3 + 2 * C + h * HS;
-            matmul_nn(out + b * T * C + h * HS, att + (b * NH + h) * T * T, v, T, HS, T, 1.0f,
-                      0.0f, T, C3, C);
-        }
+    const float **o = q;  // q's pointers are no longer needed
+    head_ptrs(o, out, B, NH, T * C, HS);
+    matmul_batch("nn", n, (float *const *)o, a, v, T, HS, T, 1.0f, 0.0f, T, C3, C);
+    free(q);
 }
 
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
                         const float *att, size_t B, size_t T, size_t C, size_t NH) {
-    const size_t HS = C / NH, C3 = 3 * C;
+    const size_t HS = C / NH, C3 = 3 * C, n = B * NH;
     const float scale = 1.0f / sqrtf((float)HS);
+    const float **p = xmalloc(8 * n * sizeof *p);
+    const float **q = p, **k = p + n, **v = p + 2 * n, **P = p + 3 * n, **dA = p + 4 * n;
+    const float **dO = p + 5 * n, **dq = p + 6 * n, **dv = p + 7 * n;
+    head_ptrs(q, qkv, B, NH, T * C3, HS);
+    head_ptrs(k, qkv + C, B, NH, T * C3, HS);
+    head_ptrs(v, qkv + 2 * C, B, NH, T * C3, HS);
+    head_ptrs(P, att, B, NH, NH * T * T, T * T);
+    head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
+    head_ptrs(dO, dout, B, NH, T * C, HS);
+    head_ptrs(dq, dqkv, B, NH, T * C3, HS);
+    head_ptrs(dv, dqkv + 2 * C, B, NH, T * C3, HS);
     // dP = dout_h v_h^T ; dv_h += P^T dout_h
-    for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < NH; h++) {
-            const float *v = qkv + b * T * C3 + 2 * C + h * HS;
-            const float *dout_h = dout + b * T * C + h * HS;
-            const float *P = att + (b * NH + h) * T * T;
-            matmul_nt(datt + (b * NH + h) * T * T, dout_h, v, T, T, HS, 1.0f, 0.0f, C, C3, T);
-            matmul_tn(dqkv + b * T * C3 + 2 * C + h * HS, P, dout_h, T, HS, T, 1.0f, 1.0f, T, C,
-                      C3);
-        }
+    matmul_batch("nt", n, (float *const *)dA, dO, v, T, T, HS, 1.0f, 0.0f, C, C3, T);
+    matmul_batch("tn", n, (float *const *)dv, P, dO, T, HS, T, 1.0f, 1.0f, T, C, C3);
     // softmax backward: dS = P * (dP - sum_j P dP), times the score scale
     #pragma omp parallel for schedule(static)
     for (size_t row = 0; row < B * NH * T; row++) {
         const size_t t = row % T;
-        const float *P = att + row * T;
+        const float *pr = att + row * T;
         float *d = datt + row * T;
         double dot = 0;
-        for (size_t j = 0; j <= t; j++) dot += (double)P[j] * d[j];
-        for (size_t j = 0; j <= t; j++) d[j] = P[j] * (d[j] - (float)dot) * scale;
+        for (size_t j = 0; j <= t; j++) dot += (double)pr[j] * d[j];
+        for (size_t j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)dot) * scale;
         for (size_t j = t + 1; j < T; j++) d[j] = 0.0f;
     }
     // dq_h += dS k_h ; dk_h += dS^T q_h
-    for (size_t b = 0; b < B; b++)
-        for (size_t h = 0; h < NH; h++) {
-            const float *q = qkv + b * T * C3 + h * HS;
-            const float *dS = datt + (b * NH + h) * T * T;
-            float *dq = dqkv + b * T * C3 + h * HS;
-            matmul_nn(dq, dS, q + C, T, HS, T, 1.0f, 1.0f, T, C3, C3);
-            matmul_tn(dq + C, dS, q, T, HS, T, 1.0f, 1.0f, T, C3, C3);
-        }
+    const float **dk = dv;  // dv's pointers are done; dk_h = dq_h + C
+    head_ptrs(dk, dqkv + C, B, NH, T * C3, HS);
+    matmul_batch("nn", n, (float *const *)dq, dA, k, T, HS, T, 1.0f, 1.0f, T, C3, C3);
+    matmul_batch("tn", n, (float *const *)dk, dA, q, T, HS, T, 1.0f, 1.0f, T, C3, C3);
+    free(p);
 }
 
 double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float dlogits_scale,

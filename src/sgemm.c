@@ -192,53 +192,99 @@ typedef struct {
     const SgemmPanelSource *src;
 } BOperand;
 
+// C = beta * C (K == 0 or alpha == 0).
+static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+// The blocked product, run by thread tid of nth: each packing step and each block's tiles are
+// split by explicit ranges and separated by barriers, so the same body serves one product
+// over a whole team (nth > 1, called inside `omp parallel`) and one product per thread
+// (nth == 1, no synchronisation). pa, pb: packing buffers of MC x KC and NC x KC floats
+// (shared by the team).
+static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                    const BOperand *b, float beta, float *C, size_t ldc, float *pa, float *pb,
+                    size_t nth, size_t tid) {
+    for (size_t i0 = 0; i0 < M; i0 += MC) {
+        const size_t mc = min_sz(MC, M - i0), mpanels = (mc + MR - 1) / MR;
+        for (size_t p0 = 0; p0 < K; p0 += KC) {
+            const size_t kc = min_sz(KC, K - p0);
+            const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+            for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
+                pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
+            for (size_t j0 = 0; j0 < N; j0 += NC) {
+                const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
+                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++) {
+                    if (b->src)
+                        b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
+                                     pb + jp * NR * kc);
+                    else
+                        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb);
+                }
+                if (nth > 1) {
+                    #pragma omp barrier
+                }
+                // the tiles of this block, row panel major, in one contiguous share per thread
+                const size_t tiles = mpanels * npanels;
+                for (size_t t = tiles * tid / nth; t < tiles * (tid + 1) / nth; t++) {
+                    const size_t ip = t / npanels, jp = t % npanels;
+                    const size_t r = ip * MR, c = jp * NR;
+                    kernel_12x32(kc, pa + ip * MR * kc, pb + jp * NR * kc,
+                                 C + (i0 + r) * ldc + j0 + c, ldc, min_sz(MR, mc - r),
+                                 min_sz(NR, nc - c), alpha, beta_k);
+                }
+                if (nth > 1) {
+                    #pragma omp barrier
+                }
+            }
+        }
+    }
+}
+
 static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const BOperand *b, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (K == 0 || alpha == 0.0f) {  // C = beta * C
-        for (size_t i = 0; i < M; i++)
-            for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-        return;
-    }
+    if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
     if (!packed_a) {
         packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(float));
         packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(float));
     }
     float *pa = packed_a, *pb = packed_b;
     #pragma omp parallel num_threads(threads_for(M, N, K))
-    {
-        const size_t nth = (size_t)omp_get_num_threads(), tid = (size_t)omp_get_thread_num();
-        for (size_t i0 = 0; i0 < M; i0 += MC) {
-            const size_t mc = min_sz(MC, M - i0), mpanels = (mc + MR - 1) / MR;
-            for (size_t p0 = 0; p0 < K; p0 += KC) {
-                const size_t kc = min_sz(KC, K - p0);
-                const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
-                #pragma omp for schedule(static) nowait
-                for (size_t ip = 0; ip < mpanels; ip++) pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
-                for (size_t j0 = 0; j0 < N; j0 += NC) {
-                    const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
-                    #pragma omp for schedule(static)
-                    for (size_t jp = 0; jp < npanels; jp++) {
-                        if (b->src)
-                            b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
-                                         pb + jp * NR * kc);
-                        else
-                            pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb);
-                    }
-                    // the tiles of this block, row panel major, in one contiguous share per thread
-                    const size_t tiles = mpanels * npanels;
-                    const size_t t0 = tiles * tid / nth, t1 = tiles * (tid + 1) / nth;
-                    for (size_t t = t0; t < t1; t++) {
-                        const size_t ip = t / npanels, jp = t % npanels;
-                        const size_t r = ip * MR, c = jp * NR;
-                        kernel_12x32(kc, pa + ip * MR * kc, pb + jp * NR * kc,
-                                     C + (i0 + r) * ldc + j0 + c, ldc, min_sz(MR, mc - r),
-                                     min_sz(NR, nc - c), alpha, beta_k);
-                    }
-                    #pragma omp barrier
-                }
-            }
-        }
+    product(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa, pb, (size_t)omp_get_num_threads(),
+            (size_t)omp_get_thread_num());
+}
+
+// Per-thread packing buffers of sgemm_native_batch, grown on demand and kept (like
+// packed_a/packed_b) so that a step's hundreds of batches allocate nothing.
+static float *batch_buf;
+static size_t batch_buf_floats;
+
+void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                        const float *const *A, size_t lda, const float *const *B, size_t ldb,
+                        float beta, float *const *C, size_t ldc) {
+    if (count == 0 || M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {
+        for (size_t i = 0; i < count; i++) scale_c(M, N, beta, C[i], ldc);
+        return;
+    }
+    const size_t kc = min_sz(KC, K);
+    // floats of each packed buffer, rounded up to 16 so that every buffer is 64-byte aligned
+    const size_t fa = ((min_sz(MC, M) + MR - 1) / MR * MR * kc + 15) / 16 * 16;
+    const size_t fb = (min_sz(NC, N) + NR - 1) / NR * NR * kc;
+    const size_t per_thread = (fa + fb + 15) / 16 * 16, nth = (size_t)omp_get_max_threads();
+    if (batch_buf_floats < per_thread * nth) {
+        free(batch_buf);
+        batch_buf = xmalloc_aligned(per_thread * nth * sizeof(float));
+        batch_buf_floats = per_thread * nth;
+    }
+    float *buf = batch_buf;
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        float *pa = buf + (size_t)omp_get_thread_num() * per_thread, *pb = pa + fa;
+        const BOperand b = {tb, B[i], ldb, NULL};
+        product(ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, pa, pb, 1, 0);
     }
 }
 
@@ -267,6 +313,14 @@ void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, c
     (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
     (void)ldb, (void)beta, (void)C, (void)ldc;
     CHECK(!"sgemm_native called in a build without AVX-512");
+}
+
+void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                        const float *const *A, size_t lda, const float *const *B, size_t ldb,
+                        float beta, float *const *C, size_t ldc) {
+    (void)ta, (void)tb, (void)count, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda;
+    (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    CHECK(!"sgemm_native_batch called in a build without AVX-512");
 }
 
 void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,

@@ -26,6 +26,13 @@ bool sgemm_native_available(void);
 void sgemm_native(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                   size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
+// count independent products of one shape, C[i] = alpha * op(A[i]) op(B[i]) + beta * C[i]
+// (strides shared), spread over the threads one product each: for many small products,
+// such as attention's one per (sequence, head).
+void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                        const float *const *A, size_t lda, const float *const *B, size_t ldb,
+                        float beta, float *const *C, size_t ldc);
+
 // The packed-panel geometry a panel source must fill: SGEMM_NR columns, at most SGEMM_KC
 // rows of op(B) at a time.
 #define SGEMM_NR 32
