@@ -587,7 +587,7 @@ static void linear_backward(const Model *m, LoraSet *lora, Acts *a, int layer, L
     }
     const uint64_t seed = dropout_seed(tc, layer, t);
     dropout_apply(a->xd, x, N * q->in, tc->lora_dropout, seed, false);
-    if (dx) memset(a->dxd, 0, N * q->in * sizeof(float));
+    if (dx) zero_floats(a->dxd, N * q->in);
     lora_backward(ll, lora->r, lora->scaling, dx ? a->dxd : NULL, a->dh, dy, h, a->xd, N);
     if (dx) dropout_apply(dx, a->dxd, N * q->in, tc->lora_dropout, seed, true);
 }
@@ -599,20 +599,20 @@ static void block_backward(const Model *m, LoraSet *lora, Acts *a, int l, size_t
     const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, NH = (size_t)c->n_head, N = B * T;
     const GPT2Block *blk = &m->blocks[l];
     // MLP: resid[l+1] = resid_mid + mlp_proj(gelu(fc(ln2(resid_mid))))
-    memset(a->dfch_gelu, 0, N * F * sizeof(float));
+    zero_floats(a->dfch_gelu, N * F);
     linear_backward(m, lora, a, l, LORA_MLP_PROJ, a->dfch_gelu, a->dresid, a->fch_gelu[l], N, tc);
-    memset(a->dfch, 0, N * F * sizeof(float));
+    zero_floats(a->dfch, N * F);
     gelu_backward(a->dfch, a->fch[l], a->dfch_gelu, N * F);
-    memset(a->dln, 0, N * C * sizeof(float));
+    zero_floats(a->dln, N * C);
     linear_backward(m, lora, a, l, LORA_FC, a->dln, a->dfch, a->ln2[l], N, tc);
     layernorm_backward(a->dresid, grad_of(tc, l, PB_LN2_W), grad_of(tc, l, PB_LN2_B), a->dln,
                        a->resid_mid[l], blk->ln2_w, a->ln2_mean[l], a->ln2_rstd[l], N, C);
     // attention: resid_mid = resid[l] + attn_proj(attention(qkv(ln1(resid[l]))))
-    memset(a->datty, 0, N * C * sizeof(float));
+    zero_floats(a->datty, N * C);
     linear_backward(m, lora, a, l, LORA_ATTN_PROJ, a->datty, a->dresid, a->atty[l], N, tc);
-    memset(a->dqkv, 0, N * 3 * C * sizeof(float));
+    zero_floats(a->dqkv, N * 3 * C);
     attention_backward(a->dqkv, a->datt, a->datty, a->qkv[l], a->att[l], B, T, C, NH);
-    if (need_dinput) memset(a->dln, 0, N * C * sizeof(float));
+    if (need_dinput) zero_floats(a->dln, N * C);
     linear_backward(m, lora, a, l, LORA_QKV, need_dinput ? a->dln : NULL, a->dqkv, a->ln1[l], N, tc);
     if (need_dinput)
         layernorm_backward(a->dresid, grad_of(tc, l, PB_LN1_W), grad_of(tc, l, PB_LN1_B), a->dln,
@@ -642,7 +642,7 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
         matmul_nn(dlnf + r0 * C, a->logits, m->lm_head, n, C, V, 1.0f, 0.0f, V, C, C);
         if (dwte) matmul_tn(dwte, a->logits, a->lnf + r0 * C, V, C, n, 1.0f, 1.0f, V, C, C);
     }
-    memset(a->dresid, 0, N * C * sizeof(float));
+    zero_floats(a->dresid, N * C);
     layernorm_backward(a->dresid, grad_of(tc, -1, P_LNF_W), grad_of(tc, -1, P_LNF_B), dlnf,
                        a->resid[L], m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     const bool full = tc && tc->full_grads;

@@ -195,6 +195,11 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     }
 }
 
+void zero_floats(float *x, size_t n) {
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i += 4096) memset(x + i, 0, (n - i < 4096 ? n - i : 4096) * sizeof(float));
+}
+
 void add_inplace(float *out, const float *a, size_t n) {
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) out[i] += a[i];
@@ -234,7 +239,7 @@ void attention_forward(float *out, float *att, const float *qkv, size_t B, size_
         const size_t t = row % T;
         float *r = att + row * T;
         float mx = -INFINITY;
-        for (size_t j = 0; j <= t; j++) mx = fmaxf(mx, r[j]);
+        for (size_t j = 0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;  // not fmaxf: a libm call here
         #pragma omp simd
         for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
         double sum = 0;
@@ -309,7 +314,7 @@ double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float
                 continue;
             }
             float mx = -INFINITY;
-            for (size_t j = 0; j < V; j++) mx = fmaxf(mx, l[j]);
+            for (size_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;  // not fmaxf: a libm call here
             float sum = 0;  // one float accumulator per SIMD lane, then combined
             #pragma omp simd reduction(+ : sum)
             for (size_t j = 0; j < V; j++) sum += exp_kernel(l[j] - mx);

@@ -31,6 +31,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
 // out += a (n values): the residual add.
 void add_inplace(float *out, const float *a, size_t n);
+// x[0..n) = 0, split over the threads (a plain memset leaves the other cores idle).
+void zero_floats(float *x, size_t n);
 // out (N,OC) += bias (OC) broadcast over rows.
 void bias_add(float *out, const float *bias, size_t N, size_t OC);
 // dbias (OC) += column sums of dout (N,OC).
