@@ -24,9 +24,11 @@ echo "bench-compare: qlora, GPT-2 small"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" >"$out/qlora-gpt2.log"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --gradient-checkpointing >"$out/qlora-gpt2-ckpt.log"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --method lora >"$out/qlora-gpt2-lora.log"
+$Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --gemm openblas >"$out/qlora-gpt2-openblas.log"
 echo "bench-compare: tiny size"
 $PY bench/torch_lora.py --preset tiny --batch 8 --seq 128 --threads "$T" --steps 20 >"$out/torch-tiny.log"
 $Q bench --preset bench-tiny --batch 8 --seq 128 --threads "$T" --steps 20 >"$out/qlora-tiny.log"
+$Q bench --preset bench-tiny --batch 8 --seq 128 --threads "$T" --steps 20 --gemm openblas >"$out/qlora-tiny-openblas.log"
 table=$(
     echo "| run | tokens/s | ms/step | peak RSS (MiB) |"
     echo "|---|---:|---:|---:|"
@@ -34,15 +36,18 @@ table=$(
     row "qlora, GPT-2 small, NF4 + DQ base + LoRA" "$out/qlora-gpt2.log"
     row "qlora, GPT-2 small, NF4 + DQ, gradient checkpointing" "$out/qlora-gpt2-ckpt.log"
     row "qlora, GPT-2 small, fp32 base + LoRA" "$out/qlora-gpt2-lora.log"
+    row "qlora, GPT-2 small, NF4 + DQ, with OpenBLAS's products (--gemm openblas)" "$out/qlora-gpt2-openblas.log"
     row "PyTorch, 4 layers x 128, vocab 256, batch 8 x 128" "$out/torch-tiny.log"
     row "qlora, same tiny shape, NF4 + DQ" "$out/qlora-tiny.log"
+    row "qlora, same tiny shape, --gemm openblas" "$out/qlora-tiny-openblas.log"
 )
 sgemm=$(grep '^matmul work' "$out/qlora-gpt2.log")
 phases=$(grep '^phases' "$out/qlora-gpt2.log")
+sgemm_ob=$(grep '^matmul work' "$out/qlora-gpt2-openblas.log")
 blas=$(grep '^blas' "$out/qlora-gpt2.log")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-block=$(printf '%s\n\n%s\n\nMeasured by `make bench-compare` on %s, %s threads of %s (%s).\nqlora GPT-2 small: %s\n%s\n' \
-    "<!-- bench-compare -->" "$table" "$(date -u +%Y-%m-%d)" "$T" "$cpu" "$blas" "$sgemm" "$phases")
+block=$(printf '%s\n\n%s\n\nMeasured by `make bench-compare` on %s, %s threads of %s (%s).\nqlora GPT-2 small: %s\n%s\nqlora GPT-2 small with --gemm openblas: %s\n' \
+    "<!-- bench-compare -->" "$table" "$(date -u +%Y-%m-%d)" "$T" "$cpu" "$blas" "$sgemm" "$phases" "$sgemm_ob")
 awk -v block="$block" '
     /<!-- bench-compare -->/ { print block; skip = 1; next }
     /<!-- \/bench-compare -->/ { skip = 0 }

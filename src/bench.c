@@ -15,11 +15,18 @@
 typedef struct {
     char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn
     size_t M, N, K;
-    double count;
+    double count;  // calls per step
+    size_t batch;  // products per call (matmul_batch, as attention runs them); 1 = plain
 } GemmShape;
 
 static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, double count) {
-    GemmShape g = {op, M, N, K, count};
+    GemmShape g = {op, M, N, K, count, 1};
+    arrput(*list, g);
+}
+
+// A batched call: `batch` products of M x N x K, `count` such calls per step.
+static void add_batched(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, size_t batch) {
+    GemmShape g = {op, M, N, K, count, batch};
     arrput(*list, g);
 }
 
@@ -42,29 +49,45 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bo
             add_shape(&g, 'm', N, in[t], R, (double)L);        // dx
         }
     }
-    const double heads = (double)(L * B * NH);
-    add_shape(&g, 'n', T, T, HS, 2 * heads);   // scores (forward, dP)
-    add_shape(&g, 'm', T, HS, T, 3 * heads);   // P v (forward), dq, and dv-like
-    add_shape(&g, 't', T, HS, T, heads);       // dk
+    // attention: one batched call over the B x NH (sequence, head) pairs per product
+    add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH);  // scores (forward), dP
+    add_batched(&g, 'm', T, HS, T, 2.0 * (double)L, B * NH);  // P v (forward), dq
+    add_batched(&g, 't', T, HS, T, 2.0 * (double)L, B * NH);  // dv, dk
     add_shape(&g, 'n', N, V, C, 1);            // logits
     add_shape(&g, 'm', N, C, V, 1);            // dlnf
     if (full) add_shape(&g, 't', V, C, N, 1);  // d wte (tied head)
     return g;
 }
 
-static double shape_flops(const GemmShape *g) { return 2.0 * (double)g->M * (double)g->N * (double)g->K * g->count; }
+static double call_flops(const GemmShape *g) {
+    return 2.0 * (double)g->M * (double)g->N * (double)g->K * (double)g->batch;
+}
+static double shape_flops(const GemmShape *g) { return call_flops(g) * g->count; }
 
-// Seconds sgemm takes for one call of shape g (best of 3 after a warm-up).
+// Seconds sgemm takes for one call of shape g (best of 3 after a warm-up). a, b, c hold at
+// least batch x (M K, N K, M N) floats.
 static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
     double best = 1e30;
+    const size_t n = g->batch;
+    const float **pa = xmalloc(3 * n * sizeof *pa), **pb = pa + n, **pc = pa + 2 * n;
+    for (size_t i = 0; i < n; i++) {
+        pa[i] = a + i * g->M * g->K;
+        pb[i] = b + i * g->N * g->K;
+        pc[i] = c + i * g->M * g->N;
+    }
     for (int rep = 0; rep < 4; rep++) {
         double t0 = time_now();
-        if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->K, g->N);
+        const size_t lda = g->op == 't' ? g->M : g->K, ldb = g->op == 'n' ? g->K : g->N;
+        if (n > 1)
+            matmul_batch(g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", n, (float *const *)pc, pa, pb,
+                         g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->K, g->N);
         else if (g->op == 'm') matmul_nn(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->N, g->N);
         else matmul_tn(c, a, b, g->M, g->N, g->K, 1, 0, g->M, g->N, g->N);
         double dt = time_now() - t0;
         if (rep > 0 && dt < best) best = dt;
     }
+    free(pa);
     return best;
 }
 
@@ -207,9 +230,9 @@ int cmd_bench(int argc, char **argv) {
     size_t maxa = 1, maxb = 1, maxc = 1;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
         const GemmShape *g = &shapes[i];
-        maxa = maxa > g->M * g->K ? maxa : g->M * g->K;
-        maxb = maxb > g->N * g->K ? maxb : g->N * g->K;
-        maxc = maxc > g->M * g->N ? maxc : g->M * g->N;
+        maxa = maxa > g->batch * g->M * g->K ? maxa : g->batch * g->M * g->K;
+        maxb = maxb > g->batch * g->N * g->K ? maxb : g->batch * g->N * g->K;
+        maxc = maxc > g->batch * g->M * g->N ? maxc : g->batch * g->M * g->N;
     }
     float *ga = xmalloc_aligned(maxa * 4), *gb = xmalloc_aligned(maxb * 4), *gc = xmalloc_aligned(maxc * 4);
     for (size_t i = 0; i < maxa; i++) ga[i] = 0.01f * (float)(i % 97);
@@ -221,9 +244,9 @@ int cmd_bench(int argc, char **argv) {
         flops += shape_flops(g);
         t_sgemm += t * g->count;
         if (per_shape)
-            printf("  sgemm %s %6zu x %6zu x %6zu  x%-5.0f %7.1f GFLOP/s  %7.1f ms/step\n",
-                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", g->M, g->N, g->K, g->count,
-                   2.0 * (double)g->M * (double)g->N * (double)g->K / t / 1e9, 1e3 * t * g->count);
+            printf("  sgemm %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
+                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", g->M, g->N, g->K, g->batch,
+                   g->count, call_flops(g) / t / 1e9, 1e3 * t * g->count);
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     const double med = times[steps / 2], n = (double)steps;
