@@ -148,8 +148,8 @@ const char *blas_kernel_hint(void) {
     if (!core || strcmp(core, "Prescott") != 0 || getenv("OPENBLAS_CORETYPE")) return NULL;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        return "note: OpenBLAS uses its generic Prescott kernels on this CPU; OPENBLAS_CORETYPE=SkylakeX "
-               "makes its matrix products about 4x faster (measured on an AVX-512 Xeon)";
+        return "note: OpenBLAS uses its generic Prescott kernels on this CPU; qlora's own AVX-512 products "
+               "(QLORA_GEMM=auto, the default) or OPENBLAS_CORETYPE=SkylakeX are about 4x faster";
     if (__builtin_cpu_supports("avx2"))
         return "note: OpenBLAS uses its generic Prescott kernels on this CPU; try OPENBLAS_CORETYPE=Haswell "
                "for faster matrix products";
