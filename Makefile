@@ -2,7 +2,7 @@
 #   make            build ./qlora (installs missing Debian packages first, see `make deps`)
 #   make test       build and run the test suite; last line "N passed, M failed"
 #   make test SANITIZE=1   the same suite under AddressSanitizer + UBSan (build/asan/)
-#   make demo       the main job: QLoRA on the shipped base model and data (~2 minutes)
+#   make demo       the main job: QLoRA on the shipped base model and data (~1 minute)
 #   make base-model rebuild data/base-model from scratch (~17 minutes)
 #   make compare    full vs LoRA vs QLoRA on the demo data
 #   make memory-report     measured memory of full / LoRA / QLoRA -> docs/memory.md
