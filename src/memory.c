@@ -11,7 +11,6 @@
 #include "quant.h"
 
 #define QLINEAR_TILE (256.0 * 1024)  // floats of the dequantization tile (qlinear.h)
-#define LOGIT_ROWS ((double)MODEL_LOGIT_ROWS)  // rows of logits per chunk (model.h)
 
 double shape_linear_params(const ModelShape *s) {
     if (s->llama) return s->L * (4 * s->C * s->C + 3 * s->C * s->F);
@@ -92,7 +91,8 @@ double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_l
     // block inputs (L + 1 residual streams) are always kept; the rest per layer, or for one
     // layer at a time with gradient checkpointing
     const double saved = (L + 1) * N * C + (j->gradient_checkpointing ? layer : L * layer);
-    const double head = N * C + 2 * N + N * C + QLINEAR_TILE + LOGIT_ROWS * s->V;  // ln_f, tmp
+    const double rows = (double)model_logit_rows(j->gradient_checkpointing ? ACTS_CHECKPOINT : ACTS_TRAIN);
+    const double head = N * C + 2 * N + N * C + QLINEAR_TILE + rows * s->V;  // ln_f, tmp
     const double grads = 6 * N * C + att + 2 * N * F + (with_lora ? N * R + 2 * N * F : 0);
     return 4.0 * (saved + head + grads);
 }

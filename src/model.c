@@ -14,7 +14,6 @@
 #include "ops.h"
 #include "safetensors.h"
 
-#define LOGIT_CHUNK MODEL_LOGIT_ROWS
 
 // ---- config.json -----------------------------------------------------------------------
 
@@ -363,6 +362,8 @@ static size_t plan_walk(const PlanItem *items, size_t n_items, float *base) {
     return off;
 }
 
+size_t model_logit_rows(ActsMode mode) { return mode == ACTS_TRAIN ? 512 : 256; }
+
 Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsMode mode) {
     Acts *a = xcalloc(1, sizeof *a);
     const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.n_embd, F = (size_t)m->cfg.n_inner;
@@ -392,7 +393,7 @@ Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsM
         {&a->lnf, 1, N * C, false, 0},        {&a->lnf_mean, 1, N, false, 0},
         {&a->lnf_rstd, 1, N, false, 0},       {&a->tmp, 1, N * C, false, 0},
         {&a->tile, 1, QLINEAR_TILE_FLOATS, false, 0},
-        {&a->logits, 1, LOGIT_CHUNK * V, false, 0},
+        {&a->logits, 1, model_logit_rows(mode) * V, false, 0},
         {&a->dresid, g, N * C, false, 0},     {&a->dln, g, N * C, false, 0},
         {&a->datty, g, N * C, false, 0},      {&a->dqkv, g, N * 3 * C, false, 0},
         {&a->datt, g, B * NH * T * T, false, 0},
@@ -517,8 +518,9 @@ double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *to
     if (!targets && !logits_out) return 0.0;
     const size_t C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size, N = B * T;
     double loss = 0.0;
-    for (size_t r0 = 0; r0 < N; r0 += LOGIT_CHUNK) {
-        const size_t n = N - r0 < LOGIT_CHUNK ? N - r0 : LOGIT_CHUNK;
+    const size_t rows = model_logit_rows(a->mode);
+    for (size_t r0 = 0; r0 < N; r0 += rows) {
+        const size_t n = N - r0 < rows ? N - r0 : rows;
         matmul_nt(a->logits, a->lnf + r0 * C, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
         if (logits_out) memcpy(logits_out + r0 * V, a->logits, n * V * sizeof(float));
         if (targets) loss += softmax_xent(a->logits, targets + r0, n, V, 0.0f, n_valid);
@@ -635,8 +637,9 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
     // dlnf = dlogits lm_head and (full) d lm_head += dlogits^T lnf
     float *dlnf = a->dln, *dwte = grad_of(tc, -1, P_WTE);
     double loss = 0.0;
-    for (size_t r0 = 0; r0 < N; r0 += LOGIT_CHUNK) {
-        const size_t n = N - r0 < LOGIT_CHUNK ? N - r0 : LOGIT_CHUNK;
+    const size_t rows = model_logit_rows(a->mode);
+    for (size_t r0 = 0; r0 < N; r0 += rows) {
+        const size_t n = N - r0 < rows ? N - r0 : rows;
         matmul_nt(a->logits, a->lnf + r0 * C, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
         loss += softmax_xent(a->logits, targets + r0, n, V, loss_scale, n_valid);
         matmul_nn(dlnf + r0 * C, a->logits, m->lm_head, n, C, V, 1.0f, 0.0f, V, C, C);

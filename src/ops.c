@@ -314,20 +314,29 @@ double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float
                 continue;
             }
             float mx = -INFINITY;
+            #pragma omp simd reduction(max : mx)
             for (size_t j = 0; j < V; j++) mx = l[j] > mx ? l[j] : mx;  // not fmaxf: a libm call here
+            const float l_tgt = l[tgt];
             float sum = 0;  // one float accumulator per SIMD lane, then combined
-            #pragma omp simd reduction(+ : sum)
-            for (size_t j = 0; j < V; j++) sum += exp_kernel(l[j] - mx);
+            if (dlogits_scale != 0.0f) {
+                // keep exp(l - max) in place: the gradient is then one multiply away
+                #pragma omp simd reduction(+ : sum)
+                for (size_t j = 0; j < V; j++) {
+                    l[j] = exp_kernel(l[j] - mx);
+                    sum += l[j];
+                }
+                const float f = dlogits_scale / sum;  // softmax = exp(l - max) / sum
+                #pragma omp simd
+                for (size_t j = 0; j < V; j++) l[j] *= f;
+                l[tgt] -= dlogits_scale;
+            } else {
+                #pragma omp simd reduction(+ : sum)
+                for (size_t j = 0; j < V; j++) sum += exp_kernel(l[j] - mx);
+            }
             const double lse = mx + log((double)sum);
             if (tid < MAX_PARTS) {
-                part_loss[tid] += lse - l[tgt];
+                part_loss[tid] += lse - l_tgt;
                 part_count[tid]++;
-            }
-            if (dlogits_scale != 0.0f) {
-                const float lse_f = (float)lse;
-                #pragma omp simd
-                for (size_t j = 0; j < V; j++) l[j] = dlogits_scale * exp_kernel(l[j] - lse_f);
-                l[tgt] -= dlogits_scale;
             }
         }
     }
