@@ -8,6 +8,7 @@
 #   make memory-report     measured memory of full / LoRA / QLoRA -> docs/memory.md
 #   make bench / bench-compare   training-step benchmark; against PyTorch -> docs/performance.md
 #   make bench-quant       NF4 dequantization throughput vs memcpy (a benchmark, not a test)
+#   make bench-sgemm [THREADS="1 2 4"]   native sgemm vs OpenBLAS GFLOP/s (a benchmark)
 
 CC ?= cc
 SANITIZE ?= 0
@@ -41,7 +42,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BIN := $(BUILD)/qlora
 
-.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant clean
+.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant bench-sgemm clean
 .SECONDARY:
 all: $(BIN)
 ifeq ($(BUILD),build)
@@ -100,6 +101,9 @@ bench-compare: all
 
 bench-quant: $(BUILD)/bench/bench_quant
 	$(BUILD)/bench/bench_quant
+
+bench-sgemm: $(BUILD)/bench/bench_sgemm
+	$(BUILD)/bench/bench_sgemm $(THREADS)
 
 # ---- fuzzing (clang + libFuzzer): make fuzz FUZZ_SECONDS=N ----------------------------------
 FUZZ_SECONDS ?= 60
