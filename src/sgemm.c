@@ -241,6 +241,52 @@ static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
     }
 }
 
+// Columns of B a thread packs at a time in the column-split schedule (KC x NCS floats =
+// 256 KiB, beside the shared A block in its L2).
+enum { NCS = 256 };
+
+// The column-split schedule, for products with many columns (the output layer, wide
+// linears on many threads): A's block is packed once by the team and shared; each thread
+// owns a contiguous range of B's panels, packs them into its private buffer pb_own and
+// computes every row of C for them. B is never shared between cores, and there are two
+// barriers per KC block instead of two per (KC, NC) block. Same contract as product();
+// requires M <= MC (driver() uses it for M <= 1024).
+static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
+                             size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
+                             float *pa, float *pb_own, size_t nth, size_t tid) {
+    const size_t mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
+    const size_t my0 = npanels * tid / nth, my1 = npanels * (tid + 1) / nth;
+    for (size_t p0 = 0; p0 < K; p0 += KC) {
+        const size_t kc = min_sz(KC, K - p0);
+        const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+        for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
+            pack_a_panel(ta, A, lda, 0, M, p0, kc, ip, pa);
+        #pragma omp barrier
+        for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
+            const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
+            const size_t nc = min_sz(N - j0, (q1 - q0) * NR);
+            for (size_t jp = 0; jp < q1 - q0; jp++) {
+                if (b->src)
+                    b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
+                                 pb_own + jp * NR * kc);
+                else
+                    pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb_own);
+            }
+            // A micro-panel in L1, this thread's B panels streamed from its L2
+            for (size_t ip = 0; ip < mpanels; ip++)
+                for (size_t jp = 0; jp < q1 - q0; jp++)
+                    kernel_12x32(kc, pa + ip * MR * kc, pb_own + jp * NR * kc,
+                                 C + ip * MR * ldc + j0 + jp * NR, ldc, min_sz(MR, M - ip * MR),
+                                 min_sz(NR, nc - jp * NR), alpha, beta_k);
+        }
+        #pragma omp barrier
+    }
+}
+
+// Private B buffers of the column-split schedule, one per thread, kept like packed_a.
+static float *colsplit_buf;
+static size_t colsplit_threads;
+
 static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const BOperand *b, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
@@ -249,10 +295,26 @@ static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const flo
         packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(float));
         packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(float));
     }
-    float *pa = packed_a, *pb = packed_b;
-    #pragma omp parallel num_threads(threads_for(M, N, K))
-    product(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa, pb, (size_t)omp_get_num_threads(),
-            (size_t)omp_get_thread_num());
+    const int nth = threads_for(M, N, K);
+    // column split for wide products whose A block fits L2 beside a thread's B block, when
+    // every thread gets at least 4 panels (128 columns) of B; measured on the 2-core
+    // machine: 1.05-1.1x on the output layer and wide linears, slower otherwise
+    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;
+    if (colsplit && colsplit_threads < (size_t)nth) {
+        free(colsplit_buf);
+        colsplit_buf = xmalloc_aligned((size_t)nth * NCS * KC * sizeof(float));
+        colsplit_threads = (size_t)nth;
+    }
+    float *pa = packed_a, *pb = packed_b, *pown = colsplit_buf;
+    #pragma omp parallel num_threads(nth)
+    {
+        const size_t n = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        if (colsplit)
+            product_colsplit(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa,
+                             pown + t * NCS * KC, n, t);
+        else
+            product(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa, pb, n, t);
+    }
 }
 
 // Per-thread packing buffers of sgemm_native_batch, grown on demand and kept (like

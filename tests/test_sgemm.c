@@ -71,6 +71,7 @@ static void test_shapes(void) {
     static const size_t shapes[][3] = {
         {1, 1, 1},    {12, 32, 16},  {13, 33, 17}, {11, 31, 257}, {5, 70, 600}, {40, 1100, 24},
         {4100, 20, 9}, {64, 64, 256}, {30, 8, 300}, {8, 100, 130},
+        {100, 2000, 300},  // wide: the column-split schedule on 2+ threads
     };
     uint64_t seed = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -103,17 +104,21 @@ static void test_beta_zero_ignores_nan(void) {
 
 // Work is split over output tiles, never over K: any thread count gives the same bits.
 static void test_thread_invariance(void) {
-    const size_t M = 300, N = 500, K = 700;
+    // 300 x 500: the tile schedule; 200 x 1500: the column-split one (on 3 threads)
+    const size_t M = 300, N = 1500, K = 700;
     float *A = malloc(M * K * 4), *B = malloc(N * K * 4), *C1 = malloc(M * N * 4), *C2 = malloc(M * N * 4);
     fill(A, M * K, 7);
     fill(B, N * K, 8);
     const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    sgemm_native(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C1, N);
-    omp_set_num_threads(3);
-    sgemm_native(false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N);
+    for (int s = 0; s < 2; s++) {
+        const size_t m = s ? 200 : 300, n = s ? 1500 : 500;
+        omp_set_num_threads(1);
+        sgemm_native(false, true, m, n, K, 1.0f, A, K, B, K, 0.0f, C1, n);
+        omp_set_num_threads(3);
+        sgemm_native(false, true, m, n, K, 1.0f, A, K, B, K, 0.0f, C2, n);
+        EXPECT(memcmp(C1, C2, m * n * 4) == 0, "%zu x %zu: 1 and 3 threads give bit-identical products", m, n);
+    }
     omp_set_num_threads(saved);
-    EXPECT(memcmp(C1, C2, M * N * 4) == 0, "1 and 3 threads give bit-identical products");
     free(A);
     free(B);
     free(C1);
@@ -148,10 +153,11 @@ static void test_engine_switch(void) {
 }
 
 // qlinear's NF4 products with the codes dequantized straight into packed panels (native
-// engine) against dequantize-a-tile-then-OpenBLAS, forward and input gradient; out = 100
-// leaves a ragged last panel, in = 320 a ragged K block.
+// engine) against dequantize-a-tile-then-OpenBLAS, forward and input gradient; out = 520
+// leaves a ragged last panel, in = 320 a ragged K block; both products are wide enough
+// for the column-split schedule on 2+ threads.
 static void test_fused_nf4(void) {
-    const size_t in = 320, out = 100, N = 37;
+    const size_t in = 320, out = 520, N = 64;
     float *w = malloc(in * out * 4), *bias = malloc(out * 4), *x = malloc(N * in * 4), *dy = malloc(N * out * 4);
     float *y1 = malloc(N * out * 4), *y2 = malloc(N * out * 4), *dx1 = malloc(N * in * 4), *dx2 = malloc(N * in * 4);
     float *scratch = malloc(QLINEAR_TILE_FLOATS * 4);
