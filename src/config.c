@@ -67,7 +67,7 @@ static const KeySpec KEYS[] = {
     {"eval_steps", NUM(K_INT, eval_steps), 0, 1e12, NULL, "0", "evaluate on the validation set every this many steps; 0 = at the start and end only"},
     {"save_steps", NUM(K_INT, save_steps), 0, 1e12, NULL, "0", "write output_dir/checkpoint-N every this many steps; 0 = at the end only"},
     {"resume_from_checkpoint", STR(resume_from_checkpoint), 0, 0, NULL, "", "checkpoint folder to continue from, or 'latest' for the newest in output_dir"},
-    {"threads", NUM(K_INT, threads), 0, 1024, NULL, "0", "threads for OpenMP and OpenBLAS; 0 = OMP_NUM_THREADS or all cores"},
+    {"threads", NUM(K_INT, threads), 0, 1024, NULL, "0", "threads for OpenMP and OpenBLAS (and qlora's own sgemm); 0 = OMP_NUM_THREADS or all cores"},
     {"gradient_checkpointing", NUM(K_BOOL, gradient_checkpointing), 0, 0, NULL, "false", "keep only block inputs; recompute activations in backward (less memory, ~30% slower)"},
 };
 #undef STR
