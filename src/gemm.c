@@ -40,6 +40,8 @@ bool gemm_engine_set(const char *name, Error *err) {
     return true;
 }
 
+bool gemm_native_for_rows(size_t M) { return gemm_engine() == GEMM_NATIVE && M > GEMM_GEMV_ROWS; }
+
 GemmEngine gemm_engine(void) {
     if (engine < 0) {
         Error err;
@@ -51,7 +53,7 @@ GemmEngine gemm_engine(void) {
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_engine() == GEMM_NATIVE) {
+    if (gemm_native_for_rows(M)) {
         sgemm_native(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -62,7 +64,7 @@ void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, siz
 void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_engine() == GEMM_NATIVE) {
+    if (gemm_native_for_rows(M)) {
         sgemm_native(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -73,7 +75,7 @@ void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, siz
 void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_engine() == GEMM_NATIVE) {
+    if (gemm_native_for_rows(M)) {
         sgemm_native(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -86,7 +88,7 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
                   size_t lda, size_t ldb, size_t ldc) {
     const bool ta = op[0] == 't', tb = op[1] == 't';
     CHECK(strcmp(op, "nt") == 0 || strcmp(op, "nn") == 0 || strcmp(op, "tn") == 0);
-    if (gemm_engine() == GEMM_NATIVE) {
+    if (gemm_native_for_rows(M)) {
         sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

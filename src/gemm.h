@@ -26,6 +26,12 @@ typedef enum { GEMM_OPENBLAS, GEMM_NATIVE } GemmEngine;
 // on first use when nobody set the engine.
 bool gemm_engine_set(const char *name, Error *err);
 GemmEngine gemm_engine(void);
+// Products of at most this many rows (a token at a time in generation) are matrix-vector
+// work, bound by reading B once: the native kernel would repack all of B for one row, so
+// they always go to OpenBLAS. gemm_native_for_rows(M) says whether an M-row product uses
+// the native engine.
+#define GEMM_GEMV_ROWS 2
+bool gemm_native_for_rows(size_t M);
 
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc);

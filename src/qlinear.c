@@ -95,14 +95,14 @@ static void fill_w_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_
     }
 }
 
-// True when products of l go through the native sgemm with a panel source.
-static bool fused(const QLinear *l) {
-    return (l->type == QUANT_NF4 || l->type == QUANT_FP4) && gemm_engine() == GEMM_NATIVE;
+// True when products of l with N rows go through the native sgemm with a panel source.
+static bool fused(const QLinear *l, size_t N) {
+    return (l->type == QUANT_NF4 || l->type == QUANT_FP4) && gemm_native_for_rows(N);
 }
 
 void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
                      double *t_dequant) {
-    if (fused(l)) {
+    if (fused(l, N)) {
         const SgemmPanelSource src = {fill_wt_panel, l};
         sgemm_native_b(false, N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
     } else if (l->type == QUANT_NONE) {
@@ -120,7 +120,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
                             float *scratch, double *t_dequant) {
-    if (fused(l)) {
+    if (fused(l, N)) {
         const SgemmPanelSource src = {fill_w_panel, l};
         sgemm_native_b(false, N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
         return;
