@@ -13,7 +13,7 @@
 #include "optim.h"
 
 typedef struct {
-    char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn
+    char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn, 'u' = matmul_tt
     size_t M, N, K;
     double count;  // calls per step
     size_t batch;  // products per call (matmul_batch, as attention runs them); 1 = plain
@@ -40,13 +40,13 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bo
         add_shape(&g, 'n', N, out[t], in[t], (double)L);                           // forward
         add_shape(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0));  // dx
         if (full) add_shape(&g, 't', out[t], in[t], N, (double)L);                 // dW
-        if (lora) {
-            add_shape(&g, 'n', N, R, in[t], (double)L);        // h = x A^T
-            add_shape(&g, 'n', N, out[t], R, (double)L);       // y += h B^T
-            add_shape(&g, 't', out[t], R, N, (double)L);       // dB
-            add_shape(&g, 'm', N, R, out[t], (double)L);       // dh
-            add_shape(&g, 't', R, in[t], N, (double)L);        // dA
-            add_shape(&g, 'm', N, in[t], R, (double)L);        // dx
+        if (lora) {  // lora.c: the hidden h is stored (R, N)
+            add_shape(&g, 'n', R, N, in[t], (double)L);        // h = A x^T
+            add_shape(&g, 'u', N, out[t], R, (double)L);       // y += h^T B^T
+            add_shape(&g, 'u', out[t], R, N, (double)L);       // dB
+            add_shape(&g, 'u', R, N, out[t], (double)L);       // dh = B^T dy^T
+            add_shape(&g, 'm', R, in[t], N, (double)L);        // dA = dh x
+            add_shape(&g, 't', N, in[t], R, (double)L);        // dx += dh^T A
         }
     }
     // attention: one batched call over the B x NH (sequence, head) pairs per product
@@ -77,13 +77,15 @@ static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
     }
     for (int rep = 0; rep < 4; rep++) {
         double t0 = time_now();
-        const size_t lda = g->op == 't' ? g->M : g->K, ldb = g->op == 'n' ? g->K : g->N;
+        const bool ta = g->op == 't' || g->op == 'u', tb = g->op == 'n' || g->op == 'u';
+        const size_t lda = ta ? g->M : g->K, ldb = tb ? g->K : g->N;
         if (n > 1)
             matmul_batch(g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", n, (float *const *)pc, pa, pb,
                          g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
-        else if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->K, g->N);
-        else if (g->op == 'm') matmul_nn(c, a, b, g->M, g->N, g->K, 1, 0, g->K, g->N, g->N);
-        else matmul_tn(c, a, b, g->M, g->N, g->K, 1, 0, g->M, g->N, g->N);
+        else if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else if (g->op == 'm') matmul_nn(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else if (g->op == 't') matmul_tn(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else matmul_tt(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
         double dt = time_now() - t0;
         if (rep > 0 && dt < best) best = dt;
     }
@@ -245,7 +247,7 @@ int cmd_bench(int argc, char **argv) {
         t_sgemm += t * g->count;
         if (per_shape)
             printf("  sgemm %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
-                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", g->M, g->N, g->K, g->batch,
+                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : g->op == 't' ? "tn" : "tt", g->M, g->N, g->K, g->batch,
                    g->count, call_flops(g) / t / 1e9, 1e3 * t * g->count);
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);

@@ -99,6 +99,17 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
     }
 }
 
+void matmul_tt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    if (gemm_native_for_rows(M)) {
+        sgemm_native(true, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
+                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
 // The references accumulate in double so that they are a stricter standard than BLAS.
 static void ref_generic(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                         float alpha, float beta, size_t lda, size_t ldb, size_t ldc, int ta,
@@ -127,6 +138,10 @@ void matmul_nn_ref(float *C, const float *A, const float *B, size_t M, size_t N,
 void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                    float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     ref_generic(C, A, B, M, N, K, alpha, beta, lda, ldb, ldc, 1, 0);
+}
+void matmul_tt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    ref_generic(C, A, B, M, N, K, alpha, beta, lda, ldb, ldc, 1, 1);
 }
 
 void threads_set(int n) {

@@ -4,6 +4,7 @@
 //   matmul_nt: C[M,N] = alpha * A[M,K] . B[N,K]^T + beta * C   (y = x W^T, W stored [out,in])
 //   matmul_nn: C[M,N] = alpha * A[M,K] . B[K,N]   + beta * C   (dx = dy W)
 //   matmul_tn: C[M,N] = alpha * A[K,M]^T . B[K,N] + beta * C   (dW = dy^T x)
+//   matmul_tt: C[M,N] = alpha * A[K,M]^T . B[N,K]^T + beta * C (LoRA's transposed hidden)
 // lda/ldb/ldc are row strides in floats (>= the row length), so sub-matrices such as one
 // head's columns of a fused QKV buffer are used in place. beta = 0 overwrites C, beta = 1
 // accumulates. Never call these from inside an OpenMP parallel region: both engines thread
@@ -47,11 +48,16 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
                   const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
                   size_t lda, size_t ldb, size_t ldc);
 
+void matmul_tt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+
 void matmul_nt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                    float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 void matmul_nn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                    float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                   float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_tt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                    float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 
 // Set the thread count of both OpenMP and OpenBLAS (the one `threads` setting).

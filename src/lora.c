@@ -110,17 +110,19 @@ void lora_free(LoraSet *ls) {
 void lora_forward(const LoraLinear *l, int r, float scaling, float *y, float *h,
                   const float *xd, size_t N) {
     const size_t R = (size_t)r;
-    matmul_nt(h, xd, l->A, N, R, l->in, 1.0f, 0.0f, l->in, l->in, R);
-    matmul_nt(y, h, l->B, N, l->out, R, scaling, 1.0f, R, R, l->out);
+    // h (R,N) = A xd^T ; y += scaling h^T B^T
+    matmul_nt(h, l->A, xd, R, N, l->in, 1.0f, 0.0f, l->in, l->in, N);
+    matmul_tt(y, h, l->B, N, l->out, R, scaling, 1.0f, N, R, l->out);
 }
 
 void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
                    const float *h, const float *xd, size_t N) {
     const size_t R = (size_t)r;
-    matmul_tn(l->dB, dy, h, l->out, R, N, scaling, 1.0f, l->out, R, R);
-    matmul_nn(dh, dy, l->B, N, R, l->out, scaling, 0.0f, l->out, R, R);
-    matmul_tn(l->dA, dh, xd, R, l->in, N, 1.0f, 1.0f, R, l->in, l->in);
-    if (dxd) matmul_nn(dxd, dh, l->A, N, l->in, R, 1.0f, 1.0f, R, l->in, l->in);
+    // dB += scaling dy^T h^T ; dh (R,N) = scaling B^T dy^T ; dA += dh xd ; dxd += dh^T A
+    matmul_tt(l->dB, dy, h, l->out, R, N, scaling, 1.0f, l->out, N, R);
+    matmul_tt(dh, l->B, dy, R, N, l->out, scaling, 0.0f, R, l->out, N);
+    matmul_nn(l->dA, dh, xd, R, l->in, N, 1.0f, 1.0f, N, l->in, l->in);
+    if (dxd) matmul_tn(dxd, dh, l->A, N, l->in, R, 1.0f, 1.0f, N, l->in, l->in);
 }
 
 // ---- PEFT files --------------------------------------------------------------------------

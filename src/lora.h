@@ -62,10 +62,12 @@ static inline const LoraLinear *lora_get(const LoraSet *ls, int layer, LoraTarge
 
 // Forward of the LoRA branch: h (N,r) = xd A^T, y (N,out) += scaling * h B^T, where xd is
 // x (N,in) with dropout applied (xd == x when the caller passes the undropped input).
-// Overwrites h, accumulates into y.
+// h is stored transposed, (r,N): the products then have r (8, 16, ...) rows and N columns
+// instead of r columns, which suits the matrix kernels' wide tiles. Overwrites h,
+// accumulates into y.
 void lora_forward(const LoraLinear *l, int r, float scaling, float *y, float *h,
                   const float *xd, size_t N);
-// Backward: dB += scaling dy^T h; dh = scaling dy B (into dh scratch, N x r);
+// Backward: dB += scaling dy^T h; dh = scaling dy B (into dh scratch, stored (r,N) like h);
 // dA += dh^T xd; dxd (N,in) += dh A (dxd may be NULL). Dropout's mask is the caller's.
 void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
                    const float *h, const float *xd, size_t N);

@@ -1,6 +1,7 @@
 // test_ops.c: the layer kernels against their plain references and the worked vectors of
 // REFERENCE.md (TV5 gelu_new, TV6 LayerNorm): the vectorised exp, GELU forward/backward,
-// LayerNorm, cross-entropy, attention, and the three sgemm wrappers with strides.
+// LayerNorm, cross-entropy, attention, and the four matmul wrappers with strides on both
+// matrix-product engines.
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -117,6 +118,8 @@ static void test_xent(void) {
     free(l2);
 }
 
+// The four wrappers against their double references, on both engines (OpenBLAS, and the
+// native kernel where the CPU has AVX-512).
 static void test_gemm(void) {
     const size_t M = 33, N = 47, K = 70, ld = 80;
     float *A = malloc(ld * ld * 4), *B = malloc(ld * ld * 4), *C1 = malloc(ld * ld * 4), *C2 = malloc(ld * ld * 4);
@@ -124,16 +127,31 @@ static void test_gemm(void) {
     fill(B, ld * ld, 1, 7);
     fill(C1, ld * ld, 1, 8);
     memcpy(C2, C1, ld * ld * 4);
-    // BLAS vs naive with double accumulation: same math, different order over K = 70
-    matmul_nt(C1, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-    matmul_nt_ref(C2, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-    EXPECT_CLOSE("matmul_nt (strided, accumulate)", C1, C2, ld * ld, 1e-5, 1e-4);
-    matmul_nn(C1, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
-    matmul_nn_ref(C2, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
-    EXPECT_CLOSE("matmul_nn", C1, C2, ld * ld, 1e-5, 1e-4);
-    matmul_tn(C1, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
-    matmul_tn_ref(C2, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
-    EXPECT_CLOSE("matmul_tn", C1, C2, ld * ld, 1e-5, 1e-4);
+    static const char *const engines[] = {"openblas", "native"};
+    for (int e = 0; e < 2; e++) {
+        Error err;
+        if (!gemm_engine_set(engines[e], &err)) continue;  // no AVX-512 here
+        char name[64];
+        // engine vs naive with double accumulation: same math, different order over K = 70
+        snprintf(name, sizeof name, "%s matmul_nt (strided, accumulate)", engines[e]);
+        matmul_nt(C1, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
+        matmul_nt_ref(C2, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
+        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+        snprintf(name, sizeof name, "%s matmul_nn", engines[e]);
+        matmul_nn(C1, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
+        matmul_nn_ref(C2, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
+        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+        snprintf(name, sizeof name, "%s matmul_tn", engines[e]);
+        matmul_tn(C1, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
+        matmul_tn_ref(C2, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
+        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+        snprintf(name, sizeof name, "%s matmul_tt", engines[e]);
+        matmul_tt(C1, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
+        matmul_tt_ref(C2, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
+        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+    }
+    Error err;
+    gemm_engine_set("auto", &err);
     free(A);
     free(B);
     free(C1);
