@@ -8,8 +8,13 @@
 // multiply-adds per 14 loads. One A micro-panel (12 x KC floats, 12 KiB) stays in L1 while
 // a thread walks the B panels of the block (KC x NC floats, 1 MiB) from its L2.
 //
-// The reference for this file is OpenBLAS (and the double-precision loops in gemm.c):
-// tests/test_ops.c compares them on every transpose, odd sizes, strides, alpha and beta.
+// Three schedules share the packing and the kernel: product() splits each block's tiles
+// over the team (B block shared); product_colsplit() gives each thread its own columns of a
+// wide product (B never shared); sgemm_native_batch() runs whole small products one per
+// thread. None splits K, so results do not depend on the thread count.
+//
+// References: tests/test_sgemm.c holds every schedule to a double-precision product within
+// the float-summation error bound, and test_ops.c/test_sgemm.c compare it with OpenBLAS.
 #include "sgemm.h"
 
 #include <omp.h>
