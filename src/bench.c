@@ -203,6 +203,7 @@ int cmd_bench(int argc, char **argv) {
             memset(&prof, 0, sizeof prof);
             t_opt = 0;
             acts_set_profile(a, &prof);
+            gemm_timing(true);
         }
         double ts = time_now();
         if (lora_on) memset(lora.grads, 0, lora.n_params * sizeof(float));
@@ -226,6 +227,8 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     acts_set_profile(a, NULL);
+    const double t_products = gemm_seconds();
+    gemm_timing(false);
     const double rss = (double)peak_rss_bytes() / 1048576.0;  // before the buffers below
     // the same step's matrix shapes through sgemm alone
     GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on);
@@ -264,6 +267,10 @@ int cmd_bench(int argc, char **argv) {
     printf("phases (ms/step): dequantize %.1f | matmul forward %.1f | attention forward %.1f | other forward %.1f | "
            "loss head + backward %.1f | optimizer %.1f\n", 1e3 * prof.dequant / n, 1e3 * prof.matmul_fwd / n,
            1e3 * prof.attention_fwd / n, 1e3 * prof.other_fwd / n, 1e3 * prof.backward / n, 1e3 * t_opt / n);
+    double t_total = 0;
+    for (long i = 0; i < steps; i++) t_total += times[i];
+    printf("inside matrix products: %.1f ms/step (%.0f%% of the step); everything else %.1f ms/step\n",
+           1e3 * t_products / n, 100.0 * t_products / t_total, 1e3 * (t_total - t_products) / n);
     printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; sgemm alone on the same shapes %.1f GFLOP/s "
            "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9, flops / t_sgemm / 1e9,
            100.0 * t_sgemm / med, (double)N / t_sgemm);

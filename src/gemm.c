@@ -13,6 +13,20 @@
 // The engine behind matmul_*: -1 = not chosen yet (auto on first use).
 static int engine = -1;
 
+// Time inside products (gemm_timing); t_start returns 0 when timing is off.
+static bool timing_on;
+static double timing_sum;
+static double t_start(void) { return timing_on ? time_now() : 0.0; }
+static void t_stop(double t0) {
+    if (timing_on) timing_sum += time_now() - t0;
+}
+
+void gemm_timing(bool on) {
+    timing_on = on;
+    timing_sum = 0.0;
+}
+double gemm_seconds(void) { return timing_sum; }
+
 // OpenBLAS core types whose kernels use 512-bit vectors.
 static bool openblas_has_avx512_kernels(void) {
     static const char *const wide[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
@@ -53,34 +67,37 @@ GemmEngine gemm_engine(void) {
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_native_for_rows(M)) {
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
         sgemm_native(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
-                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha,
+                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    t_stop(t0);
 }
 
 void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_native_for_rows(M)) {
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
         sgemm_native(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
-                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha,
+                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    t_stop(t0);
 }
 
 void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_native_for_rows(M)) {
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
         sgemm_native(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha, A,
-                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha,
+                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    t_stop(t0);
 }
 
 void matmul_batch(const char *op, size_t count, float *const *C, const float *const *A,
@@ -88,26 +105,36 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
                   size_t lda, size_t ldb, size_t ldc) {
     const bool ta = op[0] == 't', tb = op[1] == 't';
     CHECK(strcmp(op, "nt") == 0 || strcmp(op, "nn") == 0 || strcmp(op, "tn") == 0);
-    if (gemm_native_for_rows(M)) {
+    if (M == 0 || N == 0) return;
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
         sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (M == 0 || N == 0) break;
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)N, (int)K, alpha, A[i], (int)lda, B[i], (int)ldb, beta, C[i], (int)ldc);
-    }
+    else
+        for (size_t i = 0; i < count; i++)
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                        (int)M, (int)N, (int)K, alpha, A[i], (int)lda, B[i], (int)ldb, beta, C[i],
+                        (int)ldc);
+    t_stop(t0);
+}
+
+void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const struct SgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    CHECK(gemm_native_for_rows(M));
+    const double t0 = t_start();
+    sgemm_native_b(false, M, N, K, alpha, A, lda, B, beta, C, ldc);
+    t_stop(t0);
 }
 
 void matmul_tt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     if (M == 0 || N == 0) return;
-    if (gemm_native_for_rows(M)) {
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
         sgemm_native(true, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)M, (int)N, (int)K, alpha, A,
-                (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)M, (int)N, (int)K, alpha,
+                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    t_stop(t0);
 }
 
 // The references accumulate in double so that they are a stricter standard than BLAS.

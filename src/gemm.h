@@ -60,6 +60,17 @@ void matmul_tn_ref(float *C, const float *A, const float *B, size_t M, size_t N,
 void matmul_tt_ref(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                    float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 
+// A product whose B exists only as packed panels (sgemm.h's SgemmPanelSource: qlinear's
+// NF4/FP4 weights), on the native engine; callers check gemm_native_for_rows first.
+struct SgemmPanelSource;
+void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const struct SgemmPanelSource *B, float beta, float *C, size_t ldc);
+
+// Wall time spent inside matrix products (every matmul_* call), summed while enabled; for
+// qlora bench's "products vs everything else" split. gemm_timing(true) resets the sum.
+void gemm_timing(bool on);
+double gemm_seconds(void);
+
 // Set the thread count of both OpenMP and OpenBLAS (the one `threads` setting).
 void threads_set(int n);
 // A one-line description of the BLAS build and thread count (for startup logs).

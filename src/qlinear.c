@@ -104,7 +104,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
                      double *t_dequant) {
     if (fused(l, N)) {
         const SgemmPanelSource src = {fill_wt_panel, l};
-        sgemm_native_b(false, N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
+        matmul_panels(N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
     } else if (l->type == QUANT_NONE) {
         matmul_nt(y, x, l->w, N, l->out, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
     } else {
@@ -122,7 +122,7 @@ void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t
                             float *scratch, double *t_dequant) {
     if (fused(l, N)) {
         const SgemmPanelSource src = {fill_w_panel, l};
-        sgemm_native_b(false, N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
+        matmul_panels(N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
         return;
     }
     if (l->type == QUANT_NONE) {

@@ -43,7 +43,7 @@ void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size
 //   dst[k * SGEMM_NR + j] = op(B)[p0 + k][j0 + j]  for k < kc <= SGEMM_KC, j < SGEMM_NR,
 // with zeros for j >= n (n <= SGEMM_NR). It is called from several threads at once, for
 // different panels, inside sgemm's parallel region: no OpenMP inside. dst is 64-byte aligned.
-typedef struct {
+typedef struct SgemmPanelSource {
     void (*fill)(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, float *dst);
     const void *ctx;
 } SgemmPanelSource;
