@@ -42,7 +42,7 @@ table=$(
     row "qlora, same tiny shape, --gemm openblas" "$out/qlora-tiny-openblas.log"
 )
 sgemm=$(grep '^matmul work' "$out/qlora-gpt2.log")
-phases=$(grep '^phases' "$out/qlora-gpt2.log")
+phases=$(printf '%s\n%s' "$(grep '^phases' "$out/qlora-gpt2.log")" "$(grep '^inside' "$out/qlora-gpt2.log")")
 sgemm_ob=$(grep '^matmul work' "$out/qlora-gpt2-openblas.log")
 blas=$(grep '^blas' "$out/qlora-gpt2.log")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
