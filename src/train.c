@@ -623,6 +623,8 @@ static void print_summary(const Run *r) {
     char b1[32], b2[32], b3[32], b4[32];
     const char *hint = blas_kernel_hint();
     if (hint) printf("%s\n", hint);
+    char blas[256];
+    printf("matrix products: %s\n", blas_describe(blas, sizeof blas));
     ModelBytes mb = model_bytes(&r->model);
     printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
