@@ -64,40 +64,35 @@ GemmEngine gemm_engine(void) {
     return (GemmEngine)engine;
 }
 
+// One product on the chosen engine (native for more than GEMM_GEMV_ROWS rows, else
+// OpenBLAS), timed when gemm_timing is on. Every public product goes through here.
+static void product(bool ta, bool tb, float *C, const float *A, const float *B, size_t M,
+                    size_t N, size_t K, float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    if (M == 0 || N == 0) return;
+    const double t0 = t_start();
+    if (gemm_native_for_rows(M))
+        sgemm_native(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    t_stop(t0);
+}
+
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
-    if (M == 0 || N == 0) return;
-    const double t0 = t_start();
-    if (gemm_native_for_rows(M))
-        sgemm_native(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, alpha,
-                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    t_stop(t0);
+    product(false, true, C, A, B, M, N, K, alpha, beta, lda, ldb, ldc);
 }
-
 void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
-    if (M == 0 || N == 0) return;
-    const double t0 = t_start();
-    if (gemm_native_for_rows(M))
-        sgemm_native(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha,
-                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    t_stop(t0);
+    product(false, false, C, A, B, M, N, K, alpha, beta, lda, ldb, ldc);
 }
-
 void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
-    if (M == 0 || N == 0) return;
-    const double t0 = t_start();
-    if (gemm_native_for_rows(M))
-        sgemm_native(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, (int)N, (int)K, alpha,
-                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    t_stop(t0);
+    product(true, false, C, A, B, M, N, K, alpha, beta, lda, ldb, ldc);
+}
+void matmul_tt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    product(true, true, C, A, B, M, N, K, alpha, beta, lda, ldb, ldc);
 }
 
 void matmul_batch(const char *op, size_t count, float *const *C, const float *const *A,
@@ -105,15 +100,13 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
                   size_t lda, size_t ldb, size_t ldc) {
     const bool ta = op[0] == 't', tb = op[1] == 't';
     CHECK(strcmp(op, "nt") == 0 || strcmp(op, "nn") == 0 || strcmp(op, "tn") == 0);
-    if (M == 0 || N == 0) return;
-    const double t0 = t_start();
-    if (gemm_native_for_rows(M))
-        sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
+    if (!gemm_native_for_rows(M)) {  // OpenBLAS: one threaded call per item, each timed
         for (size_t i = 0; i < count; i++)
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                        (int)M, (int)N, (int)K, alpha, A[i], (int)lda, B[i], (int)ldb, beta, C[i],
-                        (int)ldc);
+            product(ta, tb, C[i], A[i], B[i], M, N, K, alpha, beta, lda, ldb, ldc);
+        return;
+    }
+    const double t0 = t_start();
+    sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     t_stop(t0);
 }
 
@@ -122,18 +115,6 @@ void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, si
     CHECK(gemm_native_for_rows(M));
     const double t0 = t_start();
     sgemm_native_b(false, M, N, K, alpha, A, lda, B, beta, C, ldc);
-    t_stop(t0);
-}
-
-void matmul_tt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
-               float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
-    if (M == 0 || N == 0) return;
-    const double t0 = t_start();
-    if (gemm_native_for_rows(M))
-        sgemm_native(true, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, (int)M, (int)N, (int)K, alpha,
-                    A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
     t_stop(t0);
 }
 
