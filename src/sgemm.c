@@ -18,9 +18,7 @@
 #include "sgemm.h"
 
 #include <omp.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "util.h"
 
@@ -39,6 +37,7 @@ enum {
 // runs hundreds of times per step; allocating ~5 MiB each time would cost page faults).
 // Callers are single-threaded by contract, so one static pair is enough.
 static float *packed_a, *packed_b;
+static size_t packed_a_floats, packed_b_floats;
 
 // Transpose the 16 x 16 block held in r (r[i] = row i) in place, so that r[i] = column i.
 static inline void transpose16(__m512 r[16]) {
@@ -196,6 +195,27 @@ typedef struct {
     const SgemmPanelSource *src;
 } BOperand;
 
+// Panel jp of op(B)'s block (rows p0.., columns j0.. j0+nc) into dst, from the matrix or
+// the panel source, whichever b holds.
+static void pack_b(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, size_t jp,
+                   float *dst) {
+    if (b->src)
+        b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR), dst + jp * NR * kc);
+    else
+        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, dst);
+}
+
+// Grow-only 64-byte aligned scratch: *buf holds at least `floats` floats afterwards (the old
+// contents are not kept). Used for the per-thread buffers, which live for the process.
+static float *scratch(float **buf, size_t *cap, size_t floats) {
+    if (*cap < floats) {
+        free(*buf);
+        *buf = xmalloc_aligned(floats * sizeof(float));
+        *cap = floats;
+    }
+    return *buf;
+}
+
 // C = beta * C (K == 0 or alpha == 0).
 static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
     for (size_t i = 0; i < M; i++)
@@ -219,13 +239,8 @@ static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
                 pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
             for (size_t j0 = 0; j0 < N; j0 += NC) {
                 const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
-                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++) {
-                    if (b->src)
-                        b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
-                                     pb + jp * NR * kc);
-                    else
-                        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb);
-                }
+                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
+                    pack_b(b, j0, nc, p0, kc, jp, pb);
                 if (nth > 1) {
                     #pragma omp barrier
                 }
@@ -270,13 +285,7 @@ static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha,
         for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
             const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
             const size_t nc = min_sz(N - j0, (q1 - q0) * NR);
-            for (size_t jp = 0; jp < q1 - q0; jp++) {
-                if (b->src)
-                    b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR),
-                                 pb_own + jp * NR * kc);
-                else
-                    pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, pb_own);
-            }
+            for (size_t jp = 0; jp < q1 - q0; jp++) pack_b(b, j0, nc, p0, kc, jp, pb_own);
             // A micro-panel in L1, this thread's B panels streamed from its L2
             for (size_t ip = 0; ip < mpanels; ip++)
                 for (size_t jp = 0; jp < q1 - q0; jp++)
@@ -290,27 +299,20 @@ static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha,
 
 // Private B buffers of the column-split schedule, one per thread, kept like packed_a.
 static float *colsplit_buf;
-static size_t colsplit_threads;
+static size_t colsplit_floats;
 
 static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const BOperand *b, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
-    if (!packed_a) {
-        packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(float));
-        packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(float));
-    }
     const int nth = threads_for(M, N, K);
     // column split for wide products whose A block fits L2 beside a thread's B block, when
     // every thread gets at least 4 panels (128 columns) of B; measured on the 2-core
     // machine: 1.05-1.1x on the output layer and wide linears, slower otherwise
     const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;
-    if (colsplit && colsplit_threads < (size_t)nth) {
-        free(colsplit_buf);
-        colsplit_buf = xmalloc_aligned((size_t)nth * NCS * KC * sizeof(float));
-        colsplit_threads = (size_t)nth;
-    }
-    float *pa = packed_a, *pb = packed_b, *pown = colsplit_buf;
+    float *pa = scratch(&packed_a, &packed_a_floats, (size_t)MC * KC);
+    float *pb = scratch(&packed_b, &packed_b_floats, (size_t)NC * KC);
+    float *pown = colsplit ? scratch(&colsplit_buf, &colsplit_floats, (size_t)nth * NCS * KC) : NULL;
     #pragma omp parallel num_threads(nth)
     {
         const size_t n = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
@@ -340,12 +342,7 @@ void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size
     const size_t fa = ((min_sz(MC, M) + MR - 1) / MR * MR * kc + 15) / 16 * 16;
     const size_t fb = (min_sz(NC, N) + NR - 1) / NR * NR * kc;
     const size_t per_thread = (fa + fb + 15) / 16 * 16, nth = (size_t)omp_get_max_threads();
-    if (batch_buf_floats < per_thread * nth) {
-        free(batch_buf);
-        batch_buf = xmalloc_aligned(per_thread * nth * sizeof(float));
-        batch_buf_floats = per_thread * nth;
-    }
-    float *buf = batch_buf;
+    float *buf = scratch(&batch_buf, &batch_buf_floats, per_thread * nth);
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < count; i++) {
         float *pa = buf + (size_t)omp_get_thread_num() * per_thread, *pb = pa + fa;
