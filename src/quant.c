@@ -296,12 +296,6 @@ static inline void dequant32_avx512(const uint8_t *src, __m512 table, __m512 vs,
     _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_permutexvar_ps(i0, table), vs));
     _mm512_storeu_ps(out + 16, _mm512_mul_ps(_mm512_permutexvar_ps(i1, table), vs));
 }
-
-static inline void dequant64_avx512(const uint8_t *src, __m512 table, float scale, float *out) {
-    const __m512 vs = _mm512_set1_ps(scale);
-    dequant32_avx512(src, table, vs, out);
-    dequant32_avx512(src + 16, table, vs, out + 32);
-}
 #endif
 
 void q4_dequantize_span(const Q4Tensor *q, size_t start, size_t count, float *out) {
@@ -329,26 +323,10 @@ void q4_dequantize_span(const Q4Tensor *q, size_t start, size_t count, float *ou
 void q4_dequantize(const Q4Tensor *q, size_t start, size_t count, float *out) {
     CHECK(start % q->blocksize == 0 && start + count <= q->n);
     const size_t bs = q->blocksize, b0 = start / bs, b1 = (start + count + bs - 1) / bs;
-#ifdef __AVX512F__
-    const __m512 table = _mm512_loadu_ps(q->code);
-#endif
     #pragma omp parallel for schedule(static)
-    for (size_t b = b0; b < b1; b++) {
-        const size_t i0 = b * bs;
-        const size_t len = start + count - i0 < bs ? start + count - i0 : bs;
-        const float scale = q4_block_scale(q, b);
-        const uint8_t *src = q->codes + i0 / 2;
-        float *dst = out + (i0 - start);
-        size_t i = 0;
-#ifdef __AVX512F__
-        for (; i + 64 <= len; i += 64) dequant64_avx512(src + i / 2, table, scale, dst + i);
-#endif
-        for (; i + 1 < len; i += 2) {
-            uint8_t byte = src[i / 2];
-            dst[i] = q->code[byte >> 4] * scale;
-            dst[i + 1] = q->code[byte & 0x0F] * scale;
-        }
-        if (i < len) dst[i] = q->code[src[i / 2] >> 4] * scale;
+    for (size_t b = b0; b < b1; b++) {  // a block per iteration, each on one thread
+        const size_t i0 = b * bs, len = start + count - i0 < bs ? start + count - i0 : bs;
+        q4_dequantize_span(q, i0, len, out + (i0 - start));
     }
 }
 
