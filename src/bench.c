@@ -11,6 +11,7 @@
 #include "gemm.h"
 #include "model.h"
 #include "optim.h"
+#include "qlinear.h"
 
 typedef struct {
     char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn, 'u' = matmul_tt
@@ -19,15 +20,14 @@ typedef struct {
     size_t batch;  // products per call (matmul_batch, as attention runs them); 1 = plain
 } GemmShape;
 
-static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, double count) {
-    GemmShape g = {op, M, N, K, count, 1};
-    arrput(*list, g);
-}
-
 // A batched call: `batch` products of M x N x K, `count` such calls per step.
 static void add_batched(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, size_t batch) {
     GemmShape g = {op, M, N, K, count, batch};
     arrput(*list, g);
+}
+
+static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, double count) {
+    add_batched(list, op, M, N, K, count, 1);
 }
 
 // The matrix products of one training step (forward + backward), with their counts.
@@ -266,7 +266,7 @@ int cmd_bench(int argc, char **argv) {
            1e3 * times[steps - 1], steps, (double)N / med);
     // with the native engine, NF4/FP4 codes are dequantized inside the products' packing
     // (qlinear.c), so that time is part of "matmul" and there is no separate phase
-    const bool fused_dq = (q.type == QUANT_NF4 || q.type == QUANT_FP4) && gemm_native_for_rows(N);
+    const bool fused_dq = qlinear_dequant_in_products(q.type, N);
     char dq[64];
     if (fused_dq) snprintf(dq, sizeof dq, "inside the products' packing");
     else snprintf(dq, sizeof dq, "%.1f", 1e3 * prof.dequant / n);

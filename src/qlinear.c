@@ -95,14 +95,13 @@ static void fill_w_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_
     }
 }
 
-// True when products of l with N rows go through the native sgemm with a panel source.
-static bool fused(const QLinear *l, size_t N) {
-    return (l->type == QUANT_NF4 || l->type == QUANT_FP4) && gemm_native_for_rows(N);
+bool qlinear_dequant_in_products(QuantType type, size_t N) {
+    return (type == QUANT_NF4 || type == QUANT_FP4) && gemm_native_for_rows(N);
 }
 
 void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
                      double *t_dequant) {
-    if (fused(l, N)) {
+    if (qlinear_dequant_in_products(l->type, N)) {
         const SgemmPanelSource src = {fill_wt_panel, l};
         matmul_panels(N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
     } else if (l->type == QUANT_NONE) {
@@ -120,7 +119,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
                             float *scratch, double *t_dequant) {
-    if (fused(l, N)) {
+    if (qlinear_dequant_in_products(l->type, N)) {
         const SgemmPanelSource src = {fill_w_panel, l};
         matmul_panels(N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
         return;

@@ -33,6 +33,10 @@ bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t i
                   Error *err);
 void qlinear_free(QLinear *l);
 
+// True when products of N rows with weights of this type dequantize inside the native
+// sgemm's packing (panel sources), false when they go through a dequantized tile.
+bool qlinear_dequant_in_products(QuantType type, size_t N);
+
 // Rows [r0, r1) of W as fp32 into dst ((r1-r0) x in). Overwrites dst.
 void qlinear_rows(const QLinear *l, size_t r0, size_t r1, float *dst);
 
