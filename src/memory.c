@@ -8,9 +8,9 @@
 
 #include "cli.h"
 #include "model.h"
+#include "qlinear.h"
 #include "quant.h"
 
-#define QLINEAR_TILE (256.0 * 1024)  // floats of the dequantization tile (qlinear.h)
 
 double shape_linear_params(const ModelShape *s) {
     if (s->llama) return s->L * (4 * s->C * s->C + 3 * s->C * s->F);
@@ -92,7 +92,7 @@ double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_l
     // layer at a time with gradient checkpointing
     const double saved = (L + 1) * N * C + (j->gradient_checkpointing ? layer : L * layer);
     const double rows = (double)model_logit_rows(j->gradient_checkpointing ? ACTS_CHECKPOINT : ACTS_TRAIN);
-    const double head = N * C + 2 * N + N * C + QLINEAR_TILE + rows * s->V;  // ln_f, tmp
+    const double head = N * C + 2 * N + N * C + (double)QLINEAR_TILE_FLOATS + rows * s->V;  // ln_f, tmp
     const double grads = 6 * N * C + att + 2 * N * F + (with_lora ? N * R + 2 * N * F : 0);
     return 4.0 * (saved + head + grads);
 }
