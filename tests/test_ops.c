@@ -127,28 +127,32 @@ static void test_gemm(void) {
     fill(B, ld * ld, 1, 7);
     fill(C1, ld * ld, 1, 8);
     memcpy(C2, C1, ld * ld * 4);
+    typedef void (*Matmul)(float *, const float *, const float *, size_t, size_t, size_t, float,
+                           float, size_t, size_t, size_t);
+    static const struct {
+        const char *name;
+        Matmul fn, ref;
+        float alpha, beta;  // accumulating and overwriting calls, alpha 1 and not
+    } ops[] = {
+        {"matmul_nt (strided, accumulate)", matmul_nt, matmul_nt_ref, 0.5f, 1.0f},
+        {"matmul_nn", matmul_nn, matmul_nn_ref, 1.0f, 0.0f},
+        {"matmul_tn", matmul_tn, matmul_tn_ref, 1.0f, 1.0f},
+        {"matmul_tt", matmul_tt, matmul_tt_ref, 0.5f, 1.0f},
+    };
     static const char *const engines[] = {"openblas", "native"};
     for (int e = 0; e < 2; e++) {
         Error err;
         if (!gemm_engine_set(engines[e], &err)) continue;  // no AVX-512 here
-        char name[64];
-        // engine vs naive with double accumulation: same math, different order over K = 70
-        snprintf(name, sizeof name, "%s matmul_nt (strided, accumulate)", engines[e]);
-        matmul_nt(C1, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-        matmul_nt_ref(C2, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
-        snprintf(name, sizeof name, "%s matmul_nn", engines[e]);
-        matmul_nn(C1, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
-        matmul_nn_ref(C2, A, B, M, N, K, 1.0f, 0.0f, ld, ld, ld);
-        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
-        snprintf(name, sizeof name, "%s matmul_tn", engines[e]);
-        matmul_tn(C1, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
-        matmul_tn_ref(C2, A, B, M, N, K, 1.0f, 1.0f, ld, ld, ld);
-        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
-        snprintf(name, sizeof name, "%s matmul_tt", engines[e]);
-        matmul_tt(C1, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-        matmul_tt_ref(C2, A, B, M, N, K, 0.5f, 1.0f, ld, ld, ld);
-        EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+        for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+            char name[80];
+            snprintf(name, sizeof name, "%s %s", engines[e], ops[o].name);
+            // a float sum of 70 products of N(0,1) values (|C| up to ~25) against the exact
+            // double sum: typically sqrt(K) u |C| ~ 1e-5 apart; 1e-5 + 1e-4 |ref| leaves room
+            // for the worst of 6,400 values, while a wrong index or transpose is off by O(1)
+            ops[o].fn(C1, A, B, M, N, K, ops[o].alpha, ops[o].beta, ld, ld, ld);
+            ops[o].ref(C2, A, B, M, N, K, ops[o].alpha, ops[o].beta, ld, ld, ld);
+            EXPECT_CLOSE(name, C1, C2, ld * ld, 1e-5, 1e-4);
+        }
     }
     Error err;
     gemm_engine_set("auto", &err);
