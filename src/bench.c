@@ -59,6 +59,11 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bo
     return g;
 }
 
+// "nt", "nn", "tn" or "tt", as matmul_batch takes it.
+static const char *op_name(const GemmShape *g) {
+    return g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : g->op == 't' ? "tn" : "tt";
+}
+
 static double call_flops(const GemmShape *g) {
     return 2.0 * (double)g->M * (double)g->N * (double)g->K * (double)g->batch;
 }
@@ -80,7 +85,7 @@ static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
         const bool ta = g->op == 't' || g->op == 'u', tb = g->op == 'n' || g->op == 'u';
         const size_t lda = ta ? g->M : g->K, ldb = tb ? g->K : g->N;
         if (n > 1)
-            matmul_batch(g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : "tn", n, (float *const *)pc, pa, pb,
+            matmul_batch(op_name(g), n, (float *const *)pc, pa, pb,
                          g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
         else if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
         else if (g->op == 'm') matmul_nn(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
@@ -250,7 +255,7 @@ int cmd_bench(int argc, char **argv) {
         t_sgemm += t * g->count;
         if (per_shape)
             printf("  sgemm %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
-                   g->op == 'n' ? "nt" : g->op == 'm' ? "nn" : g->op == 't' ? "tn" : "tt", g->M, g->N, g->K, g->batch,
+                   op_name(g), g->M, g->N, g->K, g->batch,
                    g->count, call_flops(g) / t / 1e9, 1e3 * t * g->count);
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);

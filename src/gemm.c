@@ -99,7 +99,7 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
                   const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
                   size_t lda, size_t ldb, size_t ldc) {
     const bool ta = op[0] == 't', tb = op[1] == 't';
-    CHECK(strcmp(op, "nt") == 0 || strcmp(op, "nn") == 0 || strcmp(op, "tn") == 0);
+    CHECK(strlen(op) == 2 && (op[0] == 'n' || op[0] == 't') && (op[1] == 'n' || op[1] == 't'));
     if (!gemm_native_for_rows(M)) {  // OpenBLAS: one threaded call per item, each timed
         for (size_t i = 0; i < count; i++)
             product(ta, tb, C[i], A[i], B[i], M, N, K, alpha, beta, lda, ldb, ldc);

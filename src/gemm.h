@@ -41,8 +41,8 @@ void matmul_nn(float *C, const float *A, const float *B, size_t M, size_t N, siz
 void matmul_tn(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 
-// count products of one shape, item i reading A[i], B[i] and writing C[i]; op is "nt", "nn"
-// or "tn" as above. The native engine runs the items in parallel, one per thread; OpenBLAS
+// count products of one shape, item i reading A[i], B[i] and writing C[i]; op is "nt", "nn",
+// "tn" or "tt" as above. The native engine runs the items in parallel, one per thread; OpenBLAS
 // runs them one after another, each threaded.
 void matmul_batch(const char *op, size_t count, float *const *C, const float *const *A,
                   const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
