@@ -3,7 +3,7 @@
 #   make test       build and run the test suite; last line "N passed, M failed"
 #   make test SANITIZE=1   the same suite under AddressSanitizer + UBSan (build/asan/)
 #   make demo       the main job: QLoRA on the shipped base model and data (~1 minute)
-#   make base-model rebuild data/base-model from scratch (~17 minutes)
+#   make base-model rebuild data/base-model from scratch (~4 minutes)
 #   make compare    full vs LoRA vs QLoRA on the demo data
 #   make memory-report     measured memory of full / LoRA / QLoRA -> docs/memory.md
 #   make bench / bench-compare   training-step benchmark; against PyTorch -> docs/performance.md

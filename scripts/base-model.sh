@@ -3,10 +3,10 @@
 #  1. the corpus: the King James Bible from Debian's bible-kjv package (public domain),
 #     verse references stripped -> build/corpus/kjv.txt (not committed);
 #  2. a random 4-layer, 192-wide byte-level GPT-2 from `qlora init` (seed 1234);
-#  3. `qlora train configs/pretrain-base.yaml` (method full, ~17 minutes on 2 cores);
+#  3. `qlora train configs/pretrain-base.yaml` (method full, ~4 minutes on 2 cores);
 #  4. copy the result to data/base-model/ and compare its held-out eval_loss with the
-#     committed model's (the run is deterministic for a given thread count; the check
-#     allows 5%).
+#     committed model's (the run is deterministic for a given thread count and matrix-
+#     product engine; the check allows 5%).
 set -eu
 cd "$(dirname "$0")/.."
 Q=./qlora

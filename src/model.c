@@ -327,7 +327,7 @@ struct Acts {
     // per layer ([L], or [L+1] for resid); shared between layers unless ACTS_TRAIN
     float **resid, **resid_mid, **ln1, **ln1_mean, **ln1_rstd, **qkv, **att, **atty;
     float **ln2, **ln2_mean, **ln2_rstd, **fch, **fch_gelu;
-    float **lora_h;  // [L * LORA_N_TARGETS], (N, r); unused without adapters
+    float **lora_h;  // [L * LORA_N_TARGETS], (r, N) (lora.h); unused without adapters
     float *lnf, *lnf_mean, *lnf_rstd, *tmp, *tile, *logits;
     // training only: gradients of one layer at a time and dropout scratch
     float *dresid, *dln, *datty, *dqkv, *datt, *dfch_gelu, *dfch, *dh, *xd, *dxd;
