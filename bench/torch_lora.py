@@ -2,11 +2,14 @@
 """PyTorch baseline for `make bench-compare`: what a user would otherwise run for LoRA on a
 CPU. GPT-2 of a given shape (random weights) with its linears frozen in fp32, LoRA on every
 linear (r, alpha = 2r, no dropout, B = 0, A kaiming-uniform as PEFT), AdamW on the LoRA
-parameters only, one warm-up step then N timed steps on random tokens.
+parameters only, one warm-up step then N timed steps on random tokens. --bf16 runs the
+forward + loss under torch.autocast("cpu", dtype=torch.bfloat16) (fp32 weights rounded per
+product, as a bf16 training run on a CPU does).
 Needs only torch (Debian's python3-torch); prints the same last line as `qlora bench`:
 tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>
 """
 import argparse
+import contextlib
 import math
 import resource
 import time
@@ -81,6 +84,7 @@ def main():
     ap.add_argument("--lora-r", type=int, default=8)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true", help="forward + loss under torch.autocast(cpu, bfloat16)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -91,11 +95,13 @@ def main():
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
     idx = torch.randint(0, V, (a.batch, a.seq))
     tgt = torch.roll(idx, -1, dims=1)
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     times = []
     for s in range(a.steps + 1):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(idx, tgt)
+        with amp():
+            loss = model(idx, tgt)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -105,7 +111,8 @@ def main():
     med = times[len(times) // 2]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {a.preset} LoRA r={a.lora_r} "
-          f"({sum(p.numel() for p in params)} trainable), batch {a.batch} x {a.seq}")
+          f"({sum(p.numel() for p in params)} trainable), batch {a.batch} x {a.seq}, "
+          f"bf16 autocast {'on' if a.bf16 else 'off'}")
     print(f"tokens_per_s={a.batch * a.seq / med:.1f} ms_per_step={1e3 * med:.2f} peak_rss_mib={rss:.1f}")
 
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgemm.h"
 #include "cli.h"
 #include "ds.h"
 #include "gemm.h"
@@ -18,11 +19,12 @@ typedef struct {
     size_t M, N, K;
     double count;  // calls per step
     size_t batch;  // products per call (matmul_batch, as attention runs them); 1 = plain
+    bool bf16;     // a frozen weight's product, run in bf16 (matmul_bf16)
 } GemmShape;
 
 // A batched call: `batch` products of M x N x K, `count` such calls per step.
 static void add_batched(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, size_t batch) {
-    GemmShape g = {op, M, N, K, count, batch};
+    GemmShape g = {op, M, N, K, count, batch, false};
     arrput(*list, g);
 }
 
@@ -30,15 +32,22 @@ static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, d
     add_batched(list, op, M, N, K, count, 1);
 }
 
+// A frozen weight's product: in bf16 when the step runs them so.
+static void add_frozen(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, bool bf16) {
+    add_batched(list, op, M, N, K, count, 1);
+    (*list)[arrlenu(*list) - 1].bf16 = bf16;
+}
+
 // The matrix products of one training step (forward + backward), with their counts.
-static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bool full, bool lora) {
+static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bool full, bool lora,
+                              bool bf16) {
     GemmShape *g = NULL;
     const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
     const size_t NH = (size_t)c->n_head, HS = C / NH, N = B * T, L = (size_t)c->n_layer, R = (size_t)r;
     const size_t in[4] = {C, C, C, F}, out[4] = {3 * C, C, F, C};
     for (int t = 0; t < 4; t++) {
-        add_shape(&g, 'n', N, out[t], in[t], (double)L);                           // forward
-        add_shape(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0));  // dx
+        add_frozen(&g, 'n', N, out[t], in[t], (double)L, bf16);                           // forward
+        add_frozen(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0), bf16);  // dx
         if (full) add_shape(&g, 't', out[t], in[t], N, (double)L);                 // dW
         if (lora) {  // lora.c: the hidden h is stored (R, N)
             add_shape(&g, 'n', R, N, in[t], (double)L);        // h = A x^T
@@ -53,8 +62,9 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bo
     add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH);  // scores (forward), dP
     add_batched(&g, 'm', T, HS, T, 2.0 * (double)L, B * NH);  // P v (forward), dq
     add_batched(&g, 't', T, HS, T, 2.0 * (double)L, B * NH);  // dv, dk
-    add_shape(&g, 'n', N, V, C, 1);            // logits
-    add_shape(&g, 'm', N, C, V, 1);            // dlnf
+    const size_t rows = model_logit_rows(ACTS_TRAIN) < N ? model_logit_rows(ACTS_TRAIN) : N;
+    add_frozen(&g, 'n', rows, V, C, (double)N / (double)rows, bf16);  // logits, in chunks
+    add_frozen(&g, 'm', rows, C, V, (double)N / (double)rows, bf16);  // dlnf
     if (full) add_shape(&g, 't', V, C, N, 1);  // d wte (tied head)
     return g;
 }
@@ -84,7 +94,9 @@ static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
         double t0 = time_now();
         const bool ta = g->op == 't' || g->op == 'u', tb = g->op == 'n' || g->op == 'u';
         const size_t lda = ta ? g->M : g->K, ldb = tb ? g->K : g->N;
-        if (n > 1)
+        if (g->bf16)
+            matmul_bf16(g->op == 'n', c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else if (n > 1)
             matmul_batch(op_name(g), n, (float *const *)pc, pa, pb,
                          g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
         else if (g->op == 'n') matmul_nt(c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
@@ -107,7 +119,7 @@ static const char *BENCH_HELP =
     "usage: qlora bench [--model DIR | --preset NAME] [--method qlora|lora|full]\n"
     "                   [--quant nf4|fp4|int8|none] [--no-double-quant] [--batch B] [--seq T]\n"
     "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n"
-    "                   [--gemm auto|openblas|native] [--per-shape]\n\n"
+    "                   [--gemm auto|openblas|native] [--bf16] [--per-shape]\n\n"
     "Times training steps (one warm-up, then N; default 5) on random tokens: ms/step, tokens/s,\n"
     "a per-phase breakdown, the achieved GFLOP/s next to sgemm's GFLOP/s on the same matrix\n"
     "shapes measured in the same run, and peak RSS. A preset (gpt2, gpt2-medium, gpt2-large,\n"
@@ -115,14 +127,16 @@ static const char *BENCH_HELP =
     "quant, batch 4 x 256, r 8 on all linears. Last line:\n"
     "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n"
     "--gemm picks the matrix-product engine (as QLORA_GEMM does; default auto, see README);\n"
-    "--per-shape lists the sgemm-alone time of each matrix shape of the step.\n";
+    "--bf16 multiplies the frozen weights (block linears, output layer) in bf16 with fp32 sums\n"
+    "(AVX512-BF16 or AMX; an error on a CPU without them; QLORA_BF16_ISA=avx512bf16 picks the\n"
+    "former where both exist); --per-shape lists the time alone of each matrix shape of the step.\n";
 
 int cmd_bench(int argc, char **argv) {
     if (cli_help(argc, argv, BENCH_HELP)) return 0;
     const char *model_dir = NULL, *preset = "gpt2", *method = "qlora";
     QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
     long B = 4, T = 256, r = 8, threads = 0, steps = 5;
-    bool ckpt = false, quant_given = false, per_shape = false;
+    bool ckpt = false, quant_given = false, per_shape = false, bf16 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
@@ -144,6 +158,7 @@ int cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--steps") == 0) steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
         else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
         else if (strcmp(a, "--per-shape") == 0) per_shape = true;
+        else if (strcmp(a, "--bf16") == 0) bf16 = true;
         else if (strcmp(a, "--gemm") == 0) {
             Error e;
             if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
@@ -164,6 +179,11 @@ int cmd_bench(int argc, char **argv) {
         if (!model_init_random(&m, &cfg, &q, 1, &err)) die_error(&err);
     }
     const double t_load = time_now() - t0;
+    if (bf16) {
+        if (full) cli_usage_error("bench", "--bf16 applies to frozen weights; method full trains them all");
+        if (!bgemm_mode("true", &bf16, &err)) cli_usage_error("bench", "--bf16: %s", err.msg);
+        model_set_bf16(&m, true);
+    }
     if (T > m.cfg.n_positions) die(EXIT_BAD_INPUT, "--seq %ld exceeds n_positions %d", T, m.cfg.n_positions);
     LoraSet lora;
     bool targets[LORA_N_TARGETS];
@@ -236,7 +256,7 @@ int cmd_bench(int argc, char **argv) {
     gemm_timing(false);
     const double rss = (double)peak_rss_bytes() / 1048576.0;  // before the buffers below
     // the same step's matrix shapes through sgemm alone
-    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on);
+    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on, bf16);
     size_t maxa = 1, maxb = 1, maxc = 1;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
         const GemmShape *g = &shapes[i];
@@ -254,8 +274,8 @@ int cmd_bench(int argc, char **argv) {
         flops += shape_flops(g);
         t_sgemm += t * g->count;
         if (per_shape)
-            printf("  sgemm %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
-                   op_name(g), g->M, g->N, g->K, g->batch,
+            printf("  %s %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
+                   g->bf16 ? "bf16 " : "sgemm", op_name(g), g->M, g->N, g->K, g->batch,
                    g->count, call_flops(g) / t / 1e9, 1e3 * t * g->count);
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
@@ -267,11 +287,13 @@ int cmd_bench(int argc, char **argv) {
            m.cfg.n_layer, m.cfg.n_embd, B, T, lora_on ? r : 0L, ckpt ? "gradient checkpointing" : "all activations kept",
            n_train, t_load);
     printf("blas: %s\n", blas_describe(blas, sizeof blas));
+    printf("frozen weights' products: %s\n", bf16 ? bgemm_isa_name(bgemm_isa()) : "fp32");
     printf("ms/step: median %.1f, min %.1f, max %.1f over %ld steps; %.1f tokens/s\n", 1e3 * med, 1e3 * times[0],
            1e3 * times[steps - 1], steps, (double)N / med);
     // with the native engine, NF4/FP4 codes are dequantized inside the products' packing
     // (qlinear.c), so that time is part of "matmul" and there is no separate phase
-    const bool fused_dq = qlinear_dequant_in_products(q.type, N);
+    const bool fused_dq = qlinear_dequant_in_products(q.type, N) ||
+                          (bf16 && (q.type == QUANT_NF4 || q.type == QUANT_FP4));
     char dq[64];
     if (fused_dq) snprintf(dq, sizeof dq, "inside the products' packing");
     else snprintf(dq, sizeof dq, "%.1f", 1e3 * prof.dequant / n);
@@ -282,8 +304,9 @@ int cmd_bench(int argc, char **argv) {
     for (long i = 0; i < steps; i++) t_total += times[i];
     printf("inside matrix products: %.1f ms/step (%.0f%% of the step); everything else %.1f ms/step\n",
            1e3 * t_products / n, 100.0 * t_products / t_total, 1e3 * (t_total - t_products) / n);
-    printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; sgemm alone on the same shapes %.1f GFLOP/s "
-           "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9, flops / t_sgemm / 1e9,
+    printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; %s alone on the same shapes %.1f GFLOP/s "
+           "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9,
+           bf16 ? "the products" : "sgemm", flops / t_sgemm / 1e9,
            100.0 * t_sgemm / med, (double)N / t_sgemm);
     printf("peak RSS %.1f MiB (of the training steps, before the sgemm-alone measurement)\n", rss);
     const char *hint = blas_kernel_hint();

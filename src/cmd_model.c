@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bgemm.h"
 #include "cli.h"
 #include "data.h"
 #include "ds.h"
@@ -20,6 +21,7 @@ typedef struct {
     const char *model_dir, *adapter_dir;
     QuantConfig quant;
     int threads;  // 0 = leave the default (OMP_NUM_THREADS or all cores)
+    bool bf16;    // --bf16: the frozen weights' products in bf16 (bgemm.h)
 } ModelOpts;
 
 static void model_opts_default(ModelOpts *o) {
@@ -48,6 +50,9 @@ static bool model_opt(const char *cmd, ModelOpts *o, int argc, char **argv, int 
         o->quant.double_quant = false;
     } else if (strcmp(a, "--threads") == 0) {
         o->threads = (int)cli_long(a, cli_value(argc, argv, i), 1, 1024);
+    } else if (strcmp(a, "--bf16") == 0) {
+        Error err = {0};
+        if (!bgemm_mode("true", &o->bf16, &err)) cli_usage_error(cmd, "--bf16: %s", err.msg);
     } else {
         return false;
     }
@@ -77,6 +82,7 @@ static void load_model(const ModelOpts *o, const char *cmd, Model *m, LoraSet *l
     Error err = {0};
     double t0 = time_now();
     if (!model_load(m, o->model_dir, &o->quant, &err)) die_error(&err);
+    model_set_bf16(m, o->bf16);
     *has_lora = false;
     if (o->adapter_dir) {
         LoraShapes shapes = model_lora_shapes(&m->cfg);
@@ -101,7 +107,8 @@ static void load_model(const ModelOpts *o, const char *cmd, Model *m, LoraSet *l
             fmt_bytes((double)mb.embeddings, b3, sizeof b3),
             fmt_bytes((double)mb.norms_and_biases, b4, sizeof b4),
             *has_lora ? "adapter: " : "", *has_lora ? o->adapter_dir : "", *has_lora ? "\n" : "");
-    fprintf(stderr, "blas: %s\n", blas_describe(blas, sizeof blas));
+    fprintf(stderr, "blas: %s; frozen weights in %s\n", blas_describe(blas, sizeof blas),
+            o->bf16 ? bgemm_isa_name(bgemm_isa()) : "fp32");
 }
 
 static char *read_text_file(const char *path, size_t *len) {
@@ -248,12 +255,15 @@ int cmd_tokenize(int argc, char **argv) {
 
 static const char *EVAL_HELP =
     "usage: qlora eval --model DIR [--adapter DIR] [--quant none|nf4|fp4|int8] [--blocksize N]\n"
-    "                  [--no-double-quant] [--seq T] [--threads N] (--text FILE | --data FILE)\n\n"
+    "                  [--no-double-quant] [--seq T] [--threads N] [--bf16]\n"
+    "                  (--text FILE | --data FILE)\n\n"
     "Mean next-token loss and perplexity. --text FILE: a plain text; one longer than the\n"
     "window (n_positions, or --seq) is scored in windows that advance by half a window, each\n"
     "token scored once with at least half a window of context. --data FILE: a training\n"
     "dataset (.jsonl examples as `qlora train` reads them, scored on their labels; other\n"
-    "files as text cut into windows). Last line: loss=<float> ppl=<float> tokens=<n>.\n";
+    "files as text cut into windows). Last line: loss=<float> ppl=<float> tokens=<n>.\n"
+    "--bf16 multiplies the frozen weights in bf16 with fp32 sums, as training with bf16: true\n"
+    "does (an error on a CPU without AVX512-BF16 or AMX-BF16).\n";
 
 // eval --data: the examples of a dataset file, batched as training batches them.
 static int eval_dataset(const ModelOpts *o, const char *path, long seq) {
@@ -363,11 +373,12 @@ int cmd_eval(int argc, char **argv) {
 static const char *GENERATE_HELP =
     "usage: qlora generate --model DIR [--adapter DIR] --prompt TEXT [--max-new-tokens N]\n"
     "                      [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-    "                      [--quant none|nf4|fp4|int8] [--threads N]\n\n"
+    "                      [--quant none|nf4|fp4|int8] [--threads N] [--bf16]\n\n"
     "Streams a continuation of TEXT, stopping at <|endoftext|> or after N new tokens (default\n"
     "100), with a KV cache (each new token costs one position). Sampling: temperature 1.0,\n"
     "top-k 50, top-p 1.0 by default (Hugging Face's sampling defaults); --temperature 0 is\n"
-    "greedy. The same seed gives the same text.\n";
+    "greedy. The same seed gives the same text. --bf16: the prompt's products with the frozen\n"
+    "weights in bf16 (each new token's one-row products stay fp32).\n";
 
 typedef struct {
     float p;

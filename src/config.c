@@ -68,6 +68,7 @@ static const KeySpec KEYS[] = {
     {"save_steps", NUM(K_INT, save_steps), 0, 1e12, NULL, "0", "write output_dir/checkpoint-N every this many steps; 0 = at the end only"},
     {"resume_from_checkpoint", STR(resume_from_checkpoint), 0, 0, NULL, "", "checkpoint folder to continue from, or 'latest' for the newest in output_dir"},
     {"threads", NUM(K_INT, threads), 0, 1024, NULL, "0", "threads for OpenMP and OpenBLAS (and qlora's own sgemm); 0 = OMP_NUM_THREADS or all cores"},
+    {"bf16", ENUM(bf16), 0, 0, "auto|true|false", "false", "multiply the frozen weights (quantized linears, output layer) in bf16 with fp32 sums, as QLoRA's compute dtype; auto = where the CPU has AVX512-BF16 or AMX; true on a CPU without them is an error; not with method full"},
     {"gradient_checkpointing", NUM(K_BOOL, gradient_checkpointing), 0, 0, NULL, "false", "keep only block inputs; recompute activations in backward (less memory, ~30% slower)"},
 };
 #undef STR
@@ -316,6 +317,9 @@ bool config_validate(const TrainConfig *c, Error *err) {
     if (!c->output_dir[0]) return error_set(err, "output_dir must not be empty");
     if (strcmp(c->method, "full") != 0 && c->n_lora_target_modules == 0 && !c->lora_target_linear)
         return error_set(err, "lora_target_modules is empty: no layer would be trained");
+    if (strcmp(c->method, "full") == 0 && strcmp(c->bf16, "true") == 0)
+        return error_set(err, "bf16: true computes the frozen weights in bf16, and method full trains "
+                              "every weight (use bf16: false or auto)");
     if (c->quant_blocksize & (c->quant_blocksize - 1))
         return error_set(err, "quant_blocksize %ld is not a power of two", c->quant_blocksize);
     return true;

@@ -54,6 +54,7 @@ typedef struct {
     char resume_from_checkpoint[1024];
     long threads;
     bool gradient_checkpointing;
+    char bf16[8];                 // auto | true | false: frozen weights' products in bf16
 } TrainConfig;
 
 void config_defaults(TrainConfig *c);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bgemm.h"
 #include "sgemm.h"
 
 // The engine behind matmul_*: -1 = not chosen yet (auto on first use).
@@ -115,6 +116,20 @@ void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, si
     CHECK(gemm_native_for_rows(M));
     const double t0 = t_start();
     sgemm_native_b(false, M, N, K, alpha, A, lda, B, beta, C, ldc);
+    t_stop(t0);
+}
+
+void matmul_bf16(bool tb, float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                 float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
+    const double t0 = t_start();
+    bgemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    t_stop(t0);
+}
+
+void matmul_bf16_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                        const struct BgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    const double t0 = t_start();
+    bgemm_b(M, N, K, alpha, A, lda, B, beta, C, ldc);
     t_stop(t0);
 }
 

@@ -66,6 +66,15 @@ struct SgemmPanelSource;
 void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const struct SgemmPanelSource *B, float beta, float *C, size_t ldc);
 
+// bf16 products of frozen weights (bgemm.h: A and op(B) rounded to bf16, fp32 sums), timed
+// like the others. matmul_bf16: op(B) = tb ? B^T : B, an fp32 matrix; matmul_bf16_panels:
+// op(B) from a panel source. Callers check bgemm_available() and that M > GEMM_GEMV_ROWS.
+struct BgemmPanelSource;
+void matmul_bf16(bool tb, float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                 float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
+void matmul_bf16_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                        const struct BgemmPanelSource *B, float beta, float *C, size_t ldc);
+
 // Wall time spent inside matrix products (every matmul_* call), summed while enabled; for
 // qlora bench's "products vs everything else" split. gemm_timing(true) resets the sum.
 void gemm_timing(bool on);

@@ -278,6 +278,31 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     return ok;
 }
 
+void model_set_bf16(Model *m, bool on) {
+    m->bf16 = on;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        for (int t = 0; t < LORA_N_TARGETS; t++) m->blocks[l].lin[t].bf16 = on;
+}
+
+// logits (n,V) = x (n,C) lm_head^T, in bf16 when the model computes its frozen weights so
+// (products of a row or two stay fp32, as in qlinear.c). Overwrites logits.
+static void head_forward(const Model *m, float *logits, const float *x, size_t n) {
+    const size_t C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    if (m->bf16 && n > GEMM_GEMV_ROWS)
+        matmul_bf16(true, logits, x, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
+    else
+        matmul_nt(logits, x, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
+}
+
+// dx (n,C) = dlogits (n,V) lm_head, the same precision rule. Overwrites dx.
+static void head_backward_input(const Model *m, float *dx, const float *dlogits, size_t n) {
+    const size_t C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    if (m->bf16 && n > GEMM_GEMV_ROWS)
+        matmul_bf16(false, dx, dlogits, m->lm_head, n, C, V, 1.0f, 0.0f, V, C, C);
+    else
+        matmul_nn(dx, dlogits, m->lm_head, n, C, V, 1.0f, 0.0f, V, C, C);
+}
+
 void model_free(Model *m) {
     if (m->blocks) {
         for (int l = 0; l < m->cfg.n_layer; l++) {
@@ -521,7 +546,7 @@ double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *to
     const size_t rows = model_logit_rows(a->mode);
     for (size_t r0 = 0; r0 < N; r0 += rows) {
         const size_t n = N - r0 < rows ? N - r0 : rows;
-        matmul_nt(a->logits, a->lnf + r0 * C, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
+        head_forward(m, a->logits, a->lnf + r0 * C, n);
         if (logits_out) memcpy(logits_out + r0 * V, a->logits, n * V * sizeof(float));
         if (targets) loss += softmax_xent(a->logits, targets + r0, n, V, 0.0f, n_valid);
     }
@@ -640,9 +665,9 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
     const size_t rows = model_logit_rows(a->mode);
     for (size_t r0 = 0; r0 < N; r0 += rows) {
         const size_t n = N - r0 < rows ? N - r0 : rows;
-        matmul_nt(a->logits, a->lnf + r0 * C, m->lm_head, n, V, C, 1.0f, 0.0f, C, C, V);
+        head_forward(m, a->logits, a->lnf + r0 * C, n);
         loss += softmax_xent(a->logits, targets + r0, n, V, loss_scale, n_valid);
-        matmul_nn(dlnf + r0 * C, a->logits, m->lm_head, n, C, V, 1.0f, 0.0f, V, C, C);
+        head_backward_input(m, dlnf + r0 * C, a->logits, n);
         if (dwte) matmul_tn(dwte, a->logits, a->lnf + r0 * C, V, C, n, 1.0f, 1.0f, V, C, C);
     }
     zero_floats(a->dresid, N * C);
@@ -705,7 +730,7 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
                 float *logits) {
     const GPT2Config *c = &m->cfg;
     const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, NH = (size_t)c->n_head;
-    const size_t HS = C / NH, P = (size_t)kv->P, V = (size_t)c->vocab_size, N = (size_t)n;
+    const size_t HS = C / NH, P = (size_t)kv->P, N = (size_t)n;
     const size_t pos0 = (size_t)kv->len;
     CHECK(n > 0 && pos0 + N <= P);
     for (size_t i = 0; i < N; i++) {
@@ -759,7 +784,7 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
     }
     const float *last = kv->x + (N - 1) * C;
     layernorm_forward(kv->ln, NULL, NULL, last, m->lnf_w, m->lnf_b, 1, C, c->eps);
-    matmul_nt(logits, kv->ln, m->lm_head, 1, V, C, 1.0f, 0.0f, C, C, V);
+    head_forward(m, logits, kv->ln, 1);
     kv->len += n;
 }
 

@@ -40,6 +40,7 @@ typedef struct {
     float *lnf_w, *lnf_b;  // [C]
     float *lm_head;        // == wte when tied, else owned [V, C]
     GPT2Block *blocks;     // [L]
+    bool bf16;             // frozen weights (block linears, lm_head) multiply in bf16
 } Model;
 
 // Read DIR/config.json (error for anything that is not a supported GPT-2 config).
@@ -50,6 +51,10 @@ bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const cha
 // Accepts the hub's names (h.0...) and save_pretrained's (transformer.h.0...), F32/F16/BF16.
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err);
 void model_free(Model *m);
+// Compute the frozen weights' products in bf16 (bgemm.h) or fp32: the block linears and
+// the output layer. Only for weights that are not trained (not with method full); the
+// caller checks bgemm_available() before turning it on.
+void model_set_bf16(Model *m, bool on);
 
 // Shapes of the block linears, for lora.c.
 LoraShapes model_lora_shapes(const GPT2Config *cfg);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgemm.h"
 #include "gemm.h"
 #include "ops.h"
 #include "sgemm.h"
@@ -95,13 +96,69 @@ static void fill_w_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_
     }
 }
 
+// The same two panels in bf16 for the bf16 products (bgemm.h's pair-interleaved layout).
+static void fill_wt_panel_bf16(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, uint16_t *dst) {
+    const QLinear *l = ctx;
+    float rows[BGEMM_NR * BGEMM_KC] __attribute__((aligned(64)));
+    for (size_t j = 0; j < n; j++) q4_dequantize_span(&l->q4, (j0 + j) * l->in + p0, kc, rows + j * kc);
+    bgemm_pack_transposed(rows, kc, n, kc, dst);
+}
+
+static void fill_w_panel_bf16(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, uint16_t *dst) {
+    const QLinear *l = ctx;
+    float rows[BGEMM_KC * BGEMM_NR] __attribute__((aligned(64)));
+    for (size_t k = 0; k < kc; k++) q4_dequantize_span(&l->q4, (p0 + k) * l->in + j0, n, rows + k * BGEMM_NR);
+    bgemm_pack_rows(rows, BGEMM_NR, n, kc, dst);
+}
+
+// True when this product runs in bf16: the layer asks for it and it has enough rows.
+static bool use_bf16(const QLinear *l, size_t N) { return l->bf16 && N > GEMM_GEMV_ROWS; }
+
+// y (N,out) = x W^T in bf16 (no bias). INT8 goes through a dequantized fp32 tile.
+static void forward_bf16(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
+                         double *t_dequant) {
+    if (l->type == QUANT_NF4 || l->type == QUANT_FP4) {
+        const BgemmPanelSource src = {fill_wt_panel_bf16, l};
+        matmul_bf16_panels(N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
+    } else if (l->type == QUANT_NONE) {
+        matmul_bf16(true, y, x, l->w, N, l->out, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
+    } else {
+        const size_t tr = tile_rows(l);
+        for (size_t r0 = 0; r0 < l->out; r0 += tr) {
+            const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+            dequant_tile(l, r0, r1, scratch, t_dequant);
+            matmul_bf16(true, y + r0, x, scratch, N, r1 - r0, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
+        }
+    }
+}
+
+// dx (N,in) += dy (N,out) W in bf16.
+static void backward_input_bf16(const QLinear *l, float *dx, const float *dy, size_t N,
+                                float *scratch, double *t_dequant) {
+    if (l->type == QUANT_NF4 || l->type == QUANT_FP4) {
+        const BgemmPanelSource src = {fill_w_panel_bf16, l};
+        matmul_bf16_panels(N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);
+    } else if (l->type == QUANT_NONE) {
+        matmul_bf16(false, dx, dy, l->w, N, l->in, l->out, 1.0f, 1.0f, l->out, l->in, l->in);
+    } else {
+        const size_t tr = tile_rows(l);
+        for (size_t r0 = 0; r0 < l->out; r0 += tr) {
+            const size_t r1 = r0 + tr < l->out ? r0 + tr : l->out;
+            dequant_tile(l, r0, r1, scratch, t_dequant);
+            matmul_bf16(false, dx, dy + r0, scratch, N, l->in, r1 - r0, 1.0f, 1.0f, l->out, l->in, l->in);
+        }
+    }
+}
+
 bool qlinear_dequant_in_products(QuantType type, size_t N) {
     return (type == QUANT_NF4 || type == QUANT_FP4) && gemm_native_for_rows(N);
 }
 
 void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float *scratch,
                      double *t_dequant) {
-    if (qlinear_dequant_in_products(l->type, N)) {
+    if (use_bf16(l, N)) {
+        forward_bf16(l, y, x, N, scratch, t_dequant);
+    } else if (qlinear_dequant_in_products(l->type, N)) {
         const SgemmPanelSource src = {fill_wt_panel, l};
         matmul_panels(N, l->out, l->in, 1.0f, x, l->in, &src, 0.0f, y, l->out);
     } else if (l->type == QUANT_NONE) {
@@ -119,6 +176,10 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,
                             float *scratch, double *t_dequant) {
+    if (use_bf16(l, N)) {
+        backward_input_bf16(l, dx, dy, N, scratch, t_dequant);
+        return;
+    }
     if (qlinear_dequant_in_products(l->type, N)) {
         const SgemmPanelSource src = {fill_w_panel, l};
         matmul_panels(N, l->in, l->out, 1.0f, dy, l->out, &src, 1.0f, dx, l->in);

@@ -3,7 +3,10 @@
 // The quantized weight is the only copy. With qlora's own sgemm (gemm.h), NF4/FP4 codes are
 // dequantized straight into the product's packed panels (a few KiB in L2 at a time);
 // otherwise a tile of rows at a time goes into a caller's scratch buffer
-// (QLINEAR_TILE_FLOATS floats) and on to OpenBLAS.
+// (QLINEAR_TILE_FLOATS floats) and on to OpenBLAS. With bf16 set (and bf16 instructions
+// present), the products round the weight and the input to bf16 and sum in fp32
+// (bgemm.h), NF4/FP4 codes going straight into bf16 panels; products of at most
+// GEMM_GEMV_ROWS rows stay fp32 (matrix-vector work, bound by reading the weight).
 // Not here: LoRA (lora.c), choosing formats per layer (model.c).
 #ifndef QLORA_QLINEAR_H
 #define QLORA_QLINEAR_H
@@ -23,6 +26,7 @@ typedef struct {
     Q4Tensor q4;         // NF4 / FP4
     QIntTensor qi;       // INT8
     float *bias;         // [out], owned, never quantized
+    bool bf16;           // multiply in bf16 with fp32 sums (set by model_set_bf16)
 } QLinear;
 
 // Take W given in HF Conv1D layout [in, out] (w_in_out, not kept) and store it transposed

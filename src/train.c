@@ -16,6 +16,7 @@
 #include "data.h"
 #include "dist.h"
 #include "ds.h"
+#include "bgemm.h"
 #include "gemm.h"
 #include "json.h"
 #include "memory.h"
@@ -407,6 +408,9 @@ static void setup(Run *r, Error *err) {
     if (!model_load(&r->model, model_dir, &q, err)) die_run(err);
     if (r->full && !r->model.cfg.tied)
         die(EXIT_BAD_INPUT, "%s: method full needs tied embeddings (tie_word_embeddings)", c->base_model);
+    bool bf16 = false;  // method full has no frozen weights: bf16 auto means fp32 there
+    if (!r->full && !bgemm_mode(c->bf16, &bf16, err)) die(EXIT_BAD_INPUT, "%s", err->msg);
+    model_set_bf16(&r->model, bf16);
     LoraShapes shapes = model_lora_shapes(&r->model.cfg);
     if (!r->full) {
         const char *adapter = resume[0] ? resume : c->lora_model_dir;
@@ -624,7 +628,12 @@ static void print_summary(const Run *r) {
     const char *hint = blas_kernel_hint();
     if (hint) printf("%s\n", hint);
     char blas[256];
-    printf("matrix products: %s\n", blas_describe(blas, sizeof blas));
+    printf("matrix products: %s; frozen weights %s\n", blas_describe(blas, sizeof blas),
+           r->model.bf16 ? "in bf16 with fp32 sums" : "in fp32");
+    if (r->model.bf16) printf("bf16 products: %s\n", bgemm_isa_name(bgemm_isa()));
+    else if (strcmp(r->cfg.bf16, "auto") == 0)
+        printf("bf16: auto: fp32 here (%s)\n", r->full ? "method full trains every weight"
+                                                       : "this CPU has no AVX512-BF16 or AMX-BF16");
     ModelBytes mb = model_bytes(&r->model);
     printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",

@@ -187,7 +187,7 @@ static void test_fused_nf4(void) {
 
 int main(void) {
     if (!sgemm_native_available()) {
-        printf("skipped: this build or CPU has no AVX-512, the native sgemm is never used\n");
+        SKIP(1, "this build or CPU has no AVX-512: the native sgemm is never used, nothing to test");
         return test_summary("test_sgemm");
     }
     test_shapes();

@@ -92,7 +92,7 @@ static void test_round_trips(Tokenizer *t, const char *what) {
 static void test_gpt2_ids(void) {
     struct stat st;
     if (stat(SHARED, &st) != 0) {
-        printf("skip: %s not found (GPT-2 vocabulary tests need it)\n", SHARED);
+        SKIP(3, "%s not found (the GPT-2 vocabulary checks need it)", SHARED);
         return;
     }
     Tokenizer *t = load(SHARED);

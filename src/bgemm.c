@@ -1,0 +1,542 @@
+// bgemm.c: see bgemm.h.
+//
+// The blocking and the two schedules are sgemm.c's (packed panels per KC-deep block; output
+// tiles split over the team, or each thread its own columns for wide products; never K),
+// with bf16 panels: values are rounded to bf16 while they are packed, and
+// a pair of consecutive k values sits side by side, the layout both instruction sets read.
+//   B panel (both ISAs): BGEMM_NR = 32 columns; pair-row q holds (k = 2q, 2q+1) of each
+//     column: 64 bf16 (128 bytes) per pair-row, kcp / 2 pair-rows (kcp = kc rounded up to 32).
+//   A panel, AVX512-BF16: 12 rows; per pair-row q the 12 rows' pairs (48 bytes), broadcast
+//     one at a time by the 12 x 32 kernel (VDPBF16PS: 16 lanes, each a dot of one pair).
+//   A panel, AMX: 32 rows as two 16-row tiles per 32-deep step: 16 rows x 32 bf16 (1 KiB)
+//     each, the layout TDPBF16PS reads from A; the 32 x 32 kernel keeps 4 C tiles.
+// Each tile product is summed in fp32 per KC block; later blocks accumulate through C.
+//
+// References: bgemm_ref below (double sums of the same rounded inputs) and
+// tests/test_bgemm.c, which holds every path to it within the fp32 summation bound.
+#include "bgemm.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) {
+        u |= 0x00400000u;  // NaN stays NaN (quietened)
+    } else if ((u & 0x7F800000u) == 0) {
+        u &= 0x80000000u;  // subnormals flush to signed zero, as the CPU's conversion does
+    } else {
+        u += 0x7FFFu + ((u >> 16) & 1u);  // round to nearest, ties to even
+    }
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+void bgemm_ref(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+               const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (size_t k = 0; k < K; k++)
+                s += (double)bf16_round(A[i * lda + k]) *
+                     (double)bf16_round(tb ? B[j * ldb + k] : B[k * ldb + j]);
+            const double old = beta == 0.0f ? 0.0 : (double)beta * C[i * ldc + j];
+            C[i * ldc + j] = (float)((double)alpha * s + old);
+        }
+}
+
+bool bgemm_mode(const char *mode, bool *on, Error *err) {
+    if (strcmp(mode, "false") == 0) {
+        *on = false;
+    } else if (strcmp(mode, "auto") == 0) {
+        *on = bgemm_available();
+    } else if (strcmp(mode, "true") == 0) {
+        if (!bgemm_available())
+            return error_set(err, "bf16: true needs a CPU with AVX512-BF16 or AMX-BF16 instructions; this "
+                                  "one has neither (use bf16: auto or false)");
+        *on = true;
+    } else {
+        return error_set(err, "bf16: expected auto, true or false, found '%s'", mode);
+    }
+    return true;
+}
+
+const char *bgemm_isa_name(BgemmIsa isa) {
+    switch (isa) {
+    case BGEMM_AMX: return "AMX-BF16";
+    case BGEMM_AVX512BF16: return "AVX512-BF16";
+    default: return "none";
+    }
+}
+
+#if defined(__AVX512F__) && defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+
+enum {
+    NR = BGEMM_NR,
+    KC = BGEMM_KC,
+    KSTEP = BGEMM_KSTEP,
+    MR_VEC = 12,   // rows per AVX512-BF16 micro-tile
+    MR_AMX = 32,   // rows per AMX micro-tile (two 16-row tiles)
+    MC = 4032,     // rows of A packed per block: a multiple of both, 4 MiB of bf16 at KC
+    NC = 1024,     // columns of B per block: 1 MiB of bf16 at KC, in L2
+};
+
+// ---- instruction-set choice ---------------------------------------------------------------
+
+// XCR0: which register states the OS saves (bits 5-7 AVX-512, 17-18 AMX tiles).
+static uint64_t xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+// Ask Linux for the AMX tile-data state (it is off until a process requests it).
+static bool amx_permission(void) {
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+static BgemmIsa detect(void) {
+    unsigned a, b, c, d, a1 = 0, b1, c1, d1;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return BGEMM_NONE;  // OSXSAVE
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return BGEMM_NONE;
+    const bool avx512 = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));  // F, BW, VL
+    const bool amx = (d & (1u << 22)) && (d & (1u << 24));                            // BF16, TILE
+    __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
+    const bool bf16 = a1 & (1u << 5);
+    const uint64_t x = xcr0();
+    if (!avx512 || !bf16 || (x & 0xE6) != 0xE6) return BGEMM_NONE;
+    if (amx && (x & (3u << 17)) == (3u << 17) && amx_permission()) return BGEMM_AMX;
+    return BGEMM_AVX512BF16;
+}
+
+static int detected = -1, chosen = -1;
+
+BgemmIsa bgemm_isa(void) {
+    if (detected < 0) {
+        detected = chosen = (int)detect();
+        const char *env = getenv("QLORA_BF16_ISA");
+        if (env && strcmp(env, "avx512bf16") == 0 && detected >= BGEMM_AVX512BF16)
+            chosen = BGEMM_AVX512BF16;
+    }
+    return (BgemmIsa)chosen;
+}
+
+bool bgemm_isa_force(BgemmIsa isa) {
+    bgemm_isa();
+    if ((int)isa > detected) return false;
+    chosen = (int)isa;
+    return true;
+}
+
+// ---- rounding and packing -------------------------------------------------------------------
+
+// 16 pairs (lo[i], hi[i]) rounded to bf16: the 32-bit lane i holds lo[i] in its low half.
+TARGET_BF16 static inline __m512i round_pairs(__m512 lo, __m512 hi) {
+    static const short order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);  // lo -> halves 0..15
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(order), both);
+}
+
+// 32 consecutive values of one row rounded to bf16 (n <= 32 of them, zeros after): the 32-bit
+// lane q holds the pair (2q, 2q+1).
+TARGET_BF16 static inline __m512i round_run(const float *s, size_t n) {
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, s + 16),
+                                        _mm512_maskz_loadu_ps(m0, s));
+}
+
+// Transpose the 16 x 16 block of 32-bit lanes held in r, so that r[i] = column i.
+TARGET_BF16 static inline void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);
+    }
+}
+
+static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+// Pair-interleaved panel from rows(k) = src + k * lds (n <= 32 values each); see bgemm.h.
+TARGET_BF16 void bgemm_pack_rows(const float *src, size_t lds, size_t n, size_t kc, uint16_t *dst) {
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    const size_t kcp = round_up(kc, KSTEP);
+    for (size_t k = 0; k < kcp; k += 2) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+        if (k < kc) {
+            a0 = _mm512_maskz_loadu_ps(m0, src + k * lds);
+            a1 = _mm512_maskz_loadu_ps(m1, src + k * lds + 16);
+        }
+        if (k + 1 < kc) {
+            b0 = _mm512_maskz_loadu_ps(m0, src + (k + 1) * lds);
+            b1 = _mm512_maskz_loadu_ps(m1, src + (k + 1) * lds + 16);
+        }
+        _mm512_store_si512(dst + k * NR, round_pairs(a0, b0));
+        _mm512_store_si512(dst + k * NR + 32, round_pairs(a1, b1));
+    }
+}
+
+// The same from a transposed source, value (k, j) at src[j * lds + k]: each column's run of
+// k is rounded into pairs, then 16 x 16 blocks of pairs are transposed.
+TARGET_BF16 void bgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc,
+                                       uint16_t *dst) {
+    const size_t kcp = round_up(kc, KSTEP);
+    for (size_t k = 0; k < kcp; k += 32)  // 16 pair-rows at a time
+        for (size_t h = 0; h < NR; h += 16) {
+            __m512i r[16];
+            for (size_t j = 0; j < 16; j++)
+                r[j] = h + j < n && k < kc ? round_run(src + (h + j) * lds + k, min_sz(32, kc - k))
+                                           : _mm512_setzero_si512();
+            transpose16(r);
+            for (size_t q = 0; q < 16; q++) _mm512_store_si512(dst + (k + 2 * q) * NR + 2 * h, r[q]);
+        }
+}
+
+// Row panel ip of A's block (rows i0 + ip*MR_VEC.., columns p0..p0+kc) for the AVX512-BF16
+// kernel: per pair-row q, the 12 rows' pairs. Rows past m and columns past kc are zero.
+TARGET_BF16 static void pack_a_vec(const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                                   size_t kc, size_t ip, uint16_t *dst) {
+    const size_t kcp = round_up(kc, KSTEP), r0 = ip * MR_VEC, rows = min_sz(MR_VEC, m - r0);
+    uint32_t *d = (uint32_t *)(dst + ip * MR_VEC * kcp);
+    for (size_t k = 0; k < kcp; k += 32) {
+        __m512i r[16];
+        for (size_t i = 0; i < 16; i++)
+            r[i] = i < rows && k < kc ? round_run(A + (i0 + r0 + i) * lda + p0 + k, min_sz(32, kc - k))
+                                      : _mm512_setzero_si512();
+        transpose16(r);
+        for (size_t q = 0; q < 16; q++) _mm512_mask_storeu_epi32(d + (k / 2 + q) * MR_VEC, 0x0FFF, r[q]);
+    }
+}
+
+// Row panel ip for the AMX kernel: per 32-deep step, rows 0-15 then rows 16-31, each row 32
+// bf16 (one tile row). Rows past m and columns past kc are zero.
+TARGET_BF16 static void pack_a_amx(const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                                   size_t kc, size_t ip, uint16_t *dst) {
+    const size_t kcp = round_up(kc, KSTEP), r0 = ip * MR_AMX, rows = min_sz(MR_AMX, m - r0);
+    uint16_t *d = dst + ip * MR_AMX * kcp;
+    for (size_t k = 0; k < kcp; k += KSTEP)
+        for (size_t i = 0; i < MR_AMX; i++) {
+            const __m512i v = i < rows && k < kc
+                                  ? round_run(A + (i0 + r0 + i) * lda + p0 + k, min_sz(32, kc - k))
+                                  : _mm512_setzero_si512();
+            _mm512_store_si512(d + (k / KSTEP) * MR_AMX * KSTEP + i * KSTEP, v);
+        }
+}
+
+// ---- micro-kernels --------------------------------------------------------------------------
+
+// C[0..m, 0..n) = alpha * acc + beta * C for a tile held in memory (acc: rows of NR floats).
+TARGET_BF16 static void store_tile(const float *acc, float *C, size_t ldc, size_t m, size_t n,
+                                   float alpha, float beta) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 m0 = n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+    const __mmask16 m1 = n >= 32 ? 0xFFFF : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+    for (size_t r = 0; r < m; r++) {
+        float *c = C + r * ldc;
+        __m512 x0 = _mm512_mul_ps(va, _mm512_load_ps(acc + r * NR));
+        __m512 x1 = _mm512_mul_ps(va, _mm512_load_ps(acc + r * NR + 16));
+        if (beta != 0.0f) {
+            x0 = _mm512_add_ps(x0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m0, c)));
+            x1 = _mm512_add_ps(x1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m1, c + 16)));
+        }
+        _mm512_mask_storeu_ps(c, m0, x0);
+        _mm512_mask_storeu_ps(c + 16, m1, x1);
+    }
+}
+
+// One 12 x 32 tile with VDPBF16PS: 24 accumulators, per pair-row two B vectors and 12
+// broadcast A pairs. Ap, Bp: packed panels of kcp/2 pair-rows. Writes as store_tile.
+TARGET_BF16 static void kernel_vec(size_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *C,
+                                   size_t ldc, size_t m, size_t n, float alpha, float beta) {
+    // 24 named accumulators (an array would be kept in memory by the compiler)
+#define ZERO2(r) __m512 c##r##a = _mm512_setzero_ps(), c##r##b = _mm512_setzero_ps()
+    ZERO2(0); ZERO2(1); ZERO2(2); ZERO2(3); ZERO2(4); ZERO2(5);
+    ZERO2(6); ZERO2(7); ZERO2(8); ZERO2(9); ZERO2(10); ZERO2(11);
+#undef ZERO2
+    const int32_t *a = (const int32_t *)Ap;
+    for (size_t q = 0; q < kcp / 2; q++, a += MR_VEC, Bp += 2 * NR) {
+        const __m512bh b0 = (__m512bh)_mm512_load_si512(Bp), b1 = (__m512bh)_mm512_load_si512(Bp + 32);
+#define DOT2(r)                                              \
+    do {                                                     \
+        const __m512bh ar = (__m512bh)_mm512_set1_epi32(a[r]); \
+        c##r##a = _mm512_dpbf16_ps(c##r##a, ar, b0);         \
+        c##r##b = _mm512_dpbf16_ps(c##r##b, ar, b1);         \
+    } while (0)
+        DOT2(0); DOT2(1); DOT2(2); DOT2(3); DOT2(4); DOT2(5);
+        DOT2(6); DOT2(7); DOT2(8); DOT2(9); DOT2(10); DOT2(11);
+#undef DOT2
+    }
+    float tile[MR_VEC * NR] __attribute__((aligned(64)));
+    const __m512 acc[MR_VEC][2] = {{c0a, c0b}, {c1a, c1b}, {c2a, c2b}, {c3a, c3b},
+                                   {c4a, c4b}, {c5a, c5b}, {c6a, c6b}, {c7a, c7b},
+                                   {c8a, c8b}, {c9a, c9b}, {c10a, c10b}, {c11a, c11b}};
+    for (size_t r = 0; r < m; r++) {
+        _mm512_store_ps(tile + r * NR, acc[r][0]);
+        _mm512_store_ps(tile + r * NR + 16, acc[r][1]);
+    }
+    store_tile(tile, C, ldc, m, n, alpha, beta);
+}
+
+// The AMX tile configuration: tiles 0-3 the 2 x 2 C tiles (16 rows x 16 fp32), 4-5 the A
+// tiles (16 rows x 32 bf16), 6-7 the B tiles (16 pair-rows x 16 columns x 2 bf16).
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+// Load the configuration into this thread's tile registers (per thread, per region).
+TARGET_AMX static void amx_begin(void) {
+    TileConfig cfg __attribute__((aligned(64)));
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    // inline asm with the whole struct as an input: gcc 12's _tile_loadconfig builtin does not
+    // tell the compiler that it reads cfg, and the stores above were dropped
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+TARGET_AMX static void amx_end(void) { _tile_release(); }
+
+// One 32 x 32 tile with TDPBF16PS, per 32-deep step two A tiles, two B tiles, four products.
+// Ap: the AMX A panel; Bp: the B panel. Writes as store_tile.
+TARGET_AMX static void kernel_amx(size_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *C,
+                                  size_t ldc, size_t m, size_t n, float alpha, float beta) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (size_t s = 0; s < kcp / KSTEP; s++) {
+        const uint16_t *a = Ap + s * MR_AMX * KSTEP, *b = Bp + s * KSTEP * NR;
+        _tile_loadd(4, a, 64);
+        _tile_loadd(5, a + 16 * KSTEP, 64);
+        _tile_loadd(6, b, 2 * NR * 2);
+        _tile_loadd(7, b + 32, 2 * NR * 2);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float tile[MR_AMX * NR] __attribute__((aligned(64)));
+    _tile_stored(0, tile, NR * 4);
+    _tile_stored(1, tile + 16, NR * 4);
+    _tile_stored(2, tile + 16 * NR, NR * 4);
+    _tile_stored(3, tile + 16 * NR + 16, NR * 4);
+    store_tile(tile, C, ldc, m, n, alpha, beta);
+}
+
+// ---- the driver -----------------------------------------------------------------------------
+
+// op(B) as the driver sees it: an fp32 matrix (src == NULL) or a panel source.
+typedef struct {
+    bool tb;
+    const float *B;
+    size_t ldb;
+    const BgemmPanelSource *src;
+} BOperand;
+
+// Panel jp of op(B)'s block (rows p0..p0+kc, columns j0..j0+nc) into dst.
+static void pack_b(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, size_t jp,
+                   uint16_t *dst) {
+    const size_t c0 = j0 + jp * NR, n = min_sz(NR, nc - jp * NR);
+    if (b->src)
+        b->src->fill(b->src->ctx, p0, kc, c0, n, dst);
+    else if (b->tb)
+        bgemm_pack_transposed(b->B + c0 * b->ldb + p0, b->ldb, n, kc, dst);
+    else
+        bgemm_pack_rows(b->B + p0 * b->ldb + c0, b->ldb, n, kc, dst);
+}
+
+// Threads worth using: below ~8 MFLOP per thread the fork and barriers cost more.
+static int threads_for(size_t M, size_t N, size_t K) {
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    int useful = (int)(flops / 8e6);
+    if (useful < 1) useful = 1;
+    return omp_get_max_threads() < useful ? omp_get_max_threads() : useful;
+}
+
+// The blocked product, run by thread tid of nth inside the driver's parallel region (the
+// same split as sgemm.c's product()). pa, pb: the team's packing buffers.
+static void product(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const BOperand *b, float beta, float *C, size_t ldc, uint16_t *pa,
+                    uint16_t *pb, size_t nth, size_t tid) {
+    const size_t mr = amx ? MR_AMX : MR_VEC;
+    for (size_t i0 = 0; i0 < M; i0 += MC) {
+        const size_t mc = min_sz(MC, M - i0), mpanels = (mc + mr - 1) / mr;
+        for (size_t p0 = 0; p0 < K; p0 += KC) {
+            const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
+            const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+            for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
+                (amx ? pack_a_amx : pack_a_vec)(A, lda, i0, mc, p0, kc, ip, pa);
+            for (size_t j0 = 0; j0 < N; j0 += NC) {
+                const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
+                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
+                    pack_b(b, j0, nc, p0, kc, jp, pb + jp * NR * kcp);
+                #pragma omp barrier
+                const size_t tiles = mpanels * npanels;
+                for (size_t t = tiles * tid / nth; t < tiles * (tid + 1) / nth; t++) {
+                    const size_t ip = t / npanels, jp = t % npanels, r = ip * mr, c = jp * NR;
+                    (amx ? kernel_amx : kernel_vec)(kcp, pa + ip * mr * kcp, pb + jp * NR * kcp,
+                                                    C + (i0 + r) * ldc + j0 + c, ldc,
+                                                    min_sz(mr, mc - r), min_sz(NR, nc - c),
+                                                    alpha, beta_k);
+                }
+                #pragma omp barrier
+            }
+        }
+    }
+}
+
+// Columns of B a thread packs at a time in the column-split schedule (KC x NCS bf16 =
+// 256 KiB, in its own L2).
+enum { NCS = 256 };
+
+// The column-split schedule for wide products (the output layer): A's block is packed once by
+// the team; each thread owns a contiguous range of B's panels, packs them into its private
+// buffer pb_own and computes every row of C for them, so B is never shared between cores and
+// there are two barriers per K block. Same contract as product(); requires M <= MC.
+static void product_colsplit(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
+                             size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
+                             uint16_t *pa, uint16_t *pb_own, size_t nth, size_t tid) {
+    const size_t mr = amx ? MR_AMX : MR_VEC, mpanels = (M + mr - 1) / mr, npanels = (N + NR - 1) / NR;
+    const size_t my0 = npanels * tid / nth, my1 = npanels * (tid + 1) / nth;
+    for (size_t p0 = 0; p0 < K; p0 += KC) {
+        const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
+        const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+        for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
+            (amx ? pack_a_amx : pack_a_vec)(A, lda, 0, M, p0, kc, ip, pa);
+        #pragma omp barrier
+        for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
+            const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
+            const size_t nc = min_sz(N - j0, (q1 - q0) * NR);
+            for (size_t jp = 0; jp < q1 - q0; jp++) pack_b(b, j0, nc, p0, kc, jp, pb_own + jp * NR * kcp);
+            // an A panel in L1, this thread's B panels streamed from its L2
+            for (size_t ip = 0; ip < mpanels; ip++)
+                for (size_t jp = 0; jp < q1 - q0; jp++)
+                    (amx ? kernel_amx : kernel_vec)(kcp, pa + ip * mr * kcp, pb_own + jp * NR * kcp,
+                                                    C + ip * mr * ldc + j0 + jp * NR, ldc,
+                                                    min_sz(mr, M - ip * mr), min_sz(NR, nc - jp * NR),
+                                                    alpha, beta_k);
+        }
+        #pragma omp barrier
+    }
+}
+
+// Packing buffers, allocated once at their largest and kept (callers are single-threaded);
+// colsplit_buf holds one NCS x KC buffer per thread, grown on demand.
+static uint16_t *packed_a, *packed_b, *colsplit_buf;
+static size_t colsplit_threads;
+
+static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const BOperand *b, float beta, float *C, size_t ldc) {
+    CHECK(bgemm_available());
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    if (!packed_a) {
+        packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(uint16_t));
+        packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(uint16_t));
+    }
+    const bool amx = bgemm_isa() == BGEMM_AMX;
+    const int nth = threads_for(M, N, K);
+    // as sgemm.c: wide products whose A block is small, at least 4 panels per thread
+    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;
+    if (colsplit && colsplit_threads < (size_t)nth) {
+        free(colsplit_buf);
+        colsplit_buf = xmalloc_aligned((size_t)nth * NCS * KC * sizeof(uint16_t));
+        colsplit_threads = (size_t)nth;
+    }
+    #pragma omp parallel num_threads(nth)
+    {
+        const size_t n = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
+        if (amx) amx_begin();
+        if (colsplit)
+            product_colsplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a,
+                             colsplit_buf + t * NCS * KC, n, t);
+        else
+            product(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a, packed_b, n, t);
+        if (amx) amx_end();
+    }
+}
+
+void bgemm(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+           const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    const BOperand b = {tb, B, ldb, NULL};
+    driver(M, N, K, alpha, A, lda, &b, beta, C, ldc);
+}
+
+void bgemm_b(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+             const BgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    const BOperand b = {false, NULL, 0, B};
+    driver(M, N, K, alpha, A, lda, &b, beta, C, ldc);
+}
+
+#else  // not an x86-64 build with AVX-512: no bf16 kernels, callers stay on fp32
+
+BgemmIsa bgemm_isa(void) { return BGEMM_NONE; }
+bool bgemm_isa_force(BgemmIsa isa) { return isa == BGEMM_NONE; }
+
+void bgemm_pack_rows(const float *src, size_t lds, size_t n, size_t kc, uint16_t *dst) {
+    (void)src, (void)lds, (void)n, (void)kc, (void)dst;
+    CHECK(!"bgemm_pack_rows called in a build without bf16 kernels");
+}
+
+void bgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, uint16_t *dst) {
+    (void)src, (void)lds, (void)n, (void)kc, (void)dst;
+    CHECK(!"bgemm_pack_transposed called in a build without bf16 kernels");
+}
+
+void bgemm(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+           const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    (void)tb, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)ldb;
+    (void)beta, (void)C, (void)ldc;
+    CHECK(!"bgemm called in a build without bf16 kernels");
+}
+
+void bgemm_b(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+             const BgemmPanelSource *B, float beta, float *C, size_t ldc) {
+    (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)beta, (void)C;
+    (void)ldc;
+    CHECK(!"bgemm_b called in a build without bf16 kernels");
+}
+
+#endif

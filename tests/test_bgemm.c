@@ -1,0 +1,197 @@
+// test_bgemm.c: the bf16 products (src/bgemm.c) on every instruction set the CPU has
+// (AVX512-BF16, AMX; each one missing is a counted skip):
+// - bf16_round against hand-worked cases, and the kernels' own rounding (the packing's
+//   VCVTNE2PS2BF16) bit for bit against it;
+// - products against a double-precision sum of the same bf16-rounded inputs, within the
+//   fp32 summation bound, on sizes crossing every blocking boundary (MR 12 / 32, NR 32,
+//   KSTEP 32, KC 512, NC 1024, MC 4032), both layouts of B, strides, alpha, beta;
+// - the same products against the fp32 product of the unrounded inputs, within the
+//   bound that bf16's input rounding allows (derived below);
+// - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance.
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "bgemm.h"
+#include "test.h"
+#include "util.h"
+
+static void fill(float *x, size_t n, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = rng_normal(&r);
+}
+
+static uint32_t bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static void test_round(void) {
+    // 1 + 2^-8 is half way between the bf16 neighbours 1 and 1 + 2^-7: ties go to the even
+    // one (1); 1 + 3 * 2^-8 is half way between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6
+    const float in[] = {1.0f, 1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f,
+                        -2.5f, 3.4028235e38f, 1e-40f, -1e-40f};
+    const float want[] = {1.0f, 1.0f, 1.0f + 0x1p-6f, 1.0f + 0x1p-7f, -2.5f, INFINITY, 0.0f, -0.0f};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        EXPECT(bits(bf16_round(in[i])) == bits(want[i]), "bf16_round(%.9g) = %.9g, want %.9g",
+               (double)in[i], (double)bf16_round(in[i]), (double)want[i]);
+    EXPECT(isnan(bf16_round(NAN)), "bf16_round(NaN) is NaN");
+}
+
+// The packing's conversion (the CPU's instruction) equals bf16_round on every value of a
+// random row with special values mixed in.
+static void test_pack_rounding(void) {
+    enum { KC = 64 };
+    float src[KC * 32];
+    Rng r;
+    rng_seed(&r, 7);
+    for (size_t i = 0; i < KC * 32; i++) src[i] = rng_normal(&r) * ldexpf(1.0f, (int)(i % 40) - 20);
+    const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, 1e-40f, 3.4028235e38f, 1.0f + 0x1p-8f};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) src[i * 37] = special[i];
+    uint16_t *p = xmalloc_aligned(KC * 32 * sizeof(uint16_t));
+    bgemm_pack_rows(src, 32, 32, KC, p);
+    size_t bad = 0;
+    for (size_t k = 0; k < KC; k++)
+        for (size_t j = 0; j < 32; j++) {
+            const uint16_t got = p[((k / 2) * 32 + j) * 2 + k % 2];
+            bad += got != (uint16_t)(bits(bf16_round(src[k * 32 + j])) >> 16);
+        }
+    EXPECT(bad == 0, "packing rounds %d values (specials included) exactly as bf16_round: %zu differ",
+           KC * 32, bad);
+    free(p);
+}
+
+// Checks bgemm on one shape against (a) the double sum of the bf16-rounded inputs and (b) the
+// double sum of the unrounded inputs.
+// (a) Products of two bf16 values are exact in fp32 (8 + 8 significant bits), so the only
+//     error is the fp32 summation: |err| <= gamma (|alpha| sum |a~ b~| + |beta c|), gamma =
+//     (K + 3) u, u = 2^-24, as for sgemm (Higham 3.1; +3 for alpha, beta and the K-block
+//     accumulation through C).
+// (b) a~ = a (1 + d), |d| <= 2^-8 (bf16 keeps 8 significant bits), so
+//     |a~ b~ - a b| <= (2^-7 + 2^-16) |a b|, and |sum a~ b~| <= (1 + 2^-7 + 2^-16) sum |a b|:
+//     |err| <= |alpha| (2^-7 + 2^-16 + gamma (1 + 2^-7 + 2^-16)) sum |a b| + gamma |beta c|.
+static void check_one(const char *isa, bool tb, size_t M, size_t N, size_t K, float alpha,
+                      float beta, int pad, uint64_t seed) {
+    const size_t lda = K + (size_t)pad, ldb = (tb ? K : N) + (size_t)pad, ldc = N + (size_t)pad;
+    const size_t na = M * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
+    float *A = malloc((na + 1) * 4), *B = malloc((nb + 1) * 4), *C = malloc(nc * 4), *C0 = malloc(nc * 4);
+    fill(A, na, seed);
+    fill(B, nb, seed + 1);
+    fill(C0, nc, seed + 2);
+    memcpy(C, C0, nc * 4);
+    bgemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const double u = ldexp(1.0, -24), gamma = (double)(K + 3) * u, rb = ldexp(1.0, -7) + ldexp(1.0, -16);
+    size_t bad_a = 0, bad_b = 0, pad_changed = 0;
+    double worst_a = 0, worst_b = 0;
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double s = 0, sa = 0, x = 0, xa = 0;
+            for (size_t k = 0; k < K; k++) {
+                const float a = A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                const double p = (double)bf16_round(a) * (double)bf16_round(b), q = (double)a * b;
+                s += p, sa += fabs(p), x += q, xa += fabs(q);
+            }
+            const double c0 = beta == 0.0f ? 0.0 : (double)beta * C0[i * ldc + j], c = C[i * ldc + j];
+            const double bound_a = gamma * (fabs(alpha) * sa + fabs(c0)) + 1e-30;
+            const double bound_b = fabs(alpha) * (rb + gamma * (1 + rb)) * xa + gamma * fabs(c0) + 1e-30;
+            const double ea = fabs(c - (alpha * s + c0)) / bound_a, eb = fabs(c - (alpha * x + c0)) / bound_b;
+            worst_a = ea > worst_a ? ea : worst_a;
+            worst_b = eb > worst_b ? eb : worst_b;
+            bad_a += !(ea <= 1.0);
+            bad_b += !(eb <= 1.0);
+        }
+        for (size_t j = N; j < ldc; j++) pad_changed += C[i * ldc + j] != C0[i * ldc + j];
+    }
+    EXPECT(bad_a == 0 && pad_changed == 0,
+           "%s tb=%d %zux%zux%zu alpha %g beta %g pad %d vs rounded inputs: %zu outside the bound "
+           "(worst %.2f of it), %zu padding values changed", isa, tb, M, N, K, alpha, beta, pad,
+           bad_a, worst_a, pad_changed);
+    EXPECT(bad_b == 0, "%s tb=%d %zux%zux%zu vs the fp32 inputs: %zu outside the bf16 bound (worst %.2f of it)",
+           isa, tb, M, N, K, bad_b, worst_b);
+    free(A), free(B), free(C), free(C0);
+}
+
+static void test_shapes(const char *isa) {
+    // {M, N, K}: one tile, ragged edges, K across KSTEP and KC (odd K: a half pair), N
+    // across NC, M across MC and both micro-tile heights, GPT-2 small's shapes cut down
+    static const size_t shapes[][3] = {
+        {1, 1, 1},     {12, 32, 32},   {13, 33, 17},  {31, 31, 33},   {33, 65, 511},
+        {5, 70, 1100}, {40, 1100, 24}, {4100, 20, 9}, {64, 96, 768},  {100, 2000, 300},
+    };
+    uint64_t seed = 100;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int tb = 0; tb < 2; tb++)
+            check_one(isa, tb, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 0.7f : 1.0f,
+                      s % 3 ? 0.5f : 0.0f, (int)(s % 3) * 5, seed += 10);
+}
+
+// beta = 0 never reads C: NaN there must not leak into the result.
+static void test_beta_zero(const char *isa) {
+    const size_t M = 37, N = 45, K = 70;
+    float *A = malloc(M * K * 4), *B = malloc(K * N * 4), *C = malloc(M * N * 4), *R = malloc(M * N * 4);
+    fill(A, M * K, 1);
+    fill(B, K * N, 2);
+    for (size_t i = 0; i < M * N; i++) C[i] = NAN;
+    bgemm(false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    bgemm_ref(false, M, N, K, 1.0f, A, K, B, N, 0.0f, R, N);
+    EXPECT_CLOSE(isa, C, R, M * N, 1e-4, 1e-5);
+    free(A), free(B), free(C), free(R);
+}
+
+// A panel source that reads a [N][K] float matrix (op(B) = W^T) through the public packing.
+typedef struct {
+    const float *w;
+    size_t K;
+} Source;
+static void fill_source(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, uint16_t *dst) {
+    const Source *s = ctx;
+    bgemm_pack_transposed(s->w + j0 * s->K + p0, s->K, n, kc, dst);
+}
+
+// The panel-source form equals the matrix form bit for bit, and the result is the same for
+// 1 thread and for all of them.
+static void test_source_and_threads(const char *isa) {
+    const size_t M = 300, N = 1200, K = 700;
+    float *A = malloc(M * K * 4), *W = malloc(N * K * 4), *C1 = malloc(M * N * 4);
+    float *C2 = malloc(M * N * 4), *C3 = malloc(M * N * 4);
+    fill(A, M * K, 3);
+    fill(W, N * K, 4);
+    const Source src = {W, K};
+    const BgemmPanelSource ps = {fill_source, &src};
+    bgemm(true, M, N, K, 1.0f, A, K, W, K, 0.0f, C1, N);
+    bgemm_b(M, N, K, 1.0f, A, K, &ps, 0.0f, C2, N);
+    const int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    bgemm(true, M, N, K, 1.0f, A, K, W, K, 0.0f, C3, N);
+    omp_set_num_threads(nt);
+    EXPECT(memcmp(C1, C2, M * N * 4) == 0, "%s: panel source equals the matrix form bit for bit", isa);
+    EXPECT(memcmp(C1, C3, M * N * 4) == 0, "%s: 1 thread and %d threads give identical results", isa, nt);
+    free(A), free(W), free(C1), free(C2), free(C3);
+}
+
+static void run_isa(BgemmIsa isa) {
+    const char *name = bgemm_isa_name(isa);
+    if (!bgemm_isa_force(isa)) {
+        SKIP(43, "%s: this CPU (or kernel) lacks it, its kernel is never used here", name);
+        return;
+    }
+    printf("%s kernel:\n", name);
+    test_shapes(name);
+    test_beta_zero(name);
+    test_source_and_threads(name);
+}
+
+int main(void) {
+    test_round();
+    if (!bgemm_available()) {
+        SKIP(87, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
+        return test_summary("test_bgemm");
+    }
+    test_pack_rounding();
+    run_isa(BGEMM_AVX512BF16);
+    run_isa(BGEMM_AMX);
+    return test_summary("test_bgemm");
+}
