@@ -38,25 +38,17 @@ static void add_frozen(GemmShape **list, char op, size_t M, size_t N, size_t K, 
     (*list)[arrlenu(*list) - 1].bf16 = bf16;
 }
 
-// The matrix products of one training step (forward + backward), with their counts.
-static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, int r, bool full, bool lora,
-                              bool bf16) {
+// The matrix products of one training step (forward + backward), with their counts. LoRA's
+// rank-r work is not among them: it runs as fused per-token kernels (lora_kernels.h).
+static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, bool full, bool bf16) {
     GemmShape *g = NULL;
     const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
-    const size_t NH = (size_t)c->n_head, HS = C / NH, N = B * T, L = (size_t)c->n_layer, R = (size_t)r;
+    const size_t NH = (size_t)c->n_head, HS = C / NH, N = B * T, L = (size_t)c->n_layer;
     const size_t in[4] = {C, C, C, F}, out[4] = {3 * C, C, F, C};
     for (int t = 0; t < 4; t++) {
         add_frozen(&g, 'n', N, out[t], in[t], (double)L, bf16);                           // forward
         add_frozen(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0), bf16);  // dx
         if (full) add_shape(&g, 't', out[t], in[t], N, (double)L);                 // dW
-        if (lora) {  // lora.c: the hidden h is stored (R, N)
-            add_shape(&g, 'n', R, N, in[t], (double)L);        // h = A x^T
-            add_shape(&g, 'u', N, out[t], R, (double)L);       // y += h^T B^T
-            add_shape(&g, 'u', out[t], R, N, (double)L);       // dB
-            add_shape(&g, 'u', R, N, out[t], (double)L);       // dh = B^T dy^T
-            add_shape(&g, 'm', R, in[t], N, (double)L);        // dA = dh x
-            add_shape(&g, 't', N, in[t], R, (double)L);        // dx += dh^T A
-        }
     }
     // attention: one batched call over the B x NH (sequence, head) pairs per product
     add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH);  // scores (forward), dP
@@ -256,7 +248,7 @@ int cmd_bench(int argc, char **argv) {
     gemm_timing(false);
     const double rss = (double)peak_rss_bytes() / 1048576.0;  // before the buffers below
     // the same step's matrix shapes through sgemm alone
-    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, (int)r, full, lora_on, bf16);
+    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, full, bf16);
     size_t maxa = 1, maxb = 1, maxc = 1;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
         const GemmShape *g = &shapes[i];

@@ -8,6 +8,7 @@
 #include "ds.h"
 #include "gemm.h"
 #include "json.h"
+#include "lora_kernels.h"
 #include "safetensors.h"
 
 static const char *const TARGET_PATH[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
@@ -109,14 +110,25 @@ void lora_free(LoraSet *ls) {
 
 void lora_forward(const LoraLinear *l, int r, float scaling, float *y, float *h,
                   const float *xd, size_t N) {
+    lora_kernel_forward(l->A, l->B, (size_t)r, l->in, l->out, scaling, xd, N, h, y);
+}
+
+void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
+                   const float *h, const float *xd, size_t N) {
+    lora_kernel_backward(l->A, l->B, (size_t)r, l->in, l->out, scaling, xd, dy, h, N, dh, dxd,
+                         l->dA, l->dB);
+}
+
+void lora_forward_ref(const LoraLinear *l, int r, float scaling, float *y, float *h,
+                      const float *xd, size_t N) {
     const size_t R = (size_t)r;
     // h (R,N) = A xd^T ; y += scaling h^T B^T
     matmul_nt(h, l->A, xd, R, N, l->in, 1.0f, 0.0f, l->in, l->in, N);
     matmul_tt(y, h, l->B, N, l->out, R, scaling, 1.0f, N, R, l->out);
 }
 
-void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
-                   const float *h, const float *xd, size_t N) {
+void lora_backward_ref(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
+                       const float *h, const float *xd, size_t N) {
     const size_t R = (size_t)r;
     // dB += scaling dy^T h^T ; dh (R,N) = scaling B^T dy^T ; dA += dh xd ; dxd += dh^T A
     matmul_tt(l->dB, dy, h, l->out, R, N, scaling, 1.0f, l->out, N, R);

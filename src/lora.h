@@ -71,6 +71,12 @@ void lora_forward(const LoraLinear *l, int r, float scaling, float *y, float *h,
 // dA += dh^T xd; dxd (N,in) += dh A (dxd may be NULL). Dropout's mask is the caller's.
 void lora_backward(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
                    const float *h, const float *xd, size_t N);
+// The two above run the fused per-token kernels of lora_kernels.h; these _ref twins compute
+// the same as six general matrix products (gemm.h), the reference the tests hold them to.
+void lora_forward_ref(const LoraLinear *l, int r, float scaling, float *y, float *h,
+                      const float *xd, size_t N);
+void lora_backward_ref(LoraLinear *l, int r, float scaling, float *dxd, float *dh, const float *dy,
+                       const float *h, const float *xd, size_t N);
 
 // Load a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for a model
 // of n_layer blocks with the given shapes. Accepts files written by Hugging Face PEFT
