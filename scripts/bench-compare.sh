@@ -20,8 +20,17 @@ row() {  # row NAME LOGFILE
 }
 echo "bench-compare: PyTorch baseline, GPT-2 small"
 $PY bench/torch_lora.py --preset gpt2 --batch 4 --seq 256 --threads "$T" >"$out/torch-gpt2.log"
+$PY bench/torch_lora.py --preset gpt2 --batch 4 --seq 256 --threads "$T" --bf16 >"$out/torch-gpt2-bf16.log"
+# OpenBLAS's kernels for this CPU family when it falls back to generic ones (unset otherwise)
+core=$($Q bench --preset bench-tiny --steps 1 --gemm openblas | sed -n 's/^blas: .* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p')
+fit=""
+if [ "$core" = Prescott ] && grep -q avx512f /proc/cpuinfo; then fit=SkylakeX; fi
+if [ -n "$fit" ]; then
+    OPENBLAS_CORETYPE=$fit $PY bench/torch_lora.py --preset gpt2 --batch 4 --seq 256 --threads "$T" >"$out/torch-gpt2-fit.log"
+fi
 echo "bench-compare: qlora, GPT-2 small"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" >"$out/qlora-gpt2.log"
+if $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --bf16 >"$out/qlora-gpt2-bf16.log" 2>&1; then bf16=1; else bf16=0; fi
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --gradient-checkpointing >"$out/qlora-gpt2-ckpt.log"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --method lora >"$out/qlora-gpt2-lora.log"
 $Q bench --preset gpt2 --batch 4 --seq 256 --threads "$T" --gemm openblas >"$out/qlora-gpt2-openblas.log"
@@ -32,8 +41,11 @@ $Q bench --preset bench-tiny --batch 8 --seq 128 --threads "$T" --steps 20 --gem
 table=$(
     echo "| run | tokens/s | ms/step | peak RSS (MiB) |"
     echo "|---|---:|---:|---:|"
-    row "PyTorch $(head -n 1 "$out/torch-gpt2.log" | cut -d, -f1), GPT-2 small, fp32 base + LoRA" "$out/torch-gpt2.log"
+    row "PyTorch $(head -n 1 "$out/torch-gpt2.log" | cut -d, -f1), GPT-2 small, fp32 base + LoRA (OpenBLAS $core)" "$out/torch-gpt2.log"
+    row "PyTorch, the same under bf16 autocast" "$out/torch-gpt2-bf16.log"
+    [ -n "$fit" ] && row "PyTorch, fp32, OPENBLAS_CORETYPE=$fit (kernels that fit this CPU)" "$out/torch-gpt2-fit.log"
     row "qlora, GPT-2 small, NF4 + DQ base + LoRA" "$out/qlora-gpt2.log"
+    [ "$bf16" = 1 ] && row "qlora, the same with bf16: true ($(sed -n 's/^frozen weights.s products: //p' "$out/qlora-gpt2-bf16.log"))" "$out/qlora-gpt2-bf16.log"
     row "qlora, GPT-2 small, NF4 + DQ, gradient checkpointing" "$out/qlora-gpt2-ckpt.log"
     row "qlora, GPT-2 small, fp32 base + LoRA" "$out/qlora-gpt2-lora.log"
     row "qlora, GPT-2 small, NF4 + DQ, with OpenBLAS's products (--gemm openblas)" "$out/qlora-gpt2-openblas.log"
