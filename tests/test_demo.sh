@@ -38,6 +38,9 @@ if "$Q" eval --model data/base-model --data data/demo/val.jsonl --bf16 >"$tmp/bf
         check "the demo job with bf16: $p trains 24 steps" $?
     done
     grep -q "bf16 products: " "$tmp/log-true"; check "the bf16 job names its bf16 instructions" $?
+    out=$("$Q" generate --model data/base-model --adapter "$tmp/demo" --prompt "Forecast for Oslo, Monday:" \
+        --max-new-tokens 10 --seed 1 --bf16 2>/dev/null)
+    case "$out" in "Forecast for Oslo, Monday:"*) check "generate --bf16" 0 ;; *) check "generate --bf16: '$out'" 1 ;; esac
     f32=$(grep -o '"eval_loss": [0-9.]*' "$tmp/demo-false/metrics.jsonl" | tail -n 1 | cut -d' ' -f2)
     b16=$(grep -o '"eval_loss": [0-9.]*' "$tmp/demo-true/metrics.jsonl" | tail -n 1 | cut -d' ' -f2)
     awk -v a="$f32" -v b="$b16" 'BEGIN { d = (b - a) / a; exit !(a > 0 && d < 0.02 && d > -0.02) }'
@@ -46,4 +49,7 @@ else
     grep -q "neither" "$tmp/bf16.err"; check "--bf16 on a CPU without bf16 instructions: a clear error" $?
     skip 5 "this CPU has no AVX512-BF16 or AMX-BF16: the bf16 accuracy checks cannot run"
 fi
+expect 2 "method full trains every weight" "$Q" train configs/demo.yaml --set output_dir="$tmp/full" \
+    --set method=full --set bf16=true
+expect 2 "expected one of auto|true|false" "$Q" train configs/demo.yaml --set output_dir="$tmp/x" --set bf16=maybe
 finish test_demo.sh
