@@ -9,6 +9,7 @@
 #   make bench / bench-compare   training-step benchmark; against PyTorch -> docs/performance.md
 #   make bench-quant       NF4 dequantization throughput vs memcpy (a benchmark, not a test)
 #   make bench-sgemm [THREADS="1 2 4"]   native sgemm vs OpenBLAS GFLOP/s (a benchmark)
+#   make bench-bf16 [THREADS="1 2"]      bf16 products (AMX / AVX512-BF16) vs fp32 GFLOP/s
 
 CC ?= cc
 SANITIZE ?= 0
@@ -42,7 +43,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BIN := $(BUILD)/qlora
 
-.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant bench-sgemm clean
+.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant bench-sgemm bench-bf16 clean
 .SECONDARY:
 all: $(BIN)
 ifeq ($(BUILD),build)
@@ -104,6 +105,12 @@ bench-quant: $(BUILD)/bench/bench_quant
 
 bench-sgemm: $(BUILD)/bench/bench_sgemm
 	$(BUILD)/bench/bench_sgemm $(THREADS)
+
+bench-bf16: $(BUILD)/libqlora.a | deps
+	@mkdir -p $(BUILD)/bench
+	$(CC) $(CFLAGS) $(OPENBLAS_CFLAGS) -DHAVE_BGEMM -Isrc bench/bench_bf16.c $(BUILD)/libqlora.a \
+	    -o $(BUILD)/bench/bench_bf16 $(LDLIBS) -ldl
+	$(BUILD)/bench/bench_bf16 $(THREADS)
 
 # ---- fuzzing (clang + libFuzzer): make fuzz FUZZ_SECONDS=N ----------------------------------
 FUZZ_SECONDS ?= 60
