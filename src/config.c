@@ -58,7 +58,7 @@ static const KeySpec KEYS[] = {
     {"weight_decay", NUM(K_FLOAT, weight_decay), 0, 10, NULL, "0", "AdamW decoupled weight decay (full: not on biases and LayerNorm weights)"},
     {"adam_beta1", NUM(K_FLOAT, adam_beta1), 0, 0.999999, NULL, "0.9", "AdamW beta1"},
     {"adam_beta2", NUM(K_FLOAT, adam_beta2), 0, 0.999999999, NULL, "0.999", "AdamW beta2"},
-    {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 0, 1, NULL, "1e-08", "AdamW epsilon"},
+    {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 1e-30, 1, NULL, "1e-08", "AdamW epsilon (> 0: with 0, a weight whose gradient is 0 gets 0/0)"},
     {"max_grad_norm", NUM(K_FLOAT, max_grad_norm), 0, 1e9, NULL, "1.0", "clip the global gradient norm to this; 0 = off"},
     {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion: also train on the prompt tokens"},
     {"shuffle", NUM(K_BOOL, shuffle), 0, 0, NULL, "true", "shuffle the training examples every epoch (seeded)"},

@@ -53,6 +53,7 @@ typedef struct {
     size_t *order;
     int *tokens, *targets;
     FILE *metrics;  // rank 0 only
+    char last_ckpt[4096];  // newest checkpoint this run saved or resumed from ("none")
     Dist dist;      // this process's rank among size data-parallel ranks (1 without MPI)
 } Run;
 
@@ -190,6 +191,7 @@ static bool save_checkpoint(Run *r, Error *err) {
     }
     if (rename(tmp, final) != 0)
         return error_runtime(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", final);
     return true;
 }
 
@@ -441,7 +443,22 @@ static void setup(Run *r, Error *err) {
         r->metrics = open_metrics(c->output_dir, r->step, err);
         if (!r->metrics) die_run(err);
     }
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume[0] ? resume : "none");
     if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->step, r->epoch);
+}
+
+// After an update: the first trainable tensor whose weights or AdamW moments hold a NaN or
+// Inf, its name (moments prefixed exp_avg. / exp_avg_sq.) written into out; false if none.
+// Checked every step so that no checkpoint or adapter is ever written from such a state.
+static bool first_bad_state(const Run *r, char *out, size_t cap) {
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const char *kind = quant_find_nonfinite(r->p[i], r->n[i]) < r->n[i]   ? ""
+                           : quant_find_nonfinite(r->m[i], r->n[i]) < r->n[i] ? "exp_avg."
+                           : quant_find_nonfinite(r->v[i], r->n[i]) < r->n[i] ? "exp_avg_sq."
+                                                                              : NULL;
+        if (kind) return snprintf(out, cap, "%s%s", kind, r->names[i]), true;
+    }
+    return false;
 }
 
 // First trainable tensor holding a NaN/Inf gradient, or NULL.
@@ -760,12 +777,10 @@ int cmd_train(int argc, char **argv) {
         const double grad_norm = sqrt(sq);
         if (!isfinite(loss) || !isfinite(grad_norm)) {
             const char *bad = first_bad_tensor(&r);
-            char last[4096];
-            if (!latest_checkpoint(c->output_dir, last, sizeof last)) snprintf(last, sizeof last, "none");
             fprintf(stderr, "qlora: error: step %ld: loss %g, gradient norm %g; first non-finite gradient in "
                             "'%s'. Stopped without saving this step; last good checkpoint: %s (try a lower "
                             "learning_rate or max_grad_norm)\n",
-                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", last);
+                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", r.last_ckpt);
             exit_status = EXIT_RUNTIME;
             break;
         }
@@ -776,6 +791,15 @@ int cmd_train(int argc, char **argv) {
         r.step++;
         for (size_t i = 0; i < r.n_tensors; i++)
             adamw_step(r.p[i], r.g[i], r.m[i], r.v[i], r.n[i], &ac, r.step, r.decay[i]);
+        char bad_state[200];
+        if (first_bad_state(&r, bad_state, sizeof bad_state)) {
+            fprintf(stderr, "qlora: error: step %ld: the AdamW update made '%s' non-finite (loss %g and gradient "
+                            "norm %g were finite). Stopped without saving this step; last good checkpoint: %s "
+                            "(lower learning_rate or weight_decay, or raise adam_epsilon)\n",
+                    r.step, bad_state, loss, grad_norm, r.last_ckpt);
+            exit_status = EXIT_RUNTIME;
+            break;
+        }
         const double dt = time_now() - t0;
         tokens_seen += step_tokens;
         log_loss += loss;

@@ -9,6 +9,7 @@
 
 #include "ds.h"
 #include "json.h"
+#include "safetensors.h"
 #include "test.h"
 
 // fp32 training vs PyTorch's fp32 training of the same model, data and settings: the
@@ -127,6 +128,48 @@ static double eval_loss(const char *args) {
     return loss;
 }
 
+// Overwrite the AdamW moments stored in ckpt/optimizer.safetensors in place: every exp_avg
+// element becomes m and every exp_avg_sq element v (a corrupt but finite optimizer state).
+static void poison_moments(const char *ckpt, float m, float v) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    SafeTensors st;
+    Error err = {0};
+    CHECK(st_open(&st, path, &err));
+    FILE *f = fopen(path, "r+b");
+    CHECK(f);
+    for (size_t i = 0; i < st.n_tensors; i++) {
+        const StTensor *t = &st.tensors[i];
+        const float x = strncmp(t->name, "exp_avg_sq.", 11) == 0 ? v : m;
+        CHECK(fseek(f, (long)(8 + st.header_bytes + t->begin), SEEK_SET) == 0);
+        for (uint64_t k = 0; k < t->n_elements; k++) CHECK(fwrite(&x, sizeof x, 1, f) == 1);
+    }
+    fclose(f);
+    st_close(&st);
+}
+
+// The NaN guard checks the state after the update: a step whose AdamW update overflows
+// (finite gradients, a corrupt finite optimizer state) stops the run, names the last
+// checkpoint actually saved, and writes no checkpoint of its own; adam_epsilon 0 (0/0
+// where a gradient is 0) is refused up front.
+static void test_nonfinite_update(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/nan", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set max_steps=1 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+              Q, tmp, dir) == 0, "one step with a checkpoint");
+    poison_moments(strcat(strcpy((char[700]){0}, dir), "/checkpoint-1"), 3e38f, 0.0f);
+    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set save_steps=1 --set output_dir=%s "
+                "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'step 2: the AdamW update made' %s/err && "
+                         "grep -qF 'last good checkpoint: %s/checkpoint-1 (lower learning_rate' %s/err",
+                         tmp, dir, tmp) == 0, "an overflowing update stops the run with exit 1 (status %d)", rc);
+    EXPECT(sh("test ! -e %s/checkpoint-2 && test ! -e %s/checkpoint-3", dir, dir) == 0,
+           "no checkpoint is written from a non-finite state");
+    rc = sh("%s train %s/job.yaml --set adam_epsilon=0 --set output_dir=%s/eps0 > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'adam_epsilon: 0 is out of range [1e-30, 1]' %s/err", tmp) == 0,
+           "adam_epsilon 0 is refused (status %d)", rc);
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -235,6 +278,8 @@ int main(void) {
            "out-of-vocabulary input_ids -> FILE:LINE");
     rc = sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
     EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
+
+    test_nonfinite_update();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
