@@ -67,6 +67,7 @@ int cmd_quantize(int argc, char **argv) {
     if (!in || !out) cli_usage_error("quantize", "expected IN.safetensors and OUT.safetensors");
 
     Error err = {0};
+    if (!path_check_apart("OUT", out, "IN", in, &err)) die_error(&err);
     SafeTensors st;
     if (!st_open(&st, in, &err)) die_error(&err);
     Q4Tensor *qs = xcalloc(st.n_tensors ? st.n_tensors : 1, sizeof(Q4Tensor));
@@ -135,6 +136,7 @@ int cmd_dequantize(int argc, char **argv) {
     if (!in || !out) cli_usage_error("dequantize", "expected Q.safetensors and OUT.safetensors");
 
     Error err = {0};
+    if (!path_check_apart("OUT", out, "Q", in, &err)) die_error(&err);
     SafeTensors st;
     if (!st_open(&st, in, &err)) die_error(&err);
     StWriter w;

@@ -372,10 +372,20 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
             c->sequence_len, avail / 1073741824.0);
 }
 
+// Refuse an output_dir that is, contains or is inside one of the job's inputs.
+static bool check_output_dir(const TrainConfig *c, Error *err) {
+    const char *what[] = {"base_model", "lora_model_dir", "dataset", "val_dataset"};
+    const char *in[] = {c->base_model, c->lora_model_dir, c->dataset, c->val_dataset};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (!path_check_apart("output_dir", c->output_dir, what[i], in[i], err)) return false;
+    return true;
+}
+
 static void setup(Run *r, Error *err) {
     TrainConfig *c = &r->cfg;
     r->full = strcmp(c->method, "full") == 0;
     if (c->threads) threads_set((int)c->threads);
+    if (!check_output_dir(c, err)) die_run(err);
     if (!mkdir_p(c->output_dir, err)) die_run(err);
     if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
@@ -944,6 +954,9 @@ int cmd_merge(int argc, char **argv) {
     if (!model_dir || !adapter || !out) cli_usage_error("merge", "--model, --adapter and --out are required");
     if (!dequantized) q.type = QUANT_NONE;
     Error err = {0};
+    if (!path_check_apart("--out", out, "--model", model_dir, &err) ||
+        !path_check_apart("--out", out, "--adapter", adapter, &err))
+        die_error(&err);
     Model m;
     LoraSet lora;
     if (!model_load(&m, model_dir, &q, &err)) die_error(&err);

@@ -238,6 +238,42 @@ bool copy_file_atomic(const char *from, const char *to, Error *err) {
     return ok;
 }
 
+bool path_resolve(const char *path, char *out, size_t cap) {
+    char buf[4096], copy[4096], parent[4096];
+    if (realpath(path, buf)) return snprintf(out, cap, "%s", buf) < (int)cap;
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy || !copy[0]) return false;
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    if (!slash) snprintf(parent, sizeof parent, ".");
+    else if (slash == copy) snprintf(parent, sizeof parent, "/");
+    else *slash = '\0', snprintf(parent, sizeof parent, "%s", copy);
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) return false;
+    if (!path_resolve(parent, buf, sizeof buf)) return false;
+    return snprintf(out, cap, "%s%s%s", buf, strcmp(buf, "/") == 0 ? "" : "/", base) < (int)cap;
+}
+
+// True if resolved path a lies strictly inside resolved folder b.
+static bool path_inside(const char *a, const char *b) {
+    size_t lb = strlen(b);
+    if (strcmp(b, "/") == 0) return strcmp(a, "/") != 0;
+    return strncmp(a, b, lb) == 0 && a[lb] == '/';
+}
+
+bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
+                      Error *err) {
+    char ro[4096], ri[4096];
+    if (!in || !in[0] || !path_resolve(out, ro, sizeof ro) || !path_resolve(in, ri, sizeof ri)) return true;
+    const char *how = strcmp(ro, ri) == 0   ? "is"
+                      : path_inside(ro, ri) ? "is inside"
+                      : path_inside(ri, ro) ? "contains"
+                                            : NULL;
+    if (!how) return true;
+    return error_set(err, "%s '%s' %s %s '%s' (resolved: %s): writing there would overwrite or mix with an "
+                          "input; choose another %s", out_what, out, how, in_what, in, ri, out_what);
+}
+
 double time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -76,6 +76,18 @@ void atomic_abort(AtomicFile *af);               // closes and removes the tempo
 bool write_file_atomic(const char *path, const void *data, size_t len, Error *err);
 bool copy_file_atomic(const char *from, const char *to, Error *err);
 
+// Absolute, symlink-free form of path into out (cap bytes), also for a path that does not
+// exist yet: its longest existing prefix goes through realpath and the rest is appended.
+// False if that cannot be done (".." after a missing folder, too long).
+bool path_resolve(const char *path, char *out, size_t cap);
+
+// Refuse an output folder that is, contains or is inside an input (a model folder, an
+// adapter, a data file): writing there would replace or mix with what is being read.
+// out_what / in_what name the two in the message ("output_dir", "base_model"); status 2.
+// Paths that cannot be resolved are let through (they do not exist, so overlap nothing).
+bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
+                      Error *err);
+
 // Monotonic wall clock in seconds.
 double time_now(void);
 

@@ -62,4 +62,21 @@ expect 2 "emptyadapter/adapter_config.json: cannot open" "$Q" eval --model tests
 mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
 sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
 expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
+
+# an output folder that is, contains or is inside an input is refused before anything is
+# written (issue 17 finding 4): the base model survives byte for byte
+cp -r tests/ref/tiny "$tmp/base"
+ln -s "$tmp/base" "$tmp/baselink"
+expect 2 "--out '$tmp/base' is --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/base"
+expect 2 "is --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/baselink/"
+expect 2 "is inside --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/base/merged"
+expect 2 "contains --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp"
+expect 2 "is --adapter" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out tests/ref/peft
+printf 'base_model: %s\ndataset: tests/ref/train_data.jsonl\nmethod: full\nmax_steps: 1\nsequence_len: 32\n' "$tmp/base" >"$tmp/full.yaml"
+expect 2 "output_dir '$tmp/base' is base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/base"
+expect 2 "output_dir '$tmp/baselink/ckpt' is inside base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/baselink/ckpt"
+expect 2 "output_dir 'tests/ref' contains dataset" "$Q" train "$tmp/full.yaml" --set output_dir=tests/ref
+expect 2 "OUT '$tmp/base/model.safetensors' is IN" "$Q" quantize "$tmp/base/model.safetensors" "$tmp/base/model.safetensors"
+cmp -s tests/ref/tiny/model.safetensors "$tmp/base/model.safetensors" && [ ! -e "$tmp/base/merged" ] && [ ! -e "$tmp/base/ckpt" ]
+check "the base model folder is untouched" $?
 finish test_model_cli.sh
