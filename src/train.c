@@ -277,7 +277,9 @@ static void fmt_duration(double s, char *buf, size_t cap) {
     else snprintf(buf, cap, "%lds", t);
 }
 
-// Keep only metrics lines with step <= keep_step (resume), then append from there.
+// Keep only metrics lines with step <= keep_step (resume), then append from there. The
+// kept lines are written to a temporary file that replaces metrics.jsonl by a rename, so a
+// kill at any moment leaves either the old history or the new one, never a truncated file.
 static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
@@ -285,21 +287,28 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
     size_t len = 0;
     Error ignore = {0};
     if (keep_step > 0 && !file_read_all(path, &old, &len, &ignore)) old = NULL;
-    FILE *fp = fopen(path, "w");
-    if (!fp) {
+    AtomicFile af;
+    if (!atomic_open(&af, path, err)) {
         free(old);
-        error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
         return NULL;
     }
-    for (char *line = old; line && *line;) {
+    bool ok = true;
+    for (char *line = old; ok && line && *line;) {
         char *nl = strchr(line, '\n');
         if (!nl) break;  // a line cut short by a crash: dropped
-        *nl = '\0';
         long step = -1;
-        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step) fprintf(fp, "%s\n", line);
+        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step)
+            ok = atomic_write(&af, line, (size_t)(nl - line + 1), err);
         line = nl + 1;
     }
     free(old);
+    if (!ok) {
+        atomic_abort(&af);
+        return NULL;
+    }
+    if (!atomic_commit(&af, err)) return NULL;
+    FILE *fp = fopen(path, "a");
+    if (!fp) error_runtime(err, "%s: cannot open for appending: %s", path, strerror(errno));
     return fp;
 }
 
@@ -453,6 +462,7 @@ static void setup(Run *r, Error *err) {
         r->metrics = open_metrics(c->output_dir, r->step, err);
         if (!r->metrics) die_run(err);
     }
+    test_delay("setup");
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume[0] ? resume : "none");
     if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->step, r->epoch);
 }

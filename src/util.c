@@ -274,6 +274,14 @@ bool path_check_apart(const char *out_what, const char *out, const char *in_what
                           "input; choose another %s", out_what, out, how, in_what, in, ri, out_what);
 }
 
+void test_delay(const char *where) {
+    const char *v = getenv("QLORA_TEST_DELAY");
+    size_t n = strlen(where);
+    if (!v || strncmp(v, where, n) != 0 || v[n] != ':') return;
+    long ms = atol(v + n + 1);
+    if (ms > 0) usleep((useconds_t)ms * 1000);
+}
+
 double time_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

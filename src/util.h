@@ -88,6 +88,10 @@ bool path_resolve(const char *path, char *out, size_t cap);
 bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
                       Error *err);
 
+// Test-only: widen a crash window. If QLORA_TEST_DELAY is "WHERE:MS" with WHERE equal to
+// where, sleep MS milliseconds; otherwise (the normal case) return at once.
+void test_delay(const char *where);
+
 // Monotonic wall clock in seconds.
 double time_now(void);
 

@@ -26,6 +26,22 @@ ref_ms=$(( (t1 - t0) / 1000000 ))
 echo "reference run: ${ref_ms} ms; kills land at random points within it"
 losses "$tmp/ref" >"$tmp/ref.losses"
 [ "$(wc -l <"$tmp/ref.losses")" -eq 60 ]; check "reference logged 60 steps" $?
+# a kill during a resume's set-up (widened by a test-only delay right after metrics.jsonl
+# is reopened) keeps every logged step: the history is replaced by a rename, never truncated
+d="$tmp/setupkill"
+cp -r "$tmp/ref" "$d"
+for n in $(seq 31 60); do rm -rf "$d/checkpoint-$n"; done
+rm -f "$d/adapter_model.safetensors"
+QLORA_TEST_DELAY=setup:5000 "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint=latest >/dev/null 2>&1 &
+pid=$!
+sleep 1
+kill -s KILL "$pid" 2>/dev/null
+wait "$pid"
+[ "$(losses "$d" | wc -l)" -eq 30 ]; check "a kill during resume set-up keeps metrics.jsonl's 30 logged steps" $?
+"$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint=latest >/dev/null 2>&1
+losses "$d" >"$tmp/setupkill.losses"
+cmp -s "$tmp/ref.losses" "$tmp/setupkill.losses" && cmp -s "$tmp/ref/adapter_model.safetensors" "$d/adapter_model.safetensors"
+check "and the resumed run has every step's loss and the reference adapter" $?
 seed=12345
 for i in $(seq 1 20); do
     seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
