@@ -181,16 +181,19 @@ static bool save_checkpoint(Run *r, Error *err) {
         config_write_yaml(&r->cfg, fp);
         fclose(fp);
     }
-    // the new checkpoint appears whole or not at all: rename the finished folder
+    // the new checkpoint appears whole or not at all: rename the finished folder. An older
+    // checkpoint-N is moved aside and deleted only once the new one is in place; a kill
+    // between the two renames leaves a complete .old-PID that the next start renames back.
+    char old[4300] = "";
     if (access(final, F_OK) == 0) {
-        char old[4300];
         snprintf(old, sizeof old, "%s.old-%ld", final, (long)getpid());
         if (rename(final, old) != 0)
             return error_runtime(err, "%s: cannot replace: %s", final, strerror(errno));
-        remove_tree(old);
+        test_delay("replace");
     }
     if (rename(tmp, final) != 0)
         return error_runtime(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    if (old[0]) remove_tree(old);
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", final);
     return true;
 }
@@ -326,17 +329,24 @@ static const char *TRAIN_HELP =
 
 static void die_run(Error *err) { die_error(err); }
 
-// Remove checkpoint-N.tmp-* / .old-* folders a killed run left behind.
+// Clean up after a killed run: checkpoint-N.tmp-* folders (possibly half-written) are
+// removed; a checkpoint-N.old-* folder (complete: it was checkpoint-N until a replacement
+// began) becomes checkpoint-N again if that is missing, and is removed otherwise.
 static void remove_stale_checkpoints(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "checkpoint-", 11) == 0 && (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".old-"))) {
-            char path[4400];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
+        const char *tmp = strstr(e->d_name, ".tmp-"), *old = strstr(e->d_name, ".old-");
+        if (!tmp && !old) continue;
+        char path[4400], final[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(final, sizeof final, "%s/%.*s", dir, (int)(old ? old - e->d_name : 0), e->d_name);
+        if (old && access(final, F_OK) != 0 && rename(path, final) == 0)
+            printf("recovered %s (a run was killed while replacing it)\n", final);
+        else
             remove_tree(path);
-        }
     }
     closedir(d);
 }

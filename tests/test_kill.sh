@@ -42,6 +42,25 @@ wait "$pid"
 losses "$d" >"$tmp/setupkill.losses"
 cmp -s "$tmp/ref.losses" "$tmp/setupkill.losses" && cmp -s "$tmp/ref/adapter_model.safetensors" "$d/adapter_model.safetensors"
 check "and the resumed run has every step's loss and the reference adapter" $?
+# a kill while checkpoint-31 is being replaced (a resume from checkpoint-30 saves step 31
+# again; a test-only delay after the old copy is moved aside) loses neither copy: the next
+# start recovers checkpoint-31 and resumes from it
+d="$tmp/replacekill"
+cp -r "$tmp/ref" "$d"
+for n in $(seq 32 60); do rm -rf "$d/checkpoint-$n"; done
+rm -f "$d/adapter_model.safetensors"
+QLORA_TEST_DELAY=replace:5000 "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint="$d/checkpoint-30" >/dev/null 2>&1 &
+pid=$!
+sleep 1.5
+kill -s KILL "$pid" 2>/dev/null
+wait "$pid"
+"$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint=latest >"$tmp/replacekill.log" 2>&1
+grep -q "resuming from $d/checkpoint-31 " "$tmp/replacekill.log"; check "a kill during a checkpoint replacement: the next start resumes from the recovered checkpoint-31" $?
+losses "$d" >"$tmp/replacekill.losses"
+cmp -s "$tmp/ref.losses" "$tmp/replacekill.losses" && cmp -s "$tmp/ref/adapter_model.safetensors" "$d/adapter_model.safetensors"
+check "and ends with the reference losses and adapter" $?
+ls -d "$d"/checkpoint-*.old-* "$d"/checkpoint-*.tmp-* >/dev/null 2>&1
+[ $? -ne 0 ]; check "and no .old/.tmp folder is left" $?
 seed=12345
 for i in $(seq 1 20); do
     seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
