@@ -406,6 +406,7 @@ static void setup(Run *r, Error *err) {
     if (c->threads) threads_set((int)c->threads);
     if (!check_output_dir(c, err)) die_run(err);
     if (!mkdir_p(c->output_dir, err)) die_run(err);
+    if (r->dist.rank == 0 && !dir_lock(c->output_dir, err)) die_run(err);
     if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
     if (!model_read_config(&mc, c->base_model, err)) die_run(err);
@@ -702,6 +703,7 @@ int cmd_train(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     Error err = {0};
     dist_init(&r.dist, &argc, &argv);
+    if (!dist_check_launcher(&err)) die_run(&err);
     if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die(EXIT_RUNTIME, "cannot silence rank %d", r.dist.rank);
     config_defaults(&r.cfg);
     const char *job = NULL;

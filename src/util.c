@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -272,6 +273,28 @@ bool path_check_apart(const char *out_what, const char *out, const char *in_what
     if (!how) return true;
     return error_set(err, "%s '%s' %s %s '%s' (resolved: %s): writing there would overwrite or mix with an "
                           "input; choose another %s", out_what, out, how, in_what, in, ri, out_what);
+}
+
+bool dir_lock(const char *dir, Error *err) {
+    char path[4200], holder[32] = "";
+    snprintf(path, sizeof path, "%s/.qlora.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = read(fd, holder, sizeof holder - 1);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return error_runtime(err, "%s: in use by another run (pid %s); wait for it to end or choose another "
+                                  "output folder", dir, holder[0] ? holder : "unknown");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        close(fd);
+        return error_runtime(err, "%s: cannot write: %s", path, strerror(errno));
+    }
+    return true;  // fd stays open: the lock lasts until the process exits
 }
 
 void test_delay(const char *where) {

@@ -88,6 +88,11 @@ bool path_resolve(const char *path, char *out, size_t cap);
 bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
                       Error *err);
 
+// Take an exclusive lock on folder dir (flock on dir/.qlora.lock, which records our pid)
+// for the rest of the process's life, so that a second run cannot write into the same
+// folder at the same time. False (status 1) if another process holds it.
+bool dir_lock(const char *dir, Error *err);
+
 // Test-only: widen a crash window. If QLORA_TEST_DELAY is "WHERE:MS" with WHERE equal to
 // where, sleep MS milliseconds; otherwise (the normal case) return at once.
 void test_delay(const char *where);

@@ -23,6 +23,13 @@ expect 2 "expected IN.safetensors and OUT.safetensors" "$Q" quantize tests/data/
 expect 2 "cannot open" "$Q" quantize tests/data/missing.safetensors "$tmp/x"
 expect 1 "cannot create" "$Q" quantize tests/data/small.safetensors /nonexistent-dir/x.safetensors
 
+# a build without MPI started by an MPI launcher as one of several ranks refuses to run N
+# copies of the job into one folder (issue 17 finding 5); a launcher of one rank is fine
+expect 2 "OMPI_COMM_WORLD_SIZE=2: started by an MPI launcher as one of several ranks" env OMPI_COMM_WORLD_SIZE=2 "$Q" train tests/data/missing.yaml
+expect 2 "make MPI=1" env PMI_SIZE=4 "$Q" train tests/data/missing.yaml
+expect 2 "PMIX_RANK=1" env PMIX_RANK=1 "$Q" train tests/data/missing.yaml
+expect 2 "missing.yaml: cannot open" env OMPI_COMM_WORLD_SIZE=1 PMIX_RANK=0 "$Q" train tests/data/missing.yaml
+
 # a successful run says what it wrote and exits 0
 if "$Q" quantize tests/data/small.safetensors "$tmp/q.safetensors" >"$tmp/out" 2>&1 &&
     grep -q "^layer.weight *390 *1560 *210 *4.308" "$tmp/out" &&

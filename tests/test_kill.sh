@@ -61,6 +61,15 @@ cmp -s "$tmp/ref.losses" "$tmp/replacekill.losses" && cmp -s "$tmp/ref/adapter_m
 check "and ends with the reference losses and adapter" $?
 ls -d "$d"/checkpoint-*.old-* "$d"/checkpoint-*.tmp-* >/dev/null 2>&1
 [ $? -ne 0 ]; check "and no .old/.tmp folder is left" $?
+# a second run into an output_dir that a running job holds is refused (exit 1), and the
+# first run is unaffected
+d="$tmp/locked"
+QLORA_TEST_DELAY=setup:4000 "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set max_steps=2 >/dev/null 2>&1 &
+pid=$!
+sleep 1
+expect 1 "in use by another run (pid $pid)" "$Q" train "$tmp/job.yaml" --set output_dir="$d"
+wait "$pid"
+check "the first run, holding the lock, completes" $?
 seed=12345
 for i in $(seq 1 20); do
     seed=$(( (seed * 1103515245 + 12345) % 2147483648 ))
