@@ -71,11 +71,13 @@ expect 2 "--out '$tmp/base' is --model" "$Q" merge --model "$tmp/base" --adapter
 expect 2 "is --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/baselink/"
 expect 2 "is inside --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/base/merged"
 expect 2 "contains --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp"
-expect 2 "is --adapter" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out tests/ref/peft
+cp -r tests/ref/peft "$tmp/peft"
+expect 2 "is --adapter" "$Q" merge --model "$tmp/base" --adapter "$tmp/peft" --out "$tmp/peft"
 printf 'base_model: %s\ndataset: tests/ref/train_data.jsonl\nmethod: full\nmax_steps: 1\nsequence_len: 32\n' "$tmp/base" >"$tmp/full.yaml"
 expect 2 "output_dir '$tmp/base' is base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/base"
 expect 2 "output_dir '$tmp/baselink/ckpt' is inside base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/baselink/ckpt"
-expect 2 "output_dir 'tests/ref' contains dataset" "$Q" train "$tmp/full.yaml" --set output_dir=tests/ref
+mkdir -p "$tmp/data" && cp tests/ref/train_data.jsonl "$tmp/data/"
+expect 2 "output_dir '$tmp/data' contains dataset" "$Q" train "$tmp/full.yaml" --set dataset="$tmp/data/train_data.jsonl" --set output_dir="$tmp/data"
 expect 2 "OUT '$tmp/base/model.safetensors' is IN" "$Q" quantize "$tmp/base/model.safetensors" "$tmp/base/model.safetensors"
 cmp -s tests/ref/tiny/model.safetensors "$tmp/base/model.safetensors" && [ ! -e "$tmp/base/merged" ] && [ ! -e "$tmp/base/ckpt" ]
 check "the base model folder is untouched" $?
