@@ -101,20 +101,41 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+// What kind of file st_mode describes, for "expected a regular file, found ..." messages.
+static const char *file_kind(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ? "a character device"
+           : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ? "a socket" : "a special file";
+}
+
+// Open path for reading only if it is a regular file (after symlinks): O_NONBLOCK so that
+// a FIFO cannot block the open, then fstat. Returns the fd (blocking again) or -1 with err
+// set: a missing file or a non-regular one is bad input (status 2).
+static int open_regular(const char *path, struct stat *st, Error *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENXIO) return error_set(err, "%s: expected a regular file, found a special file", path), -1;
+        return error_set(err, "%s: cannot open: %s", path, strerror(errno)), -1;
+    }
+    if (fstat(fd, st) != 0) {
+        error_runtime(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        error_set(err, "%s: expected a regular file, found %s", path, file_kind(st->st_mode));
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
 bool file_map(MappedFile *f, const char *path, Error *err) {
     f->data = NULL;
     f->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return error_runtime(err, "%s: cannot stat: %s", path, strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return error_set(err, "%s: expected a regular file", path);
-    }
+    int fd = open_regular(path, &st, err);
+    if (fd < 0) return false;
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -137,8 +158,14 @@ void file_unmap(MappedFile *f) {
 
 bool file_read_all(const char *path, char **out, size_t *size, Error *err) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int fd = open_regular(path, &st, err);
+    if (fd < 0) return false;
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
+        return error_runtime(err, "%s: cannot open: %s", path, strerror(errno));
+    }
     size_t cap = 4096, n = 0;
     char *buf = xmalloc(cap);
     for (;;) {

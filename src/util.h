@@ -48,6 +48,9 @@ void *xrealloc(void *p, size_t bytes);
 void *xmalloc_aligned(size_t bytes);
 char *xstrdup(const char *s);
 
+// Both readers below open only regular files (after symlinks): a directory, FIFO, device
+// or socket is refused with "PATH: expected a regular file, found a FIFO" (status 2), and
+// a FIFO is never waited on.
 // A read-only view of a whole file, mmap'ed (or an empty view for a 0-byte file).
 typedef struct {
     const uint8_t *data;
