@@ -63,6 +63,17 @@ mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
 sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
 expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
 
+# duplicate JSON keys are refused, never resolved silently (issue 17 finding 13): cJSON
+# would take the first copy, Hugging Face the last
+cp -r tests/ref/tiny "$tmp/dupkey"
+sed -i 's/"n_layer": 2/"n_layer": 2, "n_layer": 3/' "$tmp/dupkey/config.json"
+expect 2 "dupkey/config.json: key 'n_layer' appears twice in one object" "$Q" eval --model "$tmp/dupkey" --text "$tmp/ab.txt"
+mkdir -p "$tmp/dupadapter" && cp tests/ref/peft/* "$tmp/dupadapter/"
+sed -i 's/"r": 4/"r": 4, "r": 8/' "$tmp/dupadapter/adapter_config.json"
+expect 2 "adapter_config.json: key 'r' appears twice" "$Q" eval --model tests/ref/tiny --adapter "$tmp/dupadapter" --text "$tmp/ab.txt"
+printf '{"text": "one", "text": "two"}\n' >"$tmp/dup.jsonl"
+expect 2 "dup.jsonl:1: key 'text' appears twice" "$Q" eval --model tests/ref/tiny --data "$tmp/dup.jsonl"
+
 # an output folder that is, contains or is inside an input is refused before anything is
 # written (issue 17 finding 4): the base model survives byte for byte
 cp -r tests/ref/tiny "$tmp/base"
