@@ -296,6 +296,15 @@ bool config_set(TrainConfig *c, const char *assignment, Error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
         return error_set(err, "--set %s: expected key=value", assignment);
+    // one key, one line: the assignment becomes a YAML line, so a line break in the value
+    // or a ':' or '#' in the key could otherwise add keys the user never named
+    size_t bad_key = strspn(assignment, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    if (assignment + bad_key != eq)
+        return error_set(err, "--set %.*s: expected a key of letters, digits and '_', found '%c'",
+                         (int)(eq - assignment), assignment, assignment[bad_key]);
+    if (strpbrk(eq + 1, "\n\r"))
+        return error_set(err, "--set %.*s: expected a one-line value, found a line break", (int)(eq - assignment),
+                         assignment);
     char *doc = NULL;
     size_t klen = (size_t)(eq - assignment), vlen = strlen(eq + 1);
     doc = xmalloc(klen + vlen + 8);

@@ -48,6 +48,15 @@ done
 cp -r tests/ref/tiny "$tmp/m-fifo" && rm "$tmp/m-fifo/model.safetensors" && mkfifo "$tmp/m-fifo/model.safetensors"
 expect 2 "model.safetensors: expected a regular file, found a FIFO" timeout 20 "$Q" eval --model "$tmp/m-fifo" --text tests/ref/train_data.jsonl
 
+# a --set assignment sets one key: a line break in the value or YAML syntax in the key
+# cannot inject others (issue 17 finding 17)
+nl='
+'
+expect 2 "--set dataset: expected a one-line value, found a line break" "$Q" train "$tmp/job.yaml" --check --set "dataset=x${nl}max_steps: 7"
+expect 2 "--set max_steps: 7 #: expected a key of letters, digits and '_', found ':'" "$Q" train "$tmp/job.yaml" --check --set "max_steps: 7 #=x"
+"$Q" train "$tmp/job.yaml" --check --set "dataset=a b" >"$tmp/out" 2>&1 && grep -q "^dataset: \"a b\"$" "$tmp/out" && grep -q "^max_steps: 1$" "$tmp/out"
+check "a one-line --set value with a space is still taken whole" $?
+
 # a successful run says what it wrote and exits 0
 if "$Q" quantize tests/data/small.safetensors "$tmp/q.safetensors" >"$tmp/out" 2>&1 &&
     grep -q "^layer.weight *390 *1560 *210 *4.308" "$tmp/out" &&
