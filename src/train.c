@@ -409,7 +409,7 @@ static void setup(Run *r, Error *err) {
     if (r->dist.rank == 0 && !dir_lock(c->output_dir, err)) die_run(err);
     if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
-    if (!model_read_config(&mc, c->base_model, err)) die_run(err);
+    if (!model_read_config(&mc, c->base_model, err) || !model_check_sizes(c->base_model, &mc, err)) die_run(err);
     check_memory(c, &mc);
     if (c->sequence_len > mc.n_positions)
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);

@@ -63,6 +63,18 @@ mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
 sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
 expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
 
+# sizes in config.json are checked against the tensors before anything is allocated from
+# them (issue 17 finding 6): exit 2 naming the tensor and the config.json fields, even with
+# address space limited to 4 GB (a trusted n_embd of 65536 once asked for 64 GiB)
+printf 'base_model: %s\ndataset: tests/ref/train_data.jsonl\nmethod: lora\nmax_steps: 1\nsequence_len: 32\n' "$tmp/huge" >"$tmp/huge.yaml"
+for e in 'n_embd": 64/n_embd": 65536|vocab_size, n_embd' 'vocab_size": 257/vocab_size": 16000000|vocab_size, n_embd' \
+         'n_positions": 32/n_positions": 1048576|n_positions, n_embd' 'n_inner": null/n_inner": 1000000|n_embd, n_inner'; do
+    rm -rf "$tmp/huge" && cp -r tests/ref/tiny "$tmp/huge" && sed -i "s/${e%|*}/" "$tmp/huge/config.json"
+    expect 2 "config.json expects" sh -c "ulimit -v 4000000; exec \"$Q\" eval --model \"$tmp/huge\" --quant none --text \"$tmp/ab.txt\""
+    grep -qF "(from its fields ${e#*|})" "$tmp/err"; check "config.json ${e%%\"*}: the message names the fields ${e#*|}" $?
+    expect 2 "config.json expects" sh -c "ulimit -v 4000000; exec \"$Q\" train \"$tmp/huge.yaml\" --set output_dir=\"$tmp/huge-out\""
+done
+
 # duplicate JSON keys are refused, never resolved silently (issue 17 finding 13): cJSON
 # would take the first copy, Hugging Face the last
 cp -r tests/ref/tiny "$tmp/dupkey"
