@@ -177,8 +177,8 @@ static bool read_config(LoraSet *ls, const char *text, size_t len, const char *p
         error_set(err, "%s: \"peft_type\" must be \"LORA\"", path);
     else if (!json_as_u64(r, &rv) || rv < 1 || rv > 4096)
         error_set(err, "%s: \"r\" must be an integer in [1, 4096]", path);
-    else if (alpha && (!cJSON_IsNumber(alpha) || !isfinite(alpha->valuedouble)))
-        error_set(err, "%s: \"lora_alpha\" must be a number", path);
+    else if (alpha && (!cJSON_IsNumber(alpha) || !(fabs(alpha->valuedouble) <= 1e6)))
+        error_set(err, "%s: \"lora_alpha\" must be a number in [-1e6, 1e6] (a larger scale overflows float)", path);
     else if (drop && (!cJSON_IsNumber(drop) || drop->valuedouble < 0 || drop->valuedouble >= 1))
         error_set(err, "%s: \"lora_dropout\" must be a number in [0, 1)", path);
     else if (bias && !cJSON_IsNull(bias) && !(cJSON_IsString(bias) && strcmp(bias->valuestring, "none") == 0))

@@ -128,11 +128,9 @@ static double eval_loss(const char *args) {
     return loss;
 }
 
-// Overwrite the AdamW moments stored in ckpt/optimizer.safetensors in place: every exp_avg
-// element becomes m and every exp_avg_sq element v (a corrupt but finite optimizer state).
-static void poison_moments(const char *ckpt, float m, float v) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+// Overwrite in place every element of every F32 tensor of the safetensors file at path whose
+// name contains `part` with x (a corrupt file whose header stays valid).
+static void poison(const char *path, const char *part, float x) {
     SafeTensors st;
     Error err = {0};
     CHECK(st_open(&st, path, &err));
@@ -140,12 +138,20 @@ static void poison_moments(const char *ckpt, float m, float v) {
     CHECK(f);
     for (size_t i = 0; i < st.n_tensors; i++) {
         const StTensor *t = &st.tensors[i];
-        const float x = strncmp(t->name, "exp_avg_sq.", 11) == 0 ? v : m;
+        if (!strstr(t->name, part) || t->dtype != ST_F32) continue;
         CHECK(fseek(f, (long)(8 + st.header_bytes + t->begin), SEEK_SET) == 0);
         for (uint64_t k = 0; k < t->n_elements; k++) CHECK(fwrite(&x, sizeof x, 1, f) == 1);
     }
     fclose(f);
     st_close(&st);
+}
+
+// The AdamW moments of checkpoint ckpt: every exp_avg element becomes m, every exp_avg_sq v.
+static void poison_moments(const char *ckpt, float m, float v) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    poison(path, "exp_avg.", m);
+    poison(path, "exp_avg_sq.", v);
 }
 
 // The NaN guard checks the state after the update: a step whose AdamW update overflows
@@ -168,6 +174,35 @@ static void test_nonfinite_update(void) {
     rc = sh("%s train %s/job.yaml --set adam_epsilon=0 --set output_dir=%s/eps0 > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
     EXPECT(rc == 2 && sh("grep -qF 'adam_epsilon: 0 is out of range [1e-30, 1]' %s/err", tmp) == 0,
            "adam_epsilon 0 is refused (status %d)", rc);
+}
+
+// Non-finite results are errors, not results: eval's loss, generate's logits (an adapter
+// whose finite weights overflow), and dequantize with a NaN quant_map; an adapter whose
+// lora_alpha would overflow the scale is refused when it loads.
+static void test_nonfinite_results(void) {
+    sh("mkdir -p %s/hot && cp tests/ref/peft/* %s/hot/", tmp, tmp);
+    char path[700];
+    snprintf(path, sizeof path, "%s/hot/adapter_model.safetensors", tmp);
+    poison(path, "lora_", 1e30f);
+    int rc = sh("%s eval --model tests/ref/tiny --adapter %s/hot --data tests/ref/train_data.jsonl > %s/out 2> %s/err",
+                Q, tmp, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'eval: the mean loss over' %s/err && ! grep -q loss= %s/out", tmp, tmp) == 0,
+           "eval with a non-finite loss exits 1 and prints no loss (status %d)", rc);
+    rc = sh("%s generate --model tests/ref/tiny --adapter %s/hot --prompt 'ab' > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'generate: after 0 generated tokens the logit of token' %s/err", tmp) == 0,
+           "generate from non-finite logits exits 1 (status %d)", rc);
+    sh("mkdir -p %s/alpha && cp tests/ref/peft/* %s/alpha/ && sed -i 's/\"lora_alpha\": [0-9.]*/\"lora_alpha\": 1e300/' "
+       "%s/alpha/adapter_config.json", tmp, tmp, tmp);
+    rc = sh("%s eval --model tests/ref/tiny --adapter %s/alpha --data tests/ref/train_data.jsonl > /dev/null 2> %s/err",
+            Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF '\"lora_alpha\" must be a number in [-1e6, 1e6]' %s/err", tmp) == 0,
+           "lora_alpha 1e300 is refused (status %d)", rc);
+    EXPECT(sh("%s quantize tests/data/small.safetensors %s/q.safetensors > /dev/null 2>&1", Q, tmp) == 0, "quantize");
+    snprintf(path, sizeof path, "%s/q.safetensors", tmp);
+    poison(path, ".quant_map", NAN);
+    rc = sh("%s dequantize %s/q.safetensors %s/d.safetensors > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF \".quant_map': element 0 is NaN\" %s/err && test ! -e %s/d.safetensors", tmp, tmp) == 0,
+           "dequantize with a NaN quant_map is refused (status %d)", rc);
 }
 
 int main(void) {
@@ -280,6 +315,7 @@ int main(void) {
     EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
 
     test_nonfinite_update();
+    test_nonfinite_results();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
