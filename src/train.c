@@ -198,22 +198,30 @@ static bool save_checkpoint(Run *r, Error *err) {
     return true;
 }
 
-// Newest complete checkpoint-N in dir, or false.
+// Newest complete checkpoint-N in dir, or false: N all digits (within long), a folder holding
+// a trainer_state.json; out gets the folder's own name, so checkpoint-0006 is found as such,
+// and a stray file or empty folder with a larger number does not hide the real one.
 static bool latest_checkpoint(const char *dir, char *out, size_t cap) {
     DIR *d = opendir(dir);
     if (!d) return false;
     long best = -1;
+    char best_name[256] = "";
     struct dirent *e;
     while ((e = readdir(d))) {
-        long n;
-        char *end;
-        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
-        n = strtol(e->d_name + 11, &end, 10);
-        if (*end == '\0' && n > best) best = n;
+        const char *num = e->d_name + 11;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0 || !*num || num[strspn(num, "0123456789")]) continue;
+        errno = 0;
+        long n = strtol(num, NULL, 10);
+        char state[4400];
+        struct stat st;
+        snprintf(state, sizeof state, "%s/%s/trainer_state.json", dir, e->d_name);
+        if (errno == ERANGE || n <= best || stat(state, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        best = n;
+        snprintf(best_name, sizeof best_name, "%s", e->d_name);
     }
     closedir(d);
     if (best < 0) return false;
-    snprintf(out, cap, "%s/checkpoint-%ld", dir, best);
+    snprintf(out, cap, "%s/%s", dir, best_name);
     return true;
 }
 

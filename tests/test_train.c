@@ -205,6 +205,23 @@ static void test_nonfinite_results(void) {
            "dequantize with a NaN quant_map is refused (status %d)", rc);
 }
 
+// resume_from_checkpoint=latest takes the newest complete checkpoint folder by its own
+// name: checkpoint-0002 is found, and a regular file checkpoint-100, an empty folder
+// checkpoint-50 and a number beyond long (checkpoint-99999999999999999999) are passed over.
+static void test_latest(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/latest", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set max_steps=2 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+              Q, tmp, dir) == 0, "two steps with checkpoints");
+    sh("mv %s/checkpoint-2 %s/checkpoint-0002 && touch %s/checkpoint-100 && mkdir %s/checkpoint-50 "
+       "%s/checkpoint-99999999999999999999", dir, dir, dir, dir, dir);
+    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set output_dir=%s --set resume_from_checkpoint=latest "
+                "> %s/out 2>&1", Q, tmp, dir, tmp);
+    EXPECT(rc == 0 && sh("grep -qF 'resuming from %s/checkpoint-0002 at step 2' %s/out", dir, tmp) == 0,
+           "latest is checkpoint-0002 (status %d)", rc);
+    if (rc != 0) sh("cat %s/out", tmp);
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -316,6 +333,7 @@ int main(void) {
 
     test_nonfinite_update();
     test_nonfinite_results();
+    test_latest();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
