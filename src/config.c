@@ -46,7 +46,7 @@ static const KeySpec KEYS[] = {
     {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
     {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
     {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},
-    {"sequence_len", NUM(K_INT, sequence_len), 2, 1 << 20, NULL, "512", "tokens per example (longer jsonl examples are truncated; at most n_positions)"},
+    {"sequence_len", NUM(K_INT, sequence_len), 0, 1 << 20, NULL, "0", "tokens per example (longer jsonl examples are truncated; at most n_positions); 0 = the model's n_positions, at most 512"},
     {"micro_batch_size", NUM(K_INT, micro_batch_size), 1, 65536, NULL, "1", "examples per forward/backward pass"},
     {"gradient_accumulation_steps", NUM(K_INT, gradient_accumulation_steps), 1, 65536, NULL, "1", "micro-batches per optimizer step"},
     {"num_epochs", NUM(K_INT, num_epochs), 1, 1000000, NULL, "1", "passes over the training data (unless max_steps ends it first)"},
@@ -327,6 +327,8 @@ bool config_validate(const TrainConfig *c, Error *err) {
         return error_set(err, "lora_target_modules is empty: no layer would be trained");
     if (c->quant_blocksize & (c->quant_blocksize - 1))
         return error_set(err, "quant_blocksize %ld is not a power of two", c->quant_blocksize);
+    if (c->sequence_len == 1)
+        return error_set(err, "sequence_len: expected 0 (the model's length) or at least 2, found 1");
     return true;
 }
 

@@ -418,9 +418,10 @@ static void setup(Run *r, Error *err) {
     if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
     if (!model_read_config(&mc, c->base_model, err) || !model_check_sizes(c->base_model, &mc, err)) die_run(err);
-    check_memory(c, &mc);
-    if (c->sequence_len > mc.n_positions)
+    if (c->sequence_len == 0) c->sequence_len = mc.n_positions < 512 ? mc.n_positions : 512;  // printed in the summary
+    if (c->sequence_len > mc.n_positions)  // a model limit, before any memory prediction uses it
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
+    check_memory(c, &mc);
     char vocab[4096], merges[4096];
     snprintf(vocab, sizeof vocab, "%s/vocab.json", c->base_model);
     snprintf(merges, sizeof merges, "%s/merges.txt", c->base_model);

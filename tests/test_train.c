@@ -330,6 +330,15 @@ int main(void) {
            "out-of-vocabulary input_ids -> FILE:LINE");
     rc = sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
     EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
+    // the model's limit is checked before memory is predicted from sequence_len, and a job
+    // that sets no sequence_len uses the model's length (32 here, below the usual 512)
+    rc = sh("%s train %s/job.yaml --set sequence_len=1000000 --set micro_batch_size=65536 > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'sequence_len 1000000 exceeds the model' %s/err", tmp) == 0,
+           "a huge sequence_len is a model limit, not a memory problem (status %d)", rc);
+    sh("grep -v '^sequence_len' %s/job.yaml > %s/noseq.yaml", tmp, tmp);
+    rc = sh("%s train %s/noseq.yaml --set max_steps=1 --set output_dir=%s/noseq > %s/out 2>&1", Q, tmp, tmp, tmp);
+    EXPECT(rc == 0 && sh("%s train %s/noseq/checkpoint-1/job.yaml --check | grep -q '^sequence_len: 32$'", Q, tmp) == 0,
+           "no sequence_len: the model's 32 positions are used (status %d)", rc);
 
     test_nonfinite_update();
     test_nonfinite_results();
