@@ -201,7 +201,12 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
     bool in_list = false;
     while (ok && !done) {
         if (!yaml_parser_parse(&p, &ev)) {
-            ok = error_set(err, "%s:%zu: invalid YAML: %s", origin, p.problem_mark.line + 1,
+            size_t bad_line = p.problem_mark.line + 1;
+            if (p.error == YAML_READER_ERROR) {  // bad bytes: libyaml gives a byte offset, not a mark
+                bad_line = 1;
+                for (size_t i = 0; i < p.problem_offset && i < len; i++) bad_line += text[i] == '\n';
+            }
+            ok = error_set(err, "%s:%zu: invalid YAML: %s", origin, bad_line,
                            p.problem ? p.problem : "parse error");
             break;
         }

@@ -243,13 +243,15 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
         }
         size_t slot = (size_t)layer * LORA_N_TARGETS + target;
         uint64_t want0 = is_b ? shapes->out[target] : r, want1 = is_b ? r : shapes->in[target];
-        if (t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1)
-            ok = error_set(err, "%s: tensor '%s': expected shape [%llu, %llu] (r=%zu), found "
-                                "%d dims [%llu, %llu]", st_path, t->name,
-                           (unsigned long long)want0, (unsigned long long)want1, r, t->ndim,
-                           (unsigned long long)(t->ndim > 0 ? t->shape[0] : 0),
-                           (unsigned long long)(t->ndim > 1 ? t->shape[1] : 0));
-        else if ((is_b ? tb : ta)[slot])
+        if (t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1) {
+            char found[ST_MAX_DIMS * 22 + 4] = "[";  // every dimension, as many as there are
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(found + strlen(found), sizeof found - strlen(found), "%s%llu", d ? ", " : "",
+                         (unsigned long long)t->shape[d]);
+            strcat(found, "]");
+            ok = error_set(err, "%s: tensor '%s': expected shape [%llu, %llu] (r=%zu), found %s", st_path,
+                           t->name, (unsigned long long)want0, (unsigned long long)want1, r, found);
+        } else if ((is_b ? tb : ta)[slot])
             ok = error_set(err, "%s: tensor '%s' duplicates another key", st_path, t->name);
         else
             (is_b ? tb : ta)[slot] = t;

@@ -225,6 +225,21 @@ static bool latest_checkpoint(const char *dir, char *out, size_t cap) {
     return true;
 }
 
+// Before anything loads from checkpoint ckpt: it was made with this job's method (a LoRA
+// checkpoint holds no model, a full one no adapter, so a mismatch would fail obscurely).
+static bool check_resume_method(const char *ckpt, const char *method, Error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(js, "method");
+    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, method) == 0 ||
+              error_set(err, "%s: the checkpoint was made with method %s, this job has method %s (resume with "
+                             "the method it was made with)", path, m->valuestring, method);
+    cJSON_Delete(js);
+    return ok;
+}
+
 static bool load_state(Run *r, const char *ckpt, Error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
@@ -443,6 +458,7 @@ static void setup(Run *r, Error *err) {
             snprintf(resume, sizeof resume, "%s", c->resume_from_checkpoint);
         }
     }
+    if (resume[0] && !check_resume_method(resume, c->method, err)) die_run(err);
     const QuantConfig q = job_quant(c);
     const char *model_dir = r->full && resume[0] ? resume : c->base_model;
     if (!model_load(&r->model, model_dir, &q, err)) die_run(err);
@@ -700,6 +716,36 @@ static void print_summary(const Run *r) {
     fflush(stdout);
 }
 
+// Print s single-quoted for a POSIX shell.
+static void print_quoted(const char *s) {
+    putchar('\'');
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\''", stdout);
+        else putchar(*s);
+    }
+    putchar('\'');
+}
+
+// The command that resumes this run: the job, every --set of this invocation except
+// resume_from_checkpoint (so the resumed run writes to the same output_dir with the same
+// settings), then the checkpoint.
+static void print_resume_hint(int argc, char **argv, const char *job, const char *ckpt) {
+    printf("  qlora train ");
+    print_quoted(job);
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--set") != 0) continue;
+        const char *kv = argv[++i];
+        if (strncmp(kv, "resume_from_checkpoint=", 23) == 0) continue;
+        printf(" --set ");
+        print_quoted(kv);
+    }
+    char last[4200];
+    snprintf(last, sizeof last, "resume_from_checkpoint=%s", ckpt);
+    printf(" --set ");
+    print_quoted(last);
+    printf("\n");
+}
+
 int cmd_train(int argc, char **argv) {
     if (cli_help(argc, argv, TRAIN_HELP)) return 0;
     for (int i = 1; i < argc; i++) {
@@ -735,7 +781,10 @@ int cmd_train(int argc, char **argv) {
             const char *kv = cli_value(argc, argv, &i);
             if (!config_set(&r.cfg, kv, &err)) die_run(&err);
         }
-    if (!config_validate(&r.cfg, &err)) die(EXIT_BAD_INPUT, "%s: %s", job, err.msg);
+    bool any_set = false;
+    for (int i = 1; i < argc; i++) any_set |= strcmp(argv[i], "--set") == 0;
+    if (!config_validate(&r.cfg, &err))  // the values may come from --set, not the file
+        die(EXIT_BAD_INPUT, "%s%s: %s", job, any_set ? " with its --set overrides" : "", err.msg);
     if (check_only) {
         config_write_yaml(&r.cfg, stdout);
         return 0;
@@ -878,9 +927,9 @@ int cmd_train(int argc, char **argv) {
             if (!save_checkpoint(&r, &err)) die_run(&err);
         }
         if (stop) {
-            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n"
-                   "  qlora train %s --set resume_from_checkpoint=%s/checkpoint-%ld\n",
-                   tty ? "\n" : "", (int)g_stop_signal, r.step, job, c->output_dir, r.step);
+            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n",
+                   tty ? "\n" : "", (int)g_stop_signal, r.step);
+            print_resume_hint(argc, argv, job, r.last_ckpt);
             exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
             break;
         }
@@ -893,9 +942,10 @@ int cmd_train(int argc, char **argv) {
         print_memory_account(&r);
         if (!write_report(&r, &err)) die_run(&err);
         const double secs = time_now() - t_start;
-        printf("done: %ld steps in %.1f s (%.0f tokens/s), final eval_loss %.4f (was %.4f), peak RSS %.1f MiB\n",
-               r.step - first_step, secs, secs > 0 ? (double)tokens_seen / secs : 0.0, last_eval,
-               eval_start, (double)peak_rss_bytes() / (1 << 20));
+        char evals[96] = "no validation set";
+        if (!isnan(last_eval)) snprintf(evals, sizeof evals, "final eval_loss %.4f (was %.4f)", last_eval, eval_start);
+        printf("done: %ld steps in %.1f s (%.0f tokens/s), %s, peak RSS %.1f MiB\n", r.step - first_step, secs,
+               secs > 0 ? (double)tokens_seen / secs : 0.0, evals, (double)peak_rss_bytes() / (1 << 20));
         printf("wrote %s/%s, %s/metrics.jsonl and %s/report.html\n", c->output_dir,
                r.full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
                c->output_dir, c->output_dir);

@@ -84,8 +84,8 @@ for i in $(seq 1 20); do
     wait "$pid"
     rc=$?
     if [ "$sig" = TERM ] && [ $rc -ne 0 ]; then
-        [ $rc -eq 143 ] && grep -q "resume_from_checkpoint" "$tmp/log$i"
-        check "kill $i: SIGTERM exits 143 and prints how to resume (rc $rc)" $?
+        [ $rc -eq 143 ] && grep -qF -- "--set 'output_dir=$d' --set 'resume_from_checkpoint=$d/checkpoint-" "$tmp/log$i"
+        check "kill $i: SIGTERM exits 143 and prints how to resume, --set overrides included (rc $rc)" $?
     fi
     # resume from the newest complete checkpoint until the job finishes
     n=0

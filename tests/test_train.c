@@ -222,6 +222,47 @@ static void test_latest(void) {
     if (rc != 0) sh("cat %s/out", tmp);
 }
 
+// Messages that say what happened: a prompt longer than sequence_len, a 3-D adapter tensor
+// with all its dimensions, a method mismatch on resume, a bad --set value not blamed on
+// the job file, a NUL byte at its real line, and no "nan" without a validation set.
+static void test_messages(void) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/longprompt.jsonl", tmp);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fprintf(f, "{\"prompt\": \"%0100d\", \"completion\": \"b\"}\n", 0);
+    fclose(f);
+    int rc = sh("%s train %s/job.yaml --set dataset=%s --set output_dir=%s/lp > /dev/null 2> %s/err", Q, tmp, path, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'longprompt.jsonl:1: the prompt fills all 32 tokens of sequence_len' %s/err", tmp) == 0,
+           "a prompt longer than sequence_len is named as such (status %d)", rc);
+    sh("mkdir -p %s/ad3 && cp tests/ref/peft/adapter_config.json %s/ad3/", tmp, tmp);
+    StWriter w;
+    st_writer_init(&w);
+    static float zeros[4 * 64];
+    st_writer_add(&w, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", ST_F32, 3,
+                  (const uint64_t[]){4, 64, 1}, zeros);
+    snprintf(path, sizeof path, "%s/ad3/adapter_model.safetensors", tmp);
+    Error err = {0};
+    CHECK(st_writer_write(&w, path, &err));
+    st_writer_free(&w);
+    rc = sh("%s eval --model tests/ref/tiny --adapter %s/ad3 --data tests/ref/train_data.jsonl > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'expected shape [4, 64] (r=4), found [4, 64, 1]' %s/err", tmp) == 0,
+           "a 3-D adapter tensor is printed with its 3 dimensions (status %d)", rc);
+    rc = sh("%s train %s/job.yaml --set method=full --set max_steps=3 --set output_dir=%s/lora "
+            "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'the checkpoint was made with method lora, this job has method full' %s/err", tmp) == 0,
+           "a method mismatch on resume is named (status %d)", rc);
+    rc = sh("%s train %s/job.yaml --set output_dir= > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'job.yaml with its --set overrides: output_dir must not be empty' %s/err", tmp) == 0,
+           "an invalid --set value is not blamed on the job file alone (status %d)", rc);
+    sh("printf 'seed: 1\\nlora_r: 4\\nmax_steps: 3\\000\\n' > %s/nul.yaml", tmp);
+    rc = sh("%s train %s/nul.yaml > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'nul.yaml:3: invalid YAML: control characters' %s/err", tmp) == 0,
+           "a NUL byte is reported at its line (status %d)", rc);
+    EXPECT(sh("grep -qF 'no validation set, peak RSS' %s/lora.log && ! grep -q nan %s/lora.log", tmp, tmp) == 0,
+           "without a validation set the summary says so instead of 'nan'");
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -343,6 +384,7 @@ int main(void) {
     test_nonfinite_update();
     test_nonfinite_results();
     test_latest();
+    test_messages();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
