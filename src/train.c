@@ -177,10 +177,10 @@ static bool save_checkpoint(Run *r, Error *err) {
     if (!write_file_atomic(path, state, strlen(state), err)) return false;
     snprintf(path, sizeof path, "%s/job.yaml", tmp);
     FILE *fp = fopen(path, "w");
-    if (fp) {
-        config_write_yaml(&r->cfg, fp);
-        fclose(fp);
-    }
+    if (!fp) return error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
+    config_write_yaml(&r->cfg, fp);
+    if ((fflush(fp) != 0 || ferror(fp)) | (fclose(fp) != 0))  // disk full: the checkpoint is not complete
+        return error_runtime(err, "%s: write failed: %s", path, strerror(errno));
     // the new checkpoint appears whole or not at all: rename the finished folder. An older
     // checkpoint-N is moved aside and deleted only once the new one is in place; a kill
     // between the two renames leaves a complete .old-PID that the next start renames back.
@@ -906,7 +906,11 @@ int cmd_train(int argc, char **argv) {
             if (r.dist.size > 1) fprintf(r.metrics, ", \"ranks\": %d, \"allreduce_s\": %.5f", r.dist.size, comm_time);
             if (!isnan(eval_loss)) fprintf(r.metrics, ", \"eval_loss\": %.6f", eval_loss);
             fprintf(r.metrics, "}\n");
-            fflush(r.metrics);
+            if (fflush(r.metrics) != 0 || ferror(r.metrics)) {  // disk full: stop rather than lose history
+                error_runtime(&err, "%s/metrics.jsonl: write failed at step %ld: %s", c->output_dir, r.step,
+                              strerror(errno));
+                die_run(&err);
+            }
             char eta[32];
             fmt_duration(elapsed / (double)(r.step - first_step) * (double)(r.total_steps - r.step), eta, sizeof eta);
             if (tty)

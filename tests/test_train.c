@@ -263,6 +263,17 @@ static void test_messages(void) {
            "without a validation set the summary says so instead of 'nan'");
 }
 
+// A write that fails (the file-size limit standing in for a full disk; SIGXFSZ ignored so
+// that write returns EFBIG) stops training with exit 1 naming metrics.jsonl, instead of
+// training on without a history.
+static void test_full_disk(void) {
+    int rc = sh("sh -c \"trap '' XFSZ; ulimit -f 8; exec %s train %s/job.yaml --set max_steps=400 --set save_steps=0 "
+                "--set output_dir=%s/full\" > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'full/metrics.jsonl: write failed at step' %s/err", tmp) == 0,
+           "a failed metrics.jsonl write stops the run (status %d)", rc);
+    if (rc != 1) sh("cat %s/err", tmp);
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -385,6 +396,7 @@ int main(void) {
     test_nonfinite_results();
     test_latest();
     test_messages();
+    test_full_disk();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
