@@ -67,5 +67,8 @@ else
     echo "FAIL: quantize/dequantize happy path"
     cat "$tmp/out"
 fi
+# a file that is already quantized is refused, not quantized again (issue 17 finding 15)
+expect 2 "the file is already quantized" "$Q" quantize "$tmp/q.safetensors" "$tmp/qq.safetensors"
+[ ! -e "$tmp/qq.safetensors" ]; check "no re-quantized file is written" $?
 "$Q" --help | grep -q "quantize" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --help"; }
 finish test_cli.sh
