@@ -8,6 +8,20 @@
 
 static bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+// Offset of the first \u0000 escape inside a JSON string of text[0..len), or len if none.
+// cJSON would decode it into a NUL byte and every C string user would stop there.
+static size_t find_escaped_nul(const char *text, size_t len) {
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '"') in_string = !in_string;
+        else if (in_string && text[i] == '\\') {
+            if (i + 5 < len && text[i + 1] == 'u' && memcmp(text + i + 2, "0000", 4) == 0) return i;
+            i++;  // the escaped character (a quote or backslash) is not structure
+        }
+    }
+    return len;
+}
+
 // The first key that appears twice in one object anywhere under node, or NULL. Small
 // objects are checked pairwise, large ones (vocab.json, safetensors headers) with a hash
 // map. Recursion depth is bounded by cJSON's nesting limit.
@@ -41,6 +55,12 @@ cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, E
     const char *nul = memchr(text, '\0', len);
     if (nul) {
         error_set(err, "%s: byte %zu is a NUL byte; expected JSON text", what, base + (size_t)(nul - text));
+        return NULL;
+    }
+    const size_t esc_nul = find_escaped_nul(text, len);
+    if (esc_nul < len) {
+        error_set(err, "%s: byte %zu: \\u0000 (a NUL character) in a string; expected text without NUL "
+                       "characters (it would cut the string short)", what, base + esc_nul);
         return NULL;
     }
     const char *end = NULL;

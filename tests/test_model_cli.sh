@@ -86,6 +86,13 @@ expect 2 "adapter_config.json: key 'r' appears twice" "$Q" eval --model tests/re
 printf '{"text": "one", "text": "two"}\n' >"$tmp/dup.jsonl"
 expect 2 "dup.jsonl:1: key 'text' appears twice" "$Q" eval --model tests/ref/tiny --data "$tmp/dup.jsonl"
 
+# \u0000 in a JSON string is refused instead of cutting the string short (issue 17
+# finding 11); an escaped backslash before u0000 is ordinary text
+printf '{"text": "abc\\u0000def"}\n' >"$tmp/nul.jsonl"
+expect 2 "nul.jsonl:1: byte 13: \\u0000 (a NUL character) in a string" "$Q" eval --model tests/ref/tiny --data "$tmp/nul.jsonl"
+printf '{"text": "abc\\\\u0000def"}\n' >"$tmp/notnul.jsonl"
+"$Q" eval --model tests/ref/tiny --data "$tmp/notnul.jsonl" >/dev/null 2>&1; check "an escaped backslash before u0000 is text" $?
+
 # an output folder that is, contains or is inside an input is refused before anything is
 # written (issue 17 finding 4): the base model survives byte for byte
 cp -r tests/ref/tiny "$tmp/base"
