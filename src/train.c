@@ -145,6 +145,46 @@ static bool save_weights(const Run *r, const char *dir, Error *err) {
     return lora_save_peft(&r->lora, dir, err);
 }
 
+// What a checkpoint depends on, one string per key: resuming with any of them changed would
+// silently continue a different run (another base model, method, quantization, adapter
+// shape, seed or dataset). Filled from the job; base_model and dataset are resolved paths,
+// the base model also identified by the size of its weights file.
+#define N_DEPENDS 6
+static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset"};
+static void job_depends(const TrainConfig *c, char out[N_DEPENDS][4400]) {
+    char path[4200], weights[4300];
+    struct stat st;
+    if (!path_resolve(c->base_model, path, sizeof path)) snprintf(path, sizeof path, "%s", c->base_model);
+    snprintf(weights, sizeof weights, "%s/model.safetensors", path);
+    snprintf(out[0], 4400, "%s (model.safetensors: %lld bytes)", path, stat(weights, &st) == 0 ? (long long)st.st_size : -1LL);
+    snprintf(out[1], 4400, "%s", c->method);
+    if (strcmp(c->method, "qlora") == 0)
+        snprintf(out[2], 4400, "%s blocksize %ld%s", c->quant, c->quant_blocksize, c->double_quant ? " double_quant" : "");
+    else
+        snprintf(out[2], 4400, "none");
+    snprintf(out[3], 4400, "none");
+    if (strcmp(c->method, "full") != 0) {
+        int n = snprintf(out[3], 4400, "r %ld alpha %g%s targets", c->lora_r, c->lora_alpha, c->use_rslora ? " rslora" : "");
+        for (int i = 0; i < c->n_lora_target_modules && n < 4000; i++)
+            n += snprintf(out[3] + n, 4400 - (size_t)n, " %s", c->lora_target_modules[i]);
+        if (c->lora_target_linear) snprintf(out[3] + n, 4400 - (size_t)n, " all-linear");
+    }
+    snprintf(out[4], 4400, "%ld", c->seed);
+    if (!path_resolve(c->dataset, out[5], 4400)) snprintf(out[5], 4400, "%s", c->dataset);
+}
+
+// job_depends as a compact JSON object (malloc'ed) for trainer_state.json.
+static char *job_depends_json(const TrainConfig *c) {
+    char(*dep)[4400] = xmalloc(N_DEPENDS * sizeof *dep);
+    job_depends(c, dep);
+    cJSON *js = cJSON_CreateObject();
+    for (int i = 0; i < N_DEPENDS; i++) cJSON_AddStringToObject(js, DEPENDS[i], dep[i]);
+    char *text = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    free(dep);
+    return text;
+}
+
 static bool save_checkpoint(Run *r, Error *err) {
     char final[4096], tmp[4200], path[4400];
     snprintf(final, sizeof final, "%s/checkpoint-%ld", r->cfg.output_dir, r->step);
@@ -166,13 +206,15 @@ static bool save_checkpoint(Run *r, Error *err) {
     bool ok = st_writer_write(&w, path, err);
     st_writer_free(&w);
     if (!ok) return false;
-    char state[1024];
+    char *depends = job_depends_json(&r->cfg);
+    char state[32768];
     snprintf(state, sizeof state,
              "{\n  \"global_step\": %ld,\n  \"max_steps\": %ld,\n  \"warmup_steps\": %ld,\n"
              "  \"epoch\": %zu,\n  \"cursor\": %zu,\n  \"n_train_examples\": %zu,\n"
-             "  \"seed\": %ld,\n  \"method\": \"%s\"\n}\n",
+             "  \"seed\": %ld,\n  \"method\": \"%s\",\n  \"depends_on\": %s\n}\n",
              r->step, r->total_steps, r->warmup, r->epoch, r->cursor, arrlenu(r->train.ex),
-             r->cfg.seed, r->cfg.method);
+             r->cfg.seed, r->cfg.method, depends);
+    free(depends);
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
     if (!write_file_atomic(path, state, strlen(state), err)) return false;
     snprintf(path, sizeof path, "%s/job.yaml", tmp);
@@ -226,16 +268,28 @@ static bool latest_checkpoint(const char *dir, char *out, size_t cap) {
 }
 
 // Before anything loads from checkpoint ckpt: it was made with this job's method (a LoRA
-// checkpoint holds no model, a full one no adapter, so a mismatch would fail obscurely).
-static bool check_resume_method(const char *ckpt, const char *method, Error *err) {
+// checkpoint holds no model, a full one no adapter, so a mismatch would fail obscurely) and
+// everything else it depends on (job_depends) is unchanged; the first difference is named.
+// Keys a checkpoint does not record (older versions) are not compared.
+static bool check_resume_job(const char *ckpt, const TrainConfig *c, Error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
     cJSON *js = json_parse_file(path, err);
     if (!js) return false;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(js, "method");
-    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, method) == 0 ||
+    const cJSON *dep = cJSON_GetObjectItemCaseSensitive(js, "depends_on");
+    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, c->method) == 0 ||
               error_set(err, "%s: the checkpoint was made with method %s, this job has method %s (resume with "
-                             "the method it was made with)", path, m->valuestring, method);
+                             "the method it was made with)", path, m->valuestring, c->method);
+    char(*now)[4400] = xmalloc(N_DEPENDS * sizeof *now);
+    job_depends(c, now);
+    for (int i = 0; ok && i < N_DEPENDS; i++) {
+        const cJSON *was = cJSON_GetObjectItemCaseSensitive(dep, DEPENDS[i]);
+        if (cJSON_IsString(was) && strcmp(was->valuestring, now[i]) != 0)
+            ok = error_set(err, "%s: %s: the checkpoint was made with '%s', this job has '%s' (resume with the "
+                                "same settings, or use a new output_dir)", path, DEPENDS[i], was->valuestring, now[i]);
+    }
+    free(now);
     cJSON_Delete(js);
     return ok;
 }
@@ -458,7 +512,7 @@ static void setup(Run *r, Error *err) {
             snprintf(resume, sizeof resume, "%s", c->resume_from_checkpoint);
         }
     }
-    if (resume[0] && !check_resume_method(resume, c->method, err)) die_run(err);
+    if (resume[0] && !check_resume_job(resume, c, err)) die_run(err);
     const QuantConfig q = job_quant(c);
     const char *model_dir = r->full && resume[0] ? resume : c->base_model;
     if (!model_load(&r->model, model_dir, &q, err)) die_run(err);

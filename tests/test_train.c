@@ -274,6 +274,34 @@ static void test_full_disk(void) {
     if (rc != 1) sh("cat %s/err", tmp);
 }
 
+// Resume refuses a checkpoint whose run differs from this job in what it depends on (a
+// changed lora_r, seed, base model or dataset), naming the field; the same job resumes.
+static void test_resume_mismatch(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/mm", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set method=qlora --set max_steps=1 --set save_steps=1 --set output_dir=%s "
+              "> /dev/null 2>&1", Q, tmp, dir) == 0, "one step with a checkpoint");
+    sh("cp -r tests/ref/tiny %s/tiny2 && cp tests/ref/train_data.jsonl %s/data2.jsonl", tmp, tmp);
+    const struct { const char *set, *phrase; } cases[] = {
+        {"--set lora_r=16", "trainer_state.json: lora: the checkpoint was made with 'r 8 alpha 16"},
+        {"--set seed=7", "seed: the checkpoint was made with '42', this job has '7'"},
+        {"--set base_model=TMP/tiny2", "base_model: the checkpoint was made with"},
+        {"--set dataset=TMP/data2.jsonl", "dataset: the checkpoint was made with"},
+        {"--set quant=fp4", "quant: the checkpoint was made with 'nf4 blocksize 64 double_quant', this job has 'fp4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char set[700];
+        const char *t = strstr(cases[i].set, "TMP");
+        if (t) snprintf(set, sizeof set, "%.*s%s%s", (int)(t - cases[i].set), cases[i].set, tmp, t + 3);
+        else snprintf(set, sizeof set, "%s", cases[i].set);
+        int rc = sh("%s train %s/job.yaml --set method=qlora --set max_steps=2 --set output_dir=%s %s "
+                    "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, set, tmp);
+        EXPECT(rc == 2 && sh("grep -qF \"%s\" %s/err", cases[i].phrase, tmp) == 0, "resume with %s is refused (status %d)",
+               cases[i].set, rc);
+        if (rc != 2) sh("cat %s/err", tmp);
+    }
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -397,6 +425,7 @@ int main(void) {
     test_latest();
     test_messages();
     test_full_disk();
+    test_resume_mismatch();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
