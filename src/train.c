@@ -844,14 +844,14 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     double t_setup = time_now();
+    signal(SIGINT, on_signal);  // already during set-up: a stop then comes after the first step
+    signal(SIGTERM, on_signal);
     setup(&r, &err);
     print_summary(&r);
     if (r.dist.size > 1)
         printf("data parallel: %d ranks, each with %ld threads; a step takes %ld micro-batches (accumulation x ranks)\n",
                r.dist.size, r.cfg.threads ? r.cfg.threads : (long)omp_get_max_threads(),
                r.cfg.gradient_accumulation_steps * r.dist.size);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
 
     const TrainConfig *c = &r.cfg;
     const size_t n_train = arrlenu(r.train.ex), B = (size_t)c->micro_batch_size;

@@ -61,6 +61,18 @@ cmp -s "$tmp/ref.losses" "$tmp/replacekill.losses" && cmp -s "$tmp/ref/adapter_m
 check "and ends with the reference losses and adapter" $?
 ls -d "$d"/checkpoint-*.old-* "$d"/checkpoint-*.tmp-* >/dev/null 2>&1
 [ $? -ne 0 ]; check "and no .old/.tmp folder is left" $?
+# SIGTERM during set-up (widened by the test-only delay) is not lost: the first step
+# finishes, a checkpoint is written and the resume command printed, exit 143
+d="$tmp/setupterm"
+QLORA_TEST_DELAY=setup:3000 "$Q" train "$tmp/job.yaml" --set output_dir="$d" >"$tmp/setupterm.log" 2>&1 &
+pid=$!
+sleep 1
+kill -s TERM "$pid" 2>/dev/null
+wait "$pid"
+rc=$?
+[ $rc -eq 143 ] && [ -d "$d/checkpoint-1" ] && grep -qF -- "--set 'resume_from_checkpoint=$d/checkpoint-1'" "$tmp/setupterm.log"
+check "SIGTERM during set-up: step 1 is checkpointed and the resume command printed (rc $rc)" $?
+
 # a second run into an output_dir that a running job holds is refused (exit 1), and the
 # first run is unaffected
 d="$tmp/locked"
