@@ -112,6 +112,8 @@ static bool file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+#define MAX_SHARDS 4096  // far above any published checkpoint (a few hundred), bounds the work
+
 static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     memset(ck, 0, sizeof *ck);
     char path[4096];
@@ -135,16 +137,22 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(js, "weight_map");
     bool ok = cJSON_IsObject(map) || error_set(err, "%s: missing \"weight_map\" object", path);
     char **files = NULL;
+    struct { char *key; int value; } *seen = NULL;  // distinct shard names: linear, not quadratic
+    sh_new_arena(seen);
     for (const cJSON *kv = ok ? map->child : NULL; ok && kv; kv = kv->next) {
         if (!cJSON_IsString(kv) || strchr(kv->valuestring, '/')) {
             ok = error_set(err, "%s: weight_map entry '%s' must name a file in the folder",
                            path, kv->string);
             break;
         }
-        bool seen = false;
-        for (size_t i = 0; i < arrlenu(files); i++) seen |= strcmp(files[i], kv->valuestring) == 0;
-        if (!seen) arrput(files, kv->valuestring);
+        if (shgeti(seen, kv->valuestring) >= 0) continue;
+        shput(seen, kv->valuestring, 1);
+        arrput(files, kv->valuestring);
+        if (arrlenu(files) > MAX_SHARDS)
+            ok = error_set(err, "%s: weight_map names more than %d shard files (expected at most %d)", path,
+                           MAX_SHARDS, MAX_SHARDS);
     }
+    shfree(seen);
     for (size_t i = 0; ok && i < arrlenu(files); i++) {
         char shard[4096];
         snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);

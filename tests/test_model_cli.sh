@@ -75,6 +75,12 @@ for e in 'n_embd": 64/n_embd": 65536|vocab_size, n_embd' 'vocab_size": 257/vocab
     expect 2 "config.json expects" sh -c "ulimit -v 4000000; exec \"$Q\" train \"$tmp/huge.yaml\" --set output_dir=\"$tmp/huge-out\""
 done
 
+# a sharded index naming 200k shard files is refused in linear time (issue 17 finding 8:
+# the distinct-name scan was quadratic, about a minute of CPU)
+mkdir -p "$tmp/shards" && cp tests/ref/tiny/config.json tests/ref/tiny/vocab.json tests/ref/tiny/merges.txt "$tmp/shards/"
+awk 'BEGIN { printf "{\"weight_map\": {"; for (i = 0; i < 200000; i++) printf "%s\"t%d\": \"s%d.safetensors\"", (i ? ", " : ""), i, i; print "}}" }' >"$tmp/shards/model.safetensors.index.json"
+expect 2 "weight_map names more than 4096 shard files" timeout 10 "$Q" eval --model "$tmp/shards" --text "$tmp/ab.txt"
+
 # duplicate JSON keys are refused, never resolved silently (issue 17 finding 13): cJSON
 # would take the first copy, Hugging Face the last
 cp -r tests/ref/tiny "$tmp/dupkey"
