@@ -3,10 +3,12 @@
 #   check DESCRIPTION STATUS         passes when STATUS is 0
 #   expect STATUS PHRASE CMD...      runs CMD; passes when it exits STATUS and prints one
 #                                    line on stderr containing PHRASE
-#   finish NAME                      prints "NAME: N passed, M failed"; fails if M > 0
+#   skip N REASON                    counts N checks as skipped (not passed), prints REASON
+#   finish NAME                      prints "NAME: N passed, M failed, S skipped"; fails if M > 0
 Q="${QLORA:-./qlora}"
 pass=0
 fail=0
+skipped=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -29,7 +31,12 @@ expect() {
     fi
 }
 
+skip() {
+    skipped=$((skipped + $1))
+    echo "skip ($1): $2"
+}
+
 finish() {
-    echo "$1: $pass passed, $fail failed"
+    echo "$1: $pass passed, $fail failed, $skipped skipped"
     [ "$fail" = 0 ]
 }

@@ -1,6 +1,7 @@
 // test.h: a tiny test harness. Each EXPECT counts one check, prints "ok"/"FAIL" with
-// details, and test_summary() prints "NAME: N passed, M failed" (tests/run.sh adds the
-// counts up) and returns the exit status.
+// details; SKIP counts a check that could not run here and prints why. test_summary()
+// prints "NAME: N passed, M failed, S skipped" (tests/run.sh adds the counts up) and
+// returns the exit status.
 #ifndef QLORA_TEST_H
 #define QLORA_TEST_H
 
@@ -9,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int test_passed, test_failed;
+static int test_passed, test_failed, test_skipped;
 
 static int test_verbose = -1;
 static void test_report(int ok, const char *what, const char *file, int line) {
@@ -52,8 +53,17 @@ __attribute__((unused)) static void expect_close_(const char *name, const float 
     test_report(ok, what, file, line);
 }
 
+// Count n checks as skipped (never as passed) and print the reason.
+#define SKIP(n, ...)                  \
+    do {                              \
+        test_skipped += (n);          \
+        printf("skip (%d): ", (n));   \
+        printf(__VA_ARGS__);          \
+        printf("\n");                 \
+    } while (0)
+
 static int test_summary(const char *name) {
-    printf("%s: %d passed, %d failed\n", name, test_passed, test_failed);
+    printf("%s: %d passed, %d failed, %d skipped\n", name, test_passed, test_failed, test_skipped);
     return test_failed ? 1 : 0;
 }
 

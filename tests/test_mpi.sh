@@ -7,13 +7,13 @@
 set -u
 . tests/lib.sh
 if [ "${SANITIZE:-0}" = 1 ]; then
-    echo "skip: the MPI test runs in the plain build only"
-    echo "test_mpi.sh: 0 passed, 0 failed"
+    skip 10 "the MPI test runs in the plain build only"
+    finish test_mpi.sh
     exit 0
 fi
 if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1; then
-    echo "skip: mpirun/mpicc not installed (apt-get install libopenmpi-dev openmpi-bin)"
-    echo "test_mpi.sh: 0 passed, 0 failed"
+    skip 10 "mpirun/mpicc not installed (apt-get install libopenmpi-dev openmpi-bin)"
+    finish test_mpi.sh
     exit 0
 fi
 make -s MPI=1 build/mpi/qlora >/dev/null 2>&1 || { echo "FAIL: make MPI=1"; echo "test_mpi.sh: 0 passed, 1 failed"; exit 1; }

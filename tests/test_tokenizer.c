@@ -114,7 +114,7 @@ static void test_long_word(Tokenizer *t) {
 static void test_gpt2_ids(void) {
     struct stat st;
     if (stat(SHARED, &st) != 0) {
-        printf("skip: %s not found (GPT-2 vocabulary tests need it)\n", SHARED);
+        SKIP(12, "%s not found (the GPT-2 vocabulary checks need it)", SHARED);
         return;
     }
     Tokenizer *t = load(SHARED);
