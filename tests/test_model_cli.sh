@@ -99,6 +99,23 @@ expect 2 "nul.jsonl:1: byte 13: \\u0000 (a NUL character) in a string" "$Q" eval
 printf '{"text": "abc\\\\u0000def"}\n' >"$tmp/notnul.jsonl"
 "$Q" eval --model tests/ref/tiny --data "$tmp/notnul.jsonl" >/dev/null 2>&1; check "an escaped backslash before u0000 is text" $?
 
+# adapter_config.json's scope must agree with the weights, as PEFT applies it, or the
+# adapter is refused (issue 17 finding 14): the tensors alone no longer decide
+scope() {  # scope NAME SED-EXPRESSION PHRASE
+    mkdir -p "$tmp/scope-$1" && cp tests/ref/peft/* "$tmp/scope-$1/"
+    tr -d '\n' <tests/ref/peft/adapter_config.json | sed "$2" >"$tmp/scope-$1/adapter_config.json"
+    expect 2 "$3" "$Q" eval --model tests/ref/tiny --adapter "$tmp/scope-$1" --text "$tmp/ab.txt"
+}
+scope targets 's/"target_modules": \[[^]]*\]/"target_modules": ["c_attn"]/' "which target_modules does not list"
+scope layers 's/"layers_to_transform": null/"layers_to_transform": [1]/' "the weights adapt layer 0, which layers_to_transform does not list"
+scope save 's/"modules_to_save": null/"modules_to_save": ["lm_head"]/' '"modules_to_save" is not supported'
+scope regex 's/"target_modules": \[[^]]*\]/"target_modules": ".*c_attn"/' "as a regular expression ('.*c_attn') is not supported"
+scope unknown 's/"target_modules": \[[^]]*\]/"target_modules": ["q_proj"]/' "unknown LoRA target module 'q_proj'"
+mkdir -p "$tmp/scope-ok" && cp tests/ref/peft/* "$tmp/scope-ok/"
+tr -d '\n' <tests/ref/peft/adapter_config.json | sed 's/"layers_to_transform": null/"layers_to_transform": [0, 1]/' >"$tmp/scope-ok/adapter_config.json"
+"$Q" eval --model tests/ref/tiny --adapter "$tmp/scope-ok" --text "$tmp/ab.txt" >/dev/null 2>&1
+check "an adapter whose layers_to_transform lists its layers loads" $?
+
 # an output folder that is, contains or is inside an input is refused before anything is
 # written (issue 17 finding 4): the base model survives byte for byte
 cp -r tests/ref/tiny "$tmp/base"
