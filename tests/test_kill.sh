@@ -99,6 +99,13 @@ for i in $(seq 1 20); do
         [ $rc -eq 143 ] && grep -qF -- "--set 'output_dir=$d' --set 'resume_from_checkpoint=$d/checkpoint-" "$tmp/log$i"
         check "kill $i: SIGTERM exits 143 and prints how to resume, --set overrides included (rc $rc)" $?
     fi
+    # every step up to the newest checkpoint is already in metrics.jsonl (logged and flushed
+    # before the checkpoint is written), whatever moment the kill hit
+    newest=$(ls -d "$d"/checkpoint-[0-9]* 2>/dev/null | sed 's/.*checkpoint-//' | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+    if [ -n "$newest" ]; then
+        [ "$(losses "$d" | awk -v n="$newest" '$1 <= n' | wc -l)" -eq "$newest" ]
+        check "kill $i: metrics.jsonl holds every step up to checkpoint-$newest" $?
+    fi
     # resume from the newest complete checkpoint until the job finishes
     n=0
     while [ $n -lt 3 ]; do
