@@ -1,6 +1,6 @@
 # qlora: QLoRA fine-tuning of GPT-2 on the CPU. See README.md.
 #   make            build ./qlora (installs missing Debian packages first, see `make deps`)
-#   make test       build and run the test suite; last line "N passed, M failed"
+#   make test       build and run the test suite; last line "N passed, M failed, S skipped"
 #   make test SANITIZE=1   the same suite under AddressSanitizer + UBSan (build/asan/)
 #   make demo       the main job: QLoRA on the shipped base model and data (~1 minute)
 #   make base-model rebuild data/base-model from scratch (~4 minutes)

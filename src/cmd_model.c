@@ -13,6 +13,7 @@
 #include "gemm.h"
 #include "json.h"
 #include "model.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 // ---- shared option handling ------------------------------------------------------------------
@@ -265,6 +266,16 @@ static const char *EVAL_HELP =
     "--bf16 multiplies the frozen weights in bf16 with fp32 sums, as training with bf16: true\n"
     "does (an error on a CPU without AVX512-BF16 or AMX-BF16).\n";
 
+// Print eval's last line, or stop with exit 1 if the mean loss is not finite (NaN or Inf
+// logits somewhere: a loss of nan is an error, not a result).
+static void print_loss(double total, size_t count, bool has_lora) {
+    const double loss = total / (double)count;
+    if (!isfinite(loss))
+        die(EXIT_RUNTIME, "eval: the mean loss over %zu tokens is %g: the model%s gives non-finite values", count,
+            loss, has_lora ? " with this adapter" : "");
+    printf("loss=%.6f ppl=%.4f tokens=%zu\n", loss, exp(loss), count);
+}
+
 // eval --data: the examples of a dataset file, batched as training batches them.
 static int eval_dataset(const ModelOpts *o, const char *path, long seq) {
     GPT2Config cfg;
@@ -293,7 +304,7 @@ static int eval_dataset(const ModelOpts *o, const char *path, long seq) {
     }
     fprintf(stderr, "scored %zu tokens of %zu examples (%zu truncated to %zu tokens) in %.2f s\n", count, n,
             d.n_truncated, T, time_now() - t0);
-    printf("loss=%.6f ppl=%.4f tokens=%zu\n", total / (double)count, exp(total / (double)count), count);
+    print_loss(total, count, has_lora);
     free(tokens);
     free(targets);
     free(order);
@@ -358,7 +369,7 @@ int cmd_eval(int argc, char **argv) {
     const double secs = time_now() - t0;
     fprintf(stderr, "scored %zu tokens in %.2f s (%.0f tokens/s), window %zu, peak RSS %.1f MiB\n",
             count, secs, (double)count / secs, W, (double)peak_rss_bytes() / (1 << 20));
-    printf("loss=%.6f ppl=%.4f tokens=%zu\n", total / (double)count, exp(total / (double)count), count);
+    print_loss(total, count, has_lora);
     free(targets);
     acts_free(a);
     arrfree(ids);
@@ -482,6 +493,11 @@ int cmd_generate(int argc, char **argv) {
     char *bytes = NULL;
     t0 = time_now();
     while (made < max_new) {
+        const size_t bad = quant_find_nonfinite(logits, (size_t)Vt);
+        if (bad < (size_t)Vt)
+            die(EXIT_RUNTIME, "generate: after %ld generated tokens the logit of token %zu is %s: the model%s "
+                              "gives non-finite values", made, bad, isnan(logits[bad]) ? "NaN" : "Inf",
+                has_lora ? " with this adapter" : "");
         int next = sample(logits, Vt, (float)temperature, (int)top_k, (float)top_p, &rng, cand);
         if (next == tok_eot(tok)) break;
         arrsetlen(bytes, 0);

@@ -67,8 +67,13 @@ int cmd_quantize(int argc, char **argv) {
     if (!in || !out) cli_usage_error("quantize", "expected IN.safetensors and OUT.safetensors");
 
     Error err = {0};
+    if (!path_check_apart("OUT", out, "IN", in, &err)) die_error(&err);
     SafeTensors st;
     if (!st_open(&st, in, &err)) die_error(&err);
+    for (size_t i = 0; i < st.n_tensors; i++)  // its absmax/quant_map would be quantized again
+        if (strstr(st.tensors[i].name, QSTORE_STATE_SUFFIX))
+            die(EXIT_BAD_INPUT, "%s: tensor '%s': the file is already quantized (expected floating-point "
+                                "weights; 'qlora dequantize' restores them)", in, st.tensors[i].name);
     Q4Tensor *qs = xcalloc(st.n_tensors ? st.n_tensors : 1, sizeof(Q4Tensor));
     StWriter w;
     st_writer_init(&w);
@@ -135,6 +140,7 @@ int cmd_dequantize(int argc, char **argv) {
     if (!in || !out) cli_usage_error("dequantize", "expected Q.safetensors and OUT.safetensors");
 
     Error err = {0};
+    if (!path_check_apart("OUT", out, "Q", in, &err)) die_error(&err);
     SafeTensors st;
     if (!st_open(&st, in, &err)) die_error(&err);
     StWriter w;

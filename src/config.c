@@ -46,7 +46,7 @@ static const KeySpec KEYS[] = {
     {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
     {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
     {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},
-    {"sequence_len", NUM(K_INT, sequence_len), 2, 1 << 20, NULL, "512", "tokens per example (longer jsonl examples are truncated; at most n_positions)"},
+    {"sequence_len", NUM(K_INT, sequence_len), 0, 1 << 20, NULL, "0", "tokens per example (longer jsonl examples are truncated; at most n_positions); 0 = the model's n_positions, at most 512"},
     {"micro_batch_size", NUM(K_INT, micro_batch_size), 1, 65536, NULL, "1", "examples per forward/backward pass"},
     {"gradient_accumulation_steps", NUM(K_INT, gradient_accumulation_steps), 1, 65536, NULL, "1", "micro-batches per optimizer step"},
     {"num_epochs", NUM(K_INT, num_epochs), 1, 1000000, NULL, "1", "passes over the training data (unless max_steps ends it first)"},
@@ -58,7 +58,7 @@ static const KeySpec KEYS[] = {
     {"weight_decay", NUM(K_FLOAT, weight_decay), 0, 10, NULL, "0", "AdamW decoupled weight decay (full: not on biases and LayerNorm weights)"},
     {"adam_beta1", NUM(K_FLOAT, adam_beta1), 0, 0.999999, NULL, "0.9", "AdamW beta1"},
     {"adam_beta2", NUM(K_FLOAT, adam_beta2), 0, 0.999999999, NULL, "0.999", "AdamW beta2"},
-    {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 0, 1, NULL, "1e-08", "AdamW epsilon"},
+    {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 1e-30, 1, NULL, "1e-08", "AdamW epsilon (> 0: with 0, a weight whose gradient is 0 gets 0/0)"},
     {"max_grad_norm", NUM(K_FLOAT, max_grad_norm), 0, 1e9, NULL, "1.0", "clip the global gradient norm to this; 0 = off"},
     {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion: also train on the prompt tokens"},
     {"shuffle", NUM(K_BOOL, shuffle), 0, 0, NULL, "true", "shuffle the training examples every epoch (seeded)"},
@@ -202,7 +202,12 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
     bool in_list = false;
     while (ok && !done) {
         if (!yaml_parser_parse(&p, &ev)) {
-            ok = error_set(err, "%s:%zu: invalid YAML: %s", origin, p.problem_mark.line + 1,
+            size_t bad_line = p.problem_mark.line + 1;
+            if (p.error == YAML_READER_ERROR) {  // bad bytes: libyaml gives a byte offset, not a mark
+                bad_line = 1;
+                for (size_t i = 0; i < p.problem_offset && i < len; i++) bad_line += text[i] == '\n';
+            }
+            ok = error_set(err, "%s:%zu: invalid YAML: %s", origin, bad_line,
                            p.problem ? p.problem : "parse error");
             break;
         }
@@ -297,6 +302,15 @@ bool config_set(TrainConfig *c, const char *assignment, Error *err) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
         return error_set(err, "--set %s: expected key=value", assignment);
+    // one key, one line: the assignment becomes a YAML line, so a line break in the value
+    // or a ':' or '#' in the key could otherwise add keys the user never named
+    size_t bad_key = strspn(assignment, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    if (assignment + bad_key != eq)
+        return error_set(err, "--set %.*s: expected a key of letters, digits and '_', found '%c'",
+                         (int)(eq - assignment), assignment, assignment[bad_key]);
+    if (strpbrk(eq + 1, "\n\r"))
+        return error_set(err, "--set %.*s: expected a one-line value, found a line break", (int)(eq - assignment),
+                         assignment);
     char *doc = NULL;
     size_t klen = (size_t)(eq - assignment), vlen = strlen(eq + 1);
     doc = xmalloc(klen + vlen + 8);
@@ -322,6 +336,8 @@ bool config_validate(const TrainConfig *c, Error *err) {
                               "every weight (use bf16: false or auto)");
     if (c->quant_blocksize & (c->quant_blocksize - 1))
         return error_set(err, "quant_blocksize %ld is not a power of two", c->quant_blocksize);
+    if (c->sequence_len == 1)
+        return error_set(err, "sequence_len: expected 0 (the model's length) or at least 2, found 1");
     return true;
 }
 

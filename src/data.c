@@ -102,7 +102,12 @@ static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *whe
     if (ok) {
         size_t n = arrlenu(ids), pred = 0;
         for (size_t i = 1; i < n && i < o->seq_len; i++) pred += labels[i] >= 0;
-        if (n < 2 || pred == 0)
+        size_t pred_all = 0;  // labelled tokens anywhere, also past sequence_len
+        for (size_t i = 1; i < n; i++) pred_all += labels[i] >= 0;
+        if (pred == 0 && pred_all > 0)
+            ok = error_set(err, "%s: the prompt fills all %zu tokens of sequence_len, leaving no completion token "
+                                "to predict (raise sequence_len or shorten the prompt)", where, o->seq_len);
+        else if (n < 2 || pred == 0)
             ok = error_set(err, "%s: the example has no token to predict (%zu tokens)", where, n);
         else
             add_example(d, ids, labels, n, o->seq_len);

@@ -19,6 +19,11 @@ void dist_finalize(void) {
     if (g_mpi_on) MPI_Finalize();
 }
 
+bool dist_check_launcher(Error *err) {
+    (void)err;
+    return true;
+}
+
 double dist_sum_floats(float *buf, size_t n) {
     double t0 = MPI_Wtime();
     // counts are int in MPI: reduce in chunks of at most 2^30 floats
@@ -50,6 +55,21 @@ void dist_init(Dist *d, int *argc, char ***argv) {
     d->size = 1;
 }
 void dist_finalize(void) {}
+
+bool dist_check_launcher(Error *err) {
+    static const char *const size_vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"};
+    static const char *const rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
+    for (int k = 0; k < 6; k++) {
+        const char *name = k < 3 ? size_vars[k] : rank_vars[k - 3];
+        const char *v = getenv(name);
+        if (v && atol(v) > (k < 3 ? 1 : 0))
+            return error_set(err, "%s=%s: started by an MPI launcher as one of several ranks, but this qlora "
+                                  "was built without MPI and every rank would train the whole job into the "
+                                  "same output_dir; build with 'make MPI=1' and run build/mpi/qlora",
+                             name, v);
+    }
+    return true;
+}
 double dist_sum_floats(float *buf, size_t n) {
     (void)buf;
     (void)n;

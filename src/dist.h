@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util.h"
+
 typedef struct {
     int rank, size;
 } Dist;
@@ -15,6 +17,11 @@ typedef struct {
 // Start MPI if built with it (no-op otherwise); fills d. Call once, first thing.
 void dist_init(Dist *d, int *argc, char ***argv);
 void dist_finalize(void);
+// In a build without MPI: false (status 2) if an MPI launcher started this process as one of
+// several ranks (OMPI_COMM_WORLD_SIZE, PMI_SIZE, MV2_COMM_WORLD_SIZE > 1, or a rank
+// variable > 0), since every copy would run the whole job into the same folder. True in
+// the MPI build and when started alone.
+bool dist_check_launcher(Error *err);
 // In-place sum of buf[0..n) over all ranks (MPI_Allreduce); returns seconds spent.
 double dist_sum_floats(float *buf, size_t n);
 double dist_sum_double(double x);

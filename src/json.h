@@ -15,6 +15,8 @@
 // JSON value; only JSON whitespace may follow it. `what` names the document in errors (usually the file path); byte
 // offsets in messages are reported as base + offset in text (base = where the text starts
 // in its file). The caller owns the result (cJSON_Delete). NULL and err filled on failure.
+// A key that appears twice in one object (at any depth) is an error: parsers disagree on
+// which copy wins (cJSON the first, Python and Hugging Face the last), so qlora refuses.
 cJSON *json_parse(const char *text, size_t len, size_t base, const char *what, Error *err);
 
 // Read a whole file and parse it (json_parse with the path as `what`).

@@ -189,8 +189,8 @@ static bool read_config(LoraSet *ls, const char *text, size_t len, const char *p
         error_set(err, "%s: \"peft_type\" must be \"LORA\"", path);
     else if (!json_as_u64(r, &rv) || rv < 1 || rv > 4096)
         error_set(err, "%s: \"r\" must be an integer in [1, 4096]", path);
-    else if (alpha && (!cJSON_IsNumber(alpha) || !isfinite(alpha->valuedouble)))
-        error_set(err, "%s: \"lora_alpha\" must be a number", path);
+    else if (alpha && (!cJSON_IsNumber(alpha) || !(fabs(alpha->valuedouble) <= 1e6)))
+        error_set(err, "%s: \"lora_alpha\" must be a number in [-1e6, 1e6] (a larger scale overflows float)", path);
     else if (drop && (!cJSON_IsNumber(drop) || drop->valuedouble < 0 || drop->valuedouble >= 1))
         error_set(err, "%s: \"lora_dropout\" must be a number in [0, 1)", path);
     else if (bias && !cJSON_IsNull(bias) && !(cJSON_IsString(bias) && strcmp(bias->valuestring, "none") == 0))
@@ -211,6 +211,44 @@ static bool read_config(LoraSet *ls, const char *text, size_t len, const char *p
     }
     cJSON_Delete(js);
     return ok;
+}
+
+// adapter_config.json's scope agrees with the weights, as PEFT would apply it: every module
+// with weights is listed in target_modules (names as lora_parse_target reads them; a regular
+// expression is refused), every layer with weights is in layers_to_transform (when given),
+// and modules_to_save (fully trained extra modules) is empty. present[] marks (layer, target).
+static bool check_scope(const cJSON *js, const bool *present, int n_layer, const char *path, Error *err) {
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(js, "target_modules");
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(js, "layers_to_transform");
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(js, "modules_to_save");
+    if (ms && !cJSON_IsNull(ms) && !(cJSON_IsArray(ms) && cJSON_GetArraySize(ms) == 0))
+        return error_set(err, "%s: \"modules_to_save\" is not supported (expected null or [])", path);
+    bool listed[LORA_N_TARGETS] = {0}, layer_ok[4096] = {0};
+    CHECK(n_layer <= 4096);  // config.json allows at most 1000
+    if (cJSON_IsString(tm) && strcmp(tm->valuestring, "all-linear") != 0)
+        return error_set(err, "%s: \"target_modules\" as a regular expression ('%.80s') is not supported", path,
+                         tm->valuestring);
+    if (!tm || cJSON_IsNull(tm) || cJSON_IsString(tm)) lora_parse_target("all-linear", listed, err);
+    else if (!cJSON_IsArray(tm)) return error_set(err, "%s: \"target_modules\" must be a list of names", path);
+    for (const cJSON *m = cJSON_IsArray(tm) ? tm->child : NULL; m; m = m->next) {
+        Error e2 = {0};
+        if (!cJSON_IsString(m) || !lora_parse_target(m->valuestring, listed, &e2))
+            return error_set(err, "%s: target_modules: %s", path, cJSON_IsString(m) ? e2.msg : "expected strings");
+    }
+    const bool all_layers = !lt || cJSON_IsNull(lt);
+    if (cJSON_IsNumber(lt) && lt->valuedouble >= 0 && lt->valuedouble < n_layer) layer_ok[lt->valueint] = true;
+    for (const cJSON *l = cJSON_IsArray(lt) ? lt->child : NULL; l; l = l->next)
+        if (cJSON_IsNumber(l) && l->valuedouble >= 0 && l->valuedouble < n_layer) layer_ok[l->valueint] = true;
+    for (int s = 0; s < n_layer * LORA_N_TARGETS; s++) {
+        if (!present[s]) continue;
+        if (!listed[s % LORA_N_TARGETS])
+            return error_set(err, "%s: the weights adapt %s, which target_modules does not list", path,
+                             TARGET_PATH[s % LORA_N_TARGETS]);
+        if (!all_layers && !layer_ok[s / LORA_N_TARGETS])
+            return error_set(err, "%s: the weights adapt layer %d, which layers_to_transform does not list", path,
+                             s / LORA_N_TARGETS);
+    }
+    return true;
 }
 
 bool lora_load_peft(LoraSet *ls, const char *dir, int n_layer, const LoraShapes *shapes,
@@ -255,13 +293,15 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
         }
         size_t slot = (size_t)layer * LORA_N_TARGETS + target;
         uint64_t want0 = is_b ? shapes->out[target] : r, want1 = is_b ? r : shapes->in[target];
-        if (t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1)
-            ok = error_set(err, "%s: tensor '%s': expected shape [%llu, %llu] (r=%zu), found "
-                                "%d dims [%llu, %llu]", st_path, t->name,
-                           (unsigned long long)want0, (unsigned long long)want1, r, t->ndim,
-                           (unsigned long long)(t->ndim > 0 ? t->shape[0] : 0),
-                           (unsigned long long)(t->ndim > 1 ? t->shape[1] : 0));
-        else if ((is_b ? tb : ta)[slot])
+        if (t->ndim != 2 || t->shape[0] != want0 || t->shape[1] != want1) {
+            char found[ST_MAX_DIMS * 22 + 4] = "[";  // every dimension, as many as there are
+            for (int d = 0; d < t->ndim; d++)
+                snprintf(found + strlen(found), sizeof found - strlen(found), "%s%llu", d ? ", " : "",
+                         (unsigned long long)t->shape[d]);
+            strcat(found, "]");
+            ok = error_set(err, "%s: tensor '%s': expected shape [%llu, %llu] (r=%zu), found %s", st_path,
+                           t->name, (unsigned long long)want0, (unsigned long long)want1, r, found);
+        } else if ((is_b ? tb : ta)[slot])
             ok = error_set(err, "%s: tensor '%s' duplicates another key", st_path, t->name);
         else
             (is_b ? tb : ta)[slot] = t;
@@ -280,6 +320,11 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
         if (present[s]) ls->targets[s % LORA_N_TARGETS] = true;
     }
     if (ok && n_present == 0) ok = error_set(err, "%s: no LoRA weights found", st_path);
+    if (ok) {
+        cJSON *js = json_parse(config, config_len, 0, cfg_path, err);  // read_config parsed it once already
+        ok = js && check_scope(js, present, n_layer, cfg_path, err);
+        cJSON_Delete(js);
+    }
     if (ok) {
         layout(ls, n_layer, shapes, present);
         for (size_t s = 0; ok && s < n_slots; s++) {

@@ -112,6 +112,8 @@ static bool file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+#define MAX_SHARDS 4096  // far above any published checkpoint (a few hundred), bounds the work
+
 static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     memset(ck, 0, sizeof *ck);
     char path[4096];
@@ -135,16 +137,22 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(js, "weight_map");
     bool ok = cJSON_IsObject(map) || error_set(err, "%s: missing \"weight_map\" object", path);
     char **files = NULL;
+    struct { char *key; int value; } *seen = NULL;  // distinct shard names: linear, not quadratic
+    sh_new_arena(seen);
     for (const cJSON *kv = ok ? map->child : NULL; ok && kv; kv = kv->next) {
         if (!cJSON_IsString(kv) || strchr(kv->valuestring, '/')) {
             ok = error_set(err, "%s: weight_map entry '%s' must name a file in the folder",
                            path, kv->string);
             break;
         }
-        bool seen = false;
-        for (size_t i = 0; i < arrlenu(files); i++) seen |= strcmp(files[i], kv->valuestring) == 0;
-        if (!seen) arrput(files, kv->valuestring);
+        if (shgeti(seen, kv->valuestring) >= 0) continue;
+        shput(seen, kv->valuestring, 1);
+        arrput(files, kv->valuestring);
+        if (arrlenu(files) > MAX_SHARDS)
+            ok = error_set(err, "%s: weight_map names more than %d shard files (expected at most %d)", path,
+                           MAX_SHARDS, MAX_SHARDS);
     }
+    shfree(seen);
     for (size_t i = 0; ok && i < arrlenu(files); i++) {
         char shard[4096];
         snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);
@@ -175,18 +183,19 @@ static const StTensor *ckpt_find(const Checkpoint *ck, const char *name, const S
 
 static const char *ckpt_path(const Checkpoint *ck) { return ck->shards[0].path; }
 
-// Read tensor prefix+name of exactly shape [d0] or [d0, d1] into dst (f32), rejecting
-// missing tensors, wrong shapes, non-float dtypes and NaN/Inf; then release its pages.
-static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
-                        size_t d1, float *dst, Error *err) {
+// The tensor prefix+name (in shard *st) if it exists with exactly shape [d0] or [d0, d1];
+// else NULL and err names it with the shape found and the one config.json implies. Called
+// before anything of that size is allocated, so config.json's sizes are trusted only once
+// the file's tensors agree with them.
+static const StTensor *find_shaped(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
+                                   size_t d1, const SafeTensors **st, Error *err) {
     char full[256];
     snprintf(full, sizeof full, "%s%s", prefixed ? ck->prefix : "", name);
-    const SafeTensors *st = NULL;
-    const StTensor *t = ckpt_find(ck, full, &st);
+    const StTensor *t = ckpt_find(ck, full, st);
     char want[64];
     if (d1) snprintf(want, sizeof want, "[%zu, %zu]", d0, d1);
     else snprintf(want, sizeof want, "[%zu]", d0);
-    if (!t) return error_set(err, "%s: missing tensor '%s' (expected shape %s)", ckpt_path(ck), full, want);
+    if (!t) return error_set(err, "%s: missing tensor '%s' (expected shape %s)", ckpt_path(ck), full, want), NULL;
     bool shape_ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
                        : (t->ndim == 1 && t->shape[0] == d0);
     if (!shape_ok) {
@@ -195,15 +204,25 @@ static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, s
             snprintf(found + strlen(found), sizeof found - strlen(found), "%s%llu", d ? ", " : "",
                      (unsigned long long)t->shape[d]);
         strncat(found, "]", sizeof found - strlen(found) - 1);
-        return error_set(err, "%s: tensor '%s': shape %s, config.json expects %s", st->path, full,
-                         found, want);
+        return error_set(err, "%s: tensor '%s': shape %s, config.json expects %s", (*st)->path, full,
+                         found, want), NULL;
     }
+    return t;
+}
+
+// Read tensor prefix+name of exactly shape [d0] or [d0, d1] into dst (f32), rejecting
+// missing tensors, wrong shapes, non-float dtypes and NaN/Inf; then release its pages.
+static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
+                        size_t d1, float *dst, Error *err) {
+    const SafeTensors *st = NULL;
+    const StTensor *t = find_shaped(ck, name, prefixed, d0, d1, &st, err);
+    if (!t) return false;
     if (!st_read_f32(st, t, dst, err)) return false;
     st_release(st, t);
     size_t n = d1 ? d0 * d1 : d0;
     size_t bad = quant_find_nonfinite(dst, n);
     if (bad < n)
-        return error_set(err, "%s: tensor '%s': element %zu is %s", st->path, full, bad,
+        return error_set(err, "%s: tensor '%s': element %zu is %s", st->path, t->name, bad,
                          isnan(dst[bad]) ? "NaN" : "Inf");
     return true;
 }
@@ -215,6 +234,43 @@ static float *read_new(const Checkpoint *ck, const char *name, size_t d0, size_t
         return NULL;
     }
     return p;
+}
+
+// The tensors whose sizes config.json's fields set (vocab_size, n_embd, n_positions,
+// n_inner: wte, wpe, lm_head, layer 0's linears) have the shapes it implies. Checked before
+// anything is allocated from those fields, so a config.json claiming terabytes is refused
+// by name instead of failing as out of memory.
+static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
+    static const char *const LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+    static const char *const LIN_FIELDS[LORA_N_TARGETS] = {"n_embd", "n_embd", "n_embd, n_inner", "n_inner, n_embd"};
+    const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size, P = (size_t)c->n_positions;
+    const LoraShapes shapes = model_lora_shapes(c);
+    const SafeTensors *st;
+    const char *fields = "vocab_size, n_embd";
+    bool ok = find_shaped(ck, "wte.weight", true, V, C, &st, err) &&
+              (fields = "n_positions, n_embd", find_shaped(ck, "wpe.weight", true, P, C, &st, err)) &&
+              (fields = "vocab_size, n_embd", c->tied || find_shaped(ck, "lm_head.weight", false, V, C, &st, err));
+    for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "h.0.%s.weight", LIN[t]);
+        fields = LIN_FIELDS[t];
+        ok = find_shaped(ck, name, true, shapes.in[t], shapes.out[t], &st, err) != NULL;
+    }
+    if (!ok && err) {  // say which config.json fields set the expected shape
+        const size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (from its fields %s)", fields);
+    }
+    return ok;
+}
+
+bool model_check_sizes(const char *dir, const GPT2Config *cfg, Error *err) {
+    Checkpoint ck;
+    if (!ckpt_open(&ck, dir, err)) return false;
+    const SafeTensors *dummy;
+    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
+    bool ok = check_sizes(&ck, cfg, err);
+    ckpt_close(&ck);
+    return ok;
 }
 
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
@@ -232,7 +288,7 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     if (!ckpt_open(&ck, dir, err)) return false;
     const SafeTensors *dummy;
     ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
-    bool ok = (m->wte = read_new(&ck, "wte.weight", V, C, err)) &&
+    bool ok = check_sizes(&ck, c, err) && (m->wte = read_new(&ck, "wte.weight", V, C, err)) &&
               (m->wpe = read_new(&ck, "wpe.weight", P, C, err)) &&
               (m->lnf_w = read_new(&ck, "ln_f.weight", C, 0, err)) &&
               (m->lnf_b = read_new(&ck, "ln_f.bias", C, 0, err));
@@ -246,8 +302,8 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     const LoraShapes shapes = model_lora_shapes(c);
     static const char *const LIN_NAME[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
                                                          "mlp.c_proj"};
-    float *w = xmalloc_aligned(F * C * 4 > 3 * C * C ? F * C * sizeof(float) : 3 * C * C * sizeof(float));
-    float *b = xmalloc_aligned((F > 3 * C ? F : 3 * C) * sizeof(float));
+    float *w = !ok ? NULL : xmalloc_aligned(F * C * 4 > 3 * C * C ? F * C * sizeof(float) : 3 * C * C * sizeof(float));
+    float *b = !ok ? NULL : xmalloc_aligned((F > 3 * C ? F : 3 * C) * sizeof(float));
     for (size_t l = 0; ok && l < L; l++) {
         GPT2Block *blk = &m->blocks[l];
         char name[128];

@@ -45,6 +45,10 @@ typedef struct {
 
 // Read DIR/config.json (error for anything that is not a supported GPT-2 config).
 bool model_read_config(GPT2Config *cfg, const char *dir, Error *err);
+// Check, without loading or allocating, that dir's weights have the shapes cfg's sizes
+// imply (embeddings, positions, layer 0's linears): status 2 naming the tensor, the shape
+// found and the one config.json implies. For callers that size memory from cfg first.
+bool model_check_sizes(const char *dir, const GPT2Config *cfg, Error *err);
 // The same from text[0..len); path names it in messages.
 bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err);
 // Load DIR (config.json + model.safetensors, or a sharded model.safetensors.index.json).

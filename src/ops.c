@@ -29,7 +29,10 @@ static inline float exp_kernel(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    // NaN input: p is already NaN; n is replaced by 0 so that the float->int conversion and
+    // the shift below stay defined (a NaN n would give INT_MIN, and a negative left shift)
+    n = n == n ? n : 0.0f;
+    uint32_t e = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &e, sizeof scale);
     return p * scale;

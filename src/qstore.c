@@ -87,6 +87,25 @@ static const StTensor *companion(const SafeTensors *st, const char *name, const 
     return t;
 }
 
+// The maps and scales of q, which multiply every weight, are finite: a NaN or Inf there
+// would dequantize silently into non-finite weights. err names the tensor and element.
+static bool check_scales(const Q4Tensor *q, const char *path, const char *name, Error *err) {
+    const size_t n2 = (q->n_blocks + QUANT_DQ_BLOCK - 1) / QUANT_DQ_BLOCK;
+    const struct { const char *suffix; const float *x; size_t n; } parts[] = {
+        {".quant_map", q->code, 16},
+        {".nested_quant_map", q->double_quant ? q->dq_map : NULL, 256},
+        {".nested_absmax", q->double_quant ? q->absmax2 : NULL, n2},
+        {".absmax", q->double_quant ? NULL : q->absmax, q->n_blocks},
+    };
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        const size_t bad = parts[i].x ? quant_find_nonfinite(parts[i].x, parts[i].n) : parts[i].n;
+        if (bad < parts[i].n)
+            return error_set(err, "%s: tensor '%s%s': element %zu is %s (expected finite scales)", path, name,
+                             parts[i].suffix, bad, isnan(parts[i].x[bad]) ? "NaN" : "Inf");
+    }
+    return true;
+}
+
 static void *copy_out(const StTensor *t) {
     void *p = xmalloc(t->end - t->begin);
     memcpy(p, t->data, t->end - t->begin);
@@ -177,7 +196,7 @@ bool qstore_load(const SafeTensors *st, const char *name, Q4Tensor *q, int *ndim
     } else {
         q->absmax = copy_out(absmax);
     }
-    ok = true;
+    ok = check_scales(q, st->path, name, err);
 done:
     cJSON_Delete(js);
     if (!ok) q4_free(q);

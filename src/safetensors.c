@@ -169,7 +169,8 @@ static bool parse_header(SafeTensors *st, const char *path, Error *err) {
                              t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                              (unsigned long long)buffer);
     }
-    qsort(st->tensors, st->n_tensors, sizeof(StTensor), cmp_by_offset);
+    if (st->n_tensors > 1)  // qsort's pointer must not be NULL, even for 0 elements
+        qsort(st->tensors, st->n_tensors, sizeof(StTensor), cmp_by_offset);
     uint64_t expect = 0;
     for (size_t i = 0; i < st->n_tensors; i++) {
         StTensor *t = &st->tensors[i];
@@ -338,7 +339,7 @@ bool st_writer_write(StWriter *w, const char *path, Error *err) {
 
 bool st_writer_write_fill(StWriter *w, const char *path, StFill fill, void *ctx, Error *err) {
     const size_t n = arrlenu(w->entries);
-    qsort(w->entries, n, sizeof(StEntry), cmp_entries);
+    if (n > 1) qsort(w->entries, n, sizeof(StEntry), cmp_entries);  // entries is NULL when n == 0
     for (size_t i = 1; i < n; i++)
         if (strcmp(w->entries[i - 1].name, w->entries[i].name) == 0)
             return error_set(err, "%s: tensor '%s' added twice", path, w->entries[i].name);

@@ -254,61 +254,101 @@ void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans)
     arrfree(orig);
 }
 
+// A candidate merge of adjacent symbols left and right (indices into the word's symbols),
+// valid while both still have the lengths they had when it was queued.
+typedef struct {
+    int rank;
+    size_t left, right, llen, rlen;
+} BpePair;
+
+static bool pair_before(const BpePair *a, const BpePair *b) {
+    return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
+}
+
+// Queue the merge of symbols a and b (starting at start[a], lengths len[a] and len[b],
+// contiguous in word) if merges.txt has it. The heap is ordered by (rank, position).
+static void push_pair(Tokenizer *t, const char *word, const size_t *start, const size_t *len, size_t a,
+                      size_t b, char **key, BpePair **heap) {
+    arrsetlen(*key, len[a] + 1 + len[b] + 1);
+    memcpy(*key, word + start[a], len[a]);
+    (*key)[len[a]] = ' ';
+    memcpy(*key + len[a] + 1, word + start[b], len[b]);
+    (*key)[len[a] + 1 + len[b]] = '\0';
+    ptrdiff_t k = shgeti(t->merge_rank, *key);
+    if (k < 0) return;
+    BpePair p = {t->merge_rank[k].value, a, b, len[a], len[b]};
+    arrput(*heap, p);
+    for (size_t i = arrlenu(*heap) - 1; i > 0 && pair_before(&(*heap)[i], &(*heap)[(i - 1) / 2]); i = (i - 1) / 2) {
+        BpePair tmp = (*heap)[i];
+        (*heap)[i] = (*heap)[(i - 1) / 2];
+        (*heap)[(i - 1) / 2] = tmp;
+    }
+}
+
+// Remove and return the first pair of a non-empty heap.
+static BpePair pop_pair(BpePair *heap) {
+    BpePair top = heap[0];
+    heap[0] = arrpop(heap);
+    const size_t n = arrlenu(heap);
+    for (size_t i = 0;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && pair_before(&heap[c + 1], &heap[c])) c++;
+        if (!pair_before(&heap[c], &heap[i])) break;
+        BpePair tmp = heap[i];
+        heap[i] = heap[c];
+        heap[c] = tmp;
+        i = c;
+    }
+    return top;
+}
+
 // BPE on one pre-token given as mapped symbols (UTF-8 of bytes_to_unicode chars); appends ids.
+// The lowest-ranked adjacent pair is merged first, equal ranks left to right: the same
+// result as merging every occurrence of the best pair per round (merges only ever create
+// pairs ranked after the one just applied), in O(n log n) instead of O(n^2) for a long
+// run without spaces.
 static void bpe_word(Tokenizer *t, const char *word, size_t wlen, int **ids) {
-    typedef struct { size_t start, len; } Sym;
-    Sym *syms = NULL;
-    for (size_t i = 0; i < wlen;) {
-        size_t n = ((uint8_t)word[i] < 0x80) ? 1 : 2;  // mapped chars are 1 or 2 bytes
-        Sym s = {i, n};
-        arrput(syms, s);
-        i += n;
+    const size_t NONE = (size_t)-1;
+    size_t *start = xmalloc((wlen + 1) * sizeof(size_t)), *len = xmalloc((wlen + 1) * sizeof(size_t));
+    size_t *prev = xmalloc((wlen + 1) * sizeof(size_t)), *next = xmalloc((wlen + 1) * sizeof(size_t));
+    size_t n = 0;
+    for (size_t i = 0; i < wlen; n++) {
+        start[n] = i;
+        len[n] = ((uint8_t)word[i] < 0x80) ? 1 : 2;  // mapped chars are 1 or 2 bytes
+        i += len[n];
+    }
+    for (size_t k = 0; k < n; k++) {
+        prev[k] = k ? k - 1 : NONE;
+        next[k] = k + 1 < n ? k + 1 : NONE;
     }
     char *key = NULL;
-    for (;;) {
-        int best_rank = -1;
-        size_t best = 0;
-        for (size_t i = 0; i + 1 < arrlenu(syms); i++) {
-            arrsetlen(key, syms[i].len + 1 + syms[i + 1].len + 1);
-            memcpy(key, word + syms[i].start, syms[i].len);
-            key[syms[i].len] = ' ';
-            memcpy(key + syms[i].len + 1, word + syms[i + 1].start, syms[i + 1].len);
-            key[syms[i].len + 1 + syms[i + 1].len] = '\0';
-            ptrdiff_t k = shgeti(t->merge_rank, key);
-            if (k >= 0 && (best_rank < 0 || t->merge_rank[k].value < best_rank)) {
-                best_rank = t->merge_rank[k].value;
-                best = i;
-            }
-        }
-        if (best_rank < 0) break;
-        // merge every occurrence of the best pair (A, B), scanning left to right
-        Sym A = syms[best], B = syms[best + 1];
-        Sym *merged = NULL;
-        for (size_t i = 0; i < arrlenu(syms);) {
-            if (i + 1 < arrlenu(syms) && syms[i].len == A.len && syms[i + 1].len == B.len &&
-                memcmp(word + syms[i].start, word + A.start, A.len) == 0 &&
-                memcmp(word + syms[i + 1].start, word + B.start, B.len) == 0) {
-                Sym m = {syms[i].start, A.len + B.len};
-                arrput(merged, m);
-                i += 2;
-            } else {
-                arrput(merged, syms[i]);
-                i++;
-            }
-        }
-        arrfree(syms);
-        syms = merged;
+    BpePair *heap = NULL;
+    for (size_t k = 0; k + 1 < n; k++) push_pair(t, word, start, len, k, k + 1, &key, &heap);
+    while (arrlenu(heap)) {
+        const BpePair p = pop_pair(heap);
+        if (next[p.left] != p.right || len[p.left] != p.llen || len[p.right] != p.rlen) continue;  // stale
+        len[p.left] += len[p.right];  // the right symbol joins the left one
+        len[p.right] = 0;
+        next[p.left] = next[p.right];
+        if (next[p.left] != NONE) prev[next[p.left]] = p.left;
+        if (prev[p.left] != NONE) push_pair(t, word, start, len, prev[p.left], p.left, &key, &heap);
+        if (next[p.left] != NONE) push_pair(t, word, start, len, p.left, next[p.left], &key, &heap);
     }
-    for (size_t i = 0; i < arrlenu(syms); i++) {
-        arrsetlen(key, syms[i].len + 1);
-        memcpy(key, word + syms[i].start, syms[i].len);
-        key[syms[i].len] = '\0';
-        ptrdiff_t k = shgeti(t->token_to_id, key);
-        CHECK(k >= 0);  // load checked every byte symbol and every merge result
-        arrput(*ids, t->token_to_id[k].value);
+    for (size_t k = 0; n && k != NONE; k = next[k]) {
+        arrsetlen(key, len[k] + 1);
+        memcpy(key, word + start[k], len[k]);
+        key[len[k]] = '\0';
+        ptrdiff_t id = shgeti(t->token_to_id, key);
+        CHECK(id >= 0);  // load checked every byte symbol and every merge result
+        arrput(*ids, t->token_to_id[id].value);
     }
     arrfree(key);
-    arrfree(syms);
+    arrfree(heap);
+    free(start);
+    free(len);
+    free(prev);
+    free(next);
 }
 
 static void encode_piece(Tokenizer *t, const char *text, size_t len, int **ids) {

@@ -54,6 +54,7 @@ typedef struct {
     size_t *order;
     int *tokens, *targets;
     FILE *metrics;  // rank 0 only
+    char last_ckpt[4096];  // newest checkpoint this run saved or resumed from ("none")
     Dist dist;      // this process's rank among size data-parallel ranks (1 without MPI)
 } Run;
 
@@ -145,6 +146,46 @@ static bool save_weights(const Run *r, const char *dir, Error *err) {
     return lora_save_peft(&r->lora, dir, err);
 }
 
+// What a checkpoint depends on, one string per key: resuming with any of them changed would
+// silently continue a different run (another base model, method, quantization, adapter
+// shape, seed or dataset). Filled from the job; base_model and dataset are resolved paths,
+// the base model also identified by the size of its weights file.
+#define N_DEPENDS 6
+static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset"};
+static void job_depends(const TrainConfig *c, char out[N_DEPENDS][4400]) {
+    char path[4200], weights[4300];
+    struct stat st;
+    if (!path_resolve(c->base_model, path, sizeof path)) snprintf(path, sizeof path, "%s", c->base_model);
+    snprintf(weights, sizeof weights, "%s/model.safetensors", path);
+    snprintf(out[0], 4400, "%s (model.safetensors: %lld bytes)", path, stat(weights, &st) == 0 ? (long long)st.st_size : -1LL);
+    snprintf(out[1], 4400, "%s", c->method);
+    if (strcmp(c->method, "qlora") == 0)
+        snprintf(out[2], 4400, "%s blocksize %ld%s", c->quant, c->quant_blocksize, c->double_quant ? " double_quant" : "");
+    else
+        snprintf(out[2], 4400, "none");
+    snprintf(out[3], 4400, "none");
+    if (strcmp(c->method, "full") != 0) {
+        int n = snprintf(out[3], 4400, "r %ld alpha %g%s targets", c->lora_r, c->lora_alpha, c->use_rslora ? " rslora" : "");
+        for (int i = 0; i < c->n_lora_target_modules && n < 4000; i++)
+            n += snprintf(out[3] + n, 4400 - (size_t)n, " %s", c->lora_target_modules[i]);
+        if (c->lora_target_linear) snprintf(out[3] + n, 4400 - (size_t)n, " all-linear");
+    }
+    snprintf(out[4], 4400, "%ld", c->seed);
+    if (!path_resolve(c->dataset, out[5], 4400)) snprintf(out[5], 4400, "%s", c->dataset);
+}
+
+// job_depends as a compact JSON object (malloc'ed) for trainer_state.json.
+static char *job_depends_json(const TrainConfig *c) {
+    char(*dep)[4400] = xmalloc(N_DEPENDS * sizeof *dep);
+    job_depends(c, dep);
+    cJSON *js = cJSON_CreateObject();
+    for (int i = 0; i < N_DEPENDS; i++) cJSON_AddStringToObject(js, DEPENDS[i], dep[i]);
+    char *text = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    free(dep);
+    return text;
+}
+
 static bool save_checkpoint(Run *r, Error *err) {
     char final[4096], tmp[4200], path[4400];
     snprintf(final, sizeof final, "%s/checkpoint-%ld", r->cfg.output_dir, r->step);
@@ -166,51 +207,92 @@ static bool save_checkpoint(Run *r, Error *err) {
     bool ok = st_writer_write(&w, path, err);
     st_writer_free(&w);
     if (!ok) return false;
-    char state[1024];
+    char *depends = job_depends_json(&r->cfg);
+    char state[32768];
     snprintf(state, sizeof state,
              "{\n  \"global_step\": %ld,\n  \"max_steps\": %ld,\n  \"warmup_steps\": %ld,\n"
              "  \"epoch\": %zu,\n  \"cursor\": %zu,\n  \"n_train_examples\": %zu,\n"
-             "  \"seed\": %ld,\n  \"method\": \"%s\"\n}\n",
+             "  \"seed\": %ld,\n  \"method\": \"%s\",\n  \"depends_on\": %s\n}\n",
              r->step, r->total_steps, r->warmup, r->epoch, r->cursor, arrlenu(r->train.ex),
-             r->cfg.seed, r->cfg.method);
+             r->cfg.seed, r->cfg.method, depends);
+    free(depends);
     snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
     if (!write_file_atomic(path, state, strlen(state), err)) return false;
     snprintf(path, sizeof path, "%s/job.yaml", tmp);
     FILE *fp = fopen(path, "w");
-    if (fp) {
-        config_write_yaml(&r->cfg, fp);
-        fclose(fp);
-    }
-    // the new checkpoint appears whole or not at all: rename the finished folder
+    if (!fp) return error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
+    config_write_yaml(&r->cfg, fp);
+    if ((fflush(fp) != 0 || ferror(fp)) | (fclose(fp) != 0))  // disk full: the checkpoint is not complete
+        return error_runtime(err, "%s: write failed: %s", path, strerror(errno));
+    // the new checkpoint appears whole or not at all: rename the finished folder. An older
+    // checkpoint-N is moved aside and deleted only once the new one is in place; a kill
+    // between the two renames leaves a complete .old-PID that the next start renames back.
+    char old[4300] = "";
     if (access(final, F_OK) == 0) {
-        char old[4300];
         snprintf(old, sizeof old, "%s.old-%ld", final, (long)getpid());
         if (rename(final, old) != 0)
             return error_runtime(err, "%s: cannot replace: %s", final, strerror(errno));
-        remove_tree(old);
+        test_delay("replace");
     }
     if (rename(tmp, final) != 0)
         return error_runtime(err, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    if (old[0]) remove_tree(old);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", final);
     return true;
 }
 
-// Newest complete checkpoint-N in dir, or false.
+// Newest complete checkpoint-N in dir, or false: N all digits (within long), a folder holding
+// a trainer_state.json; out gets the folder's own name, so checkpoint-0006 is found as such,
+// and a stray file or empty folder with a larger number does not hide the real one.
 static bool latest_checkpoint(const char *dir, char *out, size_t cap) {
     DIR *d = opendir(dir);
     if (!d) return false;
     long best = -1;
+    char best_name[256] = "";
     struct dirent *e;
     while ((e = readdir(d))) {
-        long n;
-        char *end;
-        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
-        n = strtol(e->d_name + 11, &end, 10);
-        if (*end == '\0' && n > best) best = n;
+        const char *num = e->d_name + 11;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0 || !*num || num[strspn(num, "0123456789")]) continue;
+        errno = 0;
+        long n = strtol(num, NULL, 10);
+        char state[4400];
+        struct stat st;
+        snprintf(state, sizeof state, "%s/%s/trainer_state.json", dir, e->d_name);
+        if (errno == ERANGE || n <= best || stat(state, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        best = n;
+        snprintf(best_name, sizeof best_name, "%s", e->d_name);
     }
     closedir(d);
     if (best < 0) return false;
-    snprintf(out, cap, "%s/checkpoint-%ld", dir, best);
+    snprintf(out, cap, "%s/%s", dir, best_name);
     return true;
+}
+
+// Before anything loads from checkpoint ckpt: it was made with this job's method (a LoRA
+// checkpoint holds no model, a full one no adapter, so a mismatch would fail obscurely) and
+// everything else it depends on (job_depends) is unchanged; the first difference is named.
+// Keys a checkpoint does not record (older versions) are not compared.
+static bool check_resume_job(const char *ckpt, const TrainConfig *c, Error *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(js, "method");
+    const cJSON *dep = cJSON_GetObjectItemCaseSensitive(js, "depends_on");
+    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, c->method) == 0 ||
+              error_set(err, "%s: the checkpoint was made with method %s, this job has method %s (resume with "
+                             "the method it was made with)", path, m->valuestring, c->method);
+    char(*now)[4400] = xmalloc(N_DEPENDS * sizeof *now);
+    job_depends(c, now);
+    for (int i = 0; ok && i < N_DEPENDS; i++) {
+        const cJSON *was = cJSON_GetObjectItemCaseSensitive(dep, DEPENDS[i]);
+        if (cJSON_IsString(was) && strcmp(was->valuestring, now[i]) != 0)
+            ok = error_set(err, "%s: %s: the checkpoint was made with '%s', this job has '%s' (resume with the "
+                                "same settings, or use a new output_dir)", path, DEPENDS[i], was->valuestring, now[i]);
+    }
+    free(now);
+    cJSON_Delete(js);
+    return ok;
 }
 
 static bool load_state(Run *r, const char *ckpt, Error *err) {
@@ -276,7 +358,9 @@ static void fmt_duration(double s, char *buf, size_t cap) {
     else snprintf(buf, cap, "%lds", t);
 }
 
-// Keep only metrics lines with step <= keep_step (resume), then append from there.
+// Keep only metrics lines with step <= keep_step (resume), then append from there. The
+// kept lines are written to a temporary file that replaces metrics.jsonl by a rename, so a
+// kill at any moment leaves either the old history or the new one, never a truncated file.
 static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
@@ -284,21 +368,28 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
     size_t len = 0;
     Error ignore = {0};
     if (keep_step > 0 && !file_read_all(path, &old, &len, &ignore)) old = NULL;
-    FILE *fp = fopen(path, "w");
-    if (!fp) {
+    AtomicFile af;
+    if (!atomic_open(&af, path, err)) {
         free(old);
-        error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
         return NULL;
     }
-    for (char *line = old; line && *line;) {
+    bool ok = true;
+    for (char *line = old; ok && line && *line;) {
         char *nl = strchr(line, '\n');
         if (!nl) break;  // a line cut short by a crash: dropped
-        *nl = '\0';
         long step = -1;
-        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step) fprintf(fp, "%s\n", line);
+        if (sscanf(line, "{\"step\": %ld", &step) == 1 && step <= keep_step)
+            ok = atomic_write(&af, line, (size_t)(nl - line + 1), err);
         line = nl + 1;
     }
     free(old);
+    if (!ok) {
+        atomic_abort(&af);
+        return NULL;
+    }
+    if (!atomic_commit(&af, err)) return NULL;
+    FILE *fp = fopen(path, "a");
+    if (!fp) error_runtime(err, "%s: cannot open for appending: %s", path, strerror(errno));
     return fp;
 }
 
@@ -316,17 +407,24 @@ static const char *TRAIN_HELP =
 
 static void die_run(Error *err) { die_error(err); }
 
-// Remove checkpoint-N.tmp-* / .old-* folders a killed run left behind.
+// Clean up after a killed run: checkpoint-N.tmp-* folders (possibly half-written) are
+// removed; a checkpoint-N.old-* folder (complete: it was checkpoint-N until a replacement
+// began) becomes checkpoint-N again if that is missing, and is removed otherwise.
 static void remove_stale_checkpoints(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, "checkpoint-", 11) == 0 && (strstr(e->d_name, ".tmp-") || strstr(e->d_name, ".old-"))) {
-            char path[4400];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
+        const char *tmp = strstr(e->d_name, ".tmp-"), *old = strstr(e->d_name, ".old-");
+        if (!tmp && !old) continue;
+        char path[4400], final[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(final, sizeof final, "%s/%.*s", dir, (int)(old ? old - e->d_name : 0), e->d_name);
+        if (old && access(final, F_OK) != 0 && rename(path, final) == 0)
+            printf("recovered %s (a run was killed while replacing it)\n", final);
+        else
             remove_tree(path);
-        }
     }
     closedir(d);
 }
@@ -371,17 +469,29 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
             c->sequence_len, avail / 1073741824.0);
 }
 
+// Refuse an output_dir that is, contains or is inside one of the job's inputs.
+static bool check_output_dir(const TrainConfig *c, Error *err) {
+    const char *what[] = {"base_model", "lora_model_dir", "dataset", "val_dataset"};
+    const char *in[] = {c->base_model, c->lora_model_dir, c->dataset, c->val_dataset};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+        if (!path_check_apart("output_dir", c->output_dir, what[i], in[i], err)) return false;
+    return true;
+}
+
 static void setup(Run *r, Error *err) {
     TrainConfig *c = &r->cfg;
     r->full = strcmp(c->method, "full") == 0;
     if (c->threads) threads_set((int)c->threads);
+    if (!check_output_dir(c, err)) die_run(err);
     if (!mkdir_p(c->output_dir, err)) die_run(err);
+    if (r->dist.rank == 0 && !dir_lock(c->output_dir, err)) die_run(err);
     if (r->dist.rank == 0) remove_stale_checkpoints(c->output_dir);
     GPT2Config mc;
-    if (!model_read_config(&mc, c->base_model, err)) die_run(err);
-    check_memory(c, &mc);
-    if (c->sequence_len > mc.n_positions)
+    if (!model_read_config(&mc, c->base_model, err) || !model_check_sizes(c->base_model, &mc, err)) die_run(err);
+    if (c->sequence_len == 0) c->sequence_len = mc.n_positions < 512 ? mc.n_positions : 512;  // printed in the summary
+    if (c->sequence_len > mc.n_positions)  // a model limit, before any memory prediction uses it
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
+    check_memory(c, &mc);
     char vocab[4096], merges[4096];
     snprintf(vocab, sizeof vocab, "%s/vocab.json", c->base_model);
     snprintf(merges, sizeof merges, "%s/merges.txt", c->base_model);
@@ -403,6 +513,7 @@ static void setup(Run *r, Error *err) {
             snprintf(resume, sizeof resume, "%s", c->resume_from_checkpoint);
         }
     }
+    if (resume[0] && !check_resume_job(resume, c, err)) die_run(err);
     const QuantConfig q = job_quant(c);
     const char *model_dir = r->full && resume[0] ? resume : c->base_model;
     if (!model_load(&r->model, model_dir, &q, err)) die_run(err);
@@ -445,7 +556,23 @@ static void setup(Run *r, Error *err) {
         r->metrics = open_metrics(c->output_dir, r->step, err);
         if (!r->metrics) die_run(err);
     }
+    test_delay("setup");
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume[0] ? resume : "none");
     if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->step, r->epoch);
+}
+
+// After an update: the first trainable tensor whose weights or AdamW moments hold a NaN or
+// Inf, its name (moments prefixed exp_avg. / exp_avg_sq.) written into out; false if none.
+// Checked every step so that no checkpoint or adapter is ever written from such a state.
+static bool first_bad_state(const Run *r, char *out, size_t cap) {
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const char *kind = quant_find_nonfinite(r->p[i], r->n[i]) < r->n[i]   ? ""
+                           : quant_find_nonfinite(r->m[i], r->n[i]) < r->n[i] ? "exp_avg."
+                           : quant_find_nonfinite(r->v[i], r->n[i]) < r->n[i] ? "exp_avg_sq."
+                                                                              : NULL;
+        if (kind) return snprintf(out, cap, "%s%s", kind, r->names[i]), true;
+    }
+    return false;
 }
 
 // First trainable tensor holding a NaN/Inf gradient, or NULL.
@@ -652,6 +779,36 @@ static void print_summary(const Run *r) {
     fflush(stdout);
 }
 
+// Print s single-quoted for a POSIX shell.
+static void print_quoted(const char *s) {
+    putchar('\'');
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\''", stdout);
+        else putchar(*s);
+    }
+    putchar('\'');
+}
+
+// The command that resumes this run: the job, every --set of this invocation except
+// resume_from_checkpoint (so the resumed run writes to the same output_dir with the same
+// settings), then the checkpoint.
+static void print_resume_hint(int argc, char **argv, const char *job, const char *ckpt) {
+    printf("  qlora train ");
+    print_quoted(job);
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--set") != 0) continue;
+        const char *kv = argv[++i];
+        if (strncmp(kv, "resume_from_checkpoint=", 23) == 0) continue;
+        printf(" --set ");
+        print_quoted(kv);
+    }
+    char last[4200];
+    snprintf(last, sizeof last, "resume_from_checkpoint=%s", ckpt);
+    printf(" --set ");
+    print_quoted(last);
+    printf("\n");
+}
+
 int cmd_train(int argc, char **argv) {
     if (cli_help(argc, argv, TRAIN_HELP)) return 0;
     for (int i = 1; i < argc; i++) {
@@ -664,6 +821,7 @@ int cmd_train(int argc, char **argv) {
     memset(&r, 0, sizeof r);
     Error err = {0};
     dist_init(&r.dist, &argc, &argv);
+    if (!dist_check_launcher(&err)) die_run(&err);
     if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die(EXIT_RUNTIME, "cannot silence rank %d", r.dist.rank);
     config_defaults(&r.cfg);
     const char *job = NULL;
@@ -686,20 +844,23 @@ int cmd_train(int argc, char **argv) {
             const char *kv = cli_value(argc, argv, &i);
             if (!config_set(&r.cfg, kv, &err)) die_run(&err);
         }
-    if (!config_validate(&r.cfg, &err)) die(EXIT_BAD_INPUT, "%s: %s", job, err.msg);
+    bool any_set = false;
+    for (int i = 1; i < argc; i++) any_set |= strcmp(argv[i], "--set") == 0;
+    if (!config_validate(&r.cfg, &err))  // the values may come from --set, not the file
+        die(EXIT_BAD_INPUT, "%s%s: %s", job, any_set ? " with its --set overrides" : "", err.msg);
     if (check_only) {
         config_write_yaml(&r.cfg, stdout);
         return 0;
     }
     double t_setup = time_now();
+    signal(SIGINT, on_signal);  // already during set-up: a stop then comes after the first step
+    signal(SIGTERM, on_signal);
     setup(&r, &err);
     print_summary(&r);
     if (r.dist.size > 1)
         printf("data parallel: %d ranks, each with %ld threads; a step takes %ld micro-batches (accumulation x ranks)\n",
                r.dist.size, r.cfg.threads ? r.cfg.threads : (long)omp_get_max_threads(),
                r.cfg.gradient_accumulation_steps * r.dist.size);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
 
     const TrainConfig *c = &r.cfg;
     const size_t n_train = arrlenu(r.train.ex), B = (size_t)c->micro_batch_size;
@@ -769,12 +930,10 @@ int cmd_train(int argc, char **argv) {
         const double grad_norm = sqrt(sq);
         if (!isfinite(loss) || !isfinite(grad_norm)) {
             const char *bad = first_bad_tensor(&r);
-            char last[4096];
-            if (!latest_checkpoint(c->output_dir, last, sizeof last)) snprintf(last, sizeof last, "none");
             fprintf(stderr, "qlora: error: step %ld: loss %g, gradient norm %g; first non-finite gradient in "
                             "'%s'. Stopped without saving this step; last good checkpoint: %s (try a lower "
                             "learning_rate or max_grad_norm)\n",
-                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", last);
+                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", r.last_ckpt);
             exit_status = EXIT_RUNTIME;
             break;
         }
@@ -785,6 +944,15 @@ int cmd_train(int argc, char **argv) {
         r.step++;
         for (size_t i = 0; i < r.n_tensors; i++)
             adamw_step(r.p[i], r.g[i], r.m[i], r.v[i], r.n[i], &ac, r.step, r.decay[i]);
+        char bad_state[200];
+        if (first_bad_state(&r, bad_state, sizeof bad_state)) {
+            fprintf(stderr, "qlora: error: step %ld: the AdamW update made '%s' non-finite (loss %g and gradient "
+                            "norm %g were finite). Stopped without saving this step; last good checkpoint: %s "
+                            "(lower learning_rate or weight_decay, or raise adam_epsilon)\n",
+                    r.step, bad_state, loss, grad_norm, r.last_ckpt);
+            exit_status = EXIT_RUNTIME;
+            break;
+        }
         const double dt = time_now() - t0;
         tokens_seen += step_tokens;
         log_loss += loss;
@@ -801,7 +969,11 @@ int cmd_train(int argc, char **argv) {
             if (r.dist.size > 1) fprintf(r.metrics, ", \"ranks\": %d, \"allreduce_s\": %.5f", r.dist.size, comm_time);
             if (!isnan(eval_loss)) fprintf(r.metrics, ", \"eval_loss\": %.6f", eval_loss);
             fprintf(r.metrics, "}\n");
-            fflush(r.metrics);
+            if (fflush(r.metrics) != 0 || ferror(r.metrics)) {  // disk full: stop rather than lose history
+                error_runtime(&err, "%s/metrics.jsonl: write failed at step %ld: %s", c->output_dir, r.step,
+                              strerror(errno));
+                die_run(&err);
+            }
             char eta[32];
             fmt_duration(elapsed / (double)(r.step - first_step) * (double)(r.total_steps - r.step), eta, sizeof eta);
             if (tty)
@@ -822,9 +994,9 @@ int cmd_train(int argc, char **argv) {
             if (!save_checkpoint(&r, &err)) die_run(&err);
         }
         if (stop) {
-            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n"
-                   "  qlora train %s --set resume_from_checkpoint=%s/checkpoint-%ld\n",
-                   tty ? "\n" : "", (int)g_stop_signal, r.step, job, c->output_dir, r.step);
+            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n",
+                   tty ? "\n" : "", (int)g_stop_signal, r.step);
+            print_resume_hint(argc, argv, job, r.last_ckpt);
             exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
             break;
         }
@@ -837,9 +1009,10 @@ int cmd_train(int argc, char **argv) {
         print_memory_account(&r);
         if (!write_report(&r, &err)) die_run(&err);
         const double secs = time_now() - t_start;
-        printf("done: %ld steps in %.1f s (%.0f tokens/s), final eval_loss %.4f (was %.4f), peak RSS %.1f MiB\n",
-               r.step - first_step, secs, secs > 0 ? (double)tokens_seen / secs : 0.0, last_eval,
-               eval_start, (double)peak_rss_bytes() / (1 << 20));
+        char evals[96] = "no validation set";
+        if (!isnan(last_eval)) snprintf(evals, sizeof evals, "final eval_loss %.4f (was %.4f)", last_eval, eval_start);
+        printf("done: %ld steps in %.1f s (%.0f tokens/s), %s, peak RSS %.1f MiB\n", r.step - first_step, secs,
+               secs > 0 ? (double)tokens_seen / secs : 0.0, evals, (double)peak_rss_bytes() / (1 << 20));
         printf("wrote %s/%s, %s/metrics.jsonl and %s/report.html\n", c->output_dir,
                r.full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
                c->output_dir, c->output_dir);
@@ -929,6 +1102,9 @@ int cmd_merge(int argc, char **argv) {
     if (!model_dir || !adapter || !out) cli_usage_error("merge", "--model, --adapter and --out are required");
     if (!dequantized) q.type = QUANT_NONE;
     Error err = {0};
+    if (!path_check_apart("--out", out, "--model", model_dir, &err) ||
+        !path_check_apart("--out", out, "--adapter", adapter, &err))
+        die_error(&err);
     Model m;
     LoraSet lora;
     if (!model_load(&m, model_dir, &q, &err)) die_error(&err);

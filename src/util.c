@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -100,20 +101,41 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+// What kind of file st_mode describes, for "expected a regular file, found ..." messages.
+static const char *file_kind(mode_t mode) {
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISCHR(mode) ? "a character device"
+           : S_ISBLK(mode) ? "a block device" : S_ISSOCK(mode) ? "a socket" : "a special file";
+}
+
+// Open path for reading only if it is a regular file (after symlinks): O_NONBLOCK so that
+// a FIFO cannot block the open, then fstat. Returns the fd (blocking again) or -1 with err
+// set: a missing file or a non-regular one is bad input (status 2).
+static int open_regular(const char *path, struct stat *st, Error *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENXIO) return error_set(err, "%s: expected a regular file, found a special file", path), -1;
+        return error_set(err, "%s: cannot open: %s", path, strerror(errno)), -1;
+    }
+    if (fstat(fd, st) != 0) {
+        error_runtime(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        error_set(err, "%s: expected a regular file, found %s", path, file_kind(st->st_mode));
+        close(fd);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
 bool file_map(MappedFile *f, const char *path, Error *err) {
     f->data = NULL;
     f->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return error_runtime(err, "%s: cannot stat: %s", path, strerror(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return error_set(err, "%s: expected a regular file", path);
-    }
+    int fd = open_regular(path, &st, err);
+    if (fd < 0) return false;
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
@@ -136,8 +158,14 @@ void file_unmap(MappedFile *f) {
 
 bool file_read_all(const char *path, char **out, size_t *size, Error *err) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return error_set(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int fd = open_regular(path, &st, err);
+    if (fd < 0) return false;
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
+        return error_runtime(err, "%s: cannot open: %s", path, strerror(errno));
+    }
     size_t cap = 4096, n = 0;
     char *buf = xmalloc(cap);
     for (;;) {
@@ -236,6 +264,72 @@ bool copy_file_atomic(const char *from, const char *to, Error *err) {
     bool ok = write_file_atomic(to, text, len, err);
     free(text);
     return ok;
+}
+
+bool path_resolve(const char *path, char *out, size_t cap) {
+    char buf[4096], copy[4096], parent[4096];
+    if (realpath(path, buf)) return snprintf(out, cap, "%s", buf) < (int)cap;
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy || !copy[0]) return false;
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    if (!slash) snprintf(parent, sizeof parent, ".");
+    else if (slash == copy) snprintf(parent, sizeof parent, "/");
+    else *slash = '\0', snprintf(parent, sizeof parent, "%s", copy);
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) return false;
+    if (!path_resolve(parent, buf, sizeof buf)) return false;
+    return snprintf(out, cap, "%s%s%s", buf, strcmp(buf, "/") == 0 ? "" : "/", base) < (int)cap;
+}
+
+// True if resolved path a lies strictly inside resolved folder b.
+static bool path_inside(const char *a, const char *b) {
+    size_t lb = strlen(b);
+    if (strcmp(b, "/") == 0) return strcmp(a, "/") != 0;
+    return strncmp(a, b, lb) == 0 && a[lb] == '/';
+}
+
+bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
+                      Error *err) {
+    char ro[4096], ri[4096];
+    if (!in || !in[0] || !path_resolve(out, ro, sizeof ro) || !path_resolve(in, ri, sizeof ri)) return true;
+    const char *how = strcmp(ro, ri) == 0   ? "is"
+                      : path_inside(ro, ri) ? "is inside"
+                      : path_inside(ri, ro) ? "contains"
+                                            : NULL;
+    if (!how) return true;
+    return error_set(err, "%s '%s' %s %s '%s' (resolved: %s): writing there would overwrite or mix with an "
+                          "input; choose another %s", out_what, out, how, in_what, in, ri, out_what);
+}
+
+bool dir_lock(const char *dir, Error *err) {
+    char path[4200], holder[32] = "";
+    snprintf(path, sizeof path, "%s/.qlora.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ssize_t n = read(fd, holder, sizeof holder - 1);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return error_runtime(err, "%s: in use by another run (pid %s); wait for it to end or choose another "
+                                  "output folder", dir, holder[0] ? holder : "unknown");
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        close(fd);
+        return error_runtime(err, "%s: cannot write: %s", path, strerror(errno));
+    }
+    return true;  // fd stays open: the lock lasts until the process exits
+}
+
+void test_delay(const char *where) {
+    const char *v = getenv("QLORA_TEST_DELAY");
+    size_t n = strlen(where);
+    if (!v || strncmp(v, where, n) != 0 || v[n] != ':') return;
+    long ms = atol(v + n + 1);
+    if (ms > 0) usleep((useconds_t)ms * 1000);
 }
 
 double time_now(void) {

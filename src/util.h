@@ -48,6 +48,9 @@ void *xrealloc(void *p, size_t bytes);
 void *xmalloc_aligned(size_t bytes);
 char *xstrdup(const char *s);
 
+// Both readers below open only regular files (after symlinks): a directory, FIFO, device
+// or socket is refused with "PATH: expected a regular file, found a FIFO" (status 2), and
+// a FIFO is never waited on.
 // A read-only view of a whole file, mmap'ed (or an empty view for a 0-byte file).
 typedef struct {
     const uint8_t *data;
@@ -75,6 +78,27 @@ void atomic_abort(AtomicFile *af);               // closes and removes the tempo
 // file to a new path the same way.
 bool write_file_atomic(const char *path, const void *data, size_t len, Error *err);
 bool copy_file_atomic(const char *from, const char *to, Error *err);
+
+// Absolute, symlink-free form of path into out (cap bytes), also for a path that does not
+// exist yet: its longest existing prefix goes through realpath and the rest is appended.
+// False if that cannot be done (".." after a missing folder, too long).
+bool path_resolve(const char *path, char *out, size_t cap);
+
+// Refuse an output folder that is, contains or is inside an input (a model folder, an
+// adapter, a data file): writing there would replace or mix with what is being read.
+// out_what / in_what name the two in the message ("output_dir", "base_model"); status 2.
+// Paths that cannot be resolved are let through (they do not exist, so overlap nothing).
+bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
+                      Error *err);
+
+// Take an exclusive lock on folder dir (flock on dir/.qlora.lock, which records our pid)
+// for the rest of the process's life, so that a second run cannot write into the same
+// folder at the same time. False (status 1) if another process holds it.
+bool dir_lock(const char *dir, Error *err);
+
+// Test-only: widen a crash window. If QLORA_TEST_DELAY is "WHERE:MS" with WHERE equal to
+// where, sleep MS milliseconds; otherwise (the normal case) return at once.
+void test_delay(const char *where);
 
 // Monotonic wall clock in seconds.
 double time_now(void);

@@ -62,4 +62,79 @@ expect 2 "emptyadapter/adapter_config.json: cannot open" "$Q" eval --model tests
 mkdir -p "$tmp/adapter" && cp tests/ref/peft/* "$tmp/adapter/"
 sed -i 's/"r": 4/"r": 8/' "$tmp/adapter/adapter_config.json"
 expect 2 "expected shape [8, 64] (r=8)" "$Q" eval --model tests/ref/tiny --adapter "$tmp/adapter" --text "$tmp/ab.txt"
+
+# sizes in config.json are checked against the tensors before anything is allocated from
+# them (issue 17 finding 6): exit 2 naming the tensor and the config.json fields, even with
+# address space limited to 4 GB (a trusted n_embd of 65536 once asked for 64 GiB; not under
+# AddressSanitizer, whose shadow memory alone reserves terabytes of address space)
+lim="ulimit -v 4000000;"
+[ "${SANITIZE:-0}" = 1 ] && lim=""
+printf 'base_model: %s\ndataset: tests/ref/train_data.jsonl\nmethod: lora\nmax_steps: 1\nsequence_len: 32\n' "$tmp/huge" >"$tmp/huge.yaml"
+for e in 'n_embd": 64/n_embd": 65536|vocab_size, n_embd' 'vocab_size": 257/vocab_size": 16000000|vocab_size, n_embd' \
+         'n_positions": 32/n_positions": 1048576|n_positions, n_embd' 'n_inner": null/n_inner": 1000000|n_embd, n_inner'; do
+    rm -rf "$tmp/huge" && cp -r tests/ref/tiny "$tmp/huge" && sed -i "s/${e%|*}/" "$tmp/huge/config.json"
+    expect 2 "config.json expects" sh -c "$lim exec \"$Q\" eval --model \"$tmp/huge\" --quant none --text \"$tmp/ab.txt\""
+    grep -qF "(from its fields ${e#*|})" "$tmp/err"; check "config.json ${e%%\"*}: the message names the fields ${e#*|}" $?
+    expect 2 "config.json expects" sh -c "$lim exec \"$Q\" train \"$tmp/huge.yaml\" --set output_dir=\"$tmp/huge-out\""
+done
+
+# a sharded index naming 200k shard files is refused in linear time (issue 17 finding 8:
+# the distinct-name scan was quadratic, about a minute of CPU)
+mkdir -p "$tmp/shards" && cp tests/ref/tiny/config.json tests/ref/tiny/vocab.json tests/ref/tiny/merges.txt "$tmp/shards/"
+awk 'BEGIN { printf "{\"weight_map\": {"; for (i = 0; i < 200000; i++) printf "%s\"t%d\": \"s%d.safetensors\"", (i ? ", " : ""), i, i; print "}}" }' >"$tmp/shards/model.safetensors.index.json"
+expect 2 "weight_map names more than 4096 shard files" timeout 10 "$Q" eval --model "$tmp/shards" --text "$tmp/ab.txt"
+
+# duplicate JSON keys are refused, never resolved silently (issue 17 finding 13): cJSON
+# would take the first copy, Hugging Face the last
+cp -r tests/ref/tiny "$tmp/dupkey"
+sed -i 's/"n_layer": 2/"n_layer": 2, "n_layer": 3/' "$tmp/dupkey/config.json"
+expect 2 "dupkey/config.json: key 'n_layer' appears twice in one object" "$Q" eval --model "$tmp/dupkey" --text "$tmp/ab.txt"
+mkdir -p "$tmp/dupadapter" && cp tests/ref/peft/* "$tmp/dupadapter/"
+sed -i 's/"r": 4/"r": 4, "r": 8/' "$tmp/dupadapter/adapter_config.json"
+expect 2 "adapter_config.json: key 'r' appears twice" "$Q" eval --model tests/ref/tiny --adapter "$tmp/dupadapter" --text "$tmp/ab.txt"
+printf '{"text": "one", "text": "two"}\n' >"$tmp/dup.jsonl"
+expect 2 "dup.jsonl:1: key 'text' appears twice" "$Q" eval --model tests/ref/tiny --data "$tmp/dup.jsonl"
+
+# \u0000 in a JSON string is refused instead of cutting the string short (issue 17
+# finding 11); an escaped backslash before u0000 is ordinary text
+printf '{"text": "abc\\u0000def"}\n' >"$tmp/nul.jsonl"
+expect 2 "nul.jsonl:1: byte 13: \\u0000 (a NUL character) in a string" "$Q" eval --model tests/ref/tiny --data "$tmp/nul.jsonl"
+printf '{"text": "abc\\\\u0000def"}\n' >"$tmp/notnul.jsonl"
+"$Q" eval --model tests/ref/tiny --data "$tmp/notnul.jsonl" >/dev/null 2>&1; check "an escaped backslash before u0000 is text" $?
+
+# adapter_config.json's scope must agree with the weights, as PEFT applies it, or the
+# adapter is refused (issue 17 finding 14): the tensors alone no longer decide
+scope() {  # scope NAME SED-EXPRESSION PHRASE
+    mkdir -p "$tmp/scope-$1" && cp tests/ref/peft/* "$tmp/scope-$1/"
+    tr -d '\n' <tests/ref/peft/adapter_config.json | sed "$2" >"$tmp/scope-$1/adapter_config.json"
+    expect 2 "$3" "$Q" eval --model tests/ref/tiny --adapter "$tmp/scope-$1" --text "$tmp/ab.txt"
+}
+scope targets 's/"target_modules": \[[^]]*\]/"target_modules": ["c_attn"]/' "which target_modules does not list"
+scope layers 's/"layers_to_transform": null/"layers_to_transform": [1]/' "the weights adapt layer 0, which layers_to_transform does not list"
+scope save 's/"modules_to_save": null/"modules_to_save": ["lm_head"]/' '"modules_to_save" is not supported'
+scope regex 's/"target_modules": \[[^]]*\]/"target_modules": ".*c_attn"/' "as a regular expression ('.*c_attn') is not supported"
+scope unknown 's/"target_modules": \[[^]]*\]/"target_modules": ["q_proj"]/' "unknown LoRA target module 'q_proj'"
+mkdir -p "$tmp/scope-ok" && cp tests/ref/peft/* "$tmp/scope-ok/"
+tr -d '\n' <tests/ref/peft/adapter_config.json | sed 's/"layers_to_transform": null/"layers_to_transform": [0, 1]/' >"$tmp/scope-ok/adapter_config.json"
+"$Q" eval --model tests/ref/tiny --adapter "$tmp/scope-ok" --text "$tmp/ab.txt" >/dev/null 2>&1
+check "an adapter whose layers_to_transform lists its layers loads" $?
+
+# an output folder that is, contains or is inside an input is refused before anything is
+# written (issue 17 finding 4): the base model survives byte for byte
+cp -r tests/ref/tiny "$tmp/base"
+ln -s "$tmp/base" "$tmp/baselink"
+expect 2 "--out '$tmp/base' is --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/base"
+expect 2 "is --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/baselink/"
+expect 2 "is inside --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp/base/merged"
+expect 2 "contains --model" "$Q" merge --model "$tmp/base" --adapter tests/ref/peft --out "$tmp"
+cp -r tests/ref/peft "$tmp/peft"
+expect 2 "is --adapter" "$Q" merge --model "$tmp/base" --adapter "$tmp/peft" --out "$tmp/peft"
+printf 'base_model: %s\ndataset: tests/ref/train_data.jsonl\nmethod: full\nmax_steps: 1\nsequence_len: 32\n' "$tmp/base" >"$tmp/full.yaml"
+expect 2 "output_dir '$tmp/base' is base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/base"
+expect 2 "output_dir '$tmp/baselink/ckpt' is inside base_model" "$Q" train "$tmp/full.yaml" --set output_dir="$tmp/baselink/ckpt"
+mkdir -p "$tmp/data" && cp tests/ref/train_data.jsonl "$tmp/data/"
+expect 2 "output_dir '$tmp/data' contains dataset" "$Q" train "$tmp/full.yaml" --set dataset="$tmp/data/train_data.jsonl" --set output_dir="$tmp/data"
+expect 2 "OUT '$tmp/base/model.safetensors' is IN" "$Q" quantize "$tmp/base/model.safetensors" "$tmp/base/model.safetensors"
+cmp -s tests/ref/tiny/model.safetensors "$tmp/base/model.safetensors" && [ ! -e "$tmp/base/merged" ] && [ ! -e "$tmp/base/ckpt" ]
+check "the base model folder is untouched" $?
 finish test_model_cli.sh

@@ -27,6 +27,9 @@ static void test_exp(void) {
     EXPECT(worst < 2.4e-7, "ops_exp within 2 ulp of exp on [-87, 88] (max rel err %.2e)", worst);
     EXPECT(ops_exp(0.0f) == 1.0f && ops_exp(-1000.0f) < 1e-37f && isfinite(ops_exp(1000.0f)),
            "ops_exp(0) = 1, clamps far outside the range");
+    // NaN propagates (the NaN guard of training relies on it) without undefined behaviour:
+    // a NaN once reached a left shift of a negative value (UBSan, make test SANITIZE=1)
+    EXPECT(isnan(ops_exp(NAN)) && isnan(ops_exp(-NAN)), "ops_exp(NaN) is NaN");
 }
 
 static void test_gelu(void) {

@@ -165,8 +165,27 @@ static void test_writer_duplicate(void) {
     st_writer_free(&w);
 }
 
+// A file with no tensors: written by the writer and read back, and a bare "{}" header in
+// memory. Both once passed NULL to qsort (undefined behaviour, UBSan: make test SANITIZE=1).
+static void test_no_tensors(void) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/none.safetensors", tmpdir);
+    StWriter w;
+    st_writer_init(&w);
+    Error err = {0};
+    EXPECT(st_writer_write(&w, path, &err), "write a file with no tensors: %s", err.msg);
+    st_writer_free(&w);
+    SafeTensors st;
+    EXPECT(st_open(&st, path, &err) && st.n_tensors == 0, "read it back: %s", err.msg);
+    st_close(&st);
+    static const uint8_t bare[10] = {2, 0, 0, 0, 0, 0, 0, 0, '{', '}'};
+    EXPECT(st_open_memory(&st, bare, sizeof bare, "bare", &err) && st.n_tensors == 0, "'{}' header: %s", err.msg);
+    st_close(&st);
+}
+
 int main(void) {
     CHECK(mkdtemp(tmpdir) != NULL);
+    test_no_tensors();
     test_tv9();
     test_round_trip();
     test_f16_special();

@@ -89,10 +89,32 @@ static void test_round_trips(Tokenizer *t, const char *what) {
         EXPECT(round_trip(t, texts[i], strlen(texts[i])), "%s: round trip of text %zu", what, i);
 }
 
+// A 200k-character run without spaces is one pre-token: BPE on it must stay near-linear
+// (it took 13 s when every round rescanned the whole word) and still round-trip.
+static void test_long_word(Tokenizer *t) {
+    const size_t n = 200000;
+    char *text = malloc(n + 1);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < n; i++) {  // letters from an xorshift stream: many distinct merges
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        text[i] = (char)('a' + x % 26);
+    }
+    text[n] = '\0';
+    double t0 = time_now();
+    int *ids = NULL;
+    tok_encode(t, text, n, &ids);
+    const double secs = time_now() - t0;
+    EXPECT(secs < 2.0 && arrlenu(ids) > 0 && arrlenu(ids) < n, "200k letters without a space: %zu ids in %.2f s (< 2 s)",
+           arrlenu(ids), secs);
+    EXPECT(round_trip(t, text, n), "and they decode back to the text");
+    arrfree(ids);
+    free(text);
+}
+
 static void test_gpt2_ids(void) {
     struct stat st;
     if (stat(SHARED, &st) != 0) {
-        SKIP(3, "%s not found (the GPT-2 vocabulary checks need it)", SHARED);
+        SKIP(12, "%s not found (the GPT-2 vocabulary checks need it)", SHARED);
         return;
     }
     Tokenizer *t = load(SHARED);
@@ -122,6 +144,7 @@ static void test_gpt2_ids(void) {
     EXPECT(n >= 20 && ok == n, "GPT-2 ids equal Hugging Face's GPT2Tokenizer for %d/%d cases", ok, n);
     cJSON_Delete(cases);
     test_round_trips(t, "GPT-2 vocab");
+    test_long_word(t);
     tok_free(t);
 }
 

@@ -9,6 +9,7 @@
 
 #include "ds.h"
 #include "json.h"
+#include "safetensors.h"
 #include "test.h"
 
 // fp32 training vs PyTorch's fp32 training of the same model, data and settings: the
@@ -127,6 +128,180 @@ static double eval_loss(const char *args) {
     return loss;
 }
 
+// Overwrite in place every element of every F32 tensor of the safetensors file at path whose
+// name contains `part` with x (a corrupt file whose header stays valid).
+static void poison(const char *path, const char *part, float x) {
+    SafeTensors st;
+    Error err = {0};
+    CHECK(st_open(&st, path, &err));
+    FILE *f = fopen(path, "r+b");
+    CHECK(f);
+    for (size_t i = 0; i < st.n_tensors; i++) {
+        const StTensor *t = &st.tensors[i];
+        if (!strstr(t->name, part) || t->dtype != ST_F32) continue;
+        CHECK(fseek(f, (long)(8 + st.header_bytes + t->begin), SEEK_SET) == 0);
+        for (uint64_t k = 0; k < t->n_elements; k++) CHECK(fwrite(&x, sizeof x, 1, f) == 1);
+    }
+    fclose(f);
+    st_close(&st);
+}
+
+// The AdamW moments of checkpoint ckpt: every exp_avg element becomes m, every exp_avg_sq v.
+static void poison_moments(const char *ckpt, float m, float v) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    poison(path, "exp_avg.", m);
+    poison(path, "exp_avg_sq.", v);
+}
+
+// The NaN guard checks the state after the update: a step whose AdamW update overflows
+// (finite gradients, a corrupt finite optimizer state) stops the run, names the last
+// checkpoint actually saved, and writes no checkpoint of its own; adam_epsilon 0 (0/0
+// where a gradient is 0) is refused up front.
+static void test_nonfinite_update(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/nan", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set max_steps=1 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+              Q, tmp, dir) == 0, "one step with a checkpoint");
+    poison_moments(strcat(strcpy((char[700]){0}, dir), "/checkpoint-1"), 3e38f, 0.0f);
+    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set save_steps=1 --set output_dir=%s "
+                "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'step 2: the AdamW update made' %s/err && "
+                         "grep -qF 'last good checkpoint: %s/checkpoint-1 (lower learning_rate' %s/err",
+                         tmp, dir, tmp) == 0, "an overflowing update stops the run with exit 1 (status %d)", rc);
+    EXPECT(sh("test ! -e %s/checkpoint-2 && test ! -e %s/checkpoint-3", dir, dir) == 0,
+           "no checkpoint is written from a non-finite state");
+    rc = sh("%s train %s/job.yaml --set adam_epsilon=0 --set output_dir=%s/eps0 > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'adam_epsilon: 0 is out of range [1e-30, 1]' %s/err", tmp) == 0,
+           "adam_epsilon 0 is refused (status %d)", rc);
+}
+
+// Non-finite results are errors, not results: eval's loss, generate's logits (an adapter
+// whose finite weights overflow), and dequantize with a NaN quant_map; an adapter whose
+// lora_alpha would overflow the scale is refused when it loads.
+static void test_nonfinite_results(void) {
+    sh("mkdir -p %s/hot && cp tests/ref/peft/* %s/hot/", tmp, tmp);
+    char path[700];
+    snprintf(path, sizeof path, "%s/hot/adapter_model.safetensors", tmp);
+    poison(path, "lora_", 1e30f);
+    int rc = sh("%s eval --model tests/ref/tiny --adapter %s/hot --data tests/ref/train_data.jsonl > %s/out 2> %s/err",
+                Q, tmp, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'eval: the mean loss over' %s/err && ! grep -q loss= %s/out", tmp, tmp) == 0,
+           "eval with a non-finite loss exits 1 and prints no loss (status %d)", rc);
+    rc = sh("%s generate --model tests/ref/tiny --adapter %s/hot --prompt 'ab' > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'generate: after 0 generated tokens the logit of token' %s/err", tmp) == 0,
+           "generate from non-finite logits exits 1 (status %d)", rc);
+    sh("mkdir -p %s/alpha && cp tests/ref/peft/* %s/alpha/ && sed -i 's/\"lora_alpha\": [0-9.]*/\"lora_alpha\": 1e300/' "
+       "%s/alpha/adapter_config.json", tmp, tmp, tmp);
+    rc = sh("%s eval --model tests/ref/tiny --adapter %s/alpha --data tests/ref/train_data.jsonl > /dev/null 2> %s/err",
+            Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF '\"lora_alpha\" must be a number in [-1e6, 1e6]' %s/err", tmp) == 0,
+           "lora_alpha 1e300 is refused (status %d)", rc);
+    EXPECT(sh("%s quantize tests/data/small.safetensors %s/q.safetensors > /dev/null 2>&1", Q, tmp) == 0, "quantize");
+    snprintf(path, sizeof path, "%s/q.safetensors", tmp);
+    poison(path, ".quant_map", NAN);
+    rc = sh("%s dequantize %s/q.safetensors %s/d.safetensors > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF \".quant_map': element 0 is NaN\" %s/err && test ! -e %s/d.safetensors", tmp, tmp) == 0,
+           "dequantize with a NaN quant_map is refused (status %d)", rc);
+}
+
+// resume_from_checkpoint=latest takes the newest complete checkpoint folder by its own
+// name: checkpoint-0002 is found, and a regular file checkpoint-100, an empty folder
+// checkpoint-50 and a number beyond long (checkpoint-99999999999999999999) are passed over.
+static void test_latest(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/latest", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set max_steps=2 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+              Q, tmp, dir) == 0, "two steps with checkpoints");
+    sh("mv %s/checkpoint-2 %s/checkpoint-0002 && touch %s/checkpoint-100 && mkdir %s/checkpoint-50 "
+       "%s/checkpoint-99999999999999999999", dir, dir, dir, dir, dir);
+    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set output_dir=%s --set resume_from_checkpoint=latest "
+                "> %s/out 2>&1", Q, tmp, dir, tmp);
+    EXPECT(rc == 0 && sh("grep -qF 'resuming from %s/checkpoint-0002 at step 2' %s/out", dir, tmp) == 0,
+           "latest is checkpoint-0002 (status %d)", rc);
+    if (rc != 0) sh("cat %s/out", tmp);
+}
+
+// Messages that say what happened: a prompt longer than sequence_len, a 3-D adapter tensor
+// with all its dimensions, a method mismatch on resume, a bad --set value not blamed on
+// the job file, a NUL byte at its real line, and no "nan" without a validation set.
+static void test_messages(void) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/longprompt.jsonl", tmp);
+    FILE *f = fopen(path, "w");
+    CHECK(f);
+    fprintf(f, "{\"prompt\": \"%0100d\", \"completion\": \"b\"}\n", 0);
+    fclose(f);
+    int rc = sh("%s train %s/job.yaml --set dataset=%s --set output_dir=%s/lp > /dev/null 2> %s/err", Q, tmp, path, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'longprompt.jsonl:1: the prompt fills all 32 tokens of sequence_len' %s/err", tmp) == 0,
+           "a prompt longer than sequence_len is named as such (status %d)", rc);
+    sh("mkdir -p %s/ad3 && cp tests/ref/peft/adapter_config.json %s/ad3/", tmp, tmp);
+    StWriter w;
+    st_writer_init(&w);
+    static float zeros[4 * 64];
+    st_writer_add(&w, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", ST_F32, 3,
+                  (const uint64_t[]){4, 64, 1}, zeros);
+    snprintf(path, sizeof path, "%s/ad3/adapter_model.safetensors", tmp);
+    Error err = {0};
+    CHECK(st_writer_write(&w, path, &err));
+    st_writer_free(&w);
+    rc = sh("%s eval --model tests/ref/tiny --adapter %s/ad3 --data tests/ref/train_data.jsonl > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'expected shape [4, 64] (r=4), found [4, 64, 1]' %s/err", tmp) == 0,
+           "a 3-D adapter tensor is printed with its 3 dimensions (status %d)", rc);
+    rc = sh("%s train %s/job.yaml --set method=full --set max_steps=3 --set output_dir=%s/lora "
+            "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'the checkpoint was made with method lora, this job has method full' %s/err", tmp) == 0,
+           "a method mismatch on resume is named (status %d)", rc);
+    rc = sh("%s train %s/job.yaml --set output_dir= > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'job.yaml with its --set overrides: output_dir must not be empty' %s/err", tmp) == 0,
+           "an invalid --set value is not blamed on the job file alone (status %d)", rc);
+    sh("printf 'seed: 1\\nlora_r: 4\\nmax_steps: 3\\000\\n' > %s/nul.yaml", tmp);
+    rc = sh("%s train %s/nul.yaml > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'nul.yaml:3: invalid YAML: control characters' %s/err", tmp) == 0,
+           "a NUL byte is reported at its line (status %d)", rc);
+    EXPECT(sh("grep -qF 'no validation set, peak RSS' %s/lora.log && ! grep -q nan %s/lora.log", tmp, tmp) == 0,
+           "without a validation set the summary says so instead of 'nan'");
+}
+
+// A write that fails (the file-size limit standing in for a full disk; SIGXFSZ ignored so
+// that write returns EFBIG) stops training with exit 1 naming metrics.jsonl, instead of
+// training on without a history.
+static void test_full_disk(void) {
+    int rc = sh("sh -c \"trap '' XFSZ; ulimit -f 8; exec %s train %s/job.yaml --set max_steps=400 --set save_steps=0 "
+                "--set output_dir=%s/full\" > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 1 && sh("grep -qF 'full/metrics.jsonl: write failed at step' %s/err", tmp) == 0,
+           "a failed metrics.jsonl write stops the run (status %d)", rc);
+    if (rc != 1) sh("cat %s/err", tmp);
+}
+
+// Resume refuses a checkpoint whose run differs from this job in what it depends on (a
+// changed lora_r, seed, base model or dataset), naming the field; the same job resumes.
+static void test_resume_mismatch(void) {
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/mm", tmp);
+    EXPECT(sh("%s train %s/job.yaml --set method=qlora --set max_steps=1 --set save_steps=1 --set output_dir=%s "
+              "> /dev/null 2>&1", Q, tmp, dir) == 0, "one step with a checkpoint");
+    sh("cp -r tests/ref/tiny %s/tiny2 && cp tests/ref/train_data.jsonl %s/data2.jsonl", tmp, tmp);
+    const struct { const char *set, *phrase; } cases[] = {
+        {"--set lora_r=16", "trainer_state.json: lora: the checkpoint was made with 'r 8 alpha 16"},
+        {"--set seed=7", "seed: the checkpoint was made with '42', this job has '7'"},
+        {"--set base_model=TMP/tiny2", "base_model: the checkpoint was made with"},
+        {"--set dataset=TMP/data2.jsonl", "dataset: the checkpoint was made with"},
+        {"--set quant=fp4", "quant: the checkpoint was made with 'nf4 blocksize 64 double_quant', this job has 'fp4"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char set[700];
+        const char *t = strstr(cases[i].set, "TMP");
+        if (t) snprintf(set, sizeof set, "%.*s%s%s", (int)(t - cases[i].set), cases[i].set, tmp, t + 3);
+        else snprintf(set, sizeof set, "%s", cases[i].set);
+        int rc = sh("%s train %s/job.yaml --set method=qlora --set max_steps=2 --set output_dir=%s %s "
+                    "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, set, tmp);
+        EXPECT(rc == 2 && sh("grep -qF \"%s\" %s/err", cases[i].phrase, tmp) == 0, "resume with %s is refused (status %d)",
+               cases[i].set, rc);
+        if (rc != 2) sh("cat %s/err", tmp);
+    }
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -235,6 +410,22 @@ int main(void) {
            "out-of-vocabulary input_ids -> FILE:LINE");
     rc = sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
     EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
+    // the model's limit is checked before memory is predicted from sequence_len, and a job
+    // that sets no sequence_len uses the model's length (32 here, below the usual 512)
+    rc = sh("%s train %s/job.yaml --set sequence_len=1000000 --set micro_batch_size=65536 > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && sh("grep -qF 'sequence_len 1000000 exceeds the model' %s/err", tmp) == 0,
+           "a huge sequence_len is a model limit, not a memory problem (status %d)", rc);
+    sh("grep -v '^sequence_len' %s/job.yaml > %s/noseq.yaml", tmp, tmp);
+    rc = sh("%s train %s/noseq.yaml --set max_steps=1 --set output_dir=%s/noseq > %s/out 2>&1", Q, tmp, tmp, tmp);
+    EXPECT(rc == 0 && sh("%s train %s/noseq/checkpoint-1/job.yaml --check | grep -q '^sequence_len: 32$'", Q, tmp) == 0,
+           "no sequence_len: the model's 32 positions are used (status %d)", rc);
+
+    test_nonfinite_update();
+    test_nonfinite_results();
+    test_latest();
+    test_messages();
+    test_full_disk();
+    test_resume_mismatch();
 
     sh("rm -rf %s", tmp);
     return test_summary("test_train");
