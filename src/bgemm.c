@@ -81,6 +81,8 @@ const char *bgemm_isa_name(BgemmIsa isa) {
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "simd.h"
+
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 #define TARGET_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
 
@@ -161,31 +163,6 @@ TARGET_BF16 static inline __m512i round_run(const float *s, size_t n) {
                                         _mm512_maskz_loadu_ps(m0, s));
 }
 
-// Transpose the 16 x 16 block of 32-bit lanes held in r, so that r[i] = column i.
-TARGET_BF16 static inline void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xDD);
-    }
-}
-
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
@@ -220,7 +197,7 @@ TARGET_BF16 void bgemm_pack_transposed(const float *src, size_t lds, size_t n, s
             for (size_t j = 0; j < 16; j++)
                 r[j] = h + j < n && k < kc ? round_run(src + (h + j) * lds + k, min_sz(32, kc - k))
                                            : _mm512_setzero_si512();
-            transpose16(r);
+            simd_transpose16x32(r);
             for (size_t q = 0; q < 16; q++) _mm512_store_si512(dst + (k + 2 * q) * NR + 2 * h, r[q]);
         }
 }
@@ -236,7 +213,7 @@ TARGET_BF16 static void pack_a_vec(const float *A, size_t lda, size_t i0, size_t
         for (size_t i = 0; i < 16; i++)
             r[i] = i < rows && k < kc ? round_run(A + (i0 + r0 + i) * lda + p0 + k, min_sz(32, kc - k))
                                       : _mm512_setzero_si512();
-        transpose16(r);
+        simd_transpose16x32(r);
         for (size_t q = 0; q < 16; q++) _mm512_mask_storeu_epi32(d + (k / 2 + q) * MR_VEC, 0x0FFF, r[q]);
     }
 }

@@ -96,9 +96,12 @@ static void fill_w_panel(const void *ctx, size_t p0, size_t kc, size_t j0, size_
     }
 }
 
-// The same two panels in bf16 for the bf16 products (bgemm.h's pair-interleaved layout).
+// The same two panels in bf16 for the bf16 products (bgemm.h's pair-interleaved layout):
+// codes decoded straight into bf16 (quant.h's fused panels) where that applies, else
+// through an fp32 temp that bgemm's packing rounds (the same bits either way).
 static void fill_wt_panel_bf16(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, uint16_t *dst) {
     const QLinear *l = ctx;
+    if (q4_pack_bf16_rows_t(&l->q4, l->in, j0, n, p0, kc, dst)) return;
     float rows[BGEMM_NR * BGEMM_KC] __attribute__((aligned(64)));
     for (size_t j = 0; j < n; j++) q4_dequantize_span(&l->q4, (j0 + j) * l->in + p0, kc, rows + j * kc);
     bgemm_pack_transposed(rows, kc, n, kc, dst);
@@ -106,6 +109,7 @@ static void fill_wt_panel_bf16(const void *ctx, size_t p0, size_t kc, size_t j0,
 
 static void fill_w_panel_bf16(const void *ctx, size_t p0, size_t kc, size_t j0, size_t n, uint16_t *dst) {
     const QLinear *l = ctx;
+    if (q4_pack_bf16_rows(&l->q4, l->in, p0, kc, j0, n, dst)) return;
     float rows[BGEMM_KC * BGEMM_NR] __attribute__((aligned(64)));
     for (size_t k = 0; k < kc; k++) q4_dequantize_span(&l->q4, (p0 + k) * l->in + j0, n, rows + k * BGEMM_NR);
     bgemm_pack_rows(rows, BGEMM_NR, n, kc, dst);

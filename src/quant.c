@@ -6,8 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgemm.h"
+
 #ifdef __AVX512F__
 #include <immintrin.h>
+
+#include "simd.h"
 #endif
 
 const float NF4_CODE[16] = {
@@ -329,6 +333,110 @@ void q4_dequantize(const Q4Tensor *q, size_t start, size_t count, float *out) {
         q4_dequantize_span(q, i0, len, out + (i0 - start));
     }
 }
+
+// ---- fused bf16 panels ----------------------------------------------------------------------
+// The codes go straight into bgemm's pair-interleaved panels. A value depends only on its
+// code and its block, so each block's 16 possible values code[c] * scale are computed in
+// fp32 and rounded to bf16 by the instruction bgemm's packing uses (VCVTNE2PS2BF16, ties
+// to even), and the codes index that table (VPERMW): the same bits as q4_dequantize_span
+// followed by bgemm_pack_*, which tests/test_quant.c checks.
+#if defined(__AVX512F__) && defined(__x86_64__)
+#define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// True when the fused panels may run: bf16 instructions here, blocks of a power of two of
+// at least 32 values (32 consecutive values then touch at most two blocks; block = i >> shift),
+// and values starting on a byte.
+static bool fused_ok(const Q4Tensor *q, size_t row_len, size_t col) {
+    return bgemm_isa() != BGEMM_NONE && quant_blocksize_ok(q->blocksize) && row_len % 2 == 0 &&
+           col % 2 == 0;
+}
+
+// Block b's values as bf16: 16-bit lane c (and c + 16) = bf16(code[c] * scale(b)).
+TARGET_BF16 static inline __m512i block_table(const Q4Tensor *q, __m512 code, size_t b) {
+    const __m512 v = _mm512_mul_ps(code, _mm512_set1_ps(q4_block_scale(q, b)));
+    return (__m512i)_mm512_cvtne2ps_pbh(v, v);
+}
+
+// Values [i, i + len) (i even, 1 <= len <= 32; blocksize 1 << shift) as bf16 in 16-bit lanes
+// 0..len-1, +0 after: 32-bit lane t holds values 2t, 2t+1. Reads only the bytes holding
+// them. VPERMW reads the low 5 bits of each index and the table repeats after 16 lanes,
+// so the nibbles need no masking.
+TARGET_BF16 static inline __m512i decode32(const Q4Tensor *q, int shift, __m512 code, size_t i,
+                                           size_t len) {
+    const uint8_t *src = q->codes + i / 2;
+    const __mmask16 nbytes = (__mmask16)((1u << (len + 1) / 2) - 1);
+    const __m128i bytes = len == 32 ? _mm_loadu_si128((const __m128i *)src)
+                                    : _mm_maskz_loadu_epi8(nbytes, src);
+    const __m128i hi = _mm_srli_epi16(bytes, 4);  // even elements: high nibble in bits 0-3
+    const __m512i idx = _mm512_cvtepu8_epi16(
+        _mm256_set_m128i(_mm_unpackhi_epi8(hi, bytes), _mm_unpacklo_epi8(hi, bytes)));
+    const size_t b = i >> shift, last = (i + len - 1) >> shift;
+    __m512i v = _mm512_permutexvar_epi16(idx, block_table(q, code, b));
+    if (last != b)  // lanes from the block boundary on take the next block's values
+        v = _mm512_mask_permutexvar_epi16(v, (__mmask32)(~0u << ((last << shift) - i)), idx,
+                                          block_table(q, code, last));
+    return len == 32 ? v : _mm512_maskz_mov_epi16((__mmask32)((1u << len) - 1), v);
+}
+
+// Forward panel (quant.h): per 32-deep step and 16 rows of W, each row's 32 values as 16
+// bf16 pairs (one vector), then a 16 x 16 transpose makes them 16 pair-rows of the panel.
+TARGET_BF16 bool q4_pack_bf16_rows_t(const Q4Tensor *q, size_t row_len, size_t r0, size_t n,
+                                     size_t p0, size_t kc, uint16_t *dst) {
+    if (!fused_ok(q, row_len, p0)) return false;
+    CHECK(n <= BGEMM_NR && (n == 0 || kc == 0 || (r0 + n - 1) * row_len + p0 + kc <= q->n));
+    const int shift = __builtin_ctzll(q->blocksize);
+    const __m512 code = _mm512_loadu_ps(q->code);
+    const size_t kcp = (kc + BGEMM_KSTEP - 1) / BGEMM_KSTEP * BGEMM_KSTEP;
+    for (size_t k = 0; k < kcp; k += 32)
+        for (size_t h = 0; h < BGEMM_NR; h += 16) {
+            __m512i r[16];
+            for (size_t j = 0; j < 16; j++) {
+                const size_t i = (r0 + h + j) * row_len + p0 + k;
+                r[j] = h + j < n && k < kc ? decode32(q, shift, code, i, kc - k < 32 ? kc - k : 32)
+                                           : _mm512_setzero_si512();
+            }
+            if (h < n && k < kc) simd_transpose16x32(r);  // (all zero otherwise)
+            for (size_t t = 0; t < 16; t++)
+                _mm512_store_si512(dst + (k + 2 * t) * BGEMM_NR + 2 * h, r[t]);
+        }
+    return true;
+}
+
+// Backward panel (quant.h): rows k and k + 1 decoded (n values each) and interleaved into
+// pair-row k / 2, columns 0-15 then 16-31.
+TARGET_BF16 bool q4_pack_bf16_rows(const Q4Tensor *q, size_t row_len, size_t p0, size_t kc,
+                                   size_t j0, size_t n, uint16_t *dst) {
+    if (!fused_ok(q, row_len, j0)) return false;
+    CHECK(n <= BGEMM_NR && (n == 0 || kc == 0 || (p0 + kc - 1) * row_len + j0 + n <= q->n));
+    static const short lo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    const __m512i lo_idx = _mm512_loadu_si512(lo);
+    const __m512i hi_idx = _mm512_add_epi16(lo_idx, _mm512_set1_epi16(16));
+    const int shift = __builtin_ctzll(q->blocksize);
+    const __m512 code = _mm512_loadu_ps(q->code);
+    const size_t kcp = (kc + BGEMM_KSTEP - 1) / BGEMM_KSTEP * BGEMM_KSTEP;
+    for (size_t k = 0; k < kcp; k += 2) {
+        __m512i a = _mm512_setzero_si512(), b = a;
+        if (n && k < kc) a = decode32(q, shift, code, (p0 + k) * row_len + j0, n);
+        if (n && k + 1 < kc) b = decode32(q, shift, code, (p0 + k + 1) * row_len + j0, n);
+        _mm512_store_si512(dst + k * BGEMM_NR, _mm512_permutex2var_epi16(a, lo_idx, b));
+        _mm512_store_si512(dst + k * BGEMM_NR + 32, _mm512_permutex2var_epi16(a, hi_idx, b));
+    }
+    return true;
+}
+#else  // no AVX-512 in this build: callers take the two-step path
+bool q4_pack_bf16_rows_t(const Q4Tensor *q, size_t row_len, size_t r0, size_t n, size_t p0,
+                         size_t kc, uint16_t *dst) {
+    (void)q, (void)row_len, (void)r0, (void)n, (void)p0, (void)kc, (void)dst;
+    return false;
+}
+
+bool q4_pack_bf16_rows(const Q4Tensor *q, size_t row_len, size_t p0, size_t kc, size_t j0,
+                       size_t n, uint16_t *dst) {
+    (void)q, (void)row_len, (void)p0, (void)kc, (void)j0, (void)n, (void)dst;
+    return false;
+}
+#endif
 
 size_t q4_code_bytes(const Q4Tensor *q) { return (q->n + 1) / 2; }
 

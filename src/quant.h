@@ -99,6 +99,22 @@ void q4_dequantize_span(const Q4Tensor *q, size_t start, size_t count, float *ou
 // Plain scalar reference of the same (tests compare the two); any start.
 void q4_dequantize_ref(const Q4Tensor *q, size_t start, size_t count, float *out);
 
+// Fused bf16 panels for bgemm.h's panel sources: q viewed as a matrix W with rows of
+// row_len values (W[r][c] = value r * row_len + c), decoded straight into bgemm's
+// pair-interleaved layout (32 columns, dst[((k / 2) * 32 + j) * 2 + k % 2] = bf16 bits of
+// op(B)[k][j] for k < kc, j < n <= 32; zeros for j >= n and kc <= k < round_up(kc, 32)),
+// each value code * block scale in fp32 then rounded to nearest even bf16: bit for bit
+// what q4_dequantize_span followed by bgemm_pack_transposed / bgemm_pack_rows gives.
+// Calling-thread only (no OpenMP). They return false and leave dst untouched when this
+// build or CPU lacks AVX512-BF16, or when row_len or the column offset is odd (values
+// not starting on a byte); the caller then takes the two-step path.
+// Forward panel, op(B)[k][j] = W[r0 + j][p0 + k]: rows r0.. of W, transposed.
+bool q4_pack_bf16_rows_t(const Q4Tensor *q, size_t row_len, size_t r0, size_t n, size_t p0,
+                         size_t kc, uint16_t *dst);
+// Backward panel, op(B)[k][j] = W[p0 + k][j0 + j]: n values of each of rows p0..p0+kc.
+bool q4_pack_bf16_rows(const Q4Tensor *q, size_t row_len, size_t p0, size_t kc, size_t j0,
+                       size_t n, uint16_t *dst);
+
 // Bytes of storage: codes, first-level constants (absmax or absmax_q) and, with double
 // quantization, absmax2 plus the f32 offset. Shared code tables are not counted.
 size_t q4_code_bytes(const Q4Tensor *q);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "bgemm.h"
 #include "quant.h"
 #include "test.h"
 
@@ -261,6 +262,108 @@ static void test_fast_vs_ref(void) {
     free(b);
 }
 
+// The two-step panels the fused ones must equal: q4_dequantize_span into fp32, then bgemm's
+// packing rounds to bf16 (what qlinear.c's panel sources did before the fused path).
+static void two_step_panel_t(const Q4Tensor *q, size_t L, size_t r0, size_t n, size_t p0,
+                             size_t kc, float *tmp, uint16_t *dst) {
+    for (size_t j = 0; j < n; j++) q4_dequantize_span(q, (r0 + j) * L + p0, kc, tmp + j * kc);
+    bgemm_pack_transposed(tmp, kc, n, kc, dst);
+}
+
+static void two_step_panel(const Q4Tensor *q, size_t L, size_t p0, size_t kc, size_t j0,
+                           size_t n, float *tmp, uint16_t *dst) {
+    for (size_t k = 0; k < kc; k++) q4_dequantize_span(q, (p0 + k) * L + j0, n, tmp + k * BGEMM_NR);
+    bgemm_pack_rows(tmp, BGEMM_NR, n, kc, dst);
+}
+
+// One fused panel against the two-step one: true when the fused path ran exactly when it
+// should (even row length and column offset) and wrote the same bits, or declined and left
+// dst untouched.
+static bool panel_case(const Q4Tensor *q, bool fwd, size_t L, size_t r, size_t n, size_t c,
+                       size_t kc, float *tmp, uint16_t *ref, uint16_t *got) {
+    const size_t len = (kc + BGEMM_KSTEP - 1) / BGEMM_KSTEP * BGEMM_KSTEP * BGEMM_NR;
+    memset(got, 0xA5, len * sizeof(uint16_t));
+    bool ran;
+    if (fwd) {
+        two_step_panel_t(q, L, r, n, c, kc, tmp, ref);
+        ran = q4_pack_bf16_rows_t(q, L, r, n, c, kc, got);
+    } else {
+        two_step_panel(q, L, r, kc, c, n, tmp, ref);
+        ran = q4_pack_bf16_rows(q, L, r, kc, c, n, got);
+    }
+    if (ran != (L % 2 == 0 && c % 2 == 0)) return false;
+    if (!ran) {
+        for (size_t i = 0; i < len; i++)
+            if (got[i] != 0xA5A5) return false;
+        return true;
+    }
+    return memcmp(ref, got, len * sizeof(uint16_t)) == 0;
+}
+
+// Every panel of the grid below, on W = q as rows of L values (R rows): forward panels
+// (rows r0.. of W, n of them, columns p0..p0+kc) and backward panels (rows p0..p0+kc,
+// columns j0..j0+n). Offsets: block boundaries, inside blocks, odd (the fused path
+// declines), and -1 for "ending at the row's / tensor's last value". Adds to cases / bad.
+static void panel_grid(const Q4Tensor *q, size_t L, size_t R, float *tmp, uint16_t *ref,
+                       uint16_t *got, size_t cases[2], size_t bad[2]) {
+    static const size_t ns[] = {32, 31, 17, 16, 3, 1}, kcs[] = {512, 100, 17, 32, 1};
+    static const size_t cols[] = {0, 2, 32, 64, 96, 128, 1, (size_t)-1};
+    static const size_t rows[] = {0, 5, 32, (size_t)-1};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (size_t b = 0; b < sizeof kcs / sizeof kcs[0]; b++)
+            for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
+                for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+                    const size_t n = ns[a], kc = kcs[b], last = (size_t)-1;
+                    size_t p0 = cols[c] == last ? L - kc : cols[c], r0 = rows[r] == last ? R - n : rows[r];
+                    if (p0 + kc <= L) {
+                        cases[0]++;
+                        bad[0] += !panel_case(q, true, L, r0, n, p0, kc, tmp, ref, got);
+                    }
+                    size_t j0 = cols[c] == last ? L - n : cols[c];
+                    p0 = rows[r] == last ? R - kc : rows[r];
+                    if (j0 + n <= L && p0 + kc <= R) {
+                        cases[1]++;
+                        bad[1] += !panel_case(q, false, L, p0, n, j0, kc, tmp, ref, got);
+                    }
+                }
+}
+
+// Fused bf16 panels == two-step panels bit for bit: NF4/FP4, with and without double
+// quantization, blocksizes 64 and 128, rows of 640 values (blocks aligned to rows, as in
+// qlinear) and of 650 (32-value runs crossing blocks), ragged n, kc not a multiple of 32.
+static void test_fused_bf16_panels(void) {
+    if (bgemm_isa() == BGEMM_NONE) {
+        SKIP(16, "fused bf16 panels: no AVX512-BF16 or AMX on this CPU/build");
+        return;
+    }
+    const size_t R = 544, Ls[2] = {640, 650};
+    float *x = malloc(R * 650 * sizeof(float));
+    float *tmp = xmalloc_aligned(BGEMM_NR * BGEMM_KC * sizeof(float));
+    uint16_t *ref = xmalloc_aligned(BGEMM_NR * BGEMM_KC * sizeof(uint16_t));
+    uint16_t *got = xmalloc_aligned(BGEMM_NR * BGEMM_KC * sizeof(uint16_t));
+    fill_normal(x, R * 650, 0.05f, 11);
+    for (int t = 0; t < 2; t++)
+        for (int dq = 0; dq < 2; dq++)
+            for (size_t bs = 64; bs <= 128; bs *= 2) {
+                size_t cases[2] = {0, 0}, bad[2] = {0, 0};
+                for (size_t g = 0; g < 2; g++) {
+                    Q4Tensor q;
+                    Error err = {0};
+                    CHECK(q4_quantize(&q, x, R * Ls[g], t ? QUANT_FP4 : QUANT_NF4, bs, dq, "panels", &err));
+                    panel_grid(&q, Ls[g], R, tmp, ref, got, cases, bad);
+                    q4_free(&q);
+                }
+                for (int d = 0; d < 2; d++)
+                    EXPECT(bad[d] == 0, "%s dq=%d bs=%zu: fused bf16 %s panels == two-step panels, "
+                           "bit for bit (%zu of %zu cases differ)", t ? "fp4" : "nf4", dq, bs,
+                           d ? "backward (W)" : "forward (W^T)", bad[d], cases[d]);
+            }
+    free(x);
+    free(tmp);
+    free(ref);
+    free(got);
+}
+
 static void test_edges(void) {
     Error err = {0};
     Q4Tensor q;
@@ -399,6 +502,7 @@ int main(void) {
     test_double_quant_tv4();
     test_bits_and_bounds();
     test_fast_vs_ref();
+    test_fused_bf16_panels();
     test_edges();
     test_fp4();
     test_blocksize_tradeoff();
