@@ -25,6 +25,8 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
+#include "simd.h"
+
 enum {
     MR = 12,     // rows of C per micro-tile (broadcast from packed A)
     NR = SGEMM_NR,  // columns of C per micro-tile (two zmm vectors of packed B)
@@ -38,31 +40,6 @@ enum {
 // Callers are single-threaded by contract, so one static pair is enough.
 static float *packed_a, *packed_b;
 static size_t packed_a_floats, packed_b_floats;
-
-// Transpose the 16 x 16 block held in r (r[i] = row i) in place, so that r[i] = column i.
-static inline void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-}
 
 // Copy op(A)[i0 + ip*MR + r][p0 + k] for r < MR, k < kc into panel ip of dst: the panel is
 // kc groups of MR floats (k-major), rows past m are zero. Overwrites dst's panel.
@@ -83,11 +60,11 @@ static void pack_a_panel(bool ta, const float *A, size_t lda, size_t i0, size_t 
     const float *s = A + (i0 + r0) * lda + p0;
     size_t k = 0;
     for (; k + 16 <= kc; k += 16) {
-        __m512 r[16];
+        __m512i r[16];
         for (size_t i = 0; i < 16; i++)
-            r[i] = i < rows ? _mm512_loadu_ps(s + i * lda + k) : _mm512_setzero_ps();
-        transpose16(r);
-        for (size_t i = 0; i < 16; i++) _mm512_mask_storeu_ps(d + (k + i) * MR, 0x0FFF, r[i]);
+            r[i] = i < rows ? _mm512_loadu_si512(s + i * lda + k) : _mm512_setzero_si512();
+        simd_transpose16x32(r);
+        for (size_t i = 0; i < 16; i++) _mm512_mask_storeu_epi32(d + (k + i) * MR, 0x0FFF, r[i]);
     }
     for (; k < kc; k++)
         for (size_t i = 0; i < MR; i++) d[k * MR + i] = i < rows ? s[i * lda + k] : 0.0f;
@@ -114,11 +91,11 @@ static void pack_b_panel(bool tb, const float *B, size_t ldb, size_t j0, size_t 
     if (cols == NR)
         for (; k + 16 <= kc; k += 16)
             for (size_t h = 0; h < NR; h += 16) {
-                __m512 r[16];
+                __m512i r[16];
                 const float *s = B + (j0 + c0 + h) * ldb + p0 + k;
-                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * ldb);
-                transpose16(r);
-                for (int i = 0; i < 16; i++) _mm512_store_ps(d + (k + i) * NR + h, r[i]);
+                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(s + i * ldb);
+                simd_transpose16x32(r);
+                for (int i = 0; i < 16; i++) _mm512_store_si512(d + (k + i) * NR + h, r[i]);
             }
     for (size_t j = 0; j < NR; j++) {
         if (j < cols) {
