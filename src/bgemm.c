@@ -373,6 +373,10 @@ static int threads_for(size_t M, size_t N, size_t K) {
 static void product(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const BOperand *b, float beta, float *C, size_t ldc, uint16_t *pa,
                     uint16_t *pb, size_t nth, size_t tid) {
+    // columns of B per block: with one or two threads, a core walks all of A's block (up to
+    // 4 MiB) against the B block, so B is kept to 256 KiB to stay in L2 beside the A panel in
+    // use; with more, each core reads a share of A and the larger block saves barriers
+    const size_t ncb = nth <= 2 ? NC / 4 : NC;
     const size_t mr = amx ? MR_AMX : MR_VEC;
     for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = min_sz(MC, M - i0), mpanels = (mc + mr - 1) / mr;
@@ -381,8 +385,8 @@ static void product(bool amx, size_t M, size_t N, size_t K, float alpha, const f
             const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
             for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
                 (amx ? pack_a_amx : pack_a_vec)(A, lda, i0, mc, p0, kc, ip, pa);
-            for (size_t j0 = 0; j0 < N; j0 += NC) {
-                const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
+            for (size_t j0 = 0; j0 < N; j0 += ncb) {
+                const size_t nc = min_sz(ncb, N - j0), npanels = (nc + NR - 1) / NR;
                 for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
                     pack_b(b, j0, nc, p0, kc, jp, pb + jp * NR * kcp);
                 #pragma omp barrier
