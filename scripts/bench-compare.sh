@@ -45,7 +45,7 @@ table=$(
     row "PyTorch, the same under bf16 autocast" "$out/torch-gpt2-bf16.log"
     [ -n "$fit" ] && row "PyTorch, fp32, OPENBLAS_CORETYPE=$fit (kernels that fit this CPU)" "$out/torch-gpt2-fit.log"
     row "qlora, GPT-2 small, NF4 + DQ base + LoRA" "$out/qlora-gpt2.log"
-    [ "$bf16" = 1 ] && row "qlora, the same with bf16: true ($(sed -n 's/^frozen weights.s products: //p' "$out/qlora-gpt2-bf16.log"))" "$out/qlora-gpt2-bf16.log"
+    [ "$bf16" = 1 ] && row "qlora, the same with bf16: true ($(sed -n 's/^frozen weights. products: //p' "$out/qlora-gpt2-bf16.log"))" "$out/qlora-gpt2-bf16.log"
     row "qlora, GPT-2 small, NF4 + DQ, gradient checkpointing" "$out/qlora-gpt2-ckpt.log"
     row "qlora, GPT-2 small, fp32 base + LoRA" "$out/qlora-gpt2-lora.log"
     row "qlora, GPT-2 small, NF4 + DQ, with OpenBLAS's products (--gemm openblas)" "$out/qlora-gpt2-openblas.log"
