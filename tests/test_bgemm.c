@@ -7,13 +7,15 @@
 //   KSTEP 32, KC 512, NC 1024 (256 on 1-2 threads), MC 4032), both layouts of B, strides, alpha, beta;
 // - the same products against the fp32 product of the unrounded inputs, within the
 //   bound that bf16's input rounding allows (derived below);
-// - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance.
+// - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance;
+// - qlinear's bf16 forward and input gradient for every storage type (fp32, NF4, FP4, INT8).
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "bgemm.h"
+#include "qlinear.h"
 #include "test.h"
 #include "util.h"
 
@@ -173,22 +175,77 @@ static void test_source_and_threads(const char *isa) {
     free(A), free(W), free(C1), free(C2), free(C3);
 }
 
+// A frozen linear layer in bf16 (qlinear.c), every storage type: the forward and the input
+// gradient against bgemm_ref on the layer's own fp32 weights (for NF4/FP4/INT8, the
+// dequantized ones), within the fp32 summation bound of check_one plus the bias's rounding.
+static void test_qlinear(const char *isa) {
+    const size_t N = 37, in = 192, out = 80;
+    const QuantType types[] = {QUANT_NONE, QUANT_NF4, QUANT_FP4, QUANT_INT8};
+    float *w = malloc(in * out * 4), *bias = malloc(out * 4), *x = malloc(N * in * 4), *dy = malloc(N * out * 4);
+    fill(w, in * out, 5);
+    fill(bias, out, 6);
+    fill(x, N * in, 7);
+    fill(dy, N * out, 8);
+    float *y = malloc(N * out * 4), *yr = malloc(N * out * 4), *dx = malloc(N * in * 4), *dxr = malloc(N * in * 4);
+    float *wt = malloc(in * out * 4), *scratch = xmalloc_aligned(QLINEAR_TILE_FLOATS * 4);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        QLinear l;
+        Error err = {0};
+        CHECK(qlinear_init(&l, w, bias, in, out, types[t], 64, true, "w", &err));
+        l.bf16 = true;
+        qlinear_rows(&l, 0, out, wt);  // the layer's weights as fp32, [out, in]
+        qlinear_forward(&l, y, x, N, scratch, NULL);
+        bgemm_ref(true, N, out, in, 1.0f, x, in, wt, in, 0.0f, yr, out);
+        for (size_t i = 0; i < N * out; i++) yr[i] += bias[i % out];
+        for (size_t i = 0; i < N * in; i++) dx[i] = dxr[i] = 0.5f;
+        qlinear_backward_input(&l, dx, dy, N, scratch, NULL);
+        bgemm_ref(false, N, in, out, 1.0f, dy, out, wt, in, 1.0f, dxr, in);
+        // per element |err| <= (K + 3) u sum_k |a b| (+ 2 u |bias| for the bias's add), as in
+        // check_one; leaving out the rounding of either operand breaks it (2^-8 relative)
+        const double u = ldexp(1.0, -24);
+        size_t bad_f = 0, bad_b = 0;
+        for (size_t n = 0; n < N; n++) {
+            for (size_t o = 0; o < out; o++) {
+                double sa = 0;
+                for (size_t k = 0; k < in; k++)
+                    sa += fabs((double)bf16_round(x[n * in + k]) * bf16_round(wt[o * in + k]));
+                const double bound = (double)(in + 3) * u * sa + 2 * u * fabs(bias[o]) + 1e-30;
+                bad_f += !(fabs((double)y[n * out + o] - yr[n * out + o]) <= bound);
+            }
+            for (size_t i = 0; i < in; i++) {
+                double sa = 0;
+                for (size_t o = 0; o < out; o++)
+                    sa += fabs((double)bf16_round(dy[n * out + o]) * bf16_round(wt[o * in + i]));
+                const double bound = (double)(out + 3) * u * (sa + 0.5) + 1e-30;
+                bad_b += !(fabs((double)dx[n * in + i] - dxr[n * in + i]) <= bound);
+            }
+        }
+        EXPECT(bad_f == 0, "%s qlinear %s forward: %zu of %zu outside the fp32 summation bound", isa,
+               quant_name(types[t]), bad_f, N * out);
+        EXPECT(bad_b == 0, "%s qlinear %s input gradient: %zu of %zu outside the bound", isa,
+               quant_name(types[t]), bad_b, N * in);
+        qlinear_free(&l);
+    }
+    free(w), free(bias), free(x), free(dy), free(y), free(yr), free(dx), free(dxr), free(wt), free(scratch);
+}
+
 static void run_isa(BgemmIsa isa) {
     const char *name = bgemm_isa_name(isa);
     if (!bgemm_isa_force(isa)) {
-        SKIP(47, "%s: this CPU (or kernel) lacks it, its kernel is never used here", name);
+        SKIP(55, "%s: this CPU (or kernel) lacks it, its kernel is never used here", name);
         return;
     }
     printf("%s kernel:\n", name);
     test_shapes(name);
     test_beta_zero(name);
     test_source_and_threads(name);
+    test_qlinear(name);
 }
 
 int main(void) {
     test_round();
     if (!bgemm_available()) {
-        SKIP(95, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
+        SKIP(111, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
         return test_summary("test_bgemm");
     }
     test_pack_rounding();
