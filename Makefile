@@ -29,7 +29,7 @@ OPT := -O2 -g
 endif
 
 # -ffp-contract=off: bitsandbytes rebuilds a block scale with two separate f32 roundings;
-# a fused multiply-add would change the last bit of ~7% of them (REFERENCE.md 2.4).
+# a fused multiply-add would change the last bit of ~7% of them (docs/formats.md, "Double quantization").
 # No -ffast-math: the tests compare against PyTorch bit-for-bit or to stated tolerances.
 OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
 ARCH ?= -march=native

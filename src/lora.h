@@ -1,5 +1,5 @@
 // lora.h: LoRA adapters on the four linears of every GPT-2 block, with PEFT's semantics
-// (REFERENCE.md section 4): y = base(x) + scaling * B(A(dropout(x))), A [r, in], B [out, r],
+// (docs/training.md, "LoRA"): y = base(x) + scaling * B(A(dropout(x))), A [r, in], B [out, r],
 // scaling = alpha / r (alpha / sqrt(r) with rslora), A ~ kaiming-uniform(a=sqrt(5)) =
 // U(-1/sqrt(in), 1/sqrt(in)), B = 0. Dropout touches only the LoRA branch's input.
 // All A and B matrices live in one contiguous array (params) so AdamW is one loop; grads

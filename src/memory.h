@@ -1,7 +1,7 @@
 // memory.h: the analytic memory model behind `qlora memory` and the account `qlora train`
 // prints. Given a model's shapes, a batch and a LoRA setting, it predicts the bytes of
 // frozen weights, quantization constants, trainable parameters, gradients, optimizer
-// state and activations for each fine-tuning method (REFERENCE.md section 3). The formulas
+// state and activations for each fine-tuning method (docs/memory.md). The formulas
 // are written from the shapes here, independently of the allocator, so that a test can
 // hold the trainer's real allocations to them.
 // Not here: allocation itself (model.c, train.c).

@@ -1,4 +1,4 @@
-// model.h: GPT-2 (REFERENCE.md section 5) loaded from a Hugging Face model folder, with the
+// model.h: GPT-2 (docs/formats.md, "GPT-2 layer math") loaded from a Hugging Face model folder, with the
 // four linears of every block frozen in a chosen format (qlinear.h) and embeddings, biases
 // and layer norms in fp32. Forward pass over (B,T) token batches with optional LoRA
 // adapters, chunked cross-entropy, and an incremental KV-cache path for generation.

@@ -1,4 +1,4 @@
-// ops.h: fp32 layer kernels of GPT-2 as _forward/_backward pairs (REFERENCE.md 5.3).
+// ops.h: fp32 layer kernels of GPT-2 as _forward/_backward pairs (docs/formats.md, "GPT-2 layer math").
 // Shape letters: B batch, T time, C channels, NH heads, HS = C/NH head size, V vocabulary,
 // N = B*T rows. All tensors row-major and contiguous unless a stride is given.
 // Forwards overwrite their outputs. Backwards ACCUMULATE (+=) into every gradient they
@@ -25,7 +25,7 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
                         const float *w, const float *mean, const float *rstd, size_t N, size_t C);
 
 // gelu_new (tanh approximation) elementwise over n values; tests/test_ops.c holds both
-// directions to a double-precision evaluation and REFERENCE.md's TV5.
+// directions to a double-precision evaluation and the worked values in docs/formats.md.
 void gelu_forward(float *out, const float *inp, size_t n);
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 

@@ -1,6 +1,6 @@
 // optim.h: AdamW exactly as torch.optim.AdamW, global-norm gradient clipping as
 // torch.nn.utils.clip_grad_norm_, and the learning-rate schedules of Hugging Face
-// transformers (REFERENCE.md section 8). Works on flat float arrays.
+// transformers (docs/formats.md, "AdamW and LR schedules"). Works on flat float arrays.
 // Not here: which parameters exist (lora.c, train.c).
 #ifndef QLORA_OPTIM_H
 #define QLORA_OPTIM_H

@@ -1,5 +1,5 @@
 // qstore.h: the bitsandbytes / transformers serialization of one 4-bit tensor in a
-// safetensors file (REFERENCE.md 1.8). For a tensor NAME of original shape S:
+// safetensors file (docs/formats.md, "bitsandbytes serialization"). For a tensor NAME of original shape S:
 //   NAME                                   U8  [(n+1)/2, 1]  packed codes
 //   NAME.absmax                            U8  [n_blocks] with double quant, F32 without
 //   NAME.quant_map                         F32 [16]

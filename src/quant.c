@@ -1,4 +1,4 @@
-// quant.c: see quant.h. Every rule here is pinned by REFERENCE.md sections 1 and 2 and by
+// quant.c: see quant.h. Every rule here is pinned by docs/formats.md (NF4, double quantization) and by
 // tests/test_quant.c; the comments name the bnb behaviour being matched.
 #include "quant.h"
 
@@ -31,7 +31,7 @@ const float FP4_CODE[16] = {
 };
 
 // bnb create_dynamic_map(signed=True, 7, 8) as torch 1.13.1's CPU linspace yields it
-// (REFERENCE.md 2.2): index 127 = 0, 255 = +1, map[k] = -map[254 - k] for k < 127.
+// (docs/formats.md, "Double quantization"): index 127 = 0, 255 = +1, map[k] = -map[254 - k] for k < 127.
 const float DQ_MAP[256] = {
     -0.992968738f, -0.978906214f, -0.96484375f, -0.950781226f, -0.936718702f, -0.922656238f,
     -0.908593774f, -0.89453125f, -0.880468726f, -0.866406202f, -0.852343738f, -0.838281214f,
@@ -146,7 +146,7 @@ uint8_t fp4_encode(float s) {
 
 uint8_t dq_encode(float s) {
     // Exact nearest entry, ties to the lower index: the number of f32 midpoints strictly
-    // below s (bnb's default backend, REFERENCE.md 2.3). Binary search over 255 midpoints.
+    // below s (bnb's default backend, docs/formats.md). Binary search over 255 midpoints.
     int lo = 0, hi = 255;  // answer in [lo, hi]
     while (lo < hi) {
         int mid = (lo + hi) / 2;
@@ -159,7 +159,7 @@ uint8_t dq_encode(float s) {
 
 // Scale one block of `len` values into s[] following bnb's default backend: multiply by
 // the reciprocal for a full block; divide by max(absmax, 1e-38) for a final partial block
-// and store that clamped value (REFERENCE.md 1.2). Returns the absmax to store.
+// and store that clamped value (docs/formats.md, "Nearest code"). Returns the absmax to store.
 static float scale_block(const float *x, size_t len, bool partial, float *s) {
     float amax = 0.0f;
     for (size_t i = 0; i < len; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -192,7 +192,7 @@ static bool check_finite(const float *x, size_t n, const char *label, Error *err
     return true;
 }
 
-// Second level of double quantization (REFERENCE.md 2.1 steps 2-5): absmax[0..nb) becomes
+// Second level of double quantization (docs/formats.md, "Double quantization", steps 1-4): absmax[0..nb) becomes
 // q->offset, q->absmax_q and q->absmax2.
 static void double_quantize(Q4Tensor *q, const float *absmax) {
     const size_t nb = q->n_blocks, n2 = (nb + QUANT_DQ_BLOCK - 1) / QUANT_DQ_BLOCK;

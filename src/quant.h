@@ -1,5 +1,5 @@
-// quant.h: blockwise quantizers, exactly as bitsandbytes stores 4-bit weights (REFERENCE.md
-// sections 1 and 2), plus the 8-bit and plain 4-bit integer schemes the teaching part and
+// quant.h: blockwise quantizers, exactly as bitsandbytes stores 4-bit weights (docs/formats.md),
+// plus the 8-bit and plain 4-bit integer schemes the teaching part and
 // `--quant int8` use.
 //
 // 4-bit (NF4, FP4), type Q4Tensor. A tensor of n values (flattened row-major) is cut into
@@ -46,9 +46,9 @@ typedef enum {
 #define QUANT_MAX_BLOCK 4096
 #define QUANT_DQ_BLOCK 256  // nested blocksize of double quantization (bnb's fixed value)
 
-extern const float NF4_CODE[16];   // REFERENCE.md 1.1, ascending
-extern const float FP4_CODE[16];   // REFERENCE.md 1.7, by 4-bit code (not value order)
-extern const float DQ_MAP[256];    // signed dynamic 8-bit map, REFERENCE.md 2.2
+extern const float NF4_CODE[16];   // docs/formats.md, "NF4 and FP4 code tables"
+extern const float FP4_CODE[16];   // same section; by 4-bit code (not value order)
+extern const float DQ_MAP[256];    // signed dynamic 8-bit map, docs/formats.md
 
 // "nf4" -> QUANT_NF4 etc.; returns false for an unknown name.
 bool quant_parse(const char *name, QuantType *out);

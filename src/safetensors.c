@@ -1,5 +1,5 @@
 // safetensors.c: see safetensors.h. Validation follows the reference reader's order
-// (REFERENCE.md section 6) so that each malformed file gets the most specific message.
+// (docs/formats.md, "safetensors validation") so that each malformed file gets the most specific message.
 #include "safetensors.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-// safetensors.h: reading and writing the safetensors format (REFERENCE.md section 6).
+// safetensors.h: reading and writing the safetensors format (docs/formats.md, "safetensors validation").
 //
 // File layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON mapping tensor
 // names to {"dtype", "shape", "data_offsets": [begin, end]} (plus an optional

@@ -12,7 +12,7 @@
 #define TOK_CACHE_MAX (1 << 18)  // pre-tokens remembered; beyond this, encode uncached
 static const char EOT_TEXT[] = "<|endoftext|>";
 
-// GPT-2's pre-tokenization pattern (REFERENCE.md 7). Python's \s also matches U+001C..U+001F,
+// GPT-2's pre-tokenization pattern (docs/formats.md, "GPT-2 tokenizer"). Python's \s also matches U+001C..U+001F,
 // which PCRE2's \s does not, so whitespace is spelled out as [\s\x{1c}-\x{1f}].
 static const char PRETOKEN_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\x{1c}-\\x{1f}\\p{L}\\p{N}]+"

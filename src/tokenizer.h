@@ -1,4 +1,4 @@
-// tokenizer.h: GPT-2 byte-level BPE (REFERENCE.md section 7) from vocab.json + merges.txt.
+// tokenizer.h: GPT-2 byte-level BPE (docs/formats.md, "GPT-2 tokenizer") from vocab.json + merges.txt.
 //
 // Encoding: split the text at every "<|endoftext|>" (a special token when the vocabulary
 // has it), pre-tokenize each piece with GPT-2's regex (run by PCRE2 with Unicode

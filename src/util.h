@@ -1,6 +1,6 @@
 // util.h: errors, checked allocation, files, timing and a seeded RNG.
 //
-// Errors come in two tiers (see STYLE.md section 4):
+// Errors come in two tiers (bad input is the user's, so it must never abort):
 //   - bad input (files, config, argv): library code fills an Error and returns false;
 //     only main.c turns it into a message on stderr and an exit status;
 //   - broken invariants (our bugs): CHECK() prints file:line and aborts.

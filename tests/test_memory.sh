@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_memory.sh: the analytic memory model (`qlora memory`) on the presets, against the
-# figures it must reproduce (REFERENCE.md sections 3, 4.8, 5.1), and the trainer's real
+# figures it must reproduce (docs/memory.md; counts in docs/formats.md, "Memory"), and the trainer's real
 # allocations against the prediction for the same job (within 5%).
 set -u
 . tests/lib.sh

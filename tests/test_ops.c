@@ -1,5 +1,5 @@
 // test_ops.c: the layer kernels against their plain references and the worked vectors of
-// REFERENCE.md (TV5 gelu_new, TV6 LayerNorm): the vectorised exp, GELU forward/backward,
+// docs/formats.md ("Worked values": gelu_new, LayerNorm): the vectorised exp, GELU forward/backward,
 // LayerNorm, cross-entropy, attention, and the four matmul wrappers with strides on both
 // matrix-product engines.
 #include <stdint.h>
@@ -33,7 +33,7 @@ static void test_exp(void) {
 }
 
 static void test_gelu(void) {
-    // TV5 (REFERENCE.md): gelu_new and its derivative, printed to 10 digits
+    // gelu_new worked values (docs/formats.md) and its derivative, printed to 10 digits
     const float x[7] = {-3, -1, -0.5f, 0, 0.5f, 1, 2};
     const float y[7] = {-0.0036373921f, -0.1588080094f, -0.1542859902f, 0.0f, 0.3457140098f, 0.8411919906f, 1.9545976941f};
     const float d[7] = {-0.0115841666f, -0.0829640838f, 0.1326300965f, 0.5f, 0.8673699035f, 1.0829640838f, 1.0860992566f};

@@ -1,5 +1,5 @@
 // test_quant.c: NF4/FP4 code tables, tie rules, packing, double quantization, the worked
-// vectors of REFERENCE.md section 10, error bounds, and the fast kernels vs their _ref.
+// values of docs/formats.md ("Worked values"), error bounds, and the fast kernels vs their _ref.
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 #include "quant.h"
 #include "test.h"
 
-// The NF4 decision thresholds as REFERENCE.md 1.2 lists them (typed from the reference,
+// The NF4 decision thresholds as bitsandbytes' CUDA decision tree has them (typed in,
 // not computed), so the code's midpoints are checked against an independent source.
 static const float REF_THRESHOLDS[15] = {
     -0.8480963706970215f, -0.6106328964233398f, -0.4599952697753906f, -0.33967941999435425f,
@@ -44,7 +44,7 @@ static int cmp_float(const void *a, const void *b) {
 }
 
 static void test_nf4_table(void) {
-    // bnb create_normal_map(offset=0.9677083, use_extra_value=True), REFERENCE.md 1.1
+    // bnb create_normal_map(offset=0.9677083, use_extra_value=True), docs/formats.md
     const float offset = 0.9677083f;
     float v1[9], v3[8], table[16];
     linspace_f32(offset, 0.5f, 9, v1);
@@ -61,7 +61,7 @@ static void test_nf4_table(void) {
                        "(%d of 16)", same);
     int thr_ok = 0;
     for (int i = 0; i < 15; i++) thr_ok += nf4_threshold(i) == REF_THRESHOLDS[i];
-    EXPECT(thr_ok == 15, "NF4 f32 midpoints equal REFERENCE.md's thresholds (%d of 15)", thr_ok);
+    EXPECT(thr_ok == 15, "NF4 f32 midpoints equal bnb's thresholds (%d of 15)", thr_ok);
     // Tie rule: a value exactly on a threshold takes the lower code; the next f32 up the higher.
     int ties = 0;
     for (int i = 0; i < 15; i++)
@@ -149,13 +149,13 @@ static void test_double_quant_tv4(void) {
     float rebuilt[5];
     for (int b = 0; b < 5; b++) rebuilt[b] = q4_block_scale(&q, (size_t)b);
     // TV4's printed values were computed with a dynamic map 1 ulp away from ours at some
-    // indices (e.g. 11: -0.83828127 there, -0.838281214 here; REFERENCE.md 2.2 explains the
+    // indices (e.g. 11: -0.83828127 there, -0.838281214 here; docs/formats.md explains the
     // map's last bit depends on the torch build). 1 ulp of 0.84 times absmax2 0.475 is
     // 2.8e-8 absolute, hence atol 3e-8 on top of the 1e-7 print precision.
     EXPECT_CLOSE("TV4 rebuilt absmax", rebuilt, rebuilt_ref, 5, 3e-8, 1e-7);
     q4_free(&q);
 
-    // The dynamic map's shape (REFERENCE.md 2.2)
+    // The dynamic map's shape (docs/formats.md, "Double quantization")
     int mirror = 1;
     for (int k = 0; k < 127; k++) mirror &= DQ_MAP[k] == -DQ_MAP[254 - k];
     int ascending = 1;
@@ -178,7 +178,7 @@ static void test_bits_and_bounds(void) {
     Error err = {0};
     CHECK(q4_quantize(&q, x, n, QUANT_NF4, 64, true, "768x768", &err));
     double bpp = q4_bits_per_param(&q);
-    EXPECT(fabs(bpp - 4.127) < 0.0005, "768x768 NF4+DQ: %.5f bits/param, REFERENCE.md 2.5 says 4.127", bpp);
+    EXPECT(fabs(bpp - 4.127) < 0.0005, "768x768 NF4+DQ: %.5f bits/param, docs/formats.md says 4.127", bpp);
 
     // FMA guard: each rebuilt scale must equal the product rounded to f32, then the sum
     // rounded to f32 (double arithmetic of two floats' product is exact).

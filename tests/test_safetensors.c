@@ -13,7 +13,7 @@ static void path_in_tmp(char *buf, size_t cap, const char *name) {
 }
 
 static void test_tv9(void) {
-    // REFERENCE.md TV9: the smallest file, one F32 tensor "a" = [1, 2], no metadata
+    // smallest file (docs/formats.md, "Worked values"): file, one F32 tensor "a" = [1, 2], no metadata
     static const uint8_t expect[72] = {
         0x38, 0, 0, 0, 0, 0, 0, 0, '{', '"', 'a', '"', ':', '{', '"', 'd', 't', 'y', 'p', 'e',
         '"', ':', '"', 'F', '3', '2', '"', ',', '"', 's', 'h', 'a', 'p', 'e', '"', ':', '[', '2',

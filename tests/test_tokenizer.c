@@ -1,5 +1,5 @@
-// test_tokenizer.c: GPT-2 byte-level BPE. Pre-tokenization worked vectors (REFERENCE.md
-// TV10), ids for GPT-2's real vocabulary against the Python reference tokenizer
+// test_tokenizer.c: GPT-2 byte-level BPE. Pre-tokenization worked vectors (docs/formats.md,
+// "Worked values"), ids for GPT-2's real vocabulary against the Python reference tokenizer
 // (tests/ref/tokenizer_cases.json, made by Hugging Face's GPT2Tokenizer from the same
 // files; skipped when ../shared/gpt2-tokenizer is absent), lossless round trips of
 // arbitrary bytes, and malformed vocab/merges files.

@@ -7,7 +7,7 @@
   tiny-bf16/       the same weights as BF16
   tiny_ref.safetensors   tokens (I32 [B, T]), logits (F32 [B, T, V]), loss (F32 [1])
 
-The forward pass below is written from the GPT-2 equations (REFERENCE.md 5.3), independently
+The forward pass below is written from the GPT-2 equations (docs/formats.md, "GPT-2 layer math"), independently
 of the C code, and checked against Hugging Face transformers' GPT2LMHeadModel where that is
 installed (tests/ref/check_hf.py). Weights are rounded to bfloat16 precision so that the
 F32, F16 and BF16 files hold exactly the same values. Regenerate with:
