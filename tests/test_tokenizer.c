@@ -159,15 +159,21 @@ static void write_file(const char *name, const char *text) {
     fclose(f);
 }
 
-static void expect_load_error(const char *vocab_json, const char *merges, const char *phrase) {
+// Write vocab.json and merges.txt into tmpdir and load them; *t is NULL on failure.
+static bool load_texts(const char *vocab_json, const char *merges, Tokenizer **t, Error *err) {
     write_file("vocab.json", vocab_json);
     write_file("merges.txt", merges);
     char v[256], m[256];
     snprintf(v, sizeof v, "%s/vocab.json", tmpdir);
     snprintf(m, sizeof m, "%s/merges.txt", tmpdir);
+    *t = NULL;
+    return tok_load(t, v, m, err);
+}
+
+static void expect_load_error(const char *vocab_json, const char *merges, const char *phrase) {
     Tokenizer *t = NULL;
     Error err = {0};
-    bool ok = tok_load(&t, v, m, &err);
+    bool ok = load_texts(vocab_json, merges, &t, &err);
     if (ok) tok_free(t);
     EXPECT(!ok && err.status == EXIT_BAD_INPUT && strstr(err.msg, phrase) && strstr(err.msg, tmpdir),
            "bad tokenizer files rejected with '%s': %s", phrase, err.msg);
@@ -205,14 +211,9 @@ static void test_long_word_synthetic(void) {
     arrput(extra, '\0');
     arrput(merges, '\0');
     char *vocab = byte_vocab(extra);
-    write_file("vocab.json", vocab);
-    write_file("merges.txt", merges);
-    char v[256], m[256];
-    snprintf(v, sizeof v, "%s/vocab.json", tmpdir);
-    snprintf(m, sizeof m, "%s/merges.txt", tmpdir);
     Tokenizer *t = NULL;
     Error err = {0};
-    EXPECT(tok_load(&t, v, m, &err), "synthetic 676-merge vocabulary loads: %s", err.msg);
+    EXPECT(load_texts(vocab, merges, &t, &err), "synthetic 676-merge vocabulary loads: %s", err.msg);
     if (t) test_long_word(t);
     if (t) tok_free(t);
     arrfree(extra), arrfree(merges), arrfree(vocab);
