@@ -492,12 +492,15 @@ int cmd_generate(int argc, char **argv) {
     long made = 0;
     char *bytes = NULL;
     t0 = time_now();
+    char failure[300] = "";  // set when the logits turn non-finite; reported after freeing
     while (made < max_new) {
         const size_t bad = quant_find_nonfinite(logits, (size_t)Vt);
-        if (bad < (size_t)Vt)
-            die(EXIT_RUNTIME, "generate: after %ld generated tokens the logit of token %zu is %s: the model%s "
-                              "gives non-finite values", made, bad, isnan(logits[bad]) ? "NaN" : "Inf",
-                has_lora ? " with this adapter" : "");
+        if (bad < (size_t)Vt) {
+            snprintf(failure, sizeof failure, "generate: after %ld generated tokens the logit of token %zu "
+                     "is %s: the model%s gives non-finite values", made, bad,
+                     isnan(logits[bad]) ? "NaN" : "Inf", has_lora ? " with this adapter" : "");
+            break;
+        }
         int next = sample(logits, Vt, (float)temperature, (int)top_k, (float)top_p, &rng, cand);
         if (next == tok_eot(tok)) break;
         arrsetlen(bytes, 0);
@@ -510,8 +513,9 @@ int cmd_generate(int argc, char **argv) {
     }
     double t_gen = time_now() - t0;
     printf("\n");
-    fprintf(stderr, "prompt %zu tokens in %.2f s; generated %ld tokens in %.2f s (%.1f tokens/s)\n",
-            arrlenu(ids), t_prompt, made, t_gen, made ? (double)made / t_gen : 0.0);
+    if (!failure[0])
+        fprintf(stderr, "prompt %zu tokens in %.2f s; generated %ld tokens in %.2f s (%.1f tokens/s)\n",
+                arrlenu(ids), t_prompt, made, t_gen, made ? (double)made / t_gen : 0.0);
     arrfree(bytes);
     free(cand);
     free(logits);
@@ -520,5 +524,6 @@ int cmd_generate(int argc, char **argv) {
     if (has_lora) lora_free(&lora);
     model_free(&m);
     tok_free(tok);
+    if (failure[0]) die(EXIT_RUNTIME, "%s", failure);
     return 0;
 }
