@@ -123,132 +123,161 @@ static const char *BENCH_HELP =
     "(AVX512-BF16 or AMX; an error on a CPU without them; QLORA_BF16_ISA=avx512bf16 picks the\n"
     "former where both exist); --per-shape lists the time alone of each matrix shape of the step.\n";
 
-int cmd_bench(int argc, char **argv) {
-    if (cli_help(argc, argv, BENCH_HELP)) return 0;
-    const char *model_dir = NULL, *preset = "gpt2", *method = "qlora";
-    QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
-    long B = 4, T = 256, r = 8, threads = 0, steps = 5;
-    bool ckpt = false, quant_given = false, per_shape = false, bf16 = false;
+typedef struct {
+    const char *model_dir, *preset, *method;
+    QuantConfig q;
+    long B, T, r, threads, steps;
+    bool ckpt, quant_given, per_shape, bf16;
+} BenchOpts;
+
+// Parse qlora bench's arguments into o (usage errors exit 2).
+static void bench_parse(int argc, char **argv, BenchOpts *o) {
+    *o = (BenchOpts){NULL, "gpt2", "qlora", {QUANT_NF4, QUANT_DEFAULT_BLOCK, true}, 4, 256, 8, 0, 5,
+                     false, false, false, false};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
+        if (strcmp(a, "--model") == 0) o->model_dir = cli_value(argc, argv, &i);
+        else if (strcmp(a, "--preset") == 0) o->preset = cli_value(argc, argv, &i);
         else if (strcmp(a, "--method") == 0) {
-            method = cli_value(argc, argv, &i);
-            if (strcmp(method, "qlora") && strcmp(method, "lora") && strcmp(method, "full"))
-                cli_usage_error("bench", "--method must be qlora, lora or full, got '%s'", method);
+            o->method = cli_value(argc, argv, &i);
+            if (strcmp(o->method, "qlora") && strcmp(o->method, "lora") && strcmp(o->method, "full"))
+                cli_usage_error("bench", "--method must be qlora, lora or full, got '%s'", o->method);
         } else if (strcmp(a, "--quant") == 0) {
             const char *v = cli_value(argc, argv, &i);
-            if (!quant_parse(v, &q.type) || q.type == QUANT_INT4 || q.type == QUANT_INT8_ASYM)
+            if (!quant_parse(v, &o->q.type) || o->q.type == QUANT_INT4 || o->q.type == QUANT_INT8_ASYM)
                 cli_usage_error("bench", "--quant must be nf4, fp4, int8 or none, got '%s'", v);
-            quant_given = true;
-        } else if (strcmp(a, "--no-double-quant") == 0) q.double_quant = false;
-        else if (strcmp(a, "--batch") == 0) B = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
-        else if (strcmp(a, "--seq") == 0) T = cli_long(a, cli_value(argc, argv, &i), 2, 1 << 16);
-        else if (strcmp(a, "--lora-r") == 0) r = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
-        else if (strcmp(a, "--threads") == 0) threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
-        else if (strcmp(a, "--steps") == 0) steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
-        else if (strcmp(a, "--gradient-checkpointing") == 0) ckpt = true;
-        else if (strcmp(a, "--per-shape") == 0) per_shape = true;
-        else if (strcmp(a, "--bf16") == 0) bf16 = true;
+            o->quant_given = true;
+        } else if (strcmp(a, "--no-double-quant") == 0) o->q.double_quant = false;
+        else if (strcmp(a, "--batch") == 0) o->B = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--seq") == 0) o->T = cli_long(a, cli_value(argc, argv, &i), 2, 1 << 16);
+        else if (strcmp(a, "--lora-r") == 0) o->r = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (strcmp(a, "--threads") == 0) o->threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
+        else if (strcmp(a, "--steps") == 0) o->steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
+        else if (strcmp(a, "--gradient-checkpointing") == 0) o->ckpt = true;
+        else if (strcmp(a, "--per-shape") == 0) o->per_shape = true;
+        else if (strcmp(a, "--bf16") == 0) o->bf16 = true;
         else if (strcmp(a, "--gemm") == 0) {
             Error e;
             if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
         } else cli_usage_error("bench", "unknown argument '%s'", a);
     }
-    const bool full = strcmp(method, "full") == 0, lora_on = !full;
-    if (strcmp(method, "qlora") != 0) q.type = QUANT_NONE;
-    else if (quant_given && q.type == QUANT_NONE) method = "lora";
-    if (threads) threads_set((int)threads);
-    Error err = {0};
-    Model m;
-    double t0 = time_now();
-    if (model_dir) {
-        if (!model_load(&m, model_dir, &q, &err)) die_error(&err);
-    } else {
-        GPT2Config cfg;
-        if (!model_preset(preset, &cfg)) cli_usage_error("bench", "unknown preset '%s'", preset);
-        if (!model_init_random(&m, &cfg, &q, 1, &err)) die_error(&err);
-    }
-    const double t_load = time_now() - t0;
-    if (bf16) {
-        if (full) cli_usage_error("bench", "--bf16 applies to frozen weights; method full trains them all");
-        if (!bgemm_mode("true", &bf16, &err)) cli_usage_error("bench", "--bf16: %s", err.msg);
-        model_set_bf16(&m, true);
-    }
-    if (T > m.cfg.n_positions) die(EXIT_BAD_INPUT, "--seq %ld exceeds n_positions %d", T, m.cfg.n_positions);
+    if (strcmp(o->method, "qlora") != 0) o->q.type = QUANT_NONE;
+    else if (o->quant_given && o->q.type == QUANT_NONE) o->method = "lora";
+}
+
+// The step's trainable state: LoRA's one flat array, or (method full) the model's tensors,
+// each with gradient and AdamW moments. Owned; bench_trainable_free releases it.
+typedef struct {
+    bool lora_on;
     LoraSet lora;
-    bool targets[LORA_N_TARGETS];
-    lora_parse_target("all-linear", targets, &err);
-    Rng rng;
-    rng_seed(&rng, 3);
-    float **grads = NULL, **pm = NULL, **pv = NULL;
-    ModelParam *params = NULL;
-    size_t n_train = 0;
+    ModelParam *params;
+    float **grads, **pm, **pv;  // [tensors]; LoRA: pm[0], pv[0] only (grads live in lora)
+    size_t n_train;
+} BenchTrainable;
+
+static void bench_trainable_init(BenchTrainable *t, Model *m, bool lora_on, int r, Rng *rng) {
+    memset(t, 0, sizeof *t);
+    t->lora_on = lora_on;
     if (lora_on) {
-        LoraShapes shapes = model_lora_shapes(&m.cfg);
-        lora_create(&lora, m.cfg.n_layer, &shapes, (int)r, 16.0f, 0.0f, false, targets, &rng);
-        lora_alloc_grads(&lora);
-        n_train = lora.n_params;
-        pm = xmalloc(sizeof(float *));
-        pv = xmalloc(sizeof(float *));
-        pm[0] = xcalloc(n_train, sizeof(float));
-        pv[0] = xcalloc(n_train, sizeof(float));
-    } else {
-        model_params(&m, &params);
-        grads = xmalloc(arrlenu(params) * sizeof(float *));
-        pm = xmalloc(arrlenu(params) * sizeof(float *));
-        pv = xmalloc(arrlenu(params) * sizeof(float *));
-        for (size_t i = 0; i < arrlenu(params); i++) {
-            grads[i] = xcalloc(params[i].n, sizeof(float));
-            pm[i] = xcalloc(params[i].n, sizeof(float));
-            pv[i] = xcalloc(params[i].n, sizeof(float));
-            n_train += params[i].n;
-        }
+        bool targets[LORA_N_TARGETS];
+        lora_parse_target("all-linear", targets, &(Error){0});
+        LoraShapes shapes = model_lora_shapes(&m->cfg);
+        lora_create(&t->lora, m->cfg.n_layer, &shapes, r, 16.0f, 0.0f, false, targets, rng);
+        lora_alloc_grads(&t->lora);
+        t->n_train = t->lora.n_params;
+        t->pm = xmalloc(sizeof(float *));
+        t->pv = xmalloc(sizeof(float *));
+        t->pm[0] = xcalloc(t->n_train, sizeof(float));
+        t->pv[0] = xcalloc(t->n_train, sizeof(float));
+        return;
     }
-    const size_t N = (size_t)(B * T);
-    Acts *a = acts_create(&m, lora_on ? &lora : NULL, (size_t)B, (size_t)T, ckpt ? ACTS_CHECKPOINT : ACTS_TRAIN);
-    int *tokens = xmalloc(N * sizeof(int)), *targets_ids = xmalloc(N * sizeof(int));
-    for (size_t i = 0; i < N; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)m.cfg.vocab_size);
-    for (size_t i = 0; i < N; i++) targets_ids[i] = (i % (size_t)T) + 1 < (size_t)T ? tokens[i + 1] : -1;
-    AdamWConfig ac = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f};
-    TrainCtx tc = {.full_grads = grads};
-    Profile prof = {0};
-    double t_opt = 0, *times = xmalloc((size_t)steps * sizeof(double));
+    model_params(m, &t->params);
+    const size_t n = arrlenu(t->params);
+    t->grads = xmalloc(n * sizeof(float *));
+    t->pm = xmalloc(n * sizeof(float *));
+    t->pv = xmalloc(n * sizeof(float *));
+    for (size_t i = 0; i < n; i++) {
+        t->grads[i] = xcalloc(t->params[i].n, sizeof(float));
+        t->pm[i] = xcalloc(t->params[i].n, sizeof(float));
+        t->pv[i] = xcalloc(t->params[i].n, sizeof(float));
+        t->n_train += t->params[i].n;
+    }
+}
+
+static void bench_trainable_zero_grads(BenchTrainable *t) {
+    if (t->lora_on) memset(t->lora.grads, 0, t->lora.n_params * sizeof(float));
+    else
+        for (size_t i = 0; i < arrlenu(t->params); i++) memset(t->grads[i], 0, t->params[i].n * sizeof(float));
+}
+
+// Clipping (LoRA) and AdamW step number `step` (1-based) on every trainable tensor.
+static void bench_trainable_update(BenchTrainable *t, const AdamWConfig *ac, long step) {
+    if (t->lora_on) {
+        float f = clip_factor(sqrt(grad_sq_sum(t->lora.grads, t->lora.n_params)), 1.0f);
+        scale_inplace(t->lora.grads, t->lora.n_params, f);
+        adamw_step(t->lora.params, t->lora.grads, t->pm[0], t->pv[0], t->lora.n_params, ac, step, true);
+        return;
+    }
+    for (size_t i = 0; i < arrlenu(t->params); i++)
+        adamw_step(t->params[i].p, t->grads[i], t->pm[i], t->pv[i], t->params[i].n, ac, step, t->params[i].decay);
+}
+
+static void bench_trainable_free(BenchTrainable *t) {
+    if (t->lora_on) {
+        free(t->pm[0]);
+        free(t->pv[0]);
+        lora_free(&t->lora);
+    } else {
+        for (size_t i = 0; i < arrlenu(t->params); i++) free(t->grads[i]), free(t->pm[i]), free(t->pv[i]);
+        free(t->grads);
+        arrfree(t->params);
+    }
+    free(t->pm);
+    free(t->pv);
+}
+
+// What the timed steps measured: per-step seconds (sorted), the phase profile, the
+// optimizer's and the products' seconds summed over the steps, peak RSS in MiB.
+typedef struct {
+    double *times;
+    Profile prof;
+    double t_opt, t_products, rss;
+} BenchTiming;
+
+// One warm-up step, then `steps` timed training steps of batch B x T on tokens/targets.
+static void bench_run_steps(Model *m, BenchTrainable *t, Acts *a, const int *tokens, const int *targets,
+                            size_t B, size_t T, long steps, BenchTiming *out) {
+    const AdamWConfig ac = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f};
+    TrainCtx tc = {.full_grads = t->grads};
+    memset(out, 0, sizeof *out);
+    out->times = xmalloc((size_t)steps * sizeof(double));
     for (long s = -1; s < steps; s++) {  // s = -1: warm-up, not timed
         if (s == 0) {
-            memset(&prof, 0, sizeof prof);
-            t_opt = 0;
-            acts_set_profile(a, &prof);
+            acts_set_profile(a, &out->prof);
             gemm_timing(true);
         }
-        double ts = time_now();
-        if (lora_on) memset(lora.grads, 0, lora.n_params * sizeof(float));
-        else
-            for (size_t i = 0; i < arrlenu(params); i++) memset(grads[i], 0, params[i].n * sizeof(float));
+        const double ts = time_now();
+        bench_trainable_zero_grads(t);
         size_t count = 0;
-        model_forward_backward(&m, lora_on ? &lora : NULL, a, tokens, targets_ids, (size_t)B, (size_t)T,
-                               1.0f / (float)(N - (size_t)B), &tc, &count);
-        double to = time_now();
-        if (lora_on) {
-            float f = clip_factor(sqrt(grad_sq_sum(lora.grads, lora.n_params)), 1.0f);
-            scale_inplace(lora.grads, lora.n_params, f);
-            adamw_step(lora.params, lora.grads, pm[0], pv[0], lora.n_params, &ac, s + 2, true);
-        } else {
-            for (size_t i = 0; i < arrlenu(params); i++)
-                adamw_step(params[i].p, grads[i], pm[i], pv[i], params[i].n, &ac, s + 2, params[i].decay);
-        }
+        model_forward_backward(m, t->lora_on ? &t->lora : NULL, a, tokens, targets, B, T,
+                               1.0f / (float)(B * T - B), &tc, &count);
+        const double to = time_now();
+        bench_trainable_update(t, &ac, s + 2);
         if (s >= 0) {
-            t_opt += time_now() - to;
-            times[s] = time_now() - ts;
+            out->t_opt += time_now() - to;
+            out->times[s] = time_now() - ts;
         }
     }
     acts_set_profile(a, NULL);
-    const double t_products = gemm_seconds();
+    out->t_products = gemm_seconds();
     gemm_timing(false);
-    const double rss = (double)peak_rss_bytes() / 1048576.0;  // before the buffers below
-    // the same step's matrix shapes through sgemm alone
-    GemmShape *shapes = step_shapes(&m.cfg, (size_t)B, (size_t)T, full, bf16);
+    out->rss = (double)peak_rss_bytes() / 1048576.0;
+    qsort(out->times, (size_t)steps, sizeof(double), cmp_double);
+}
+
+// The step's matrix shapes timed alone (bf16 where the step runs them so): their FLOP and
+// seconds per step into *flops and *seconds; with per_shape, a line per shape.
+static void time_shapes_alone(const GemmShape *shapes, bool per_shape, double *flops, double *seconds) {
     size_t maxa = 1, maxb = 1, maxc = 1;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
         const GemmShape *g = &shapes[i];
@@ -259,74 +288,113 @@ int cmd_bench(int argc, char **argv) {
     float *ga = xmalloc_aligned(maxa * 4), *gb = xmalloc_aligned(maxb * 4), *gc = xmalloc_aligned(maxc * 4);
     for (size_t i = 0; i < maxa; i++) ga[i] = 0.01f * (float)(i % 97);
     for (size_t i = 0; i < maxb; i++) gb[i] = 0.01f * (float)(i % 89);
-    double flops = 0, t_sgemm = 0;
+    *flops = *seconds = 0;
     for (size_t i = 0; i < arrlenu(shapes); i++) {
         const GemmShape *g = &shapes[i];
         const double t = time_sgemm(g, ga, gb, gc);
-        flops += shape_flops(g);
-        t_sgemm += t * g->count;
+        *flops += shape_flops(g);
+        *seconds += t * g->count;
         if (per_shape)
             printf("  %s %s %6zu x %6zu x %6zu  batch %3zu  x%-4.0f %7.1f GFLOP/s  %7.1f ms/step\n",
                    g->bf16 ? "bf16 " : "sgemm", op_name(g), g->M, g->N, g->K, g->batch,
                    g->count, call_flops(g) / t / 1e9, 1e3 * t * g->count);
     }
-    qsort(times, (size_t)steps, sizeof(double), cmp_double);
-    const double med = times[steps / 2], n = (double)steps;
+    free(ga), free(gb), free(gc);
+}
+
+// The report: what ran, the step times, the phases, products vs the rest, the products
+// alone (flops, t_alone) and the last machine-readable line.
+static void bench_report(const BenchOpts *o, const Model *m, size_t n_train, double t_load,
+                         const BenchTiming *bt, double flops, double t_alone) {
+    const bool lora_on = strcmp(o->method, "full") != 0;
+    const size_t N = (size_t)(o->B * o->T);
+    const double med = bt->times[o->steps / 2], n = (double)o->steps;
+    const QuantType qt = o->q.type;
     char blas[256];
     printf("bench: %s, method %s%s%s, %d layers x %d wide, batch %ld x %ld, LoRA r %ld, %s; %zu trainable "
-           "parameters; set up in %.1f s\n", model_dir ? model_dir : preset, method, q.type != QUANT_NONE ? " " : "",
-           q.type != QUANT_NONE ? (q.double_quant && q.type != QUANT_INT8 ? "(nf4/fp4 + double quant)" : quant_name(q.type)) : "",
-           m.cfg.n_layer, m.cfg.n_embd, B, T, lora_on ? r : 0L, ckpt ? "gradient checkpointing" : "all activations kept",
-           n_train, t_load);
+           "parameters; set up in %.1f s\n", o->model_dir ? o->model_dir : o->preset, o->method, qt != QUANT_NONE ? " " : "",
+           qt != QUANT_NONE ? (o->q.double_quant && qt != QUANT_INT8 ? "(nf4/fp4 + double quant)" : quant_name(qt)) : "",
+           m->cfg.n_layer, m->cfg.n_embd, o->B, o->T, lora_on ? o->r : 0L,
+           o->ckpt ? "gradient checkpointing" : "all activations kept", n_train, t_load);
     printf("blas: %s\n", blas_describe(blas, sizeof blas));
-    printf("frozen weights' products: %s\n", bf16 ? bgemm_isa_name(bgemm_isa()) : "fp32");
-    printf("ms/step: median %.1f, min %.1f, max %.1f over %ld steps; %.1f tokens/s\n", 1e3 * med, 1e3 * times[0],
-           1e3 * times[steps - 1], steps, (double)N / med);
-    // with the native engine, NF4/FP4 codes are dequantized inside the products' packing
-    // (qlinear.c), so that time is part of "matmul" and there is no separate phase
-    const bool fused_dq = qlinear_dequant_in_products(q.type, N) ||
-                          (bf16 && (q.type == QUANT_NF4 || q.type == QUANT_FP4));
+    printf("frozen weights' products: %s\n", o->bf16 ? bgemm_isa_name(bgemm_isa()) : "fp32");
+    printf("ms/step: median %.1f, min %.1f, max %.1f over %ld steps; %.1f tokens/s\n", 1e3 * med,
+           1e3 * bt->times[0], 1e3 * bt->times[o->steps - 1], o->steps, (double)N / med);
+    // NF4/FP4 codes decoded inside the products' packing (native fp32 engine, or bf16) are
+    // part of "matmul": there is no separate phase
+    const bool fused_dq = qlinear_dequant_in_products(qt, N) || (o->bf16 && (qt == QUANT_NF4 || qt == QUANT_FP4));
     char dq[64];
     if (fused_dq) snprintf(dq, sizeof dq, "inside the products' packing");
-    else snprintf(dq, sizeof dq, "%.1f", 1e3 * prof.dequant / n);
+    else snprintf(dq, sizeof dq, "%.1f", 1e3 * bt->prof.dequant / n);
     printf("phases (ms/step): dequantize %s | matmul forward %.1f | attention forward %.1f | other forward %.1f | "
-           "loss head + backward %.1f | optimizer %.1f\n", dq, 1e3 * prof.matmul_fwd / n,
-           1e3 * prof.attention_fwd / n, 1e3 * prof.other_fwd / n, 1e3 * prof.backward / n, 1e3 * t_opt / n);
+           "loss head + backward %.1f | optimizer %.1f\n", dq, 1e3 * bt->prof.matmul_fwd / n,
+           1e3 * bt->prof.attention_fwd / n, 1e3 * bt->prof.other_fwd / n, 1e3 * bt->prof.backward / n,
+           1e3 * bt->t_opt / n);
     double t_total = 0;
-    for (long i = 0; i < steps; i++) t_total += times[i];
+    for (long i = 0; i < o->steps; i++) t_total += bt->times[i];
     printf("inside matrix products: %.1f ms/step (%.0f%% of the step); everything else %.1f ms/step\n",
-           1e3 * t_products / n, 100.0 * t_products / t_total, 1e3 * (t_total - t_products) / n);
+           1e3 * bt->t_products / n, 100.0 * bt->t_products / t_total, 1e3 * (t_total - bt->t_products) / n);
     printf("matmul work: %.1f GFLOP/step; achieved %.1f GFLOP/s; %s alone on the same shapes %.1f GFLOP/s "
            "(%.0f%% of it; ceiling %.1f tokens/s)\n", flops / 1e9, flops / med / 1e9,
-           bf16 ? "the products" : "sgemm", flops / t_sgemm / 1e9,
-           100.0 * t_sgemm / med, (double)N / t_sgemm);
-    printf("peak RSS %.1f MiB (of the training steps, before the sgemm-alone measurement)\n", rss);
+           o->bf16 ? "the products" : "sgemm", flops / t_alone / 1e9, 100.0 * t_alone / med, (double)N / t_alone);
+    printf("peak RSS %.1f MiB (of the training steps, before the sgemm-alone measurement)\n", bt->rss);
     const char *hint = blas_kernel_hint();
     if (hint) printf("%s\n", hint);
-    printf("tokens_per_s=%.1f ms_per_step=%.2f peak_rss_mib=%.1f\n", (double)N / med, 1e3 * med, rss);
-    free(ga);
-    free(gb);
-    free(gc);
-    arrfree(shapes);
-    free(times);
-    free(tokens);
-    free(targets_ids);
-    acts_free(a);
-    if (lora_on) {
-        free(pm[0]);
-        free(pv[0]);
-        lora_free(&lora);
+    printf("tokens_per_s=%.1f ms_per_step=%.2f peak_rss_mib=%.1f\n", (double)N / med, 1e3 * med, bt->rss);
+}
+
+// Load the --model folder or build the preset in memory; seconds taken into *t_load.
+static void bench_model(const BenchOpts *o, Model *m, double *t_load) {
+    Error err = {0};
+    const double t0 = time_now();
+    if (o->model_dir) {
+        if (!model_load(m, o->model_dir, &o->q, &err)) die_error(&err);
     } else {
-        for (size_t i = 0; i < arrlenu(params); i++) {
-            free(grads[i]);
-            free(pm[i]);
-            free(pv[i]);
-        }
-        free(grads);
-        arrfree(params);
+        GPT2Config cfg;
+        if (!model_preset(o->preset, &cfg)) cli_usage_error("bench", "unknown preset '%s'", o->preset);
+        if (!model_init_random(m, &cfg, &o->q, 1, &err)) die_error(&err);
     }
-    free(pm);
-    free(pv);
+    *t_load = time_now() - t0;
+    if (o->bf16) {
+        bool on;
+        if (strcmp(o->method, "full") == 0)
+            cli_usage_error("bench", "--bf16 applies to frozen weights; method full trains them all");
+        if (!bgemm_mode("true", &on, &err)) cli_usage_error("bench", "--bf16: %s", err.msg);
+        model_set_bf16(m, true);
+    }
+    if (o->T > m->cfg.n_positions) die(EXIT_BAD_INPUT, "--seq %ld exceeds n_positions %d", o->T, m->cfg.n_positions);
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (cli_help(argc, argv, BENCH_HELP)) return 0;
+    BenchOpts o;
+    bench_parse(argc, argv, &o);
+    const bool full = strcmp(o.method, "full") == 0;
+    if (o.threads) threads_set((int)o.threads);
+    Model m;
+    double t_load;
+    bench_model(&o, &m, &t_load);
+    Rng rng;
+    rng_seed(&rng, 3);
+    BenchTrainable tr;
+    bench_trainable_init(&tr, &m, !full, (int)o.r, &rng);
+    const size_t B = (size_t)o.B, T = (size_t)o.T, N = B * T;
+    Acts *a = acts_create(&m, full ? NULL : &tr.lora, B, T, o.ckpt ? ACTS_CHECKPOINT : ACTS_TRAIN);
+    int *tokens = xmalloc(N * sizeof(int)), *targets = xmalloc(N * sizeof(int));
+    for (size_t i = 0; i < N; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)m.cfg.vocab_size);
+    for (size_t i = 0; i < N; i++) targets[i] = (i % T) + 1 < T ? tokens[i + 1] : -1;
+    BenchTiming bt;
+    bench_run_steps(&m, &tr, a, tokens, targets, B, T, o.steps, &bt);
+    GemmShape *shapes = step_shapes(&m.cfg, B, T, full, o.bf16);
+    double flops, t_alone;
+    time_shapes_alone(shapes, o.per_shape, &flops, &t_alone);
+    bench_report(&o, &m, tr.n_train, t_load, &bt, flops, t_alone);
+    arrfree(shapes);
+    free(bt.times);
+    free(tokens);
+    free(targets);
+    acts_free(a);
+    bench_trainable_free(&tr);
     model_free(&m);
     return 0;
 }
