@@ -809,6 +809,256 @@ static void print_resume_hint(int argc, char **argv, const char *job, const char
     printf("\n");
 }
 
+// Read the job file and the --set overrides of argv into r->cfg and validate them; *job
+// receives the file's path. True when --check asked only for the resolved job.
+static bool read_job(Run *r, int argc, char **argv, const char **job) {
+    Error err = {0};
+    config_defaults(&r->cfg);
+    bool check_only = false, any_set = false;
+    *job = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--check") == 0) {
+            check_only = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--set") == 0) continue;  // applied after the file
+        if (i > 1 && strcmp(argv[i - 1], "--set") == 0) continue;
+        if (argv[i][0] == '-') cli_usage_error("train", "unknown option '%s'", argv[i]);
+        if (*job) cli_usage_error("train", "unexpected argument '%s'", argv[i]);
+        *job = argv[i];
+    }
+    if (!*job) cli_usage_error("train", "expected a job file (JOB.yaml)");
+    if (!config_load(&r->cfg, *job, &err)) die_run(&err);
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--set") == 0) {
+            const char *kv = cli_value(argc, argv, &i);
+            if (!config_set(&r->cfg, kv, &err)) die_run(&err);
+            any_set = true;
+        }
+    if (!config_validate(&r->cfg, &err))  // the values may come from --set, not the file
+        die(EXIT_BAD_INPUT, "%s%s: %s", *job, any_set ? " with its --set overrides" : "", err.msg);
+    return check_only;
+}
+
+// Running totals of the loop, for logging and the final line.
+typedef struct {
+    double t_start, log_loss, eval_start, last_eval, comm_time;
+    long log_count, first_step;
+    size_t tokens_seen;
+} TrainLog;
+
+// Forward and backward of every micro-batch of the next step (this rank's share), the
+// gradients and losses summed over the ranks; advances the data position (and the epoch).
+// mb_first/mb_size: scratch of per_step entries. Returns the mean loss over the step's
+// predicted tokens; *step_tokens receives the step's tokens (all ranks).
+static double step_gradients(Run *r, size_t per_step, size_t *mb_first, size_t *mb_size,
+                             size_t *step_tokens, TrainLog *log) {
+    const TrainConfig *c = &r->cfg;
+    const size_t n_train = arrlenu(r->train.ex), B = (size_t)c->micro_batch_size;
+    zero_grads(r);
+    // the micro-batches of this step (cut short at the end of an epoch)
+    size_t n_mb = 0, total_pred = 0;
+    for (size_t k = 0; k < per_step && r->cursor < n_train; k++) {
+        size_t b = n_train - r->cursor < B ? n_train - r->cursor : B;
+        mb_first[n_mb] = r->cursor;
+        mb_size[n_mb++] = b;
+        for (size_t j = 0; j < b; j++) total_pred += r->train.ex[r->order[r->cursor + j]].n_predicted;
+        r->cursor += b;
+    }
+    double loss_sum = 0;
+    size_t count = 0;
+    for (size_t k = (size_t)r->dist.rank; k < n_mb; k += (size_t)r->dist.size) {
+        size_t pred = 0;
+        size_t T = data_batch(&r->train, r->order, mb_first[k], mb_size[k], r->tokens, r->targets, &pred);
+        TrainCtx tc = {.lora_dropout = r->full ? 0.0f : (float)c->lora_dropout,
+                       .dropout_seed = (uint64_t)c->seed * 0x9E3779B97F4A7C15ull + (uint64_t)r->step * 1000 + k,
+                       .full_grads = r->full ? r->g : NULL};
+        loss_sum += model_forward_backward(&r->model, r->full ? NULL : &r->lora, r->acts, r->tokens,
+                                           r->targets, mb_size[k], T, 1.0f / (float)total_pred, &tc, &count);
+    }
+    *step_tokens = 0;
+    for (size_t k = 0; k < n_mb; k++)  // tokens of the whole (global) step
+        for (size_t j = 0; j < mb_size[k]; j++) *step_tokens += r->train.ex[r->order[mb_first[k] + j]].len;
+    if (r->cursor >= n_train) {  // next epoch
+        r->epoch++;
+        r->cursor = 0;
+        data_epoch_order(n_train, c->shuffle, (uint64_t)c->seed, r->epoch, r->order);
+    }
+    if (r->dist.size > 1) {  // sum gradients and losses over the ranks
+        double tc0 = time_now();
+        if (r->full)
+            for (size_t i = 0; i < r->n_tensors; i++) dist_sum_floats(r->g[i], r->n[i]);
+        else
+            dist_sum_floats(r->lora.grads, r->lora.n_params);
+        loss_sum = dist_sum_double(loss_sum);
+        log->comm_time = time_now() - tc0;
+    }
+    return loss_sum / (double)total_pred;
+}
+
+// One metrics.jsonl line and one terminal line for the step just done (eval_loss NaN when
+// there was no evaluation); resets the running loss. A failed metrics write stops the run.
+static void log_step(Run *r, TrainLog *log, double lr, double grad_norm, double dt, double eval_loss, bool tty) {
+    const TrainConfig *c = &r->cfg;
+    const double elapsed = time_now() - log->t_start, tps = (double)log->tokens_seen / elapsed;
+    const double epoch_f = (double)r->epoch + (double)r->cursor / (double)arrlenu(r->train.ex);
+    const double mean = log->log_loss / (double)log->log_count;
+    fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
+                        "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
+            r->step, epoch_f, mean, lr, grad_norm, tps, dt);
+    if (r->dist.size > 1) fprintf(r->metrics, ", \"ranks\": %d, \"allreduce_s\": %.5f", r->dist.size, log->comm_time);
+    if (!isnan(eval_loss)) fprintf(r->metrics, ", \"eval_loss\": %.6f", eval_loss);
+    fprintf(r->metrics, "}\n");
+    if (fflush(r->metrics) != 0 || ferror(r->metrics)) {  // disk full: stop rather than lose history
+        Error err = {0};
+        error_runtime(&err, "%s/metrics.jsonl: write failed at step %ld: %s", c->output_dir, r->step,
+                      strerror(errno));
+        die_run(&err);
+    }
+    char eta[32];
+    fmt_duration(elapsed / (double)(r->step - log->first_step) * (double)(r->total_steps - r->step), eta, sizeof eta);
+    if (tty)
+        printf("\rstep %ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s%s   ", r->step, r->total_steps, mean, lr,
+               tps, eta, isnan(eval_loss) ? "" : " | eval ");
+    else
+        printf("step %ld/%ld loss=%.4f lr=%.3e grad_norm=%.4f tokens/s=%.0f eta=%s\n", r->step, r->total_steps,
+               mean, lr, grad_norm, tps, eta);
+    if (!isnan(eval_loss)) printf("%seval_loss=%.4f at step %ld\n", tty ? "\n" : "", eval_loss, r->step);
+    fflush(stdout);
+    log->log_loss = 0;
+    log->log_count = 0;
+}
+
+// Clip and apply AdamW for the step's gradients; false (message printed, nothing saved)
+// when the loss, the gradients or the updated state are not finite.
+static bool update_step(Run *r, AdamWConfig *ac, LrSchedule sched, double loss, double *grad_norm, double *lr) {
+    const TrainConfig *c = &r->cfg;
+    double sq = 0;
+    for (size_t i = 0; i < r->n_tensors; i++) sq += grad_sq_sum(r->g[i], r->n[i]);
+    *grad_norm = sqrt(sq);
+    if (!isfinite(loss) || !isfinite(*grad_norm)) {
+        const char *bad = first_bad_tensor(r);
+        fprintf(stderr, "qlora: error: step %ld: loss %g, gradient norm %g; first non-finite gradient in "
+                        "'%s'. Stopped without saving this step; last good checkpoint: %s (try a lower "
+                        "learning_rate or max_grad_norm)\n",
+                r->step + 1, loss, *grad_norm, bad ? bad : "(the loss itself)", r->last_ckpt);
+        return false;
+    }
+    const float clip = clip_factor(*grad_norm, (float)c->max_grad_norm);
+    for (size_t i = 0; i < r->n_tensors; i++) scale_inplace(r->g[i], r->n[i], clip);
+    *lr = c->learning_rate * lr_factor(sched, r->step, r->warmup, r->total_steps);
+    ac->lr = (float)*lr;
+    r->step++;
+    for (size_t i = 0; i < r->n_tensors; i++)
+        adamw_step(r->p[i], r->g[i], r->m[i], r->v[i], r->n[i], ac, r->step, r->decay[i]);
+    char bad_state[200];
+    if (first_bad_state(r, bad_state, sizeof bad_state)) {
+        fprintf(stderr, "qlora: error: step %ld: the AdamW update made '%s' non-finite (loss %g and gradient "
+                        "norm %g were finite). Stopped without saving this step; last good checkpoint: %s "
+                        "(lower learning_rate or weight_decay, or raise adam_epsilon)\n",
+                r->step, bad_state, loss, *grad_norm, r->last_ckpt);
+        return false;
+    }
+    return true;
+}
+
+// The outputs of a finished run (rank 0): weights, memory account, report, the last lines.
+static void finish_run(Run *r, const TrainLog *log) {
+    Error err = {0};
+    const TrainConfig *c = &r->cfg;
+    if (!save_weights(r, c->output_dir, &err)) die_run(&err);
+    print_memory_account(r);
+    if (!write_report(r, &err)) die_run(&err);
+    const double secs = time_now() - log->t_start;
+    char evals[96] = "no validation set";
+    if (!isnan(log->last_eval))
+        snprintf(evals, sizeof evals, "final eval_loss %.4f (was %.4f)", log->last_eval, log->eval_start);
+    printf("done: %ld steps in %.1f s (%.0f tokens/s), %s, peak RSS %.1f MiB\n", r->step - log->first_step, secs,
+           secs > 0 ? (double)log->tokens_seen / secs : 0.0, evals, (double)peak_rss_bytes() / (1 << 20));
+    printf("wrote %s/%s, %s/metrics.jsonl and %s/report.html\n", c->output_dir,
+           r->full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
+           c->output_dir, c->output_dir);
+}
+
+// Release everything r holds (and leave MPI).
+static void run_free(Run *r) {
+    if (r->metrics) fclose(r->metrics);
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        free(r->m[i]);
+        free(r->v[i]);
+        if (r->full) free(r->g[i]);
+    }
+    free(r->names);
+    free(r->p);
+    free(r->g);
+    free(r->m);
+    free(r->v);
+    free(r->n);
+    free(r->decay);
+    free(r->order);
+    free(r->tokens);
+    free(r->targets);
+    acts_free(r->acts);
+    if (!r->full) lora_free(&r->lora);
+    model_free(&r->model);
+    data_free(&r->train);
+    data_free(&r->val);
+    tok_free(r->tok);
+    dist_finalize();
+}
+
+// The training loop: steps until total_steps, a stop signal or a non-finite state.
+// Returns the exit status (0, EXIT_RUNTIME, or 128 + signal).
+static int train_loop(Run *r, TrainLog *log, int argc, char **argv, const char *job) {
+    const TrainConfig *c = &r->cfg;
+    const bool tty = isatty(STDOUT_FILENO);
+    AdamWConfig ac = {(float)c->learning_rate, (float)c->adam_beta1, (float)c->adam_beta2,
+                      (float)c->adam_epsilon, (float)c->weight_decay};
+    LrSchedule sched;
+    CHECK(lr_schedule_parse(c->lr_scheduler, &sched));
+    // a step takes gradient_accumulation_steps micro-batches per rank; rank k computes
+    // micro-batches k, k + size, ... of the step, and the gradients are summed
+    const size_t per_step = (size_t)c->gradient_accumulation_steps * (size_t)r->dist.size;
+    size_t *mb_first = xmalloc(per_step * sizeof(size_t)), *mb_size = xmalloc(per_step * sizeof(size_t));
+    int exit_status = 0;
+    while (r->step < r->total_steps) {
+        const double t0 = time_now();
+        size_t step_tokens;
+        const double loss = step_gradients(r, per_step, mb_first, mb_size, &step_tokens, log);
+        double grad_norm, lr = 0;
+        if (!update_step(r, &ac, sched, loss, &grad_norm, &lr)) {
+            exit_status = EXIT_RUNTIME;
+            break;
+        }
+        const double dt = time_now() - t0;
+        log->tokens_seen += step_tokens;
+        log->log_loss += loss;
+        log->log_count++;
+        const bool do_eval = (c->eval_steps > 0 && r->step % c->eval_steps == 0) || r->step == r->total_steps;
+        const double eval_loss = do_eval ? evaluate(r) : NAN;
+        if (do_eval && !isnan(eval_loss)) log->last_eval = eval_loss;
+        if ((r->step % c->logging_steps == 0 || r->step == r->total_steps || do_eval) && r->metrics)
+            log_step(r, log, lr, grad_norm, dt, eval_loss, tty);
+        const bool stop = r->dist.size > 1 ? dist_any(g_stop_signal != 0) : g_stop_signal != 0;
+        if (((c->save_steps > 0 && r->step % c->save_steps == 0) || r->step == r->total_steps || stop) &&
+            r->dist.rank == 0) {
+            Error err = {0};
+            if (!save_checkpoint(r, &err)) die_run(&err);
+        }
+        if (stop) {
+            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n",
+                   tty ? "\n" : "", (int)g_stop_signal, r->step);
+            print_resume_hint(argc, argv, job, r->last_ckpt);
+            exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
+            break;
+        }
+    }
+    free(mb_first);
+    free(mb_size);
+    if (tty) printf("\n");
+    return exit_status;
+}
+
 int cmd_train(int argc, char **argv) {
     if (cli_help(argc, argv, TRAIN_HELP)) return 0;
     for (int i = 1; i < argc; i++) {
@@ -823,32 +1073,8 @@ int cmd_train(int argc, char **argv) {
     dist_init(&r.dist, &argc, &argv);
     if (!dist_check_launcher(&err)) die_run(&err);
     if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die(EXIT_RUNTIME, "cannot silence rank %d", r.dist.rank);
-    config_defaults(&r.cfg);
-    const char *job = NULL;
-    bool check_only = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--check") == 0) {
-            check_only = true;
-            continue;
-        }
-        if (strcmp(argv[i], "--set") == 0) continue;  // applied after the file
-        if (i > 1 && strcmp(argv[i - 1], "--set") == 0) continue;
-        if (argv[i][0] == '-') cli_usage_error("train", "unknown option '%s'", argv[i]);
-        if (job) cli_usage_error("train", "unexpected argument '%s'", argv[i]);
-        job = argv[i];
-    }
-    if (!job) cli_usage_error("train", "expected a job file (JOB.yaml)");
-    if (!config_load(&r.cfg, job, &err)) die_run(&err);
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--set") == 0) {
-            const char *kv = cli_value(argc, argv, &i);
-            if (!config_set(&r.cfg, kv, &err)) die_run(&err);
-        }
-    bool any_set = false;
-    for (int i = 1; i < argc; i++) any_set |= strcmp(argv[i], "--set") == 0;
-    if (!config_validate(&r.cfg, &err))  // the values may come from --set, not the file
-        die(EXIT_BAD_INPUT, "%s%s: %s", job, any_set ? " with its --set overrides" : "", err.msg);
-    if (check_only) {
+    const char *job;
+    if (read_job(&r, argc, argv, &job)) {
         config_write_yaml(&r.cfg, stdout);
         return 0;
     }
@@ -861,185 +1087,19 @@ int cmd_train(int argc, char **argv) {
         printf("data parallel: %d ranks, each with %ld threads; a step takes %ld micro-batches (accumulation x ranks)\n",
                r.dist.size, r.cfg.threads ? r.cfg.threads : (long)omp_get_max_threads(),
                r.cfg.gradient_accumulation_steps * r.dist.size);
-
-    const TrainConfig *c = &r.cfg;
-    const size_t n_train = arrlenu(r.train.ex), B = (size_t)c->micro_batch_size;
-    const bool tty = isatty(STDOUT_FILENO);
-    AdamWConfig ac = {(float)c->learning_rate, (float)c->adam_beta1, (float)c->adam_beta2,
-                      (float)c->adam_epsilon, (float)c->weight_decay};
-    LrSchedule sched;
-    CHECK(lr_schedule_parse(c->lr_scheduler, &sched));
-    double eval_start = evaluate(&r);
-    if (!isnan(eval_start)) {
-        printf("eval_loss before training: %.4f (step %ld)\n", eval_start, r.step);
-        if (r.step == 0 && r.metrics) fprintf(r.metrics, "{\"step\": 0, \"eval_loss\": %.6f}\n", eval_start);
+    TrainLog log = {0};
+    log.eval_start = evaluate(&r);
+    if (!isnan(log.eval_start)) {
+        printf("eval_loss before training: %.4f (step %ld)\n", log.eval_start, r.step);
+        if (r.step == 0 && r.metrics) fprintf(r.metrics, "{\"step\": 0, \"eval_loss\": %.6f}\n", log.eval_start);
     }
     printf("setup %.1f s; training\n", time_now() - t_setup);
-    double t_start = time_now(), log_loss = 0, last_eval = eval_start;
-    long log_count = 0, first_step = r.step;
-    size_t tokens_seen = 0;
-    int exit_status = 0;
-    // a step takes gradient_accumulation_steps micro-batches per rank; rank k computes
-    // micro-batches k, k + size, ... of the step, and the gradients are summed
-    const size_t per_step = (size_t)c->gradient_accumulation_steps * (size_t)r.dist.size;
-    size_t *mb_first = xmalloc(per_step * sizeof(size_t));
-    size_t *mb_size = xmalloc(per_step * sizeof(size_t));
-    double comm_time = 0;
-    while (r.step < r.total_steps) {
-        double t0 = time_now();
-        zero_grads(&r);
-        // the micro-batches of this step (cut short at the end of an epoch)
-        size_t n_mb = 0, total_pred = 0, step_tokens = 0;
-        for (size_t k = 0; k < per_step && r.cursor < n_train; k++) {
-            size_t b = n_train - r.cursor < B ? n_train - r.cursor : B;
-            mb_first[n_mb] = r.cursor;
-            mb_size[n_mb++] = b;
-            for (size_t j = 0; j < b; j++) total_pred += r.train.ex[r.order[r.cursor + j]].n_predicted;
-            r.cursor += b;
-        }
-        double loss_sum = 0;
-        size_t count = 0;
-        for (size_t k = (size_t)r.dist.rank; k < n_mb; k += (size_t)r.dist.size) {
-            size_t pred = 0;
-            size_t T = data_batch(&r.train, r.order, mb_first[k], mb_size[k], r.tokens, r.targets, &pred);
-            TrainCtx tc = {.lora_dropout = r.full ? 0.0f : (float)c->lora_dropout,
-                           .dropout_seed = (uint64_t)c->seed * 0x9E3779B97F4A7C15ull + (uint64_t)r.step * 1000 + k,
-                           .full_grads = r.full ? r.g : NULL};
-            loss_sum += model_forward_backward(&r.model, r.full ? NULL : &r.lora, r.acts, r.tokens,
-                                               r.targets, mb_size[k], T, 1.0f / (float)total_pred, &tc, &count);
-        }
-        for (size_t k = 0; k < n_mb; k++)  // tokens of the whole (global) step
-            for (size_t j = 0; j < mb_size[k]; j++) step_tokens += r.train.ex[r.order[mb_first[k] + j]].len;
-        if (r.cursor >= n_train) {  // next epoch
-            r.epoch++;
-            r.cursor = 0;
-            data_epoch_order(n_train, c->shuffle, (uint64_t)c->seed, r.epoch, r.order);
-        }
-        if (r.dist.size > 1) {  // sum gradients and losses over the ranks
-            double tc0 = time_now();
-            if (r.full)
-                for (size_t i = 0; i < r.n_tensors; i++) dist_sum_floats(r.g[i], r.n[i]);
-            else
-                dist_sum_floats(r.lora.grads, r.lora.n_params);
-            loss_sum = dist_sum_double(loss_sum);
-            comm_time = time_now() - tc0;
-        }
-        const double loss = loss_sum / (double)total_pred;
-        double sq = 0;
-        for (size_t i = 0; i < r.n_tensors; i++) sq += grad_sq_sum(r.g[i], r.n[i]);
-        const double grad_norm = sqrt(sq);
-        if (!isfinite(loss) || !isfinite(grad_norm)) {
-            const char *bad = first_bad_tensor(&r);
-            fprintf(stderr, "qlora: error: step %ld: loss %g, gradient norm %g; first non-finite gradient in "
-                            "'%s'. Stopped without saving this step; last good checkpoint: %s (try a lower "
-                            "learning_rate or max_grad_norm)\n",
-                    r.step + 1, loss, grad_norm, bad ? bad : "(the loss itself)", r.last_ckpt);
-            exit_status = EXIT_RUNTIME;
-            break;
-        }
-        const float clip = clip_factor(grad_norm, (float)c->max_grad_norm);
-        for (size_t i = 0; i < r.n_tensors; i++) scale_inplace(r.g[i], r.n[i], clip);
-        const double lr = c->learning_rate * lr_factor(sched, r.step, r.warmup, r.total_steps);
-        ac.lr = (float)lr;
-        r.step++;
-        for (size_t i = 0; i < r.n_tensors; i++)
-            adamw_step(r.p[i], r.g[i], r.m[i], r.v[i], r.n[i], &ac, r.step, r.decay[i]);
-        char bad_state[200];
-        if (first_bad_state(&r, bad_state, sizeof bad_state)) {
-            fprintf(stderr, "qlora: error: step %ld: the AdamW update made '%s' non-finite (loss %g and gradient "
-                            "norm %g were finite). Stopped without saving this step; last good checkpoint: %s "
-                            "(lower learning_rate or weight_decay, or raise adam_epsilon)\n",
-                    r.step, bad_state, loss, grad_norm, r.last_ckpt);
-            exit_status = EXIT_RUNTIME;
-            break;
-        }
-        const double dt = time_now() - t0;
-        tokens_seen += step_tokens;
-        log_loss += loss;
-        log_count++;
-        const bool do_eval = (c->eval_steps > 0 && r.step % c->eval_steps == 0) || r.step == r.total_steps;
-        double eval_loss = do_eval ? evaluate(&r) : NAN;
-        if (do_eval && !isnan(eval_loss)) last_eval = eval_loss;
-        if ((r.step % c->logging_steps == 0 || r.step == r.total_steps || do_eval) && r.metrics) {
-            const double elapsed = time_now() - t_start, tps = (double)tokens_seen / elapsed;
-            const double epoch_f = (double)r.epoch + (double)r.cursor / (double)n_train;
-            fprintf(r.metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
-                               "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
-                    r.step, epoch_f, log_loss / (double)log_count, lr, grad_norm, tps, dt);
-            if (r.dist.size > 1) fprintf(r.metrics, ", \"ranks\": %d, \"allreduce_s\": %.5f", r.dist.size, comm_time);
-            if (!isnan(eval_loss)) fprintf(r.metrics, ", \"eval_loss\": %.6f", eval_loss);
-            fprintf(r.metrics, "}\n");
-            if (fflush(r.metrics) != 0 || ferror(r.metrics)) {  // disk full: stop rather than lose history
-                error_runtime(&err, "%s/metrics.jsonl: write failed at step %ld: %s", c->output_dir, r.step,
-                              strerror(errno));
-                die_run(&err);
-            }
-            char eta[32];
-            fmt_duration(elapsed / (double)(r.step - first_step) * (double)(r.total_steps - r.step), eta, sizeof eta);
-            if (tty)
-                printf("\rstep %ld/%ld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s%s   ", r.step,
-                       r.total_steps, log_loss / (double)log_count, lr, tps, eta,
-                       isnan(eval_loss) ? "" : " | eval ");
-            else
-                printf("step %ld/%ld loss=%.4f lr=%.3e grad_norm=%.4f tokens/s=%.0f eta=%s\n", r.step,
-                       r.total_steps, log_loss / (double)log_count, lr, grad_norm, tps, eta);
-            if (!isnan(eval_loss)) printf("%seval_loss=%.4f at step %ld\n", tty ? "\n" : "", eval_loss, r.step);
-            fflush(stdout);
-            log_loss = 0;
-            log_count = 0;
-        }
-        const bool stop = r.dist.size > 1 ? dist_any(g_stop_signal != 0) : g_stop_signal != 0;
-        if (((c->save_steps > 0 && r.step % c->save_steps == 0) || r.step == r.total_steps || stop) &&
-            r.dist.rank == 0) {
-            if (!save_checkpoint(&r, &err)) die_run(&err);
-        }
-        if (stop) {
-            printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n",
-                   tty ? "\n" : "", (int)g_stop_signal, r.step);
-            print_resume_hint(argc, argv, job, r.last_ckpt);
-            exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
-            break;
-        }
-    }
-    free(mb_first);
-    free(mb_size);
-    if (tty) printf("\n");
-    if (exit_status == 0 && r.dist.rank == 0) {
-        if (!save_weights(&r, c->output_dir, &err)) die_run(&err);
-        print_memory_account(&r);
-        if (!write_report(&r, &err)) die_run(&err);
-        const double secs = time_now() - t_start;
-        char evals[96] = "no validation set";
-        if (!isnan(last_eval)) snprintf(evals, sizeof evals, "final eval_loss %.4f (was %.4f)", last_eval, eval_start);
-        printf("done: %ld steps in %.1f s (%.0f tokens/s), %s, peak RSS %.1f MiB\n", r.step - first_step, secs,
-               secs > 0 ? (double)tokens_seen / secs : 0.0, evals, (double)peak_rss_bytes() / (1 << 20));
-        printf("wrote %s/%s, %s/metrics.jsonl and %s/report.html\n", c->output_dir,
-               r.full ? "model.safetensors (+ config, tokenizer)" : "adapter_model.safetensors + adapter_config.json",
-               c->output_dir, c->output_dir);
-    }
-    if (r.metrics) fclose(r.metrics);
-    for (size_t i = 0; i < r.n_tensors; i++) {
-        free(r.m[i]);
-        free(r.v[i]);
-        if (r.full) free(r.g[i]);
-    }
-    free(r.names);
-    free(r.p);
-    free(r.g);
-    free(r.m);
-    free(r.v);
-    free(r.n);
-    free(r.decay);
-    free(r.order);
-    free(r.tokens);
-    free(r.targets);
-    acts_free(r.acts);
-    if (!r.full) lora_free(&r.lora);
-    model_free(&r.model);
-    data_free(&r.train);
-    data_free(&r.val);
-    tok_free(r.tok);
-    dist_finalize();
+    log.t_start = time_now();
+    log.last_eval = log.eval_start;
+    log.first_step = r.step;
+    const int exit_status = train_loop(&r, &log, argc, argv, job);
+    if (exit_status == 0 && r.dist.rank == 0) finish_run(&r, &log);
+    run_free(&r);
     return exit_status;
 }
 
