@@ -143,6 +143,58 @@ static const char *MEMORY_HELP =
 
 static void print_gib(double bytes) { printf(" %9.2f", bytes / 1073741824.0); }
 
+// The prediction as one JSON object (qlora memory --format json).
+static void print_rows_json(const ModelShape *sp, const MemJob *jp, const MemRow rows[MEM_N_METHODS]) {
+    const ModelShape s = *sp;
+    const MemJob j = *jp;
+    const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
+    printf("{\"model\": \"%s\", \"params\": %.0f, \"linear_params\": %.0f, \"lora_params\": %.0f, "
+           "\"batch\": %zu, \"seq\": %zu, \"lora_r\": %d, \"gradient_checkpointing\": %s, "
+           "\"nf4_bits\": %.4f, \"nf4_dq_bits\": %.4f, \"methods\": [",
+           s.name, n_all, shape_linear_params(&s), n_lora, j.B, j.T, j.lora_r,
+           j.gradient_checkpointing ? "true" : "false", nf4_bits(j.quant_blocksize, false),
+           nf4_bits(j.quant_blocksize, true));
+    for (int m = 0; m < MEM_N_METHODS; m++) {
+        const MemRow *r = &rows[m];
+        printf("%s{\"name\": \"%s\", \"weights_bytes\": %.0f, \"quant_constants_bytes\": %.0f, "
+               "\"trainable_bytes\": %.0f, \"gradients_bytes\": %.0f, \"optimizer_bytes\": %.0f, "
+               "\"activations_bytes\": %.0f, \"total_bytes\": %.0f, \"bytes_per_param\": \"%s\"}",
+               m ? ", " : "", r->name, r->weights, r->quant_constants, r->trainable, r->gradients,
+               r->optimizer, r->activations, r->total, r->bytes_per_param);
+    }
+    printf("]}\n");
+}
+
+// The prediction as a text table with the per-parameter accounting.
+static void print_rows_text(const ModelShape *sp, const MemJob *jp, const MemRow rows[MEM_N_METHODS]) {
+    const ModelShape s = *sp;
+    const MemJob j = *jp;
+    const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
+    printf("%s: %.4g parameters (%.4g in block linears), LoRA r=%d: %.4g trainable (%.3f%%)\n",
+           s.name, n_all, shape_linear_params(&s), j.lora_r, n_lora, 100 * n_lora / n_all);
+    printf("batch %zu x %zu tokens%s; NF4: %.3f bits/param with fp32 scales, %.3f with double quant\n\n",
+           j.B, j.T, j.gradient_checkpointing ? ", gradient checkpointing" : "",
+           nf4_bits(j.quant_blocksize, false), nf4_bits(j.quant_blocksize, true));
+    printf("%-17s %9s %9s %9s %9s %9s %9s %9s   (GiB)\n", "method", "weights", "qconsts", "trainable",
+           "grads", "optimizer", "activ.", "total");
+    for (int m = 0; m < MEM_N_METHODS; m++) {
+        const MemRow *r = &rows[m];
+        printf("%-17s", r->name);
+        print_gib(r->weights);
+        print_gib(r->quant_constants);
+        print_gib(r->trainable);
+        print_gib(r->gradients);
+        print_gib(r->optimizer);
+        print_gib(r->activations);
+        print_gib(r->total);
+        printf("\n");
+    }
+    printf("\nper-parameter accounting:\n");
+    for (int m = 0; m < MEM_N_METHODS; m++) printf("  %-17s %s\n", rows[m].name, rows[m].bytes_per_param);
+    printf("activations: qlora's own fp32 buffers for this batch (halved for 16-bit methods); "
+           "GiB = 2^30 bytes\n");
+}
+
 int cmd_memory(int argc, char **argv) {
     if (cli_help(argc, argv, MEMORY_HELP)) return 0;
     const char *model_dir = NULL, *preset = NULL, *format = "text";
@@ -211,47 +263,7 @@ int cmd_memory(int argc, char **argv) {
     }
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
-    if (json) {
-        printf("{\"model\": \"%s\", \"params\": %.0f, \"linear_params\": %.0f, \"lora_params\": %.0f, "
-               "\"batch\": %zu, \"seq\": %zu, \"lora_r\": %d, \"gradient_checkpointing\": %s, "
-               "\"nf4_bits\": %.4f, \"nf4_dq_bits\": %.4f, \"methods\": [",
-               s.name, n_all, shape_linear_params(&s), n_lora, j.B, j.T, j.lora_r,
-               j.gradient_checkpointing ? "true" : "false", nf4_bits(j.quant_blocksize, false),
-               nf4_bits(j.quant_blocksize, true));
-        for (int m = 0; m < MEM_N_METHODS; m++) {
-            const MemRow *r = &rows[m];
-            printf("%s{\"name\": \"%s\", \"weights_bytes\": %.0f, \"quant_constants_bytes\": %.0f, "
-                   "\"trainable_bytes\": %.0f, \"gradients_bytes\": %.0f, \"optimizer_bytes\": %.0f, "
-                   "\"activations_bytes\": %.0f, \"total_bytes\": %.0f, \"bytes_per_param\": \"%s\"}",
-                   m ? ", " : "", r->name, r->weights, r->quant_constants, r->trainable, r->gradients,
-                   r->optimizer, r->activations, r->total, r->bytes_per_param);
-        }
-        printf("]}\n");
-        return 0;
-    }
-    printf("%s: %.4g parameters (%.4g in block linears), LoRA r=%d: %.4g trainable (%.3f%%)\n",
-           s.name, n_all, shape_linear_params(&s), j.lora_r, n_lora, 100 * n_lora / n_all);
-    printf("batch %zu x %zu tokens%s; NF4: %.3f bits/param with fp32 scales, %.3f with double quant\n\n",
-           j.B, j.T, j.gradient_checkpointing ? ", gradient checkpointing" : "",
-           nf4_bits(j.quant_blocksize, false), nf4_bits(j.quant_blocksize, true));
-    printf("%-17s %9s %9s %9s %9s %9s %9s %9s   (GiB)\n", "method", "weights", "qconsts", "trainable",
-           "grads", "optimizer", "activ.", "total");
-    for (int m = 0; m < MEM_N_METHODS; m++) {
-        const MemRow *r = &rows[m];
-        printf("%-17s", r->name);
-        print_gib(r->weights);
-        print_gib(r->quant_constants);
-        print_gib(r->trainable);
-        print_gib(r->gradients);
-        print_gib(r->optimizer);
-        print_gib(r->activations);
-        print_gib(r->total);
-        printf("\n");
-    }
-    printf("\nper-parameter accounting:\n");
-    for (int m = 0; m < MEM_N_METHODS; m++) printf("  %-17s %s\n", rows[m].name, rows[m].bytes_per_param);
-    printf("activations: qlora's own fp32 buffers for this batch (halved for 16-bit methods); "
-           "GiB = 2^30 bytes\n");
+    if (json) print_rows_json(&s, &j, rows);
+    else print_rows_text(&s, &j, rows);
     return 0;
 }
