@@ -283,6 +283,56 @@ static QStats q4_stats(const float *x, size_t n, QuantType t, size_t bs, bool dq
     return st;
 }
 
+// Figure: x's values divided by their block-of-64 absmax, histogram, with the 16 NF4 levels.
+static void figure_nf4_histogram(const char *out, const float *x, size_t n) {
+    Svg s;
+    enum { BINS = 80 };
+    double hx[BINS], hy[BINS] = {0};
+    for (size_t b = 0; b < n / 64; b++) {
+        float amax = 0;
+        for (int i = 0; i < 64; i++) amax = fmaxf(amax, fabsf(x[b * 64 + i]));
+        for (int i = 0; i < 64; i++) {
+            int bin = (int)((x[b * 64 + i] / amax + 1.0f) / 2.0f * BINS);
+            hy[bin < 0 ? 0 : bin >= BINS ? BINS - 1 : bin] += 1;
+        }
+    }
+    double hmax = 0;
+    for (int i = 0; i < BINS; i++) {
+        hx[i] = -1 + (i + 0.5) * 2.0 / BINS;
+        hmax = fmax(hmax, hy[i]);
+    }
+    svg_begin(&s, 760, 380, "Weights divided by their block's absmax, and the 16 NF4 levels");
+    svg_axes(&s, -1, 1, 0, hmax * 1.1, false, "x / absmax of its block of 64", "count");
+    for (int i = 0; i < BINS; i++)
+        svg_rect(&s, svg_x(&s, hx[i] - 1.0 / BINS), svg_y(&s, hy[i]), svg_x(&s, 2.0 / BINS) - svg_x(&s, 0) - 1,
+                 svg_y(&s, 0) - svg_y(&s, hy[i]), "#9ecae1", NULL);
+    for (int i = 0; i < 16; i++)
+        svg_line(&s, svg_x(&s, NF4_CODE[i]), s.y0, svg_x(&s, NF4_CODE[i]), s.y0 + s.ph, "#d62728", 1.2, true);
+    write_svg(&s, out, "nf4_histogram.svg");
+    figure(out, "nf4_histogram.svg", "Block-normalised weights (blue) and the NF4 levels (red): the levels are "
+                                     "denser where weights are common");
+}
+
+// Figure: 1,500 of x's weights against their NF4 + double-quant reconstruction y.
+static void figure_dequant_scatter(const char *out, const float *x, const float *y, size_t n) {
+    Svg s;
+    enum { PTS = 1500 };
+    double px[PTS], py[PTS], lim = 0;
+    for (int i = 0; i < PTS; i++) {
+        size_t idx = (size_t)i * (n / PTS);
+        px[i] = x[idx];
+        py[i] = y[idx];
+        lim = fmax(lim, fabs(px[i]));
+    }
+    svg_begin(&s, 520, 520, "Original vs NF4 + double quant (1,500 of 589,824 weights)");
+    svg_axes(&s, -lim, lim, -lim, lim, false, "original weight", "dequantized weight");
+    double d[2] = {-lim, lim};
+    svg_polyline(&s, d, d, 2, "#bbb", 1);
+    svg_points(&s, px, py, PTS, SVG_PALETTE[0], 1.6);
+    write_svg(&s, out, "dequant_scatter.svg");
+    figure(out, "dequant_scatter.svg", "Each weight snaps to one of 16 levels scaled by its block's absmax");
+}
+
 static void explain_nf4(const char *out) {
     section("4. NF4 with blocks of 64, double quantization, and the block-size trade-off");
     const size_t n = 768 * 768;
@@ -306,22 +356,17 @@ static void explain_nf4(const char *out) {
     say("  NF4's levels follow the normal distribution of weights, so it wastes fewer codes on rare values.\n");
     say("\nblock size: bits per weight vs error (NF4 with fp32 absmax, and with double quant):\n");
     say("  %6s %10s %12s %10s %12s\n", "block", "bits", "mean abs err", "bits (dq)", "mean abs err");
-    size_t sizes[8];
-    double e1[8], e2[8], b1[8], ei4[8], efp[8], xs[8];
+    double e1[8], e2[8], ei4[8], efp[8], xs[8];
     int k = 0;
     for (size_t bs = 32; bs <= 4096; bs *= 2, k++) {
         QStats a = q4_stats(x, n, QUANT_NF4, bs, false, y), b = q4_stats(x, n, QUANT_NF4, bs, true, y);
-        sizes[k] = bs;
         xs[k] = (double)bs;
         e1[k] = a.mae * 1e3;
         e2[k] = b.mae * 1e3;
-        b1[k] = a.bits;
         efp[k] = q4_stats(x, n, QUANT_FP4, bs, false, y).mae * 1e3;
         ei4[k] = q4_stats(x, n, QUANT_INT4, bs, false, y).mae * 1e3;
         say("  %6zu %10.3f %12.3e %10.3f %12.3e\n", bs, a.bits, a.mae, b.bits, b.mae);
     }
-    (void)sizes;
-    (void)b1;
     say("  smaller blocks track local ranges (less error) but cost more scale bits; 64 is QLoRA's choice.\n");
     if (out) {
         Svg s;
@@ -339,50 +384,9 @@ static void explain_nf4(const char *out) {
         write_svg(&s, out, "blocksize.svg");
         figure(out, "blocksize.svg", "Error vs block size for NF4, NF4 + double quant, FP4 and INT4");
 
-        // histogram of block-normalised weights with the 16 NF4 levels
-        enum { BINS = 80 };
-        double hx[BINS], hy[BINS] = {0};
-        for (size_t b = 0; b < n / 64; b++) {
-            float amax = 0;
-            for (int i = 0; i < 64; i++) amax = fmaxf(amax, fabsf(x[b * 64 + i]));
-            for (int i = 0; i < 64; i++) {
-                int bin = (int)((x[b * 64 + i] / amax + 1.0f) / 2.0f * BINS);
-                hy[bin < 0 ? 0 : bin >= BINS ? BINS - 1 : bin] += 1;
-            }
-        }
-        double hmax = 0;
-        for (int i = 0; i < BINS; i++) {
-            hx[i] = -1 + (i + 0.5) * 2.0 / BINS;
-            hmax = fmax(hmax, hy[i]);
-        }
-        svg_begin(&s, 760, 380, "Weights divided by their block's absmax, and the 16 NF4 levels");
-        svg_axes(&s, -1, 1, 0, hmax * 1.1, false, "x / absmax of its block of 64", "count");
-        for (int i = 0; i < BINS; i++)
-            svg_rect(&s, svg_x(&s, hx[i] - 1.0 / BINS), svg_y(&s, hy[i]), svg_x(&s, 2.0 / BINS) - svg_x(&s, 0) - 1,
-                     svg_y(&s, 0) - svg_y(&s, hy[i]), "#9ecae1", NULL);
-        for (int i = 0; i < 16; i++)
-            svg_line(&s, svg_x(&s, NF4_CODE[i]), s.y0, svg_x(&s, NF4_CODE[i]), s.y0 + s.ph, "#d62728", 1.2, true);
-        write_svg(&s, out, "nf4_histogram.svg");
-        figure(out, "nf4_histogram.svg", "Block-normalised weights (blue) and the NF4 levels (red): the levels are "
-                                         "denser where weights are common");
-
-        // original vs dequantized
-        (void)q4_stats(x, n, QUANT_NF4, 64, true, y);
-        enum { PTS = 1500 };
-        double px[PTS], py[PTS], lim = 0;
-        for (int i = 0; i < PTS; i++) {
-            size_t idx = (size_t)i * (n / PTS);
-            px[i] = x[idx];
-            py[i] = y[idx];
-            lim = fmax(lim, fabs(px[i]));
-        }
-        svg_begin(&s, 520, 520, "Original vs NF4 + double quant (1,500 of 589,824 weights)");
-        svg_axes(&s, -lim, lim, -lim, lim, false, "original weight", "dequantized weight");
-        double d[2] = {-lim, lim};
-        svg_polyline(&s, d, d, 2, "#bbb", 1);
-        svg_points(&s, px, py, PTS, SVG_PALETTE[0], 1.6);
-        write_svg(&s, out, "dequant_scatter.svg");
-        figure(out, "dequant_scatter.svg", "Each weight snaps to one of 16 levels scaled by its block's absmax");
+        figure_nf4_histogram(out, x, n);
+        (void)q4_stats(x, n, QUANT_NF4, 64, true, y);  // y: the NF4 + DQ reconstruction
+        figure_dequant_scatter(out, x, y, n);
     }
     free(x);
     free(y);
