@@ -16,7 +16,6 @@
 // tests/test_bgemm.c, which holds every path to it within the fp32 summation bound.
 #include "bgemm.h"
 
-#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>

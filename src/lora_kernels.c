@@ -6,7 +6,6 @@
 // (general matrix products); tests/test_lora_kernels.c holds them together.
 #include "lora_kernels.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
