@@ -34,10 +34,10 @@ endif
 OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
 ARCH ?= -march=native
 CFLAGS := $(OPT) $(ARCH) -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE \
-          -Wall -Wextra -Wshadow -Wvla -Wformat=2 -MMD -MP $(EXTRA_CFLAGS)
+          -Wall -Wextra -Wshadow -Wvla -Wformat=2 -MMD -MP -Isrc $(EXTRA_CFLAGS)
 LDLIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lcjson -lyaml -lpcre2-8 -lm
 
-SRC := $(wildcard src/*.c)
+SRC := $(wildcard src/*.c src/cmd/*.c)
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(filter-out src/main.c,$(SRC)))
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -143,4 +143,4 @@ valgrind:
 clean:
 	rm -rf build qlora
 
--include $(wildcard $(BUILD)/*.d $(BUILD)/tests/*.d)
+-include $(wildcard $(BUILD)/*.d $(BUILD)/cmd/*.d $(BUILD)/tests/*.d)

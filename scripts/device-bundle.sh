@@ -14,7 +14,6 @@
 # Then checks the bundle here: ldd, the newest glibc symbol version needed, and a short
 # `qlora bench` with LD_LIBRARY_PATH=out-device/lib.
 # Usage: sh scripts/device-bundle.sh      (root installs missing Debian packages; ~1-2 min)
-# Env: NO_BGEMM=1 leaves src/bgemm.c out of the build (while it does not compile yet).
 set -eu
 cd "$(dirname "$0")/.."
 L=/usr/lib/x86_64-linux-gnu
@@ -36,18 +35,11 @@ for t in $TESTS; do targets="$targets $BUILD/tests/$t"; done
 # relink every time: make does not know that LDLIBS changed
 # shellcheck disable=SC2086
 rm -f $targets "$BUILD/bench/bench_bf16"
-src_override=""
-if [ "${NO_BGEMM:-0}" = 1 ]; then
-    src_override="SRC="
-    for f in src/*.c; do [ "$f" = src/bgemm.c ] || src_override="$src_override $f"; done
-    echo "device-bundle: NO_BGEMM=1: building without src/bgemm.c"
-    rm -f "$BUILD/bgemm.o" "$BUILD/libqlora.a"
-fi
 echo "device-bundle: make BUILD=$BUILD ARCH=$ARCH LDLIBS=\"$STATIC_LIBS\""
 # shellcheck disable=SC2086
 if ! make -j"$(nproc)" --no-print-directory BUILD="$BUILD" ARCH="$ARCH" LDLIBS="$STATIC_LIBS" \
-        ${src_override:+"$src_override"} $targets; then
-    echo "device-bundle: build failed (if src/bgemm.c is mid-edit: NO_BGEMM=1 sh scripts/device-bundle.sh)" >&2
+        $targets; then
+    echo "device-bundle: build failed" >&2
     exit 1
 fi
 # bench_bf16: built without make (the flags the Makefile would use, plus feature macros)
