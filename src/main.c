@@ -6,7 +6,7 @@
 #include "cli.h"
 #include "gemm.h"
 #include "memory.h"
-#include "train.h"
+#include "cmd/train.h"
 
 typedef struct {
     const char *name;

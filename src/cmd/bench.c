@@ -1,5 +1,5 @@
-// bench.c: `qlora bench`, training-step throughput of any model size and method, with a
-// per-phase breakdown and the sgemm GFLOP/s of the step's own matrix shapes measured in
+// cmd/bench.c: `qlora bench`, the throughput of the training step `qlora train` runs
+// (trainer.h: the same train_step) for any model size and method, with a per-phase breakdown and the sgemm GFLOP/s of the step's own matrix shapes measured in
 // the same run (so the ratio means something on a noisy machine). A benchmark, not a test.
 #include <math.h>
 #include <omp.h>
@@ -13,6 +13,7 @@
 #include "model.h"
 #include "optim.h"
 #include "qlinear.h"
+#include "trainer.h"
 
 typedef struct {
     char op;  // 'n' = matmul_nt, 'm' = matmul_nn, 't' = matmul_tn, 'u' = matmul_tt
@@ -165,75 +166,33 @@ static void bench_parse(int argc, char **argv, BenchOpts *o) {
     else if (o->quant_given && o->q.type == QUANT_NONE) o->method = "lora";
 }
 
-// The step's trainable state: LoRA's one flat array, or (method full) the model's tensors,
-// each with gradient and AdamW moments. Owned; bench_trainable_free releases it.
-typedef struct {
-    bool lora_on;
-    LoraSet lora;
-    ModelParam *params;
-    float **grads, **pm, **pv;  // [tensors]; LoRA: pm[0], pv[0] only (grads live in lora)
-    size_t n_train;
-} BenchTrainable;
+// A dataset of B examples of T random tokens below vocab, every token a label: the batch
+// `qlora train` would build from such a file.
+static void random_dataset(Dataset *d, size_t B, size_t T, int vocab, Rng *rng) {
+    memset(d, 0, sizeof *d);
+    for (size_t b = 0; b < B; b++) {
+        Example e = {xmalloc(T * sizeof(int)), xmalloc(T * sizeof(int)), T, T - 1};
+        for (size_t i = 0; i < T; i++) e.ids[i] = e.labels[i] = (int)(rng_u64(rng) % (uint64_t)vocab);
+        arrput(d->ex, e);
+        d->n_tokens += T;
+    }
+}
 
-static void bench_trainable_init(BenchTrainable *t, Model *m, bool lora_on, int r, Rng *rng) {
-    memset(t, 0, sizeof *t);
-    t->lora_on = lora_on;
-    if (lora_on) {
+// The trainer bench times: one micro-batch of B x T per step, clipping at 1, AdamW at a
+// constant 1e-4 without weight decay; LoRA (alpha 16, no dropout, every linear) unless full.
+static void bench_trainer(Trainer *t, Model *m, LoraSet *lora, const Dataset *d, const BenchOpts *o, Rng *rng) {
+    const bool full = strcmp(o->method, "full") == 0;
+    if (!full) {
         bool targets[LORA_N_TARGETS];
         lora_parse_target("all-linear", targets, &(Error){0});
         LoraShapes shapes = model_lora_shapes(&m->cfg);
-        lora_create(&t->lora, m->cfg.n_layer, &shapes, r, 16.0f, 0.0f, false, targets, rng);
-        lora_alloc_grads(&t->lora);
-        t->n_train = t->lora.n_params;
-        t->pm = xmalloc(sizeof(float *));
-        t->pv = xmalloc(sizeof(float *));
-        t->pm[0] = xcalloc(t->n_train, sizeof(float));
-        t->pv[0] = xcalloc(t->n_train, sizeof(float));
-        return;
+        lora_create(lora, m->cfg.n_layer, &shapes, (int)o->r, 16.0f, 0.0f, false, targets, rng);
     }
-    model_params(m, &t->params);
-    const size_t n = arrlenu(t->params);
-    t->grads = xmalloc(n * sizeof(float *));
-    t->pm = xmalloc(n * sizeof(float *));
-    t->pv = xmalloc(n * sizeof(float *));
-    for (size_t i = 0; i < n; i++) {
-        t->grads[i] = xcalloc(t->params[i].n, sizeof(float));
-        t->pm[i] = xcalloc(t->params[i].n, sizeof(float));
-        t->pv[i] = xcalloc(t->params[i].n, sizeof(float));
-        t->n_train += t->params[i].n;
-    }
-}
-
-static void bench_trainable_zero_grads(BenchTrainable *t) {
-    if (t->lora_on) memset(t->lora.grads, 0, t->lora.n_params * sizeof(float));
-    else
-        for (size_t i = 0; i < arrlenu(t->params); i++) memset(t->grads[i], 0, t->params[i].n * sizeof(float));
-}
-
-// Clipping (LoRA) and AdamW step number `step` (1-based) on every trainable tensor.
-static void bench_trainable_update(BenchTrainable *t, const AdamWConfig *ac, long step) {
-    if (t->lora_on) {
-        float f = clip_factor(sqrt(grad_sq_sum(t->lora.grads, t->lora.n_params)), 1.0f);
-        scale_inplace(t->lora.grads, t->lora.n_params, f);
-        adamw_step(t->lora.params, t->lora.grads, t->pm[0], t->pv[0], t->lora.n_params, ac, step, true);
-        return;
-    }
-    for (size_t i = 0; i < arrlenu(t->params); i++)
-        adamw_step(t->params[i].p, t->grads[i], t->pm[i], t->pv[i], t->params[i].n, ac, step, t->params[i].decay);
-}
-
-static void bench_trainable_free(BenchTrainable *t) {
-    if (t->lora_on) {
-        free(t->pm[0]);
-        free(t->pv[0]);
-        lora_free(&t->lora);
-    } else {
-        for (size_t i = 0; i < arrlenu(t->params); i++) free(t->grads[i]), free(t->pm[i]), free(t->pv[i]);
-        free(t->grads);
-        arrfree(t->params);
-    }
-    free(t->pm);
-    free(t->pv);
+    TrainerOptions opt = {.micro_batch = (size_t)o->B, .accumulation = 1, .seq_len = (size_t)o->T,
+                          .acts_mode = o->ckpt ? ACTS_CHECKPOINT : ACTS_TRAIN, .seed = 3, .max_grad_norm = 1.0f,
+                          .adamw = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f}, .learning_rate = 1e-4,
+                          .schedule = LR_CONSTANT, .total_steps = o->steps + 1};
+    trainer_init(t, m, full ? NULL : lora, d, (Dist){0, 1}, &opt);
 }
 
 // What the timed steps measured: per-step seconds (sorted), the phase profile, the
@@ -244,31 +203,24 @@ typedef struct {
     double t_opt, t_products, rss;
 } BenchTiming;
 
-// One warm-up step, then `steps` timed training steps of batch B x T on tokens/targets.
-static void bench_run_steps(Model *m, BenchTrainable *t, Acts *a, const int *tokens, const int *targets,
-                            size_t B, size_t T, long steps, BenchTiming *out) {
-    const AdamWConfig ac = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f};
-    TrainCtx tc = {.full_grads = t->grads};
+// One warm-up step, then `steps` timed steps of train_step, the step `qlora train` runs.
+static void bench_run_steps(Trainer *t, long steps, BenchTiming *out) {
     memset(out, 0, sizeof *out);
     out->times = xmalloc((size_t)steps * sizeof(double));
     for (long s = -1; s < steps; s++) {  // s = -1: warm-up, not timed
         if (s == 0) {
-            acts_set_profile(a, &out->prof);
+            acts_set_profile(t->acts, &out->prof);
             gemm_timing(true);
         }
-        const double ts = time_now();
-        bench_trainable_zero_grads(t);
-        size_t count = 0;
-        model_forward_backward(m, t->lora_on ? &t->lora : NULL, a, tokens, targets, B, T,
-                               1.0f / (float)(B * T - B), &tc, &count);
-        const double to = time_now();
-        bench_trainable_update(t, &ac, s + 2);
+        StepResult r;
+        if (train_step(t, &r) != STEP_OK)
+            die(EXIT_RUNTIME, "bench: step %ld: non-finite loss, gradient or update in '%s'", s + 2, r.bad);
         if (s >= 0) {
-            out->t_opt += time_now() - to;
-            out->times[s] = time_now() - ts;
+            out->t_opt += r.t_update;
+            out->times[s] = r.t_gradients + r.t_update;
         }
     }
-    acts_set_profile(a, NULL);
+    acts_set_profile(t->acts, NULL);
     out->t_products = gemm_seconds();
     gemm_timing(false);
     out->rss = (double)peak_rss_bytes() / 1048576.0;
@@ -376,25 +328,22 @@ int cmd_bench(int argc, char **argv) {
     bench_model(&o, &m, &t_load);
     Rng rng;
     rng_seed(&rng, 3);
-    BenchTrainable tr;
-    bench_trainable_init(&tr, &m, !full, (int)o.r, &rng);
-    const size_t B = (size_t)o.B, T = (size_t)o.T, N = B * T;
-    Acts *a = acts_create(&m, full ? NULL : &tr.lora, B, T, o.ckpt ? ACTS_CHECKPOINT : ACTS_TRAIN);
-    int *tokens = xmalloc(N * sizeof(int)), *targets = xmalloc(N * sizeof(int));
-    for (size_t i = 0; i < N; i++) tokens[i] = (int)(rng_u64(&rng) % (uint64_t)m.cfg.vocab_size);
-    for (size_t i = 0; i < N; i++) targets[i] = (i % T) + 1 < T ? tokens[i + 1] : -1;
+    LoraSet lora = {0};
+    Dataset data;
+    Trainer t;
+    random_dataset(&data, (size_t)o.B, (size_t)o.T, m.cfg.vocab_size, &rng);
+    bench_trainer(&t, &m, &lora, &data, &o, &rng);
     BenchTiming bt;
-    bench_run_steps(&m, &tr, a, tokens, targets, B, T, o.steps, &bt);
-    GemmShape *shapes = step_shapes(&m.cfg, B, T, full, o.bf16);
+    bench_run_steps(&t, o.steps, &bt);
+    GemmShape *shapes = step_shapes(&m.cfg, (size_t)o.B, (size_t)o.T, full, o.bf16);
     double flops, t_alone;
     time_shapes_alone(shapes, o.per_shape, &flops, &t_alone);
-    bench_report(&o, &m, tr.n_train, t_load, &bt, flops, t_alone);
+    bench_report(&o, &m, t.set.n_params, t_load, &bt, flops, t_alone);
     arrfree(shapes);
     free(bt.times);
-    free(tokens);
-    free(targets);
-    acts_free(a);
-    bench_trainable_free(&tr);
+    trainer_free(&t);
+    if (!full) lora_free(&lora);
+    data_free(&data);
     model_free(&m);
     return 0;
 }
