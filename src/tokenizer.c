@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpe.h"
 #include "ds.h"
 #include "json.h"
 
@@ -22,9 +23,10 @@ struct Tokenizer {
     char **id_to_token;                                  // [n_vocab], owned
     int n_vocab;
     struct { char *key; int value; } *token_to_id;       // stb_ds string map
-    struct { char *key; int value; } *merge_rank;        // "A B" -> rank
+    BpeMerges *merges;                                   // (id A, id B) -> rank, id of AB
     struct { char *key; int *value; } *cache;            // mapped pre-token -> ids
     int eot_id;
+    int byte_id[256];         // id of the token for byte b's symbol (checked at load)
     char byte_char[256][3];   // NUL-terminated UTF-8 of bytes_to_unicode(b), 1 or 2 bytes
     uint8_t byte_char_len[256];
     int16_t char_byte[324];   // inverse: code point -> byte, -1 if none
@@ -96,6 +98,7 @@ static bool load_vocab(Tokenizer *t, const char *text, size_t len, const char *p
         if (shgeti(t->token_to_id, sym) < 0)
             return error_set(err, "%s: no token for byte %d ('%s'); a byte-level BPE vocabulary "
                                   "needs all 256 byte symbols", path, b, sym);
+        t->byte_id[b] = shget(t->token_to_id, sym);
     }
     t->eot_id = shgeti(t->token_to_id, EOT_TEXT) >= 0 ? shget(t->token_to_id, EOT_TEXT) : -1;
     return true;
@@ -140,8 +143,9 @@ static bool load_merges(Tokenizer *t, const char *merges, size_t len, const char
                            path, line_no, a, b, missing, vocab_path);
             break;
         }
-        *sp = ' ';
-        if (shgeti(t->merge_rank, line) < 0) shput(t->merge_rank, line, rank);
+        // a repeated pair keeps its first rank
+        bpe_merges_add(t->merges, shget(t->token_to_id, a), shget(t->token_to_id, b),
+                       shget(t->token_to_id, joined), rank);
         rank++;
     }
     arrfree(joined);
@@ -169,7 +173,7 @@ bool tok_load_memory(Tokenizer **out, const char *vocab, size_t vocab_len, const
     Tokenizer *t = xcalloc(1, sizeof *t);
     *out = NULL;
     sh_new_arena(t->token_to_id);
-    sh_new_arena(t->merge_rank);
+    t->merges = bpe_merges_create();
     sh_new_arena(t->cache);
     build_byte_map(t);
     if (!load_vocab(t, vocab, vocab_len, vocab_name, err) ||
@@ -193,7 +197,7 @@ void tok_free(Tokenizer *t) {
     for (int i = 0; i < t->n_vocab; i++) free(t->id_to_token[i]);
     free(t->id_to_token);
     shfree(t->token_to_id);
-    shfree(t->merge_rank);
+    bpe_merges_free(t->merges);
     for (ptrdiff_t i = 0; i < shlen(t->cache); i++) arrfree(t->cache[i].value);
     shfree(t->cache);
     if (t->match) pcre2_match_data_free(t->match);
@@ -254,103 +258,6 @@ void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans)
     arrfree(orig);
 }
 
-// A candidate merge of adjacent symbols left and right (indices into the word's symbols),
-// valid while both still have the lengths they had when it was queued.
-typedef struct {
-    int rank;
-    size_t left, right, llen, rlen;
-} BpePair;
-
-static bool pair_before(const BpePair *a, const BpePair *b) {
-    return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
-}
-
-// Queue the merge of symbols a and b (starting at start[a], lengths len[a] and len[b],
-// contiguous in word) if merges.txt has it. The heap is ordered by (rank, position).
-static void push_pair(Tokenizer *t, const char *word, const size_t *start, const size_t *len, size_t a,
-                      size_t b, char **key, BpePair **heap) {
-    arrsetlen(*key, len[a] + 1 + len[b] + 1);
-    memcpy(*key, word + start[a], len[a]);
-    (*key)[len[a]] = ' ';
-    memcpy(*key + len[a] + 1, word + start[b], len[b]);
-    (*key)[len[a] + 1 + len[b]] = '\0';
-    ptrdiff_t k = shgeti(t->merge_rank, *key);
-    if (k < 0) return;
-    BpePair p = {t->merge_rank[k].value, a, b, len[a], len[b]};
-    arrput(*heap, p);
-    for (size_t i = arrlenu(*heap) - 1; i > 0 && pair_before(&(*heap)[i], &(*heap)[(i - 1) / 2]); i = (i - 1) / 2) {
-        BpePair tmp = (*heap)[i];
-        (*heap)[i] = (*heap)[(i - 1) / 2];
-        (*heap)[(i - 1) / 2] = tmp;
-    }
-}
-
-// Remove and return the first pair of a non-empty heap.
-static BpePair pop_pair(BpePair *heap) {
-    BpePair top = heap[0];
-    heap[0] = arrpop(heap);
-    const size_t n = arrlenu(heap);
-    for (size_t i = 0;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&heap[c + 1], &heap[c])) c++;
-        if (!pair_before(&heap[c], &heap[i])) break;
-        BpePair tmp = heap[i];
-        heap[i] = heap[c];
-        heap[c] = tmp;
-        i = c;
-    }
-    return top;
-}
-
-// BPE on one pre-token given as mapped symbols (UTF-8 of bytes_to_unicode chars); appends ids.
-// The lowest-ranked adjacent pair is merged first, equal ranks left to right: the same
-// result as merging every occurrence of the best pair per round (merges only ever create
-// pairs ranked after the one just applied), in O(n log n) instead of O(n^2) for a long
-// run without spaces.
-static void bpe_word(Tokenizer *t, const char *word, size_t wlen, int **ids) {
-    const size_t NONE = (size_t)-1;
-    size_t *start = xmalloc((wlen + 1) * sizeof(size_t)), *len = xmalloc((wlen + 1) * sizeof(size_t));
-    size_t *prev = xmalloc((wlen + 1) * sizeof(size_t)), *next = xmalloc((wlen + 1) * sizeof(size_t));
-    size_t n = 0;
-    for (size_t i = 0; i < wlen; n++) {
-        start[n] = i;
-        len[n] = ((uint8_t)word[i] < 0x80) ? 1 : 2;  // mapped chars are 1 or 2 bytes
-        i += len[n];
-    }
-    for (size_t k = 0; k < n; k++) {
-        prev[k] = k ? k - 1 : NONE;
-        next[k] = k + 1 < n ? k + 1 : NONE;
-    }
-    char *key = NULL;
-    BpePair *heap = NULL;
-    for (size_t k = 0; k + 1 < n; k++) push_pair(t, word, start, len, k, k + 1, &key, &heap);
-    while (arrlenu(heap)) {
-        const BpePair p = pop_pair(heap);
-        if (next[p.left] != p.right || len[p.left] != p.llen || len[p.right] != p.rlen) continue;  // stale
-        len[p.left] += len[p.right];  // the right symbol joins the left one
-        len[p.right] = 0;
-        next[p.left] = next[p.right];
-        if (next[p.left] != NONE) prev[next[p.left]] = p.left;
-        if (prev[p.left] != NONE) push_pair(t, word, start, len, prev[p.left], p.left, &key, &heap);
-        if (next[p.left] != NONE) push_pair(t, word, start, len, p.left, next[p.left], &key, &heap);
-    }
-    for (size_t k = 0; n && k != NONE; k = next[k]) {
-        arrsetlen(key, len[k] + 1);
-        memcpy(key, word + start[k], len[k]);
-        key[len[k]] = '\0';
-        ptrdiff_t id = shgeti(t->token_to_id, key);
-        CHECK(id >= 0);  // load checked every byte symbol and every merge result
-        arrput(*ids, t->token_to_id[id].value);
-    }
-    arrfree(key);
-    arrfree(heap);
-    free(start);
-    free(len);
-    free(prev);
-    free(next);
-}
-
 static void encode_piece(Tokenizer *t, const char *text, size_t len, int **ids) {
     size_t *spans = NULL;
     char *mapped = NULL;
@@ -361,15 +268,17 @@ static void encode_piece(Tokenizer *t, const char *text, size_t len, int **ids) 
             uint8_t b = (uint8_t)text[i];
             for (int k = 0; k < t->byte_char_len[b]; k++) arrput(mapped, t->byte_char[b][k]);
         }
-        size_t wlen = arrlenu(mapped);
         arrput(mapped, '\0');
         ptrdiff_t c = shgeti(t->cache, mapped);
         if (c >= 0) {
             for (size_t k = 0; k < arrlenu(t->cache[c].value); k++) arrput(*ids, t->cache[c].value[k]);
             continue;
         }
+        // one symbol per byte, then BPE (bpe.h)
         int *word_ids = NULL;
-        bpe_word(t, mapped, wlen, &word_ids);
+        for (size_t i = spans[s]; i < spans[s + 1]; i++) arrput(word_ids, t->byte_id[(uint8_t)text[i]]);
+        const size_t n_left = bpe_merge(t->merges, word_ids, arrlenu(word_ids));
+        arrsetlen(word_ids, n_left);  // a macro that evaluates its argument twice
         for (size_t k = 0; k < arrlenu(word_ids); k++) arrput(*ids, word_ids[k]);
         if (shlen(t->cache) < TOK_CACHE_MAX) shput(t->cache, mapped, word_ids);
         else arrfree(word_ids);
