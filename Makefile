@@ -35,7 +35,7 @@ OPENBLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
 ARCH ?= -march=native
 CFLAGS := $(OPT) $(ARCH) -fopenmp -ffp-contract=off -std=c11 -D_GNU_SOURCE \
           -Wall -Wextra -Wshadow -Wvla -Wformat=2 -MMD -MP -Isrc $(EXTRA_CFLAGS)
-LDLIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lcjson -lyaml -lpcre2-8 -lm
+LDLIBS = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas) -lcjson -lyaml -lpcre2-8 -lutf8proc -lm
 
 SRC := $(wildcard src/*.c src/cmd/*.c)
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/%.o,$(filter-out src/main.c,$(SRC)))

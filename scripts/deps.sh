@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [extra-package ...]
 set -eu
 PACKAGES="gcc make pkg-config libopenblas-openmp-dev libstb-dev libcjson-dev libyaml-dev \
-libpcre2-dev libxml2-utils $*"
+libpcre2-dev libutf8proc-dev libxml2-utils $*"
 missing=""
 for p in $PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

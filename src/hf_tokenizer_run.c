@@ -1,0 +1,697 @@
+// hf_tokenizer_run.c: encoding and decoding with a loaded tokenizer.json; see hf_tokenizer.h.
+// Each step follows the tokenizers 0.23 source it names; docs/llama.md, section 5, restates them.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "ds.h"
+#include "hf_tokenizer_impl.h"
+#include "tokenizer.h"
+
+#define HF_CACHE_MAX (1 << 18)  // words remembered; beyond this, BPE runs uncached
+
+// The text being tokenized, cut into pieces: each is text still to tokenize (id < 0) or an
+// added token already found (id >= 0). Pieces point into buf.
+typedef struct {
+    size_t off, len;
+    int id;
+    bool first;  // begins at byte 0 of the input (Metaspace's prepend_scheme "first")
+} Piece;
+typedef struct {
+    char *buf;   // stb_ds
+    Piece *v;    // stb_ds
+} Pieces;
+
+static void pieces_add(Pieces *p, const char *s, size_t len, int id, bool first) {
+    Piece pc = {arrlenu(p->buf), len, id, first};
+    if (len) memcpy(arraddnptr(p->buf, len), s, len);
+    arrput(p->v, pc);
+}
+
+static void pieces_free(Pieces *p) {
+    arrfree(p->buf);
+    arrfree(p->v);
+}
+
+// Replace *p by *next (taking it over).
+static void pieces_swap(Pieces *p, Pieces *next) {
+    pieces_free(p);
+    *p = *next;
+    *next = (Pieces){0};
+}
+
+// Code point of the valid UTF-8 character at s (n bytes left); its length in *len.
+static uint32_t decode_char(const char *s, size_t n, size_t *len) {
+    utf8proc_int32_t cp = 0;
+    utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &cp);
+    CHECK(k > 0);  // pieces are valid UTF-8: the input is checked, every step keeps it so
+    *len = (size_t)k;
+    return (uint32_t)cp;
+}
+
+static void put_char(char **out, uint32_t cp) {
+    utf8proc_uint8_t b[4];
+    utf8proc_ssize_t k = utf8proc_encode_char((utf8proc_int32_t)cp, b);
+    for (utf8proc_ssize_t i = 0; i < k; i++) arrput(*out, (char)b[i]);
+}
+
+// Unicode White_Space (what Rust's char::is_whitespace and regex \s test): a fixed list since
+// Unicode 6.3.
+static bool is_white_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// Rust's char::is_numeric: general category Nd, Nl or No.
+static bool is_numeric(uint32_t c) {
+    const utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);
+    return cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL || cat == UTF8PROC_CATEGORY_NO;
+}
+
+// ---- splitting a piece (normalizer.rs: NormalizedString::split; pattern.rs) ----------------
+
+// A stretch of a piece: a match of the pattern or the text between matches.
+typedef struct {
+    size_t s, e;
+    bool match;
+} Seg;
+
+// The segments of s[0..len) for a regex (Pattern for SysRegex): gaps and matches, empty matches
+// included; an empty piece is one empty gap. invert swaps the flags (pattern::Invert).
+static bool regex_segments(HfRegex *re, const char *s, size_t len, bool invert, Seg **segs, char *why, size_t cap) {
+    if (len == 0) {
+        arrput(*segs, ((Seg){0, 0, invert}));
+        return true;
+    }
+    size_t *m = NULL, prev = 0;
+    bool ok = hf_regex_find_all(re, s, len, &m, why, cap);
+    for (size_t k = 0; ok && k < arrlenu(m); k += 2) {
+        if (prev != m[k]) arrput(*segs, ((Seg){prev, m[k], invert}));
+        arrput(*segs, ((Seg){m[k], m[k + 1], !invert}));
+        prev = m[k + 1];
+    }
+    if (ok && prev != len) arrput(*segs, ((Seg){prev, len, invert}));
+    arrfree(m);
+    return ok;
+}
+
+// The segments for a character predicate (Pattern for Fn(char)): each matching character alone.
+static void char_segments(const char *s, size_t len, bool (*pred)(uint32_t, uint32_t), uint32_t arg, Seg **segs) {
+    if (len == 0) {
+        arrput(*segs, ((Seg){0, 0, false}));
+        return;
+    }
+    size_t last = 0, k;
+    for (size_t i = 0; i < len; i += k) {
+        const uint32_t c = decode_char(s + i, len - i, &k);
+        if (!pred(c, arg)) continue;
+        if (last < i) arrput(*segs, ((Seg){last, i, false}));
+        arrput(*segs, ((Seg){i, i + k, true}));
+        last = i + k;
+    }
+    if (len > last) arrput(*segs, ((Seg){last, len, false}));
+}
+
+static bool pred_numeric(uint32_t c, uint32_t unused) {
+    (void)unused;
+    return is_numeric(c);
+}
+static bool pred_equal(uint32_t c, uint32_t want) { return c == want; }
+
+// Merge the segments by behavior, in place (SplitDelimiterBehavior); returns the count kept.
+// A segment with match set afterwards is one to remove.
+static size_t apply_behavior(Seg *g, size_t n, HfSplitBehavior b) {
+    size_t out = 0;
+    bool prev_match = false;
+    if (b == HF_SPLIT_ISOLATED || b == HF_SPLIT_REMOVED) {
+        for (size_t k = 0; k < n; k++) g[k].match = b == HF_SPLIT_REMOVED && g[k].match;
+        return n;
+    }
+    if (b == HF_SPLIT_MERGED_NEXT) {  // the fold of MergedWithPrevious, right to left
+        for (size_t k = n; k-- > 0;) {
+            const bool m = g[k].match;
+            if (m && !prev_match && out > 0) g[n - out].s = g[k].s;
+            else g[n - ++out] = (Seg){g[k].s, g[k].e, false};
+            prev_match = m;
+        }
+        memmove(g, g + n - out, out * sizeof *g);
+        return out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const bool m = g[k].match;
+        const bool join = b == HF_SPLIT_CONTIGUOUS ? m == prev_match : (m && !prev_match);
+        if (join && out > 0) g[out - 1].e = g[k].e;
+        else g[out++] = (Seg){g[k].s, g[k].e, false};
+        prev_match = m;
+    }
+    return out;
+}
+
+// Append the kept, non-empty segments of piece text as pieces of out.
+static void emit_segments(Pieces *out, const char *text, Seg *g, size_t n, HfSplitBehavior b, bool first) {
+    n = apply_behavior(g, n, b);
+    for (size_t k = 0; k < n; k++)
+        if (!g[k].match && g[k].e > g[k].s) pieces_add(out, text + g[k].s, g[k].e - g[k].s, -1, first && g[k].s == 0);
+}
+
+// ---- added tokens (added_vocabulary.rs: find_matches) --------------------------------------
+
+// The leftmost-longest token of set occurring in s[from..len); false if none.
+static bool find_added(const HfAddedSet *set, const char *s, size_t len, size_t from, size_t *at,
+                       const HfAdded **tok) {
+    for (size_t i = from; i < len; i++) {
+        const HfAdded *bucket = set->by_byte[(uint8_t)s[i]];
+        for (size_t k = 0; k < arrlenu(bucket); k++)  // longest first
+            if (bucket[k].len <= len - i && !memcmp(s + i, bucket[k].pattern, bucket[k].len)) {
+                *at = i;
+                *tok = &bucket[k];
+                return true;
+            }
+    }
+    return false;
+}
+
+// single_word: no word character (\w) right before or right after the match.
+static bool is_single_word(const HfTokenizer *t, const char *s, size_t len, size_t start, size_t stop) {
+    if (start > 0) {
+        size_t c = start - 1;
+        while (c > 0 && ((uint8_t)s[c] & 0xC0) == 0x80) c--;  // back to the previous character
+        if (hf_regex_matches_at(t->word_char, s, len, c)) return false;
+    }
+    return stop == len || !hf_regex_matches_at(t->word_char, s, len, stop);
+}
+
+// Cut the tokens of set out of one text piece, appending the pieces to out. As tokenizers: the
+// search goes on after each match as found; a match that fails single_word stays text; lstrip /
+// rstrip take the whitespace around a match into it (lstrip never before the previous piece).
+static void split_added_piece(const HfTokenizer *t, const HfAddedSet *set, const char *s, size_t len,
+                              bool first, Pieces *out) {
+    size_t start_offset = 0, pos = 0, at, k;
+    const HfAdded *tok;
+    while (pos < len && find_added(set, s, len, pos, &at, &tok)) {
+        size_t start = at, stop = at + tok->len;
+        pos = stop;
+        if (tok->single_word && !is_single_word(t, s, len, start, stop)) continue;
+        if (tok->lstrip) {
+            size_t ns = start;
+            while (ns > 0) {  // step back over whitespace characters
+                size_t c = ns - 1;
+                while (c > 0 && ((uint8_t)s[c] & 0xC0) == 0x80) c--;
+                if (!is_white_space(decode_char(s + c, len - c, &k))) break;
+                ns = c;
+            }
+            start = ns > start_offset ? ns : start_offset;
+        }
+        if (tok->rstrip)
+            while (stop < len && is_white_space(decode_char(s + stop, len - stop, &k))) stop += k;
+        if (start_offset < start) pieces_add(out, s + start_offset, start - start_offset, -1, first && start_offset == 0);
+        pieces_add(out, "", 0, tok->id, false);
+        start_offset = stop;
+    }
+    if (start_offset < len) pieces_add(out, s + start_offset, len - start_offset, -1, first && start_offset == 0);
+}
+
+static void split_added(const HfTokenizer *t, const HfAddedSet *set, Pieces *p) {
+    if (!set->n) return;
+    Pieces out = {0};
+    for (size_t i = 0; i < arrlenu(p->v); i++) {
+        const Piece pc = p->v[i];
+        if (pc.id >= 0) pieces_add(&out, "", 0, pc.id, false);
+        else split_added_piece(t, set, p->buf + pc.off, pc.len, pc.first, &out);
+    }
+    pieces_swap(p, &out);
+}
+
+// ---- normalizers (normalizers/{unicode,prepend,replace}.rs) --------------------------------
+
+// Replace every match of re in s[0..len) by content, into the stb_ds *out (cleared first).
+static bool replace_all(HfRegex *re, const char *content, const char *s, size_t len, char **out, char *why,
+                        size_t cap) {
+    Seg *g = NULL;
+    bool ok = regex_segments(re, s, len, false, &g, why, cap);
+    arrsetlen(*out, 0);
+    for (size_t k = 0; ok && k < arrlenu(g); k++) {
+        const char *src = g[k].match ? content : s + g[k].s;
+        const size_t n = g[k].match ? strlen(content) : g[k].e - g[k].s;
+        if (n) memcpy(arraddnptr(*out, n), src, n);
+    }
+    arrfree(g);
+    return ok;
+}
+
+bool hf_normalize(const HfTokenizer *t, const char *s, size_t len, char **out, char *why, size_t why_cap) {
+    char *cur = NULL, *next = NULL;
+    if (len) memcpy(arraddnptr(cur, len), s, len);
+    bool ok = true;
+    for (size_t i = 0; ok && i < arrlenu(t->norm); i++) {
+        const HfNormStep *st = &t->norm[i];
+        arrsetlen(next, 0);
+        if (st->kind == HF_NORM_NFC) {
+            utf8proc_uint8_t *nfc = NULL;
+            utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)(cur ? cur : ""), (utf8proc_ssize_t)arrlenu(cur),
+                                              &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            CHECK(n >= 0);  // the text is valid UTF-8; only running out of memory fails
+            if (n) memcpy(arraddnptr(next, (size_t)n), nfc, (size_t)n);
+            free(nfc);
+        } else if (st->kind == HF_NORM_PREPEND) {
+            const size_t n = strlen(st->text);
+            if (arrlenu(cur) && n) memcpy(arraddnptr(next, n), st->text, n);  // only a non-empty piece
+            if (arrlenu(cur)) memcpy(arraddnptr(next, arrlenu(cur)), cur, arrlenu(cur));
+        } else {
+            ok = replace_all(st->re, st->text, cur, arrlenu(cur), &next, why, why_cap);
+        }
+        char *tmp = cur;
+        cur = next;
+        next = tmp;
+    }
+    arrsetlen(*out, 0);
+    if (arrlenu(cur)) memcpy(arraddnptr(*out, arrlenu(cur)), cur, arrlenu(cur));
+    arrfree(cur);
+    arrfree(next);
+    return ok;
+}
+
+static bool normalize_pieces(const HfTokenizer *t, Pieces *p, char *why, size_t cap) {
+    if (!arrlenu(t->norm)) return true;
+    Pieces out = {0};
+    char *norm = NULL;
+    bool ok = true;
+    for (size_t i = 0; ok && i < arrlenu(p->v); i++) {
+        const Piece pc = p->v[i];
+        if (pc.id >= 0) {
+            pieces_add(&out, "", 0, pc.id, false);
+            continue;
+        }
+        ok = hf_normalize(t, p->buf + pc.off, pc.len, &norm, why, cap);
+        if (ok && arrlenu(norm)) pieces_add(&out, norm, arrlenu(norm), -1, pc.first);
+    }
+    arrfree(norm);
+    pieces_swap(p, &out);
+    return ok;
+}
+
+// ---- pre-tokenizers (pre_tokenizers/{split,digits,byte_level,metaspace}.rs) ------------------
+
+// Split a piece by regex segments (Split; ByteLevel's own regex with Isolated).
+static bool split_regex(HfRegex *re, bool invert, HfSplitBehavior b, const char *s, const Piece *pc, Pieces *out,
+                        char *why, size_t cap) {
+    Seg *g = NULL;
+    bool ok = regex_segments(re, s, pc->len, invert, &g, why, cap);
+    if (ok) emit_segments(out, s, g, arrlenu(g), b, pc->first);
+    arrfree(g);
+    return ok;
+}
+
+// ByteLevel: maybe a leading space, maybe the GPT-2 regex split, then every byte becomes its
+// GPT-2 byte character (tokenizer.h: tok_byte_symbol).
+static bool pre_byte_level(const HfTokenizer *t, const HfPreStep *st, const char *s, const Piece *pc, Pieces *out,
+                           char *why, size_t cap) {
+    char *text = NULL;
+    if (st->add_prefix_space && (pc->len == 0 || s[0] != ' ')) arrput(text, ' ');
+    if (pc->len) memcpy(arraddnptr(text, pc->len), s, pc->len);
+    Piece whole = {0, arrlenu(text), -1, pc->first};
+    Pieces split = {0};
+    bool ok = true;
+    if (st->use_regex) ok = split_regex(t->byte_level_re, false, HF_SPLIT_ISOLATED, text, &whole, &split, why, cap);
+    else if (whole.len) pieces_add(&split, text, whole.len, -1, whole.first);
+    for (size_t i = 0; ok && i < arrlenu(split.v); i++) {
+        const Piece *q = &split.v[i];
+        char *mapped = NULL;
+        for (size_t k = 0; k < q->len; k++) {
+            char sym[3];
+            const int n = tok_byte_symbol((uint8_t)split.buf[q->off + k], sym);
+            memcpy(arraddnptr(mapped, (size_t)n), sym, (size_t)n);
+        }
+        pieces_add(out, mapped, arrlenu(mapped), -1, q->first);
+        arrfree(mapped);
+    }
+    pieces_free(&split);
+    arrfree(text);
+    return ok;
+}
+
+// Metaspace: spaces become the replacement, which is prepended by the scheme; maybe split
+// before each replacement.
+static void pre_metaspace(const HfPreStep *st, const char *s, const Piece *pc, Pieces *out) {
+    char *text = NULL, rep[5] = {0};
+    put_char(&text, st->repl);
+    memcpy(rep, text, arrlenu(text));
+    arrsetlen(text, 0);
+    for (size_t i = 0; i < pc->len; i++) {
+        if (s[i] == ' ') memcpy(arraddnptr(text, strlen(rep)), rep, strlen(rep));
+        else arrput(text, s[i]);
+    }
+    const bool starts = arrlenu(text) >= strlen(rep) && !memcmp(text, rep, strlen(rep));
+    const bool prepend = !starts && arrlenu(text) > 0 &&  // NormalizedString::prepend needs a character
+                         (st->scheme == HF_PREPEND_ALWAYS || (st->scheme == HF_PREPEND_FIRST && pc->first));
+    if (prepend) {
+        const size_t n = arrlenu(text), r = strlen(rep);
+        arraddnptr(text, r);  // grow, then shift right
+        memmove(text + r, text, n);
+        memcpy(text, rep, r);
+    }
+    if (st->split) {
+        Seg *g = NULL;
+        char_segments(text, arrlenu(text), pred_equal, st->repl, &g);
+        emit_segments(out, text, g, arrlenu(g), HF_SPLIT_MERGED_NEXT, pc->first);
+        arrfree(g);
+    } else if (arrlenu(text)) {
+        pieces_add(out, text, arrlenu(text), -1, pc->first);
+    }
+    arrfree(text);
+}
+
+static bool pre_tokenize(const HfTokenizer *t, Pieces *p, char *why, size_t cap) {
+    bool ok = true;
+    for (size_t s = 0; ok && s < arrlenu(t->pre); s++) {
+        const HfPreStep *st = &t->pre[s];
+        Pieces out = {0};
+        for (size_t i = 0; ok && i < arrlenu(p->v); i++) {
+            const Piece *pc = &p->v[i];
+            const char *text = p->buf + pc->off;
+            if (pc->id >= 0) {
+                pieces_add(&out, "", 0, pc->id, false);
+            } else if (st->kind == HF_PRE_SPLIT) {
+                ok = split_regex(st->re, st->invert, st->behavior, text, pc, &out, why, cap);
+            } else if (st->kind == HF_PRE_DIGITS) {
+                Seg *g = NULL;
+                char_segments(text, pc->len, pred_numeric, 0, &g);
+                emit_segments(&out, text, g, arrlenu(g),
+                              st->individual_digits ? HF_SPLIT_ISOLATED : HF_SPLIT_CONTIGUOUS, pc->first);
+                arrfree(g);
+            } else if (st->kind == HF_PRE_BYTE_LEVEL) {
+                ok = pre_byte_level(t, st, text, pc, &out, why, cap);
+            } else {
+                pre_metaspace(st, text, pc, &out);
+            }
+        }
+        pieces_swap(p, &out);
+    }
+    return ok;
+}
+
+// ---- the BPE model (models/bpe/model.rs: merge_word, tokenize_with_cache) ------------------
+
+// The model vocabulary's id of s[0..len), or -1 (a string with a NUL byte is never a token).
+static int model_id(const HfTokenizer *t, const char *s, size_t len, char **key) {
+    if (memchr(s, '\0', len)) return -1;
+    arrsetlen(*key, len + 1);
+    memcpy(*key, s, len);
+    (*key)[len] = '\0';
+    HfStrInt *map = t->model_map;
+    ptrdiff_t k = shgeti(map, *key);
+    return k >= 0 ? map[k].value : -1;
+}
+
+// The symbols of one word before merging: a character in the vocabulary is itself; else its
+// bytes' <0xNN> tokens (byte_fallback); else unk (consecutive ones fused with fuse_unk); else
+// nothing. As merge_word: a pending unk is written only when a known character or the end
+// comes, so byte-fallback symbols can precede it.
+static void word_symbols(const HfTokenizer *t, const char *w, size_t len, int **sym, char **key) {
+    int unk = -1;  // pending unk symbol
+    size_t k;
+    for (size_t i = 0; i < len; i += k) {
+        decode_char(w + i, len - i, &k);
+        const int id = model_id(t, w + i, k, key);
+        if (id >= 0) {
+            if (unk >= 0) arrput(*sym, unk);
+            unk = -1;
+            arrput(*sym, id);
+            continue;
+        }
+        bool all_bytes = t->byte_fallback;
+        for (size_t j = 0; all_bytes && j < k; j++) all_bytes = t->byte_token[(uint8_t)w[i + j]] >= 0;
+        if (all_bytes) {
+            for (size_t j = 0; j < k; j++) arrput(*sym, t->byte_token[(uint8_t)w[i + j]]);
+            continue;
+        }
+        if (t->model_unk < 0) continue;  // no unk token: the character is dropped
+        if (unk >= 0 && !t->fuse_unk) arrput(*sym, unk);
+        unk = t->model_unk;
+    }
+    if (unk >= 0) arrput(*sym, unk);
+}
+
+// Append the ids of one word (a non-empty piece after pre-tokenization).
+static void bpe_word(HfTokenizer *t, const char *w, size_t len, int **ids) {
+    char *key = NULL;
+    const int whole = t->ignore_merges ? model_id(t, w, len, &key) : -1;
+    if (whole >= 0) {
+        arrput(*ids, whole);
+        arrfree(key);
+        return;
+    }
+    const bool cacheable = !memchr(w, '\0', len);  // the cache is keyed by C strings
+    if (cacheable) {
+        model_id(t, w, len, &key);  // builds the key
+        ptrdiff_t c = shgeti(t->cache, key);
+        if (c >= 0) {
+            const int *v = t->cache[c].value;
+            if (arrlenu(v)) memcpy(arraddnptr(*ids, arrlenu(v)), v, arrlenu(v) * sizeof(int));
+            arrfree(key);
+            return;
+        }
+    }
+    int *sym = NULL;
+    word_symbols(t, w, len, &sym, &key);
+    const size_t n = bpe_merge(t->merges, sym, arrlenu(sym));
+    arrsetlen(sym, n);
+    if (n) memcpy(arraddnptr(*ids, n), sym, n * sizeof(int));
+    if (cacheable && shlen(t->cache) < HF_CACHE_MAX) {
+        arrsetlen(key, len + 1);
+        memcpy(key, w, len);
+        key[len] = '\0';
+        shput(t->cache, key, sym);
+    } else {
+        arrfree(sym);
+    }
+    arrfree(key);
+}
+
+// ---- post-processor (processors/template.rs) -----------------------------------------------
+
+static void apply_templates(const HfTokenizer *t, size_t from, int **ids) {
+    for (size_t k = 0; k < arrlenu(t->post); k++) {
+        int *seq = NULL;  // this sequence's ids so far
+        const size_t n = arrlenu(*ids) - from;
+        if (n) memcpy(arraddnptr(seq, n), *ids + from, n * sizeof(int));
+        arrsetlen(*ids, from);
+        const int *items = t->post[k].items;
+        for (size_t i = 0; i < arrlenu(items); i++) {
+            if (items[i] != HF_TEMPLATE_SEQ) arrput(*ids, items[i]);
+            else if (n) memcpy(arraddnptr(*ids, n), seq, n * sizeof(int));
+        }
+        arrfree(seq);
+    }
+}
+
+bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_special, int **ids, Error *err) {
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq_len((const uint8_t *)text + i, len - i);
+        if (!k) return error_set(err, "text: byte %zu is not valid UTF-8 (tokenizer.json models take Unicode text)", i);
+        i += k;
+    }
+    const size_t from = arrlenu(*ids);
+    char why[400];
+    Pieces p = {0};
+    if (len) pieces_add(&p, text, len, -1, true);
+    split_added(t, &t->raw_set, &p);
+    bool ok = normalize_pieces(t, &p, why, sizeof why);
+    if (ok) split_added(t, &t->norm_set, &p);
+    ok = ok && pre_tokenize(t, &p, why, sizeof why);
+    for (size_t i = 0; ok && i < arrlenu(p.v); i++) {
+        if (p.v[i].id >= 0) arrput(*ids, p.v[i].id);
+        else if (p.v[i].len) bpe_word(t, p.buf + p.v[i].off, p.v[i].len, ids);
+    }
+    pieces_free(&p);
+    if (!ok) return error_set(err, "text: %s", why);
+    if (add_special) apply_templates(t, from, ids);
+    return true;
+}
+
+// ---- decoding (decoders/*.rs, byte_level.rs, metaspace.rs) ---------------------------------
+
+// Length of the longest prefix of b[0..n) that starts a valid UTF-8 character (1-4), and
+// whether it is a whole character: Rust's from_utf8_lossy replaces each maximal invalid
+// prefix ("maximal subpart") by one U+FFFD.
+static size_t utf8_subpart(const uint8_t *b, size_t n, bool *whole) {
+    const uint8_t c = b[0];
+    size_t width = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    *whole = width == 1;
+    if (width <= 1) return 1;
+    const uint8_t lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80, hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    size_t k = 1;
+    if (k < n && b[k] >= lo && b[k] <= hi) k++;
+    while (k > 1 && k < width && k < n && b[k] >= 0x80 && b[k] <= 0xBF) k++;
+    *whole = k == width;
+    return k;
+}
+
+static void put_lossy(char **out, const uint8_t *b, size_t n) {
+    for (size_t i = 0; i < n;) {
+        bool whole;
+        const size_t k = utf8_subpart(b + i, n - i, &whole);
+        if (whole) memcpy(arraddnptr(*out, k), b + i, k);
+        else put_char(out, 0xFFFD);
+        i += k;
+    }
+}
+
+static bool all_utf8(const uint8_t *b, size_t n) {
+    for (size_t i = 0; i < n;) {
+        bool whole;
+        i += utf8_subpart(b + i, n - i, &whole);
+        if (!whole) return false;
+    }
+    return true;
+}
+
+// The token strings being decoded: pieces of one buffer (ids unused).
+static void dec_byte_level(const HfTokenizer *t, const Pieces *in, Pieces *out) {
+    char *bytes = NULL, *text = NULL;
+    for (size_t i = 0; i < arrlenu(in->v); i++) {
+        const char *s = in->buf + in->v[i].off;
+        const size_t len = in->v[i].len, start = arrlenu(bytes);
+        bool mapped = true;
+        size_t k;
+        for (size_t j = 0; mapped && j < len; j += k) {
+            const uint32_t c = decode_char(s + j, len - j, &k);
+            mapped = c < 324 && t->char_byte[c] >= 0;
+            if (mapped) arrput(bytes, (char)t->char_byte[c]);
+        }
+        if (!mapped) {  // not all byte characters (an added token): its own UTF-8
+            arrsetlen(bytes, start);
+            if (len) memcpy(arraddnptr(bytes, len), s, len);
+        }
+    }
+    put_lossy(&text, (const uint8_t *)bytes, arrlenu(bytes));
+    pieces_add(out, text ? text : "", arrlenu(text), -1, false);
+    arrfree(bytes);
+    arrfree(text);
+}
+
+// A token "<0xNN>" as ByteFallback reads it: six bytes, and u8::from_str_radix(.., 16) of the
+// two in the middle (which also takes "+N").
+static int hex_value(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int fallback_byte(const char *s, size_t len) {
+    if (len != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
+    const int hi = hex_value(s[3]), lo = hex_value(s[4]);
+    if (lo < 0) return -1;
+    return hi >= 0 ? hi * 16 + lo : s[3] == '+' ? lo : -1;
+}
+
+static void flush_bytes(char **bytes, Pieces *out) {
+    if (!arrlenu(*bytes)) return;
+    if (all_utf8((const uint8_t *)*bytes, arrlenu(*bytes))) {
+        pieces_add(out, *bytes, arrlenu(*bytes), -1, false);
+    } else {  // an invalid run: one U+FFFD per byte
+        for (size_t k = 0; k < arrlenu(*bytes); k++) pieces_add(out, "\xEF\xBF\xBD", 3, -1, false);
+    }
+    arrsetlen(*bytes, 0);
+}
+
+static void dec_byte_fallback(const Pieces *in, Pieces *out) {
+    char *bytes = NULL;
+    for (size_t i = 0; i < arrlenu(in->v); i++) {
+        const char *s = in->buf + in->v[i].off;
+        const int b = fallback_byte(s, in->v[i].len);
+        if (b >= 0) {
+            arrput(bytes, (char)b);
+            continue;
+        }
+        flush_bytes(&bytes, out);
+        pieces_add(out, s, in->v[i].len, -1, false);
+    }
+    flush_bytes(&bytes, out);
+    arrfree(bytes);
+}
+
+// Strip: up to start leading and stop trailing copies of the character.
+static void dec_strip(const HfDecStep *st, const char *s, size_t len, Pieces *out) {
+    size_t *at = NULL, k;  // character offsets, plus the end
+    for (size_t i = 0; i < len; i += k) {
+        arrput(at, i);
+        decode_char(s + i, len - i, &k);
+    }
+    const size_t n = arrlenu(at);
+    arrput(at, len);
+    size_t a = 0, b = n;
+    while (a < st->start && a < n && decode_char(s + at[a], len - at[a], &k) == st->ch) a++;
+    for (size_t i = 0; i < st->stop && b > 0 && decode_char(s + at[b - 1], len - at[b - 1], &k) == st->ch; i++) b--;
+    // tokenizers slices chars[start_cut..stop_cut] and would panic if they crossed: give ""
+    if (b > a) pieces_add(out, s + at[a], at[b] - at[a], -1, false);
+    else pieces_add(out, "", 0, -1, false);
+    arrfree(at);
+}
+
+static void dec_metaspace(const HfDecStep *st, const char *s, size_t len, bool first_token, Pieces *out) {
+    char *text = NULL;
+    size_t k;
+    for (size_t i = 0; i < len; i += k) {
+        const uint32_t c = decode_char(s + i, len - i, &k);
+        if (c != st->ch) memcpy(arraddnptr(text, k), s + i, k);
+        else if (!first_token || st->scheme == HF_PREPEND_NEVER) arrput(text, ' ');
+    }
+    pieces_add(out, text ? text : "", arrlenu(text), -1, false);
+    arrfree(text);
+}
+
+// One decoder step over the whole token list.
+static void decode_step(const HfTokenizer *t, const HfDecStep *st, const Pieces *in, Pieces *out) {
+    if (st->kind == HF_DEC_BYTE_LEVEL || st->kind == HF_DEC_BYTE_FALLBACK) {
+        if (st->kind == HF_DEC_BYTE_LEVEL) dec_byte_level(t, in, out);
+        else dec_byte_fallback(in, out);
+        return;
+    }
+    if (st->kind == HF_DEC_FUSE) {  // buf holds the pieces back to back, in order
+        pieces_add(out, in->buf ? in->buf : "", arrlenu(in->buf), -1, false);
+        return;
+    }
+    char *text = NULL, why[300];
+    for (size_t i = 0; i < arrlenu(in->v); i++) {
+        const char *s = in->buf + in->v[i].off;
+        const size_t len = in->v[i].len;
+        if (st->kind == HF_DEC_STRIP) {
+            dec_strip(st, s, len, out);
+        } else if (st->kind == HF_DEC_METASPACE) {
+            dec_metaspace(st, s, len, i == 0, out);
+        } else {  // Replace, per token
+            if (!replace_all(st->re, st->content, s, len, &text, why, sizeof why)) {
+                // a regex that gives up while decoding: keep the token as it is (decode cannot fail)
+                arrsetlen(text, 0);
+                if (len) memcpy(arraddnptr(text, len), s, len);
+            }
+            pieces_add(out, text ? text : "", arrlenu(text), -1, false);
+        }
+    }
+    arrfree(text);
+}
+
+void hf_tok_decode(const HfTokenizer *t, const int *ids, size_t n, bool skip_special, char **out) {
+    Pieces p = {0};
+    for (size_t i = 0; i < n; i++) {
+        const int id = ids[i];
+        if (id < 0 || id >= t->n_total || (skip_special && t->skip_special[id])) continue;
+        pieces_add(&p, t->token_str[id], strlen(t->token_str[id]), -1, false);
+    }
+    if (!t->has_decoder) {  // tokens joined by single spaces
+        for (size_t i = 0; i < arrlenu(p.v); i++) {
+            if (i) arrput(*out, ' ');
+            if (p.v[i].len) memcpy(arraddnptr(*out, p.v[i].len), p.buf + p.v[i].off, p.v[i].len);
+        }
+        pieces_free(&p);
+        return;
+    }
+    for (size_t s = 0; s < arrlenu(t->dec); s++) {
+        Pieces next = {0};
+        decode_step(t, &t->dec[s], &p, &next);
+        pieces_swap(&p, &next);
+    }
+    for (size_t i = 0; i < arrlenu(p.v); i++)
+        if (p.v[i].len) memcpy(arraddnptr(*out, p.v[i].len), p.buf + p.v[i].off, p.v[i].len);
+    pieces_free(&p);
+}
