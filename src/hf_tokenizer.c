@@ -268,7 +268,7 @@ static bool check_model_options(Ld *ld, const cJSON *m) {
         if (v && !cJSON_IsNull(v)) {
             char path[PATH_CAP];
             snprintf(path, sizeof path, "model.%s", AFFIXES[k]);
-            return fail(ld, path, "unsupported %s value (supported: null)", type_name(v));
+            return fail(ld, path, "unsupported value, %s (supported: null)", type_name(v));
         }
     }
     return true;
@@ -361,6 +361,7 @@ static bool load_metaspace(Ld *ld, const cJSON *v, const char *path, uint32_t *r
     static const char *const KEYS[] = {"type", "replacement", "prepend_scheme", "split", "add_prefix_space",
                                        "str_rep", NULL};
     const char *s, *str_rep;
+    char kp[PATH_CAP];
     bool aps;
     if (!check_keys(ld, v, path, KEYS) || !get_char(ld, v, path, "replacement", repl) ||
         !get_string(ld, v, path, "prepend_scheme", false, &s) || !get_bool(ld, v, path, "split", false, true, split) ||
@@ -371,10 +372,10 @@ static bool load_metaspace(Ld *ld, const cJSON *v, const char *path, uint32_t *r
     if (s && !strcmp(s, "first")) *scheme = HF_PREPEND_FIRST;
     else if (s && !strcmp(s, "never")) *scheme = HF_PREPEND_NEVER;
     else if (s && strcmp(s, "always"))
-        return fail(ld, path, "prepend_scheme: unsupported '%.40s' (supported: always, first, never)", s);
+        return fail(ld, join(kp, path, "prepend_scheme"), "unsupported '%.40s' (supported: always, first, never)", s);
     if (!aps && *scheme != HF_PREPEND_NEVER)  // tokenizers refuses the same contradiction
-        return fail(ld, path, "add_prefix_space false contradicts prepend_scheme '%s'",
-                    s ? s : "always (the default when it is absent)");
+        return fail(ld, join(kp, path, "add_prefix_space"), "false contradicts prepend_scheme '%s' (tokenizers "
+                    "refuses it too)", s ? s : "always, the default when it is absent");
     return true;
 }
 
@@ -395,14 +396,15 @@ static bool load_split(Ld *ld, const cJSON *v, const char *path, HfPreStep *st) 
     static const char *const BEHAVIORS[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext",
                                             "Contiguous"};
     const char *b;
+    char kp[PATH_CAP];
     if (!check_keys(ld, v, path, KEYS) || !get_string(ld, v, path, "behavior", true, &b) ||
         !get_bool(ld, v, path, "invert", true, false, &st->invert))
         return false;
     int k = 0;
     while (k < 5 && strcmp(b, BEHAVIORS[k])) k++;
     if (k == 5)
-        return fail(ld, path, "behavior: unsupported '%.40s' (supported: Removed, Isolated, MergedWithPrevious, "
-                              "MergedWithNext, Contiguous)", b);
+        return fail(ld, join(kp, path, "behavior"), "unsupported '%.40s' (supported: Removed, Isolated, "
+                    "MergedWithPrevious, MergedWithNext, Contiguous)", b);
     st->kind = HF_PRE_SPLIT;
     st->behavior = (HfSplitBehavior)k;  // BEHAVIORS is in the enum's order
     return load_pattern(ld, v, path, &st->re);
@@ -448,12 +450,14 @@ static bool load_pre_tokenizer(Ld *ld, const cJSON *v, const char *path, int dep
 static bool template_special(Ld *ld, const cJSON *specials, const char *name, const char *path, int **items) {
     const cJSON *e = cJSON_IsObject(specials) ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
     const cJSON *ids = e ? cJSON_GetObjectItemCaseSensitive(e, "ids") : NULL;
-    if (!e) return fail(ld, path, "special token '%.40s' is not in special_tokens", name);
-    if (!cJSON_IsArray(ids)) return fail(ld, path, "special_tokens['%.40s'].ids: expected an array", name);
+    char ip[PATH_CAP];
+    snprintf(ip, sizeof ip, "post_processor.special_tokens.%.40s.ids", name);
+    if (!e) return fail(ld, path, "special token '%.40s' is not in post_processor.special_tokens", name);
+    if (!cJSON_IsArray(ids)) return fail(ld, ip, "expected an array, found %s", type_name(ids));
     for (const cJSON *c = ids->child; c; c = c->next) {
         uint64_t id;
         if (!json_as_u64(c, &id) || id >= (uint64_t)ld->t->n_total)
-            return fail(ld, path, "special_tokens['%.40s'].ids: expected ids in [0, %d]", name, ld->t->n_total - 1);
+            return fail(ld, ip, "expected ids in [0, %d]", ld->t->n_total - 1);
         arrput(*items, (int)id);
     }
     return true;
@@ -732,7 +736,8 @@ static bool load_top(Ld *ld, const cJSON *root) {
     for (int k = 0; k < 2; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, OFF[k]);
         if (v && !cJSON_IsNull(v))
-            return fail(ld, OFF[k], "unsupported %s (supported: null; qlora cuts and pads batches itself)", type_name(v));
+            return fail(ld, OFF[k], "unsupported value, %s (supported: null; qlora cuts and pads batches itself)",
+                        type_name(v));
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!model) return fail(ld, "model", "missing");
