@@ -789,11 +789,10 @@ bool hf_tok_load_memory(HfTokenizer **out, const char *json, size_t json_len, co
         guess_bos(t);
         for (int k = 0; k < 256; k++) t->char_byte[k] = -1;
         for (int k = 256; k < 324; k++) t->char_byte[k] = -1;
-        for (int b = 0; b < 256; b++) {  // the inverse of GPT-2's bytes_to_unicode (tokenizer.h)
-            char sym[3];
+        for (int b = 0; b < 256; b++) {  // GPT-2's bytes_to_unicode (tokenizer.h) and its inverse
             uint32_t cp;
-            tok_byte_symbol(b, sym);
-            utf8_chars(sym, &cp);
+            t->byte_sym_len[b] = (uint8_t)tok_byte_symbol(b, t->byte_sym[b]);
+            utf8_chars(t->byte_sym[b], &cp);
             t->char_byte[cp] = (int16_t)b;
         }
         t->word_char = hf_regex_compile_native(WORD_CHAR_PATTERN);

@@ -98,6 +98,8 @@ struct HfTokenizer {
     HfTemplate *post;      // stb_ds
     HfRegex *byte_level_re;  // the GPT-2 pattern of ByteLevel(use_regex), compiled when used
     HfRegex *word_char;      // Rust regex's \w, for single_word
+    char byte_sym[256][3];   // GPT-2 byte character of byte b, NUL-terminated UTF-8 (tok_byte_symbol)
+    uint8_t byte_sym_len[256];
     int16_t char_byte[324];  // GPT-2 byte character (code point) -> byte, -1 if none
     HfStrIds *cache;       // word -> ids
     // special ids and config

@@ -7,9 +7,9 @@
 
 #include "ds.h"
 #include "hf_tokenizer_impl.h"
-#include "tokenizer.h"
 
-#define HF_CACHE_MAX (1 << 18)  // words remembered; beyond this, BPE runs uncached
+#define HF_CACHE_MAX (1 << 18)   // words remembered; beyond this, BPE runs uncached
+#define HF_CACHE_WORD_BYTES 256  // longer words are not cached (tokenizers' MAX_LENGTH)
 
 // The text being tokenized, cut into pieces: each is text still to tokenize (id < 0) or an
 // added token already found (id >= 0). Pieces point into buf.
@@ -304,7 +304,7 @@ static bool split_regex(HfRegex *re, bool invert, HfSplitBehavior b, const char 
 }
 
 // ByteLevel: maybe a leading space, maybe the GPT-2 regex split, then every byte becomes its
-// GPT-2 byte character (tokenizer.h: tok_byte_symbol).
+// GPT-2 byte character (t->byte_sym, from tokenizer.h's tok_byte_symbol).
 static bool pre_byte_level(const HfTokenizer *t, const HfPreStep *st, const char *s, const Piece *pc, Pieces *out,
                            char *why, size_t cap) {
     char *text = NULL;
@@ -319,9 +319,8 @@ static bool pre_byte_level(const HfTokenizer *t, const HfPreStep *st, const char
         const Piece *q = &split.v[i];
         char *mapped = NULL;
         for (size_t k = 0; k < q->len; k++) {
-            char sym[3];
-            const int n = tok_byte_symbol((uint8_t)split.buf[q->off + k], sym);
-            memcpy(arraddnptr(mapped, (size_t)n), sym, (size_t)n);
+            const uint8_t b = (uint8_t)split.buf[q->off + k];
+            memcpy(arraddnptr(mapped, t->byte_sym_len[b]), t->byte_sym[b], t->byte_sym_len[b]);
         }
         pieces_add(out, mapped, arrlenu(mapped), -1, q->first);
         arrfree(mapped);
@@ -442,7 +441,7 @@ static void bpe_word(HfTokenizer *t, const char *w, size_t len, int **ids) {
         arrfree(key);
         return;
     }
-    const bool cacheable = !memchr(w, '\0', len);  // the cache is keyed by C strings
+    const bool cacheable = len < HF_CACHE_WORD_BYTES && !memchr(w, '\0', len);  // keys are C strings
     if (cacheable) {
         model_id(t, w, len, &key);  // builds the key
         ptrdiff_t c = shgeti(t->cache, key);
