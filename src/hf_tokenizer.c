@@ -262,13 +262,15 @@ static bool check_model_options(Ld *ld, const cJSON *m) {
             return fail(ld, "model.dropout", "unsupported %g (BPE dropout samples merges at random; "
                                              "supported: null or 0)", d->valuedouble);
     }
+    // Qwen2's files say "" (transformers' converter): an empty affix changes nothing either
     static const char *const AFFIXES[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int k = 0; k < 2; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, AFFIXES[k]);
-        if (v && !cJSON_IsNull(v)) {
+        if (v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !v->valuestring[0])) {
             char path[PATH_CAP];
             snprintf(path, sizeof path, "model.%s", AFFIXES[k]);
-            return fail(ld, path, "unsupported value, %s (supported: null)", type_name(v));
+            return fail(ld, path, "unsupported value, %s%s%.20s%s (supported: null or \"\")", type_name(v),
+                        cJSON_IsString(v) ? " '" : "", cJSON_IsString(v) ? v->valuestring : "", cJSON_IsString(v) ? "'" : "");
         }
     }
     return true;

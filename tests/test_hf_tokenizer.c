@@ -262,6 +262,8 @@ static void test_hostile(void) {
         {"tok_llama2", "model.dropout", "\"x\"", "model.dropout: expected null or a number"},
         {"tok_llama2", "model.continuing_subword_prefix", "\"##\"", "model.continuing_subword_prefix: unsupported"},
         {"tok_llama2", "model.end_of_word_suffix", "\"</w>\"", "model.end_of_word_suffix: unsupported"},
+        {"tok_qwen2", "model.continuing_subword_prefix", "\"\"", NULL},  // Qwen2's real files say ""
+        {"tok_qwen2", "model.end_of_word_suffix", "\"\"", NULL},
         {"tok_llama2", "model.cache_capacity", "10", "model: unknown key 'cache_capacity'"},
         {"tok_llama2", "model.fuse_unk", "1", "model.fuse_unk: expected true or false, found a number"},
         {"tok_llama2", "model.unk_token", "\"<nope>\"", "model.unk_token: '<nope>' is not in model.vocab"},
