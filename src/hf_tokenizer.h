@@ -21,7 +21,8 @@
 //
 // Ids: the model's vocabulary is 0..n-1, added tokens that are not in it follow from n (the ids
 // tokenizers assigns; a file that says otherwise is refused), so ids are 0..vocab_size-1.
-// A tokenizer is not thread-safe (encode fills a word cache); use one per thread.
+// A tokenizer is not thread-safe, decoding included (encoding fills a word cache, each regex owns
+// its match data): use one per thread.
 // Not here: chat templates, datasets (data.c), GPT-2's vocab.json + merges.txt (tokenizer.c).
 #ifndef QLORA_HF_TOKENIZER_H
 #define QLORA_HF_TOKENIZER_H
