@@ -509,7 +509,11 @@ static bool load_post(Ld *ld, const cJSON *v, const char *path, int depth) {
     static const char *const K_BYTE[] = {"type", "add_prefix_space", "trim_offsets", "use_regex", NULL};
     const char *type;
     if (!get_type(ld, v, path, &type)) return false;
-    if (!strcmp(type, "TemplateProcessing")) return load_template(ld, v, path);
+    if (!strcmp(type, "TemplateProcessing")) {
+        if (arrlenu(ld->t->post))  // the tokenizers library aborts on it
+            return fail(ld, path, "a second TemplateProcessing: unsupported (one per post-processor)");
+        return load_template(ld, v, path);
+    }
     if (!strcmp(type, "ByteLevel")) return check_keys(ld, v, path, K_BYTE);  // offsets only: no ids change
     if (!strcmp(type, "Sequence")) return load_sequence(ld, v, path, "processors", depth, load_post);
     return unsupported(ld, path, type, "TemplateProcessing, ByteLevel, Sequence");

@@ -5,8 +5,9 @@
 // Encoding runs the file's pipeline: (1) added tokens with normalized: false are cut out of the
 // raw text (leftmost-longest; single_word / lstrip / rstrip), (2) every other piece is normalized
 // and the added tokens with normalized: true are cut out of it, (3) the pre-tokenizer splits the
-// pieces into words, (4) BPE turns each word into ids, (5) with add_special the post-processor
-// adds its ids (the BOS of Llama 2). Decoding maps ids to token strings (an added token gives its
+// pieces into words, (4) BPE turns each word into ids, (5) the post-processor's template places
+// the ids (once, as a rule) and, with add_special, its own (the BOS of Llama 2). Decoding maps ids
+// to token strings (an added token gives its
 // content), drops special added tokens if asked, runs the decoder and joins the result.
 //
 // Supported (anything else in the file is refused by name, never ignored):
@@ -15,7 +16,7 @@
 //   normalizer      NFC (libutf8proc), Prepend, Replace, Sequence, null
 //   pre_tokenizer   Sequence, Split (String or Regex pattern, all five behaviors, invert),
 //                   Digits, ByteLevel (add_prefix_space, use_regex), Metaspace, null
-//   post_processor  TemplateProcessing (the single template), ByteLevel, Sequence, null
+//   post_processor  TemplateProcessing (its single template; one per file), ByteLevel, Sequence, null
 //   decoder         ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence, null
 // Regexes are Oniguruma's, run by libpcre2 (hf_regex.h says what is rewritten and refused).
 //

@@ -470,7 +470,9 @@ static void bpe_word(HfTokenizer *t, const char *w, size_t len, int **ids) {
 
 // ---- post-processor (processors/template.rs) -----------------------------------------------
 
-static void apply_templates(const HfTokenizer *t, size_t from, int **ids) {
+// Every template runs, with or without add_special (TemplateProcessing::apply_template): the text
+// goes where $A stands (once, twice or not at all); the special ids only with add_special.
+static void apply_templates(const HfTokenizer *t, size_t from, bool add_special, int **ids) {
     for (size_t k = 0; k < arrlenu(t->post); k++) {
         int *seq = NULL;  // this sequence's ids so far
         const size_t n = arrlenu(*ids) - from;
@@ -478,8 +480,11 @@ static void apply_templates(const HfTokenizer *t, size_t from, int **ids) {
         arrsetlen(*ids, from);
         const int *items = t->post[k].items;
         for (size_t i = 0; i < arrlenu(items); i++) {
-            if (items[i] != HF_TEMPLATE_SEQ) arrput(*ids, items[i]);
-            else if (n) memcpy(arraddnptr(*ids, n), seq, n * sizeof(int));
+            if (items[i] != HF_TEMPLATE_SEQ) {
+                if (add_special) arrput(*ids, items[i]);
+            } else if (n) {
+                memcpy(arraddnptr(*ids, n), seq, n * sizeof(int));
+            }
         }
         arrfree(seq);
     }
@@ -505,7 +510,7 @@ bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_specia
     }
     pieces_free(&p);
     if (!ok) return error_set(err, "text: %s", why);
-    if (add_special) apply_templates(t, from, ids);
+    apply_templates(t, from, add_special, ids);
     return true;
 }
 
