@@ -7,6 +7,8 @@
 // one-line error, status 2, naming the file and the field).
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ds.h"
 #include "hf_regex.h"
@@ -217,14 +219,11 @@ static cJSON *item_at(cJSON *root, const char *path, cJSON **parent, char *key, 
     return cur;
 }
 
-// The folder's tokenizer.json with the item at path replaced by the JSON text value (inserted
-// if absent; deleted if value is NULL), as compact text.
-static char *variant(const char *folder, const char *path, const char *value) {
-    char file[300], key[100];
-    snprintf(file, sizeof file, REF "/%s/tokenizer.json", folder);
-    char *text = read_text(file);
-    cJSON *root = cJSON_Parse(text), *parent;
-    free(text);
+// json with the item at path replaced by the JSON text value (inserted if absent, appended to an
+// array at index == its size; deleted if value is NULL), as new compact text.
+static char *mutate(const char *json, const char *path, const char *value) {
+    char key[100];
+    cJSON *root = cJSON_Parse(json), *parent;
     int index;
     cJSON *old = item_at(root, path, &parent, key, &index);
     cJSON *v = value ? cJSON_Parse(value) : NULL;
@@ -233,7 +232,8 @@ static char *variant(const char *folder, const char *path, const char *value) {
         if (index >= 0) cJSON_DeleteItemFromArray(parent, index);
         else cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
     } else if (index >= 0) {
-        cJSON_ReplaceItemInArray(parent, index, v);
+        if (old) cJSON_ReplaceItemInArray(parent, index, v);
+        else cJSON_AddItemToArray(parent, v);
     } else if (old) {
         cJSON_ReplaceItemInObjectCaseSensitive(parent, key, v);
     } else {
@@ -241,6 +241,15 @@ static char *variant(const char *folder, const char *path, const char *value) {
     }
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
+    return out;
+}
+
+// The folder's tokenizer.json with one item changed (see mutate).
+static char *variant(const char *folder, const char *path, const char *value) {
+    char file[300];
+    snprintf(file, sizeof file, REF "/%s/tokenizer.json", folder);
+    char *text = read_text(file), *out = mutate(text, path, value);
+    free(text);
     return out;
 }
 
@@ -665,6 +674,185 @@ static void test_regex(void) {
     hf_regex_free(re);
 }
 
+// ---- against the tokenizers library itself -------------------------------------------------
+// Its Node binding, the same version 0.23.2 that wrote the fixtures (sh tests/hf_tokenizers_npm.sh
+// installs it into build/npm-tokenizers), run by tests/hf_tokenizers_ref.js on random strings
+// for every fixture layout and for variants that switch on the options the fixtures leave off.
+
+#define NPM_TOKENIZERS "build/npm-tokenizers/node_modules/tokenizers"
+#define LIB_TEXTS 400
+
+// Pieces of the random texts: letters, digits, punctuation, every kind of space, combining and
+// precomposed characters, case-folding traps, CJK, emoji sequences, Unicode digits, special-token
+// spellings, contractions.
+static const char *const ALPHABET[] = {
+    "a", "b", "e", "h", "l", "o", "s", "t", "x", "A", "H", "S", "T", "0", "1", "2", "5", "9", ".", ",", ";",
+    "!", "?", "'", "\"", "(", ")", "[", "{", "-", "_", "/", "\\\\", "@", "#", "*", "+", "=", "<", ">", "|", "~",
+    " ", " ", " ", "  ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u3000", "\u1680", "\u2028", "\xc2\x85", "\x1c",
+    "\x1f", "\u180e", "\u200b", "\u2009", "\u0301", "e\u0301", "\u00e9", "\u2126", "\ufb01", "\u00df",
+    "\u017f", "\u212a", "\u0130", "\u0131", "日", "本", "中", "😀", "👍🏽", "👨\u200d👩\u200d👧", "🇳🇴",
+    "\u0663", "\u00b2", "\u216b", "\uff11", "\u0958", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>",
+    "<|endoftext|>", "<mask>", "<rs>", "<custom>", "xyzzy", "<tool_call>", "</tool_call>", "▁", "Ġ", "<0x41>",
+    "'s", "'S", "'ll", "'LL", "'re", "'ve", "'m", "'d", "'t", "DON'T", "hello", "world", "the", " the", "tion"};
+
+static char *random_texts_json(uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    char *json = NULL, *text = NULL;
+    arrput(json, '[');
+    for (int i = 0; i < LIB_TEXTS; i++) {
+        arrsetlen(text, 0);
+        for (uint64_t k = rng_u64(&r) % 40; k > 0; k--) {
+            const char *piece = ALPHABET[rng_u64(&r) % (sizeof ALPHABET / sizeof *ALPHABET)];
+            memcpy(arraddnptr(text, strlen(piece)), piece, strlen(piece));
+        }
+        arrput(text, '\0');
+        if (i) arrput(json, ',');
+        json_append_string(&json, text);
+    }
+    arrput(json, ']');
+    arrfree(text);
+    return json;
+}
+
+static void write_text(const char *path, const char *text, size_t len) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f && fwrite(text, 1, len, f) == len);
+    fclose(f);
+}
+
+// How many of the texts qlora encodes or decodes differently from the library's answers ref.
+static int count_differences(HfTokenizer *t, const cJSON *texts, const cJSON *ref, const char *name) {
+    int bad = 0, i = 0;
+    for (const cJSON *c = texts->child, *a = ref->child; c && a; c = c->next, a = a->next, i++) {
+        const char *s = c->valuestring;
+        int *ids = NULL, *ids2 = NULL;
+        Error err = {0};
+        const bool ok = hf_tok_encode(t, s, strlen(s), false, &ids, &err) && hf_tok_encode(t, s, strlen(s), true, &ids2, &err);
+        const bool same = ok && same_ids(ids, arrlenu(ids), cJSON_GetObjectItem(a, "ids")) &&
+                          same_ids(ids2, arrlenu(ids2), cJSON_GetObjectItem(a, "ids2")) &&
+                          decodes_to(t, ids, arrlenu(ids), false, cJSON_GetObjectItem(a, "dec")) &&
+                          decodes_to(t, ids2, arrlenu(ids2), true, cJSON_GetObjectItem(a, "dec2"));
+        if (!same && bad++ < 3) {
+            printf("  %s text %d differs: '%s' %s\n", name, i, s, err.msg);
+            print_ids("qlora", ids, arrlenu(ids));
+        }
+        arrfree(ids);
+        arrfree(ids2);
+    }
+    return bad;
+}
+
+// One layout: the library's answers through node, then qlora's.
+static void compare_with_library(const char *name, const char *json, const char *dir, const char *texts_path,
+                                 const cJSON *texts) {
+    char tok_path[300], out_path[300], cmd[1200];
+    snprintf(tok_path, sizeof tok_path, "%s/%s.json", dir, name);
+    snprintf(out_path, sizeof out_path, "%s/%s.out.json", dir, name);
+    write_text(tok_path, json, strlen(json));
+    snprintf(cmd, sizeof cmd, "node tests/hf_tokenizers_ref.js " NPM_TOKENIZERS " %s %s %s", tok_path, texts_path, out_path);
+    const int rc = system(cmd);
+    Error err = {0};
+    cJSON *ref = rc == 0 ? json_parse_file(out_path, &err) : NULL;
+    HfTokenizer *t = NULL;
+    hf_tok_load_memory(&t, json, strlen(json), name, NULL, 0, NULL, &err);
+    const int bad = ref && t ? count_differences(t, texts, ref, name) : -1;
+    EXPECT(bad == 0, "%s: ids and decodes of %d random texts equal the tokenizers library's (%d differ; %s)", name,
+           LIB_TEXTS, bad, rc ? "node failed" : err.msg);
+    hf_tok_free(t);
+    cJSON_Delete(ref);
+}
+
+static const char METASPACE_ALWAYS[] = "{\"type\": \"Metaspace\", \"replacement\": \"▁\", \"prepend_scheme\": \"always\", \"split\": true}";
+static const char ADDED_LSTRIP[] = "{\"id\": 561, \"content\": \"<m1>\", \"single_word\": false, \"lstrip\": true, "
+                                   "\"rstrip\": true, \"normalized\": false, \"special\": true}";
+static const char ADDED_NORMALIZED[] = "{\"id\": 562, \"content\": \"<n> x\", \"single_word\": false, \"lstrip\": false, "
+                                       "\"rstrip\": true, \"normalized\": true, \"special\": true}";
+static const char ADDED_WORD[] = "{\"id\": 450, \"content\": \"ab\", \"single_word\": true, \"lstrip\": true, "
+                                 "\"rstrip\": true, \"normalized\": true, \"special\": false}";
+static const char ADDED_SPACE[] = "{\"id\": 516, \"content\": \" <sp>\", \"single_word\": false, \"lstrip\": false, "
+                                  "\"rstrip\": true, \"normalized\": false, \"special\": true}";
+static const char TEMPLATE_TWICE[] =
+    "{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+    "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, {\"SpecialToken\": {\"id\": \"</s>\", \"type_id\": 0}}, "
+    "{\"Sequence\": {\"id\": \"A\", \"type_id\": 1}}], \"pair\": [], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+    "\"ids\": [1], \"tokens\": [\"<s>\"]}, \"</s>\": {\"id\": \"</s>\", \"ids\": [2], \"tokens\": [\"</s>\"]}}}";
+
+// The layouts compared: the fixtures as they are and with one to three fields changed.
+static const struct {
+    const char *name, *folder, *path[3], *value[3];
+} LAYOUTS[] = {
+    {"smollm2", "tok_smollm2", {0}, {0}},
+    {"qwen2", "tok_qwen2", {0}, {0}},
+    {"llama2", "tok_llama2", {0}, {0}},
+    {"llama2_metaspace", "tok_llama2_metaspace", {0}, {0}},
+    {"qwen2_strmerges", "tok_qwen2_strmerges", {0}, {0}},
+    {"bytelevel_prefix_space", "tok_smollm2", {"pre_tokenizer.pretokenizers[1].add_prefix_space"}, {"true"}},
+    {"digits_contiguous", "tok_smollm2", {"pre_tokenizer.pretokenizers[0].individual_digits"}, {"false"}},
+    {"split_removed_inverted", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].behavior", "pre_tokenizer.pretokenizers[0].invert"}, {"\"Removed\"", "true"}},
+    {"split_merged_previous", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].behavior"}, {"\"MergedWithPrevious\""}},
+    {"split_merged_next_inverted", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].behavior", "pre_tokenizer.pretokenizers[0].invert"}, {"\"MergedWithNext\"", "true"}},
+    {"split_contiguous", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].behavior"}, {"\"Contiguous\""}},
+    {"split_string", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].pattern"}, {"{\"String\": \" \"}"}},
+    {"split_empty_matches", "tok_qwen2", {"pre_tokenizer.pretokenizers[0].pattern"}, {"{\"Regex\": \"(?=[A-Z])|x*|\\\\s*\"}"}},
+    {"ignore_merges", "tok_qwen2", {"model.ignore_merges"}, {"true"}},
+    {"replace_regex", "tok_qwen2", {"normalizer"}, {"{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": "
+                                                    "\"Replace\", \"pattern\": {\"Regex\": \"[0-9]+|(?i:ab)+\"}, \"content\": \"#\"}]}"}},
+    {"metaspace_always_split", "tok_llama2", {"normalizer", "pre_tokenizer", "decoder.decoders[0]"},
+     {"null", METASPACE_ALWAYS, METASPACE_ALWAYS}},
+    {"metaspace_never", "tok_llama2_metaspace", {"pre_tokenizer.prepend_scheme", "decoder.decoders[0].prepend_scheme"}, {"\"never\"", "\"never\""}},
+    {"metaspace_first_split", "tok_llama2_metaspace", {"pre_tokenizer.split"}, {"true"}},
+    {"metaspace_first_nfc", "tok_llama2_metaspace", {"normalizer"}, {"{\"type\": \"NFC\"}"}},
+    {"metaspace_first_after_digits", "tok_llama2_metaspace", {"pre_tokenizer"},
+     {"{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", \"individual_digits\": true}, {\"type\": \"Metaspace\", "
+      "\"replacement\": \"▁\", \"prepend_scheme\": \"first\", \"split\": false}]}"}},
+    {"unk_fused", "tok_llama2", {"model.byte_fallback"}, {"false"}},
+    {"unk_not_fused", "tok_llama2", {"model.byte_fallback", "model.fuse_unk"}, {"false", "false"}},
+    {"no_unk", "tok_llama2", {"model.byte_fallback", "model.unk_token"}, {"false", "null"}},
+    {"added_strip_normalized", "tok_llama2", {"added_tokens[5]", "added_tokens[6]"}, {ADDED_LSTRIP, ADDED_NORMALIZED}},
+    {"added_word_space", "tok_smollm2", {"added_tokens[7]", "added_tokens[8]"}, {ADDED_WORD, ADDED_SPACE}},
+    {"no_decoder", "tok_llama2", {"decoder"}, {"null"}},
+    {"template_twice", "tok_llama2", {"post_processor"}, {TEMPLATE_TWICE}},
+};
+
+static void test_against_library(void) {
+    const size_t n = sizeof LAYOUTS / sizeof *LAYOUTS;
+    struct stat st;
+    if (system("node --version >/dev/null 2>&1") != 0) {
+        SKIP((int)n, "node not found (the comparison with the tokenizers library runs its Node binding)");
+        return;
+    }
+    if (stat(NPM_TOKENIZERS "/package.json", &st) != 0) {
+        SKIP((int)n, NPM_TOKENIZERS " not found (sh tests/hf_tokenizers_npm.sh installs tokenizers 0.23.2 with npm)");
+        return;
+    }
+    char dir[] = "/tmp/qlora-test-hf-XXXXXX", texts_path[300];
+    CHECK(mkdtemp(dir));
+    snprintf(texts_path, sizeof texts_path, "%s/texts.json", dir);
+    char *texts_json = random_texts_json(2024);
+    write_text(texts_path, texts_json, arrlenu(texts_json));
+    Error err = {0};
+    cJSON *texts = json_parse(texts_json, arrlenu(texts_json), 0, "texts", &err);
+    CHECK(texts);
+    for (size_t k = 0; k < n; k++) {
+        char file[300];
+        snprintf(file, sizeof file, REF "/%s/tokenizer.json", LAYOUTS[k].folder);
+        char *json = read_text(file);
+        for (int m = 0; m < 3 && LAYOUTS[k].path[m]; m++) {
+            char *next = mutate(json, LAYOUTS[k].path[m], LAYOUTS[k].value[m]);
+            free(json);
+            json = next;
+        }
+        compare_with_library(LAYOUTS[k].name, json, dir, texts_path, texts);
+        free(json);
+    }
+    cJSON_Delete(texts);
+    arrfree(texts_json);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     test_regex();
     test_fixtures();
@@ -674,5 +862,6 @@ int main(void) {
     test_model_options();
     test_decoders();
     test_special_ids();
+    test_against_library();
     return test_summary("test_hf_tokenizer");
 }
