@@ -146,7 +146,7 @@ static void page_head(char **page, const TrainConfig *c, const Trainer *t, const
                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
                      "pre{background:#f6f6f6;padding:1em}</style></head><body>\n<h1>Training report: ");
     html_escape(page, c->output_dir);
-    sb_appendf(page, "</h1>\n<p>method <b>%s</b>, base model <code>", c->method);
+    sb_appendf(page, "</h1>\n<p>method <b>%s</b>, base model <code>", train_method_name(c->method));
     html_escape(page, c->base_model);
     sb_appendf(page, "</code>, dataset <code>");
     html_escape(page, c->dataset);

@@ -117,7 +117,7 @@ static double available_memory(void) {
 // How the job stores the frozen base: `quant` for method qlora, fp32 for lora and full.
 static QuantConfig job_quant(const TrainConfig *c) {
     QuantConfig q = {QUANT_NONE, (size_t)c->quant_blocksize, c->double_quant};
-    if (strcmp(c->method, "qlora") == 0 && !quant_parse(c->quant, &q.type)) q.type = QUANT_NF4;
+    if (c->method == METHOD_QLORA) q.type = c->quant;
     return q;
 }
 
@@ -132,7 +132,7 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
     if (c->lora_target_linear) lora_parse_target("all-linear", j.targets, &(Error){0});
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    const MemRow *p = &rows[memory_method(strcmp(c->method, "full") == 0, q.type, q.double_quant)];
+    const MemRow *p = &rows[memory_method(c->method == METHOD_FULL, q.type, q.double_quant)];
     const double avail = available_memory();
     if (avail > 0 && p->total > avail)
         die(EXIT_RUNTIME, "this job needs about %.2f GiB (%s: %.2f GiB activations; see 'qlora memory --model %s "
@@ -209,7 +209,7 @@ static void setup_model(Run *r, const char *resume) {
     if (r->full && !r->model.cfg.tied)
         die(EXIT_BAD_INPUT, "%s: method full needs tied embeddings (tie_word_embeddings)", c->base_model);
     bool bf16 = false;  // method full has no frozen weights: bf16 auto means fp32 there
-    if (!r->full && !bgemm_mode(c->bf16, &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (!r->full && !bgemm_mode(bf16_mode_name(c->bf16), &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     model_set_bf16(&r->model, bf16);
     if (r->full) return;
     LoraShapes shapes = model_lora_shapes(&r->model.cfg);
@@ -234,7 +234,7 @@ static void setup_model(Run *r, const char *resume) {
 static void setup(Run *r) {
     TrainConfig *c = &r->cfg;
     Error err = {0};
-    r->full = strcmp(c->method, "full") == 0;
+    r->full = c->method == METHOD_FULL;
     setup_output(r);
     setup_data(r);
     char resume[4096];
@@ -263,15 +263,15 @@ static void print_summary(const Run *r) {
     printf("matrix products: %s; frozen weights %s\n", blas_describe(blas, sizeof blas),
            r->model.bf16 ? "in bf16 with fp32 sums" : "in fp32");
     if (r->model.bf16) printf("bf16 products: %s\n", bgemm_isa_name(bgemm_isa()));
-    else if (strcmp(r->cfg.bf16, "auto") == 0)
+    else if (r->cfg.bf16 == BF16_AUTO)
         printf("bf16: auto: fp32 here (%s)\n", r->full ? "method full trains every weight"
                                                        : "this CPU has no AVX512-BF16 or AMX-BF16");
     ModelBytes mb = model_bytes(&r->model);
     printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
-           r->cfg.method, arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
+           train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
            r->cfg.sequence_len, t->opt.total_steps, r->cfg.micro_batch_size,
-           r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, r->cfg.lr_scheduler, t->opt.warmup);
+           r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
     printf("memory: base linears %s (%s), quant constants %s, embeddings+norms %s, activations %s\n",
            fmt_bytes((double)mb.linear_weights, b1, sizeof b1), quant_name(r->model.quant.type),
            fmt_bytes((double)mb.quant_constants, b2, sizeof b2),
