@@ -3,9 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "gemm.h"
-#include "memory.h"
 #include "train.h"
 
 typedef struct {

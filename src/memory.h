@@ -66,6 +66,4 @@ double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_l
 // Bits per parameter of NF4 with fp32 block scales and with double quantization.
 double nf4_bits(size_t blocksize, bool double_quant);
 
-int cmd_memory(int argc, char **argv);
-
 #endif

@@ -1,4 +1,4 @@
-// cmd_model.c: the commands that use a GPT-2 model folder: `init`, `tokenize`, `eval`,
+// cmd/model.c: the commands that use a GPT-2 model folder: `init`, `tokenize`, `eval`,
 // `generate`.
 #include <errno.h>
 #include <math.h>
@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 #include "bgemm.h"
-#include "cli.h"
+#include "cmd/cli.h"
 #include "data.h"
 #include "ds.h"
 #include "gemm.h"

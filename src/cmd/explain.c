@@ -1,4 +1,4 @@
-// explain.c: `qlora explain`, a guided walk through quantization for fine-tuning, every
+// cmd/explain.c: `qlora explain`, a guided walk through quantization for fine-tuning, every
 // number computed by the project's own quantizers and memory model. With --out DIR it
 // also writes SVG figures and an index.html that shows them with the numbers.
 #include <errno.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "ds.h"
 #include "json.h"
 #include "memory.h"

@@ -1,5 +1,5 @@
-// cli.c: see cli.h.
-#include "cli.h"
+// cmd/cli.c: see cmd/cli.h.
+#include "cmd/cli.h"
 
 #include <stdarg.h>
 #include <stdio.h>

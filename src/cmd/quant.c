@@ -1,11 +1,11 @@
-// cmd_quant.c: `qlora quantize` and `qlora dequantize` (file-level quantization with the
+// cmd/quant.c: `qlora quantize` and `qlora dequantize` (file-level quantization with the
 // bitsandbytes serialization of qstore.h).
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "ds.h"
 #include "qstore.h"
 
