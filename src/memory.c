@@ -36,22 +36,24 @@ double shape_lora_params(const ModelShape *s, int r, const bool t[LORA_N_TARGETS
 }
 
 bool shape_preset(const char *name, ModelShape *s) {
-    static const struct { const char *name; bool llama; double L, C, F, V, P, NH; } P[] = {
-        {"gpt2", false, 12, 768, 3072, 50257, 1024, 12},
-        {"gpt2-medium", false, 24, 1024, 4096, 50257, 1024, 16},
-        {"gpt2-large", false, 36, 1280, 5120, 50257, 1024, 20},
-        {"gpt2-xl", false, 48, 1600, 6400, 50257, 1024, 25},
-        // LLaMA-1 shapes as published (Touvron et al. 2023, table 2): d_model, layers,
-        // heads; SwiGLU width 2/3 * 4d rounded to a multiple of 256; vocab 32000
-        {"llama-7b", true, 32, 4096, 11008, 32000, 2048, 32},
-        {"llama-13b", true, 40, 5120, 13824, 32000, 2048, 40},
-        {"llama-33b", true, 60, 6656, 17920, 32000, 2048, 52},
-        {"llama-65b", true, 80, 8192, 22016, 32000, 2048, 64},
+    GPT2Config c;
+    if (model_preset(name, &c)) {  // the GPT-2 sizes live once, in model.c
+        *s = shape_from_config(&c);
+        snprintf(s->name, sizeof s->name, "%s", name);
+        return true;
+    }
+    // LLaMA-1 shapes as published (Touvron et al. 2023, table 2): d_model, layers, heads;
+    // SwiGLU width 2/3 * 4d rounded to a multiple of 256; vocab 32000
+    static const struct { const char *name; double L, C, F, V, P, NH; } LLAMA[] = {
+        {"llama-7b", 32, 4096, 11008, 32000, 2048, 32},
+        {"llama-13b", 40, 5120, 13824, 32000, 2048, 40},
+        {"llama-33b", 60, 6656, 17920, 32000, 2048, 52},
+        {"llama-65b", 80, 8192, 22016, 32000, 2048, 64},
     };
-    for (size_t i = 0; i < sizeof P / sizeof P[0]; i++)
-        if (strcmp(name, P[i].name) == 0) {
-            *s = (ModelShape){.llama = P[i].llama, .L = P[i].L, .C = P[i].C, .F = P[i].F,
-                              .V = P[i].V, .P = P[i].P, .NH = P[i].NH};
+    for (size_t i = 0; i < sizeof LLAMA / sizeof LLAMA[0]; i++)
+        if (strcmp(name, LLAMA[i].name) == 0) {
+            *s = (ModelShape){.llama = true, .L = LLAMA[i].L, .C = LLAMA[i].C, .F = LLAMA[i].F, .V = LLAMA[i].V,
+                              .P = LLAMA[i].P, .NH = LLAMA[i].NH};
             snprintf(s->name, sizeof s->name, "%s", name);
             return true;
         }
