@@ -42,21 +42,6 @@ bool error_runtime(Error *err, const char *fmt, ...) {
     return false;
 }
 
-void die(int status, const char *fmt, ...) {
-    va_list ap;
-    fflush(stdout);
-    fputs("qlora: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(status);
-}
-
-void die_error(const Error *err) {
-    die(err->status ? err->status : EXIT_RUNTIME, "%s", err->msg);
-}
-
 void check_failed(const char *file, int line, const char *expr) {
     fflush(stdout);
     fprintf(stderr, "qlora: internal error: %s:%d: CHECK(%s) failed (this is a bug in qlora)\n",
@@ -64,9 +49,12 @@ void check_failed(const char *file, int line, const char *expr) {
     abort();
 }
 
+// The one place below the commands that exits (util.h says why).
 static void out_of_memory(size_t bytes) {
     char buf[32];
-    die(EXIT_RUNTIME, "out of memory allocating %s", fmt_bytes((double)bytes, buf, sizeof buf));
+    fflush(stdout);
+    fprintf(stderr, "qlora: error: out of memory allocating %s\n", fmt_bytes((double)bytes, buf, sizeof buf));
+    exit(EXIT_RUNTIME);
 }
 
 void *xmalloc(size_t bytes) {

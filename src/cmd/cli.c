@@ -6,6 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+void die(int status, const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fputs("qlora: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(status);
+}
+
+void die_error(const Error *err) {
+    die(err->status ? err->status : EXIT_RUNTIME, "%s", err->msg);
+}
+
 bool cli_help(int argc, char **argv, const char *help) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
