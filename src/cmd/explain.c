@@ -11,139 +11,100 @@
 
 #include "cmd/cli.h"
 #include "ds.h"
-#include "json.h"
+#include "explain.h"
+#include "strbuf.h"
 #include "memory.h"
 #include "model.h"
 #include "quant.h"
 #include "svg.h"
 
-// ---- number formats --------------------------------------------------------------------------
-
-typedef struct {
-    const char *name;
-    int exp_bits, man_bits;
-} FloatFormat;
-
-static const FloatFormat FP32 = {"FP32", 8, 23}, FP16 = {"FP16", 5, 10}, BF16 = {"BF16", 8, 7};
-
-// Round x (an f32) to a narrower IEEE-style format with round-to-nearest-even; returns the
-// stored value as a double and its bit pattern (sign | exponent | mantissa).
-static double round_to_format(float x, const FloatFormat *f, uint32_t *bits_out) {
-    const int bias = (1 << (f->exp_bits - 1)) - 1;
-    const double maxv = (2.0 - ldexp(1.0, -f->man_bits)) * ldexp(1.0, bias);
-    const double minnorm = ldexp(1.0, 1 - bias);
-    double a = fabs((double)x);
-    uint32_t sign = x < 0 || (x == 0 && signbit(x)) ? 1u : 0u, e, m;
-    double v;
-    if (a == 0) {
-        e = 0, m = 0, v = 0;
-    } else if (a >= minnorm) {
-        int ex = (int)floor(log2(a));
-        double mant = a / ldexp(1.0, ex) - 1.0;  // [0, 1)
-        double scaled = nearbyint(mant * ldexp(1.0, f->man_bits));
-        if (scaled >= ldexp(1.0, f->man_bits)) scaled = 0, ex++;
-        v = (1.0 + scaled / ldexp(1.0, f->man_bits)) * ldexp(1.0, ex);
-        if (v > maxv) v = INFINITY;
-        e = (uint32_t)(ex + bias), m = (uint32_t)scaled;
-    } else {  // subnormal
-        double scaled = nearbyint(a / minnorm * ldexp(1.0, f->man_bits));
-        v = scaled / ldexp(1.0, f->man_bits) * minnorm;
-        e = 0, m = (uint32_t)scaled;
-    }
-    if (bits_out) *bits_out = sign << (f->exp_bits + f->man_bits) | e << f->man_bits | m;
-    return sign ? -v : v;
-}
-
-static void bit_string(uint32_t bits, const FloatFormat *f, char *out) {
-    int n = 1 + f->exp_bits + f->man_bits, k = 0;
-    for (int i = n - 1; i >= 0; i--) {
-        out[k++] = (bits >> i) & 1 ? '1' : '0';
-        if (i == n - 1 || i == f->man_bits) out[k++] = ' ';
-    }
-    out[k] = '\0';
-}
-
 // ---- report text: printed and kept for index.html ----------------------------------------------
 
-static char *g_html;  // stb_ds: the HTML body being built alongside the terminal output
+// One run of the walkthrough: where figures go (NULL: none) and the HTML body built
+// alongside the terminal output (stb_ds).
+typedef struct {
+    const char *out;
+    char *html;
+} Explain;
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...) {
+// printf to stdout, and the same text, escaped, into the page.
+static void say(Explain *ex, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(Explain *ex, const char *fmt, ...) {
     char line[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fputs(line, stdout);
-    for (const char *p = line; *p; p++) {
-        if (*p == '<') sb_appendf(&g_html, "&lt;");
-        else if (*p == '>') sb_appendf(&g_html, "&gt;");
-        else if (*p == '&') sb_appendf(&g_html, "&amp;");
-        else arrput(g_html, *p);
-    }
+    sb_append_xml(&ex->html, line);
 }
 
-static void section(const char *title) {
+// A section heading, on the terminal and in the page.
+static void section(Explain *ex, const char *title) {
     printf("\n== %s ==\n", title);
-    sb_appendf(&g_html, "</pre>\n<h2>");
-    for (const char *p = title; *p; p++) {
-        if (*p == '<') sb_appendf(&g_html, "&lt;");
-        else if (*p == '&') sb_appendf(&g_html, "&amp;");
-        else arrput(g_html, *p);
-    }
-    sb_appendf(&g_html, "</h2>\n<pre>");
+    sb_appendf(&ex->html, "</pre>\n<h2>");
+    sb_append_xml(&ex->html, title);
+    sb_appendf(&ex->html, "</h2>\n<pre>");
 }
 
-static void figure(const char *out_dir, const char *file, const char *caption) {
-    if (!out_dir) return;
-    sb_appendf(&g_html, "</pre>\n<figure><img src=\"%s\" alt=\"%s\"/><figcaption>%s</figcaption></figure>\n<pre>",
-               file, caption, caption);
+// Show figure file (written beside index.html) in the page, with its caption.
+static void figure(Explain *ex, const char *file, const char *caption) {
+    if (!ex->out) return;
+    sb_appendf(&ex->html, "</pre>\n<figure><img src=\"");
+    sb_append_xml(&ex->html, file);
+    sb_appendf(&ex->html, "\" alt=\"");
+    sb_append_xml(&ex->html, caption);
+    sb_appendf(&ex->html, "\"/><figcaption>");
+    sb_append_xml(&ex->html, caption);
+    sb_appendf(&ex->html, "</figcaption></figure>\n<pre>");
 }
 
-static void write_svg(Svg *s, const char *dir, const char *name) {
+// Write s as ex->out/name, and show it in the page with caption. Exits on failure.
+static void write_figure(Explain *ex, Svg *s, const char *name, const char *caption) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(path, sizeof path, "%s/%s", ex->out, name);
     Error err = {0};
     if (!svg_write(s, path, &err)) die_error(&err);
+    figure(ex, name, caption);
 }
 
 // ---- the sections ----------------------------------------------------------------------------
 
-static void explain_formats(const char *out) {
-    section("1. How one weight is stored: FP32, FP16, BF16");
+static void explain_formats(Explain *ex) {
+    section(ex, "1. How one weight is stored: FP32, FP16, BF16");
     const float w = 0.3457f;
-    const FloatFormat *fmts[3] = {&FP32, &FP16, &BF16};
-    say("the weight 0.3457, rounded to nearest (ties to even) in each format:\n");
-    say("%-5s %-40s %-22s %s\n", "", "sign | exponent | mantissa", "stored value", "rounding error");
+    const FloatFormat *fmts[3] = {&EXPLAIN_FP32, &EXPLAIN_FP16, &EXPLAIN_BF16};
+    say(ex, "the weight 0.3457, rounded to nearest (ties to even) in each format:\n");
+    say(ex, "%-5s %-40s %-22s %s\n", "", "sign | exponent | mantissa", "stored value", "rounding error");
     for (int k = 0; k < 3; k++) {
         uint32_t bits;
-        double v = round_to_format(w, fmts[k], &bits);
+        double v = explain_round(w, fmts[k], &bits);
         char b[64];
-        bit_string(bits, fmts[k], b);
-        say("%-5s %-40s %-22.12g %+.3e\n", fmts[k]->name, b, v, v - 0.3457);
+        explain_bit_string(bits, fmts[k], b);
+        say(ex, "%-5s %-40s %-22.12g %+.3e\n", fmts[k]->name, b, v, v - 0.3457);
     }
-    say("\nrange and precision:\n");
-    say("%-6s %14s %14s %12s %s\n", "format", "largest", "smallest>0", "step at 1", "levels");
+    say(ex, "\nrange and precision:\n");
+    say(ex, "%-6s %14s %14s %12s %s\n", "format", "largest", "smallest>0", "step at 1", "levels");
     for (int k = 0; k < 3; k++) {
         const FloatFormat *f = fmts[k];
         int bias = (1 << (f->exp_bits - 1)) - 1;
-        say("%-6s %14.6g %14.6g %12.3g %s\n", f->name, (2.0 - ldexp(1.0, -f->man_bits)) * ldexp(1.0, bias),
+        say(ex, "%-6s %14.6g %14.6g %12.3g %s\n", f->name, (2.0 - ldexp(1.0, -f->man_bits)) * ldexp(1.0, bias),
             ldexp(1.0, 1 - bias - f->man_bits), ldexp(1.0, -f->man_bits), "floating point");
     }
-    say("%-6s %14s %14s %12s %s\n", "INT8", "127 x scale", "1 x scale", "scale", "256 evenly spaced");
-    say("%-6s %14s %14s %12s %s\n", "INT4", "7 x scale", "1 x scale", "scale", "16 evenly spaced");
-    say("%-6s %14s %14s %12s %s\n", "NF4", "absmax", "0.0796 x absmax", "varies", "16 normal quantiles");
-    say("NF4 levels (x block absmax):");
-    for (int i = 0; i < 16; i++) say("%s%.4f", i ? " " : " ", (double)NF4_CODE[i]);
-    say("\n");
-    if (!out) return;
+    say(ex, "%-6s %14s %14s %12s %s\n", "INT8", "127 x scale", "1 x scale", "scale", "256 evenly spaced");
+    say(ex, "%-6s %14s %14s %12s %s\n", "INT4", "7 x scale", "1 x scale", "scale", "16 evenly spaced");
+    say(ex, "%-6s %14s %14s %12s %s\n", "NF4", "absmax", "0.0796 x absmax", "varies", "16 normal quantiles");
+    say(ex, "NF4 levels (x block absmax):");
+    for (int i = 0; i < 16; i++) say(ex, "%s%.4f", i ? " " : " ", (double)NF4_CODE[i]);
+    say(ex, "\n");
+    if (!ex->out) return;
     Svg s;
     svg_begin(&s, 760, 250, "How 0.3457 is stored: sign, exponent and mantissa bits");
     const char *colors[3] = {"#d62728", "#1f77b4", "#2ca02c"};
     for (int k = 0; k < 3; k++) {
         const FloatFormat *f = fmts[k];
         uint32_t bits;
-        double v = round_to_format(w, f, &bits);
+        double v = explain_round(w, f, &bits);
         int n = 1 + f->exp_bits + f->man_bits;
         double y = 55 + 62.0 * k, cw = 18;
         svg_text(&s, 10, y + 15, "start", 13, "#222", "%s", f->name);
@@ -160,17 +121,16 @@ static void explain_formats(const char *out) {
         svg_rect(sp, 640, 50 + 18.0 * i, 12, 12, colors[i], NULL);
         svg_text(sp, 658, 60 + 18.0 * i, "start", 12, "#222", "%s", labels[i]);
     }
-    write_svg(&s, out, "bit_layouts.svg");
-    figure(out, "bit_layouts.svg", "Bit layouts of 0.3457 in FP32, FP16 and BF16");
+    write_figure(ex, &s, "bit_layouts.svg", "Bit layouts of 0.3457 in FP32, FP16 and BF16");
 }
 
-static void explain_memory_7b(const char *out) {
-    section("2. Memory of a 7B-parameter model");
+static void explain_memory_7b(Explain *ex) {
+    section(ex, "2. Memory of a 7B-parameter model");
     const double n = 7e9, gib = 1073741824.0;
-    say("7e9 parameters in each format (GiB = 2^30 bytes):\n");
-    say("  FP32 %6.2f GiB   FP16/BF16 %6.2f GiB   INT8 %6.2f GiB   INT4 %6.2f GiB\n", n * 4 / gib, n * 2 / gib,
+    say(ex, "7e9 parameters in each format (GiB = 2^30 bytes):\n");
+    say(ex, "  FP32 %6.2f GiB   FP16/BF16 %6.2f GiB   INT8 %6.2f GiB   INT4 %6.2f GiB\n", n * 4 / gib, n * 2 / gib,
         n / gib, n / 2 / gib);
-    say("  NF4 with fp32 block scales %.2f GiB (%.3f bits); with double quantization %.2f GiB (%.3f bits)\n",
+    say(ex, "  NF4 with fp32 block scales %.2f GiB (%.3f bits); with double quantization %.2f GiB (%.3f bits)\n",
         n * nf4_bits(64, false) / 8 / gib, nf4_bits(64, false), n * nf4_bits(64, true) / 8 / gib, nf4_bits(64, true));
     ModelShape s;
     shape_preset("llama-7b", &s);
@@ -178,17 +138,17 @@ static void explain_memory_7b(const char *out) {
     lora_parse_target("all-linear", j.targets, &(Error){0});
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    say("\nwhat training adds (LLaMA-7B, %.3g parameters; batch 1 x 512, gradient checkpointing, LoRA r=8 on all "
+    say(ex, "\nwhat training adds (LLaMA-7B, %.3g parameters; batch 1 x 512, gradient checkpointing, LoRA r=8 on all "
         "linears: %.3g trainable):\n", shape_params(&s), shape_lora_params(&s, 8, j.targets));
-    say("%-17s %9s %9s %9s %9s %9s   (GiB)\n", "method", "weights", "grads", "optimizer", "activ.", "total");
+    say(ex, "%-17s %9s %9s %9s %9s %9s   (GiB)\n", "method", "weights", "grads", "optimizer", "activ.", "total");
     for (int m = 0; m < MEM_N_METHODS; m++) {
         const MemRow *r = &rows[m];
-        say("%-17s %9.2f %9.2f %9.2f %9.2f %9.2f\n", r->name, (r->weights + r->quant_constants + r->trainable) / gib,
+        say(ex, "%-17s %9.2f %9.2f %9.2f %9.2f %9.2f\n", r->name, (r->weights + r->quant_constants + r->trainable) / gib,
             r->gradients / gib, r->optimizer / gib, r->activations / gib, r->total / gib);
     }
-    say("full fine-tuning needs 16 B per parameter in fp32 (weights, gradients, two Adam moments), 12 B in 16-bit "
+    say(ex, "full fine-tuning needs 16 B per parameter in fp32 (weights, gradients, two Adam moments), 12 B in 16-bit "
         "mixed precision; LoRA and QLoRA pay that only for the adapters.\n");
-    if (!out) return;
+    if (!ex->out) return;
     Svg g;
     svg_begin(&g, 760, 380, "LLaMA-7B fine-tuning memory by method (GiB)");
     double top = 0;
@@ -210,18 +170,11 @@ static void explain_memory_7b(const char *out) {
     const char *labels[4] = {"frozen weights + constants", "trainable weights", "gradients + AdamW", "activations"};
     svg_legend(&g, labels + 0, cols, 4);
     g.x0 += 0;
-    write_svg(&g, out, "memory.svg");
-    figure(out, "memory.svg", "Memory of fine-tuning LLaMA-7B with each method (predicted by qlora memory)");
+    write_figure(ex, &g, "memory.svg", "Memory of fine-tuning LLaMA-7B with each method (predicted by qlora memory)");
 }
 
-static double mean_abs_err(const float *a, const float *b, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += fabs((double)a[i] - b[i]);
-    return s / (double)n;
-}
-
-static void explain_int8(void) {
-    section("3. INT8: symmetric (absmax) vs asymmetric (zero-point)");
+static void explain_int8(Explain *ex) {
+    section(ex, "3. INT8: symmetric (absmax) vs asymmetric (zero-point)");
     const size_t n = 10000;
     float *x = xmalloc(n * sizeof(float)), *y = xmalloc(n * sizeof(float));
     Rng r;
@@ -233,22 +186,22 @@ static void explain_int8(void) {
         mx = fmaxf(mx, x[i]);
         amax = fmaxf(amax, fabsf(x[i]));
     }
-    say("10,000 weights drawn from N(0, 0.5): min %.4f, max %.4f, absmax %.4f\n", mn, mx, amax);
+    say(ex, "10,000 weights drawn from N(0, 0.5): min %.4f, max %.4f, absmax %.4f\n", mn, mx, amax);
     QIntTensor q;
     Error err = {0};
     CHECK(qint_quantize(&q, x, n, QUANT_INT8, n + (n % 2), "int8", &err));
     qint_dequantize(&q, 0, n, y);
-    double e_sym = mean_abs_err(x, y, n);
-    say("symmetric:  scale = absmax / 127 = %.6f; q = round(x / scale) in [-127, 127]\n", q.scale[0]);
-    say("            mean absolute error %.6f (uniform rounding predicts scale/4 = %.6f)\n", e_sym, q.scale[0] / 4);
+    double e_sym = explain_mean_abs_err(x, y, n);
+    say(ex, "symmetric:  scale = absmax / 127 = %.6f; q = round(x / scale) in [-127, 127]\n", q.scale[0]);
+    say(ex, "            mean absolute error %.6f (uniform rounding predicts scale/4 = %.6f)\n", e_sym, q.scale[0] / 4);
     qint_free(&q);
     CHECK(qint_quantize(&q, x, n, QUANT_INT8_ASYM, n + (n % 2), "int8", &err));
     qint_dequantize(&q, 0, n, y);
-    double e_asym = mean_abs_err(x, y, n);
-    say("asymmetric: scale = (max - min) / 255 = %.6f; zero-point z = round(-min / scale) = %d (clamped to "
+    double e_asym = explain_mean_abs_err(x, y, n);
+    say(ex, "asymmetric: scale = (max - min) / 255 = %.6f; zero-point z = round(-min / scale) = %d (clamped to "
         "[0, 255]);\n            q = clamp(round(x / scale) + z, 0, 255)\n", q.scale[0], q.zero[0]);
-    say("            mean absolute error %.6f (scale/4 = %.6f)\n", e_asym, q.scale[0] / 4);
-    say("done correctly, both are about scale/4: the zero-point must be rounded to an integer and q clamped to "
+    say(ex, "            mean absolute error %.6f (scale/4 = %.6f)\n", e_asym, q.scale[0] / 4);
+    say(ex, "done correctly, both are about scale/4: the zero-point must be rounded to an integer and q clamped to "
         "the code range, or the error grows. Asymmetric wins only when the data are lopsided; weights are "
         "centred on 0, so symmetric is as good and simpler.\n");
     qint_free(&q);
@@ -256,35 +209,16 @@ static void explain_int8(void) {
     free(y);
 }
 
-typedef struct {
-    double mae, rms, bits;
-} QStats;
-
-static QStats q4_stats(const float *x, size_t n, QuantType t, size_t bs, bool dq, float *y) {
-    QStats st = {0};
+// explain_quant_stats, or exit with its error (a real model's weights may hold NaN).
+static QuantStats stats(const float *x, size_t n, QuantType t, size_t bs, bool dq, float *y, const char *label) {
+    QuantStats st;
     Error err = {0};
-    if (t == QUANT_INT4) {
-        QIntTensor q;
-        CHECK(qint_quantize(&q, x, n, QUANT_INT4, bs, "int4", &err));
-        qint_dequantize(&q, 0, n, y);
-        st.bits = 8.0 * (double)(qint_code_bytes(&q) + qint_constant_bytes(&q)) / (double)n;
-        qint_free(&q);
-    } else {
-        Q4Tensor q;
-        CHECK(q4_quantize(&q, x, n, t, bs, dq, "w", &err));
-        q4_dequantize(&q, 0, n, y);
-        st.bits = q4_bits_per_param(&q);
-        q4_free(&q);
-    }
-    double s2 = 0;
-    for (size_t i = 0; i < n; i++) s2 += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
-    st.mae = mean_abs_err(x, y, n);
-    st.rms = sqrt(s2 / (double)n);
+    if (!explain_quant_stats(&st, x, n, t, bs, dq, y, label, &err)) die_error(&err);
     return st;
 }
 
 // Figure: x's values divided by their block-of-64 absmax, histogram, with the 16 NF4 levels.
-static void figure_nf4_histogram(const char *out, const float *x, size_t n) {
+static void figure_nf4_histogram(Explain *ex, const float *x, size_t n) {
     Svg s;
     enum { BINS = 80 };
     double hx[BINS], hy[BINS] = {0};
@@ -308,13 +242,12 @@ static void figure_nf4_histogram(const char *out, const float *x, size_t n) {
                  svg_y(&s, 0) - svg_y(&s, hy[i]), "#9ecae1", NULL);
     for (int i = 0; i < 16; i++)
         svg_line(&s, svg_x(&s, NF4_CODE[i]), s.y0, svg_x(&s, NF4_CODE[i]), s.y0 + s.ph, "#d62728", 1.2, true);
-    write_svg(&s, out, "nf4_histogram.svg");
-    figure(out, "nf4_histogram.svg", "Block-normalised weights (blue) and the NF4 levels (red): the levels are "
+    write_figure(ex, &s, "nf4_histogram.svg", "Block-normalised weights (blue) and the NF4 levels (red): the levels are "
                                      "denser where weights are common");
 }
 
 // Figure: 1,500 of x's weights against their NF4 + double-quant reconstruction y.
-static void figure_dequant_scatter(const char *out, const float *x, const float *y, size_t n) {
+static void figure_dequant_scatter(Explain *ex, const float *x, const float *y, size_t n) {
     Svg s;
     enum { PTS = 1500 };
     double px[PTS], py[PTS], lim = 0;
@@ -329,46 +262,45 @@ static void figure_dequant_scatter(const char *out, const float *x, const float 
     double d[2] = {-lim, lim};
     svg_polyline(&s, d, d, 2, "#bbb", 1);
     svg_points(&s, px, py, PTS, SVG_PALETTE[0], 1.6);
-    write_svg(&s, out, "dequant_scatter.svg");
-    figure(out, "dequant_scatter.svg", "Each weight snaps to one of 16 levels scaled by its block's absmax");
+    write_figure(ex, &s, "dequant_scatter.svg", "Each weight snaps to one of 16 levels scaled by its block's absmax");
 }
 
-static void explain_nf4(const char *out) {
-    section("4. NF4 with blocks of 64, double quantization, and the block-size trade-off");
+static void explain_nf4(Explain *ex) {
+    section(ex, "4. NF4 with blocks of 64, double quantization, and the block-size trade-off");
     const size_t n = 768 * 768;
     float *x = xmalloc(n * sizeof(float)), *y = xmalloc(n * sizeof(float));
     Rng r;
     rng_seed(&r, 2);
     for (size_t i = 0; i < n; i++) x[i] = 0.02f * rng_normal(&r);  // a GPT-2-like 768x768 weight
-    QStats nf = q4_stats(x, n, QUANT_NF4, 64, false, y), nfdq = q4_stats(x, n, QUANT_NF4, 64, true, y);
-    say("a 768 x 768 matrix of N(0, 0.02) weights (as GPT-2 initialises them), blocks of 64:\n");
-    say("  NF4, fp32 absmax:      %.3f bits/param, %.2fx smaller than FP32, mean abs error %.3e, RMS %.3e\n",
+    QuantStats nf = stats(x, n, QUANT_NF4, 64, false, y, "weights"), nfdq = stats(x, n, QUANT_NF4, 64, true, y, "weights");
+    say(ex, "a 768 x 768 matrix of N(0, 0.02) weights (as GPT-2 initialises them), blocks of 64:\n");
+    say(ex, "  NF4, fp32 absmax:      %.3f bits/param, %.2fx smaller than FP32, mean abs error %.3e, RMS %.3e\n",
         nf.bits, 32 / nf.bits, nf.mae, nf.rms);
-    say("  NF4 + double quant:    %.3f bits/param, %.2fx smaller than FP32, mean abs error %.3e, RMS %.3e\n",
+    say(ex, "  NF4 + double quant:    %.3f bits/param, %.2fx smaller than FP32, mean abs error %.3e, RMS %.3e\n",
         nfdq.bits, 32 / nfdq.bits, nfdq.mae, nfdq.rms);
-    say("  double quantization stores each block's absmax as an 8-bit code (blocks of 256 codes share an fp32\n"
+    say(ex, "  double quantization stores each block's absmax as an 8-bit code (blocks of 256 codes share an fp32\n"
         "  scale, after subtracting the mean): 0.5 -> %.3f bits of constants per weight, for %.1f%% more error.\n",
         nfdq.bits - 4, 100 * (nfdq.mae / nf.mae - 1));
-    QStats fp = q4_stats(x, n, QUANT_FP4, 64, true, y), i4 = q4_stats(x, n, QUANT_INT4, 64, false, y);
-    say("\nsame bits, different 4-bit code books (blocks of 64; NF4/FP4 with double quant):\n");
-    say("  NF4  mean abs error %.3e  (%.3f bits)\n  FP4  mean abs error %.3e  (%.3f bits)\n"
+    QuantStats fp = stats(x, n, QUANT_FP4, 64, true, y, "weights"), i4 = stats(x, n, QUANT_INT4, 64, false, y, "weights");
+    say(ex, "\nsame bits, different 4-bit code books (blocks of 64; NF4/FP4 with double quant):\n");
+    say(ex, "  NF4  mean abs error %.3e  (%.3f bits)\n  FP4  mean abs error %.3e  (%.3f bits)\n"
         "  INT4 mean abs error %.3e  (%.3f bits, fp32 scales)\n", nfdq.mae, nfdq.bits, fp.mae, fp.bits, i4.mae, i4.bits);
-    say("  NF4's levels follow the normal distribution of weights, so it wastes fewer codes on rare values.\n");
-    say("\nblock size: bits per weight vs error (NF4 with fp32 absmax, and with double quant):\n");
-    say("  %6s %10s %12s %10s %12s\n", "block", "bits", "mean abs err", "bits (dq)", "mean abs err");
+    say(ex, "  NF4's levels follow the normal distribution of weights, so it wastes fewer codes on rare values.\n");
+    say(ex, "\nblock size: bits per weight vs error (NF4 with fp32 absmax, and with double quant):\n");
+    say(ex, "  %6s %10s %12s %10s %12s\n", "block", "bits", "mean abs err", "bits (dq)", "mean abs err");
     double e1[8], e2[8], ei4[8], efp[8], xs[8];
     int k = 0;
     for (size_t bs = 32; bs <= 4096; bs *= 2, k++) {
-        QStats a = q4_stats(x, n, QUANT_NF4, bs, false, y), b = q4_stats(x, n, QUANT_NF4, bs, true, y);
+        QuantStats a = stats(x, n, QUANT_NF4, bs, false, y, "weights"), b = stats(x, n, QUANT_NF4, bs, true, y, "weights");
         xs[k] = (double)bs;
         e1[k] = a.mae * 1e3;
         e2[k] = b.mae * 1e3;
-        efp[k] = q4_stats(x, n, QUANT_FP4, bs, false, y).mae * 1e3;
-        ei4[k] = q4_stats(x, n, QUANT_INT4, bs, false, y).mae * 1e3;
-        say("  %6zu %10.3f %12.3e %10.3f %12.3e\n", bs, a.bits, a.mae, b.bits, b.mae);
+        efp[k] = stats(x, n, QUANT_FP4, bs, false, y, "weights").mae * 1e3;
+        ei4[k] = stats(x, n, QUANT_INT4, bs, false, y, "weights").mae * 1e3;
+        say(ex, "  %6zu %10.3f %12.3e %10.3f %12.3e\n", bs, a.bits, a.mae, b.bits, b.mae);
     }
-    say("  smaller blocks track local ranges (less error) but cost more scale bits; 64 is QLoRA's choice.\n");
-    if (out) {
+    say(ex, "  smaller blocks track local ranges (less error) but cost more scale bits; 64 is QLoRA's choice.\n");
+    if (ex->out) {
         Svg s;
         svg_begin(&s, 760, 400, "Mean absolute error vs block size (768x768, N(0, 0.02))");
         double top = 0;
@@ -381,25 +313,24 @@ static void explain_nf4(const char *out) {
         const char *labels[4] = {"NF4 (fp32 absmax)", "NF4 + double quant", "FP4", "INT4"};
         const char *colors[4] = {SVG_PALETTE[0], SVG_PALETTE[2], SVG_PALETTE[3], SVG_PALETTE[1]};
         svg_legend(&s, labels, colors, 4);
-        write_svg(&s, out, "blocksize.svg");
-        figure(out, "blocksize.svg", "Error vs block size for NF4, NF4 + double quant, FP4 and INT4");
+        write_figure(ex, &s, "blocksize.svg", "Error vs block size for NF4, NF4 + double quant, FP4 and INT4");
 
-        figure_nf4_histogram(out, x, n);
-        (void)q4_stats(x, n, QUANT_NF4, 64, true, y);  // y: the NF4 + DQ reconstruction
-        figure_dequant_scatter(out, x, y, n);
+        figure_nf4_histogram(ex, x, n);
+        (void)stats(x, n, QUANT_NF4, 64, true, y, "weights");  // y: the NF4 + DQ reconstruction
+        figure_dequant_scatter(ex, x, y, n);
     }
     free(x);
     free(y);
 }
 
-static void explain_model(const char *dir) {
-    section("5. The same statistics on a real model's weights");
+static void explain_model(Explain *ex, const char *dir) {
+    section(ex, "5. The same statistics on a real model's weights");
     Model m;
     QuantConfig qc = {QUANT_NONE, 64, true};
     Error err = {0};
     if (!model_load(&m, dir, &qc, &err)) die_error(&err);
-    say("%s: NF4 + double quant, blocks of 64, per linear ([out, in] as bitsandbytes stores it)\n", dir);
-    say("%-6s %-12s %12s %12s %12s %10s\n", "layer", "module", "weights", "mean |w|", "mean abs err", "rel. err");
+    say(ex, "%s: NF4 + double quant, blocks of 64, per linear ([out, in] as bitsandbytes stores it)\n", dir);
+    say(ex, "%-6s %-12s %12s %12s %12s %10s\n", "layer", "module", "weights", "mean |w|", "mean abs err", "rel. err");
     static const char *const MOD[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
     double tot_err = 0, tot_w = 0;
     for (int l = 0; l < m.cfg.n_layer; l++)
@@ -408,37 +339,39 @@ static void explain_model(const char *dir) {
             size_t n = q->in * q->out;
             if (q->in % 64) continue;
             float *y = xmalloc(n * sizeof(float));
-            QStats st = q4_stats(q->w, n, QUANT_NF4, 64, true, y);
+            char label[600];
+            snprintf(label, sizeof label, "%s: h.%d.%s", dir, l, MOD[t]);
+            QuantStats st = stats(q->w, n, QUANT_NF4, 64, true, y, label);
             double mw = 0;
             for (size_t i = 0; i < n; i++) mw += fabs((double)q->w[i]);
             mw /= (double)n;
-            say("%-6d %-12s %12zu %12.4e %12.4e %9.2f%%\n", l, MOD[t], n, mw, st.mae, 100 * st.mae / mw);
+            say(ex, "%-6d %-12s %12zu %12.4e %12.4e %9.2f%%\n", l, MOD[t], n, mw, st.mae, 100 * st.mae / mw);
             tot_err += st.mae * (double)n;
             tot_w += mw * (double)n;
             free(y);
         }
-    if (tot_w > 0) say("overall: mean abs error is %.2f%% of the mean |w|\n", 100 * tot_err / tot_w);
+    if (tot_w > 0) say(ex, "overall: mean abs error is %.2f%% of the mean |w|\n", 100 * tot_err / tot_w);
     model_free(&m);
 }
 
-static void explain_lora(void) {
-    section("6. LoRA: how few parameters are trained");
-    say("a linear W [out, in] is frozen; LoRA learns A [r, in] and B [out, r] and adds (alpha/r) B A x:\n"
+static void explain_lora(Explain *ex) {
+    section(ex, "6. LoRA: how few parameters are trained");
+    say(ex, "a linear W [out, in] is frozen; LoRA learns A [r, in] and B [out, r] and adds (alpha/r) B A x:\n"
         "r x (in + out) trainable parameters instead of in x out.\n");
     struct { const char *name; size_t in, out; } lin[4] = {
         {"c_attn (768 -> 2304)", 768, 2304}, {"attn.c_proj (768 -> 768)", 768, 768},
         {"c_fc (768 -> 3072)", 768, 3072}, {"mlp.c_proj (3072 -> 768)", 3072, 768}};
     for (int i = 0; i < 4; i++)
-        say("  GPT-2 small %-26s full %9zu, r=8: %6zu (%.2f%%)\n", lin[i].name, lin[i].in * lin[i].out,
+        say(ex, "  GPT-2 small %-26s full %9zu, r=8: %6zu (%.2f%%)\n", lin[i].name, lin[i].in * lin[i].out,
             8 * (lin[i].in + lin[i].out), 100.0 * 8 * (lin[i].in + lin[i].out) / (double)(lin[i].in * lin[i].out));
     ModelShape s;
     bool all[LORA_N_TARGETS], attn[LORA_N_TARGETS] = {true, false, false, false};
     lora_parse_target("all-linear", all, &(Error){0});
     shape_preset("gpt2", &s);
-    say("GPT-2 small (%.0f parameters): r=8 on all linears %.0f trainable, on c_attn only %.0f\n", shape_params(&s),
+    say(ex, "GPT-2 small (%.0f parameters): r=8 on all linears %.0f trainable, on c_attn only %.0f\n", shape_params(&s),
         shape_lora_params(&s, 8, all), shape_lora_params(&s, 8, attn));
     shape_preset("llama-7b", &s);
-    say("LLaMA-7B: r=64 on all linears %.4g trainable (%.2f%%): its fp32 weights, gradients and AdamW moments\n"
+    say(ex, "LLaMA-7B: r=64 on all linears %.4g trainable (%.2f%%): its fp32 weights, gradients and AdamW moments\n"
         "take %.2f GiB, next to %.2f GiB for the NF4 + double quant base.\n", shape_lora_params(&s, 64, all),
         100 * shape_lora_params(&s, 64, all) / shape_params(&s), 16 * shape_lora_params(&s, 64, all) / 1073741824.0,
         (shape_linear_params(&s) * nf4_bits(64, true) / 8 + 4 * (shape_params(&s) - shape_linear_params(&s))) / 1073741824.0);
@@ -452,41 +385,43 @@ static const char *EXPLAIN_HELP =
     "count. Every number comes from qlora's own quantizers. --model adds the statistics of a\n"
     "real model's weights; --out DIR writes SVG figures and an index.html showing them.\n";
 
+// ex->out/index.html: the walkthrough's text with the figures in place. Exits on failure.
+static void write_page(const Explain *ex) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/index.html", ex->out);
+    char *page = NULL;
+    sb_appendf(&page, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
+                      "<title>qlora explain</title><style>body{font-family:sans-serif;max-width:980px;"
+                      "margin:2em auto;padding:0 1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"
+                      "img{max-width:100%%;border:1px solid #ddd}</style></head><body>\n"
+                      "<h1>QLoRA, computed: quantization for fine-tuning</h1>\n<pre>");
+    for (size_t i = 0; i < arrlenu(ex->html); i++) arrput(page, ex->html[i]);
+    sb_appendf(&page, "</pre>\n</body></html>\n");
+    Error err = {0};
+    if (!write_file_atomic(path, page, arrlenu(page), &err)) die_error(&err);
+    arrfree(page);
+    printf("\nwrote %s/index.html and the SVG figures beside it\n", ex->out);
+}
+
 int cmd_explain(int argc, char **argv) {
     if (cli_help(argc, argv, EXPLAIN_HELP)) return 0;
-    const char *out = NULL, *model = NULL;
+    struct { const char *out, *model; } a = {NULL, NULL};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--out") == 0) out = cli_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--model") == 0) model = cli_value(argc, argv, &i);
+        if (strcmp(argv[i], "--out") == 0) a.out = cli_value(argc, argv, &i);
+        else if (strcmp(argv[i], "--model") == 0) a.model = cli_value(argc, argv, &i);
         else cli_usage_error("explain", "unknown argument '%s'", argv[i]);
     }
-    if (out && mkdir(out, 0755) != 0 && errno != EEXIST)
-        die(EXIT_RUNTIME, "%s: cannot create folder: %s", out, strerror(errno));
-    sb_appendf(&g_html, "<pre>");
-    say("qlora explain: quantization for fine-tuning, computed by qlora's own code\n");
-    explain_formats(out);
-    explain_memory_7b(out);
-    explain_int8();
-    explain_nf4(out);
-    if (model) explain_model(model);
-    explain_lora();
-    sb_appendf(&g_html, "</pre>\n");
-    if (out) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/index.html", out);
-        char *page = NULL;
-        sb_appendf(&page, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
-                          "<title>qlora explain</title><style>body{font-family:sans-serif;max-width:980px;"
-                          "margin:2em auto;padding:0 1em}pre{background:#f6f6f6;padding:1em;overflow-x:auto}"
-                          "img{max-width:100%%;border:1px solid #ddd}</style></head><body>\n"
-                          "<h1>QLoRA, computed: quantization for fine-tuning</h1>\n");
-        for (size_t i = 0; i < arrlenu(g_html); i++) arrput(page, g_html[i]);
-        sb_appendf(&page, "</body></html>\n");
-        Error err = {0};
-        if (!write_file_atomic(path, page, arrlenu(page), &err)) die_error(&err);
-        arrfree(page);
-        printf("\nwrote %s/index.html and the SVG figures beside it\n", out);
-    }
-    arrfree(g_html);
+    if (a.out && mkdir(a.out, 0755) != 0 && errno != EEXIST)
+        die(EXIT_RUNTIME, "%s: cannot create folder: %s", a.out, strerror(errno));
+    Explain ex = {a.out, NULL};
+    say(&ex, "qlora explain: quantization for fine-tuning, computed by qlora's own code\n");
+    explain_formats(&ex);
+    explain_memory_7b(&ex);
+    explain_int8(&ex);
+    explain_nf4(&ex);
+    if (a.model) explain_model(&ex, a.model);
+    explain_lora(&ex);
+    if (a.out) write_page(&ex);
+    arrfree(ex.html);
     return 0;
 }
