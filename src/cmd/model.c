@@ -14,6 +14,7 @@
 #include "json.h"
 #include "model.h"
 #include "quant.h"
+#include "sample.h"
 #include "tokenizer.h"
 
 // ---- shared option handling ------------------------------------------------------------------
@@ -391,49 +392,6 @@ static const char *GENERATE_HELP =
     "greedy. The same seed gives the same text. --bf16: the prompt's products with the frozen\n"
     "weights in bf16 (each new token's one-row products stay fp32).\n";
 
-typedef struct {
-    float p;
-    int id;
-} Cand;
-
-static int cmp_cand(const void *a, const void *b) {
-    float x = ((const Cand *)a)->p, y = ((const Cand *)b)->p;
-    if (x != y) return x < y ? 1 : -1;
-    return ((const Cand *)a)->id - ((const Cand *)b)->id;  // stable order for ties
-}
-
-// Pick the next id from logits[0..V) (V = the tokenizer's size).
-static int sample(const float *logits, int V, float temperature, int top_k, float top_p, Rng *rng,
-                  Cand *cand) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (temperature <= 0.0f) return best;
-    double sum = 0;
-    for (int i = 0; i < V; i++) {
-        cand[i].id = i;
-        cand[i].p = expf((logits[i] - logits[best]) / temperature);
-        sum += cand[i].p;
-    }
-    qsort(cand, (size_t)V, sizeof(Cand), cmp_cand);
-    int keep = top_k > 0 && top_k < V ? top_k : V;
-    double mass = 0, kept = 0;
-    for (int i = 0; i < keep; i++) {
-        mass += cand[i].p / sum;
-        if (top_p < 1.0f && mass >= top_p) {
-            keep = i + 1;  // the smallest set whose probability reaches top_p
-            break;
-        }
-    }
-    for (int i = 0; i < keep; i++) kept += cand[i].p;
-    double u = rng_uniform(rng) * kept, acc = 0;
-    for (int i = 0; i < keep; i++) {
-        acc += cand[i].p;
-        if (u < acc) return cand[i].id;
-    }
-    return cand[keep - 1].id;
-}
-
 int cmd_generate(int argc, char **argv) {
     if (cli_help(argc, argv, GENERATE_HELP)) return 0;
     ModelOpts o;
@@ -481,7 +439,8 @@ int cmd_generate(int argc, char **argv) {
     KVCache *kv = kv_create(&m, has_lora ? &lora : NULL);
     float *logits = xmalloc((size_t)m.cfg.vocab_size * sizeof(float));
     const int Vt = tok_vocab_size(tok);  // ids past the tokenizer (padding) are never sampled
-    Cand *cand = xmalloc((size_t)Vt * sizeof(Cand));
+    SampleCand *cand = xmalloc((size_t)Vt * sizeof(SampleCand));
+    const SampleParams sp = {(float)temperature, (int)top_k, (float)top_p};
     Rng rng;
     rng_seed(&rng, (uint64_t)seed);
     fputs(prompt, stdout);
@@ -501,7 +460,7 @@ int cmd_generate(int argc, char **argv) {
                      isnan(logits[bad]) ? "NaN" : "Inf", has_lora ? " with this adapter" : "");
             break;
         }
-        int next = sample(logits, Vt, (float)temperature, (int)top_k, (float)top_p, &rng, cand);
+        int next = sample_next(logits, Vt, &sp, &rng, cand);
         if (next == tok_eot(tok)) break;
         arrsetlen(bytes, 0);
         tok_decode_append(tok, next, &bytes);
