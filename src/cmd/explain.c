@@ -70,6 +70,7 @@ static void write_figure(Explain *ex, Svg *s, const char *name, const char *capt
 
 // ---- the sections ----------------------------------------------------------------------------
 
+// Section 1: one weight in FP32, FP16 and BF16, bit by bit; the formats' ranges; NF4's levels.
 static void explain_formats(Explain *ex) {
     section(ex, "1. How one weight is stored: FP32, FP16, BF16");
     const float w = 0.3457f;
@@ -124,6 +125,7 @@ static void explain_formats(Explain *ex) {
     write_figure(ex, &s, "bit_layouts.svg", "Bit layouts of 0.3457 in FP32, FP16 and BF16");
 }
 
+// Section 2: a 7B model's bytes in each format, and each fine-tuning method's total (memory.h).
 static void explain_memory_7b(Explain *ex) {
     section(ex, "2. Memory of a 7B-parameter model");
     const double n = 7e9, gib = 1073741824.0;
@@ -173,6 +175,7 @@ static void explain_memory_7b(Explain *ex) {
     write_figure(ex, &g, "memory.svg", "Memory of fine-tuning LLaMA-7B with each method (predicted by qlora memory)");
 }
 
+// Section 3: symmetric vs asymmetric INT8 on normal weights, errors against scale/4.
 static void explain_int8(Explain *ex) {
     section(ex, "3. INT8: symmetric (absmax) vs asymmetric (zero-point)");
     const size_t n = 10000;
@@ -265,6 +268,8 @@ static void figure_dequant_scatter(Explain *ex, const float *x, const float *y, 
     write_figure(ex, &s, "dequant_scatter.svg", "Each weight snaps to one of 16 levels scaled by its block's absmax");
 }
 
+// Section 4: NF4 with and without double quantization, NF4 vs FP4 vs INT4, and the
+// block-size trade-off, on a GPT-2-like random matrix.
 static void explain_nf4(Explain *ex) {
     section(ex, "4. NF4 with blocks of 64, double quantization, and the block-size trade-off");
     const size_t n = 768 * 768;
@@ -323,6 +328,7 @@ static void explain_nf4(Explain *ex) {
     free(y);
 }
 
+// Section 5 (--model): NF4 + double quant error of each linear of the model in dir.
 static void explain_model(Explain *ex, const char *dir) {
     section(ex, "5. The same statistics on a real model's weights");
     Model m;
@@ -354,6 +360,7 @@ static void explain_model(Explain *ex, const char *dir) {
     model_free(&m);
 }
 
+// Section 6: LoRA's trainable parameters for GPT-2's linears and for LLaMA-7B.
 static void explain_lora(Explain *ex) {
     section(ex, "6. LoRA: how few parameters are trained");
     say(ex, "a linear W [out, in] is frozen; LoRA learns A [r, in] and B [out, r] and adds (alpha/r) B A x:\n"
@@ -377,13 +384,23 @@ static void explain_lora(Explain *ex) {
         (shape_linear_params(&s) * nf4_bits(64, true) / 8 + 4 * (shape_params(&s) - shape_linear_params(&s))) / 1073741824.0);
 }
 
-static const char *EXPLAIN_HELP =
-    "usage: qlora explain [--out DIR] [--model DIR]\n\n"
+typedef struct {
+    const char *out, *model;
+} ExplainArgs;
+
+static const CliOption EXPLAIN_OPTIONS[] = {
+    {"--out", CLI_STR(ExplainArgs, out), "DIR", "also write SVG figures and an index.html showing them into DIR"},
+    {"--model", CLI_STR(ExplainArgs, model), "DIR", "add the statistics of a real model's weights"},
+    CLI_END};
+
+static const CliCommand EXPLAIN = {
+    .name = "explain",
+    .about =
     "A guided walkthrough of quantization for fine-tuning: how FP32/FP16/BF16 store a weight,\n"
     "what a 7B model needs in each format, symmetric vs asymmetric INT8, NF4 with double\n"
     "quantization and the block-size trade-off, NF4 vs FP4 vs INT4, and LoRA's parameter\n"
-    "count. Every number comes from qlora's own quantizers. --model adds the statistics of a\n"
-    "real model's weights; --out DIR writes SVG figures and an index.html showing them.\n";
+    "count. Every number comes from qlora's own quantizers.\n",
+    .options = EXPLAIN_OPTIONS};
 
 // ex->out/index.html: the walkthrough's text with the figures in place. Exits on failure.
 static void write_page(const Explain *ex) {
@@ -404,13 +421,9 @@ static void write_page(const Explain *ex) {
 }
 
 int cmd_explain(int argc, char **argv) {
-    if (cli_help(argc, argv, EXPLAIN_HELP)) return 0;
-    struct { const char *out, *model; } a = {NULL, NULL};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--out") == 0) a.out = cli_value(argc, argv, &i);
-        else if (strcmp(argv[i], "--model") == 0) a.model = cli_value(argc, argv, &i);
-        else cli_usage_error("explain", "unknown argument '%s'", argv[i]);
-    }
+    ExplainArgs a = {0};
+    int rc = cli_parse(&EXPLAIN, &a, argc, argv);
+    if (rc != CLI_RUN) return rc;
     if (a.out && mkdir(a.out, 0755) != 0 && errno != EEXIST)
         die(EXIT_RUNTIME, "%s: cannot create folder: %s", a.out, strerror(errno));
     Explain ex = {a.out, NULL};

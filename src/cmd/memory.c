@@ -1,20 +1,62 @@
 // cmd/memory.c: `qlora memory`, the prediction of memory.h printed as a table or JSON.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cmd/cli.h"
 #include "memory.h"
 
-static const char *MEMORY_HELP =
-    "usage: qlora memory (--model DIR | --preset NAME) [--batch B] [--seq T] [--lora-r R]\n"
-    "                    [--targets LIST] [--gradient-checkpointing] [--blocksize N]\n"
-    "                    [--params N] [--format text|json]\n\n"
+typedef struct {
+    const char *model_dir, *preset, *format;
+    long batch, seq, lora_r, blocksize;
+    bool targets[LORA_N_TARGETS];
+    bool gradient_checkpointing;
+    double params;  // 0: not asked
+} MemoryArgs;
+
+// CliCallFn for --targets: a comma-separated list of LoRA targets into bool[LORA_N_TARGETS]
+// (replacing the default, all linears).
+static bool parse_targets(const char *opt, const char *value, void *field, Error *err) {
+    bool *t = field;
+    char list[512];
+    snprintf(list, sizeof list, "%s", value);
+    memset(t, 0, LORA_N_TARGETS * sizeof(bool));
+    Error e = {0};
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
+        if (!lora_parse_target(tok, t, &e)) return error_set(err, "%s: %s", opt, e.msg);
+    return true;
+}
+
+static const char *const FORMAT_CHOICES[] = {"text", "json", NULL};
+
+static const CliOption MEMORY_OPTIONS[] = {
+    {"--model", CLI_STR(MemoryArgs, model_dir), "DIR", "a model folder (its config.json)"},
+    {"--preset", CLI_STR(MemoryArgs, preset), "NAME",
+     "gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-7b, llama-13b, llama-33b or llama-65b"},
+    {"--batch", CLI_INT(MemoryArgs, batch), "B", "examples per step", .lo = 1, .hi = 1 << 20},
+    {"--seq", CLI_INT(MemoryArgs, seq), "T", "tokens per example", .lo = 1, .hi = 1 << 22},
+    {"--lora-r", CLI_INT(MemoryArgs, lora_r), "R", "LoRA rank", .lo = 1, .hi = 65536},
+    {"--targets", CLI_CALL(MemoryArgs, targets), "LIST",
+     "comma-separated linears with adapters: c_attn, c_proj, attn.c_proj, mlp.c_proj, c_fc or all-linear "
+     "(default all-linear)", .call = parse_targets},
+    {"--gradient-checkpointing", CLI_FLAG(MemoryArgs, gradient_checkpointing), NULL,
+     "keep one layer's activations at a time"},
+    {"--blocksize", CLI_INT(MemoryArgs, blocksize), "N", "values per quantization block", .lo = QUANT_MIN_BLOCK,
+     .hi = QUANT_MAX_BLOCK},
+    {"--params", CLI_FLOAT(MemoryArgs, params), "N", "also print what N parameters take in each number format",
+     .lo = 0, .hi = INFINITY, .flags = CLI_LO_OPEN},
+    {"--format", CLI_CHOICE(MemoryArgs, format), NULL, "a table, or one JSON object", .choices = FORMAT_CHOICES},
+    CLI_END};
+
+static const CliCommand MEMORY = {
+    .name = "memory",
+    .about =
     "Predicts the memory of fine-tuning the model with each method: full fp32 AdamW, full\n"
     "16-bit mixed precision, LoRA on an fp32 or 16-bit base, QLoRA with an int8, fp4, nf4\n"
-    "and nf4 + double-quant base. Presets: gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-7b,\n"
-    "llama-13b, llama-33b, llama-65b. Defaults: batch 1, seq 512, r 8, all linears.\n"
-    "--params N also prints what N parameters take in each number format.\n";
+    "and nf4 + double-quant base. Give --model DIR, --preset NAME or --params N.\n",
+    .options = MEMORY_OPTIONS};
 
+// " %9.2f" of bytes in GiB, a column of the text table.
 static void print_gib(double bytes) { printf(" %9.2f", bytes / 1073741824.0); }
 
 // The prediction as one JSON object (qlora memory --format json).
@@ -69,72 +111,50 @@ static void print_rows_text(const ModelShape *sp, const MemJob *jp, const MemRow
            "GiB = 2^30 bytes\n");
 }
 
-int cmd_memory(int argc, char **argv) {
-    if (cli_help(argc, argv, MEMORY_HELP)) return 0;
-    const char *model_dir = NULL, *preset = NULL, *format = "text";
-    MemJob j = {.B = 1, .T = 512, .lora_r = 8, .quant_blocksize = QUANT_DEFAULT_BLOCK};
-    bool targets_set = false;
-    double raw_params = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--preset") == 0) preset = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--batch") == 0) j.B = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 20);
-        else if (strcmp(a, "--seq") == 0) j.T = (size_t)cli_long(a, cli_value(argc, argv, &i), 1, 1 << 22);
-        else if (strcmp(a, "--lora-r") == 0) j.lora_r = (int)cli_long(a, cli_value(argc, argv, &i), 1, 65536);
-        else if (strcmp(a, "--blocksize") == 0) j.quant_blocksize = (size_t)cli_long(a, cli_value(argc, argv, &i), QUANT_MIN_BLOCK, QUANT_MAX_BLOCK);
-        else if (strcmp(a, "--gradient-checkpointing") == 0) j.gradient_checkpointing = true;
-        else if (strcmp(a, "--format") == 0) {
-            format = cli_value(argc, argv, &i);
-            if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0)
-                cli_usage_error("memory", "--format must be text or json, got '%s'", format);
-        } else if (strcmp(a, "--params") == 0) {
-            const char *v = cli_value(argc, argv, &i);
-            if (!parse_double(v, &raw_params) || raw_params <= 0)
-                cli_usage_error("memory", "--params must be a positive number, got '%s'", v);
-        } else if (strcmp(a, "--targets") == 0) {
-            char list[512];
-            snprintf(list, sizeof list, "%s", cli_value(argc, argv, &i));
-            Error err = {0};
-            for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
-                if (!lora_parse_target(tok, j.targets, &err)) die(EXIT_BAD_INPUT, "--targets: %s", err.msg);
-            targets_set = true;
-        } else cli_usage_error("memory", "unknown argument '%s'", a);
-    }
-    if (!targets_set) lora_parse_target("all-linear", j.targets, &(Error){0});
-    ModelShape s;
-    if (preset) {
-        if (!shape_preset(preset, &s)) cli_usage_error("memory", "unknown preset '%s'", preset);
-    } else if (model_dir) {
-        GPT2Config c;
-        Error err = {0};
-        if (!model_read_config(&c, model_dir, &err)) die_error(&err);
-        s = shape_from_config(&c);
-        snprintf(s.name, sizeof s.name, "%.31s", model_dir);
-    } else if (!raw_params) {
-        cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");
-    }
-    const bool json = strcmp(format, "json") == 0;
+// What n parameters take in each number format (--params), as a list or one JSON object.
+static void print_formats(double n, size_t blocksize, bool json) {
     static const struct { const char *name; double bits; } FORMATS[] = {
         {"fp32", 32}, {"fp16", 16}, {"bf16", 16}, {"int8", 8}, {"int4", 4}};
-    if (raw_params && !json) {
-        printf("%.4g parameters in each number format (GiB = 2^30 bytes):\n", raw_params);
-        for (size_t k = 0; k < sizeof FORMATS / sizeof FORMATS[0]; k++)
-            printf("  %-5s %6.2f GiB\n", FORMATS[k].name, raw_params * FORMATS[k].bits / 8 / 1073741824.0);
-        printf("  nf4   %6.2f GiB with fp32 block scales (%.3f bits), %.2f GiB with double quant (%.3f bits)\n",
-               raw_params * nf4_bits(j.quant_blocksize, false) / 8 / 1073741824.0, nf4_bits(j.quant_blocksize, false),
-               raw_params * nf4_bits(j.quant_blocksize, true) / 8 / 1073741824.0, nf4_bits(j.quant_blocksize, true));
+    const size_t n_formats = sizeof FORMATS / sizeof FORMATS[0];
+    const double nf4 = nf4_bits(blocksize, false), nf4_dq = nf4_bits(blocksize, true), gib = 1073741824.0;
+    if (json) {
+        printf("{\"params\": %.0f, \"formats\": {", n);
+        for (size_t k = 0; k < n_formats; k++)
+            printf("%s\"%s\": %.0f", k ? ", " : "", FORMATS[k].name, n * FORMATS[k].bits / 8);
+        printf(", \"nf4\": %.0f, \"nf4_dq\": %.0f}}\n", n * nf4 / 8, n * nf4_dq / 8);
+        return;
     }
-    if (!preset && !model_dir) {
-        if (json) {
-            printf("{\"params\": %.0f, \"formats\": {", raw_params);
-            for (size_t k = 0; k < sizeof FORMATS / sizeof FORMATS[0]; k++)
-                printf("%s\"%s\": %.0f", k ? ", " : "", FORMATS[k].name, raw_params * FORMATS[k].bits / 8);
-            printf(", \"nf4\": %.0f, \"nf4_dq\": %.0f}}\n", raw_params * nf4_bits(j.quant_blocksize, false) / 8,
-                   raw_params * nf4_bits(j.quant_blocksize, true) / 8);
-        }
-        return 0;
+    printf("%.4g parameters in each number format (GiB = 2^30 bytes):\n", n);
+    for (size_t k = 0; k < n_formats; k++)
+        printf("  %-5s %6.2f GiB\n", FORMATS[k].name, n * FORMATS[k].bits / 8 / gib);
+    printf("  nf4   %6.2f GiB with fp32 block scales (%.3f bits), %.2f GiB with double quant (%.3f bits)\n",
+           n * nf4 / 8 / gib, nf4, n * nf4_dq / 8 / gib, nf4_dq);
+}
+
+int cmd_memory(int argc, char **argv) {
+    MemoryArgs a = {.format = "text", .batch = 1, .seq = 512, .lora_r = 8, .blocksize = QUANT_DEFAULT_BLOCK};
+    lora_parse_target("all-linear", a.targets, &(Error){0});
+    int rc = cli_parse(&MEMORY, &a, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    ModelShape s;
+    if (a.preset) {
+        if (!shape_preset(a.preset, &s)) cli_usage_error("memory", "unknown preset '%s'", a.preset);
+    } else if (a.model_dir) {
+        GPT2Config c;
+        Error err = {0};
+        if (!model_read_config(&c, a.model_dir, &err)) die_error(&err);
+        s = shape_from_config(&c);
+        snprintf(s.name, sizeof s.name, "%.31s", a.model_dir);
+    } else if (!a.params) {
+        cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");
     }
+    const bool json = strcmp(a.format, "json") == 0;
+    // JSON is one object: the formats of --params only when no model was asked for
+    if (a.params && (!json || (!a.preset && !a.model_dir))) print_formats(a.params, (size_t)a.blocksize, json);
+    if (!a.preset && !a.model_dir) return 0;
+    MemJob j = {.B = (size_t)a.batch, .T = (size_t)a.seq, .lora_r = (int)a.lora_r,
+                .gradient_checkpointing = a.gradient_checkpointing, .quant_blocksize = (size_t)a.blocksize};
+    memcpy(j.targets, a.targets, sizeof j.targets);
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
     if (json) print_rows_json(&s, &j, rows);
