@@ -5,6 +5,7 @@
 
 #include "ds.h"
 
+// JSON's four whitespace characters (RFC 8259).
 static bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // Offset of the first \u0000 escape inside a JSON string of text[0..len), or len if none.

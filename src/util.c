@@ -18,6 +18,7 @@
 #define STB_DS_IMPLEMENTATION
 #include "ds.h"
 
+// Fill err (if not NULL) with the message and status; returns false.
 static bool error_vset(Error *err, int status, const char *fmt, va_list ap) {
     if (err) {
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -196,6 +197,7 @@ bool atomic_write(AtomicFile *af, const void *data, size_t bytes, Error *err) {
     return true;
 }
 
+// fsync the folder holding path, so that a rename into it survives a crash (best effort).
 static void fsync_parent_dir(const char *path) {
     char *copy = xstrdup(path);
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
