@@ -125,6 +125,9 @@ static void test_values(void) {
     rc = parse(&a, "--dir d -- --force -");
     EXPECT(rc == CLI_RUN && !a.force && strcmp(a.src, "--force") == 0 && strcmp(a.dst, "-") == 0,
            "after --, and \"-\" itself, arguments are positionals");
+    rc = parse(&a, "--dir d -5 -x");
+    EXPECT(rc == CLI_RUN && strcmp(a.src, "-5") == 0 && strcmp(a.dst, "-x") == 0,
+           "an argument with one leading '-' (other than -h) is a positional");
     rc = parse(&a, "--dir d s --key-lr 0.5 t");
     EXPECT(rc == CLI_RUN && strcmp(a.extra_key, "lr") == 0 && strcmp(a.extra_value, "0.5") == 0 &&
            strcmp(a.dst, "t") == 0, "the extra hook takes the arguments it says");

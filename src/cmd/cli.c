@@ -244,7 +244,8 @@ int cli_parse(const CliCommand *cmd, void *args, int argc, char **argv) {
     for (int i = 1; i < argc && rc == CLI_RUN; i++) {
         const char *a = argv[i];
         if (!options_done && strcmp(a, "--") == 0) options_done = true;
-        else if (!options_done && a[0] == '-' && a[1]) rc = parse_option(&p, argc, argv, &i);
+        else if (!options_done && (strncmp(a, "--", 2) == 0 || strcmp(a, "-h") == 0))
+            rc = parse_option(&p, argc, argv, &i);
         else rc = parse_positional(&p, a);
     }
     if (rc == CLI_RUN) rc = check_required(&p);

@@ -20,10 +20,12 @@
 // Contract of cli_parse(cmd, args, argc, argv):
 //   - argv[0] is the command's name; argv[1..] are read left to right, once.
 //   - "--help" or "-h" where an option may stand prints the help to stdout and returns 0.
-//   - An option with a metavar takes a value: "--name VALUE" (VALUE is the next argument,
-//     whatever it starts with) or "--name=VALUE". One without (a flag) takes none.
-//   - An argument that does not start with '-', "-" itself, and every argument after "--"
-//     fill the positional entries (names without a leading '-') in table order.
+//   - Options are long ("--name"); there are no short ones besides -h.
+//   - An option with a metavar, or a choice, takes a value: "--name VALUE" (VALUE is the
+//     next argument, whatever it starts with) or "--name=VALUE". A flag takes none.
+//   - Every other argument that does not start with "--" ("-5 degrees", "-" included), and
+//     every argument after "--", fills the positional entries (names without a leading
+//     '-') in table order.
 //   - An option given twice keeps the last value, except CLI_LIST, which collects them all.
 //   - Fields of options not given keep the value they had: set defaults before the call.
 //   - A usage error prints one line on stderr, "qlora: error: CMD: MESSAGE (see 'qlora CMD
