@@ -368,27 +368,3 @@ void cli_print_help(const CliCommand *cmd, const void *args, FILE *fp) {
     fprintf(fp, "  %-*s%s\n", HELP_COL - 2, "-h, --help", "print this help and exit");
     arrfree(entries);
 }
-
-// ---- the helpers train and bench use until they move to cli_parse ---------------------------
-
-bool cli_help(int argc, char **argv, const char *help) {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return true;
-        }
-    return false;
-}
-
-const char *cli_value(int argc, char **argv, int *i) {
-    if (*i + 1 >= argc) cli_usage_error(argv[0], "option %s needs a value", argv[*i]);
-    *i += 1;
-    return argv[*i];
-}
-
-long cli_long(const char *opt, const char *value, long lo, long hi) {
-    long v;
-    if (!parse_long(value, lo, hi, &v))
-        die(EXIT_BAD_INPUT, "option %s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, value);
-    return v;
-}

@@ -134,13 +134,4 @@ void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), 
 // die with err's message and status (EXIT_RUNTIME if unset).
 void die_error(const Error *err) __attribute__((noreturn));
 
-// Until train and bench use cli_parse (the lead converts them):
-// If argv[1..] contains --help or -h, print help to stdout and return true.
-bool cli_help(int argc, char **argv, const char *help);
-// For option argv[*i] that takes a value: return argv[*i + 1] and advance *i, or exit with
-// a usage error naming the option.
-const char *cli_value(int argc, char **argv, int *i);
-// Parse an integer option value in [lo, hi] or exit with a usage error naming the option.
-long cli_long(const char *opt, const char *value, long lo, long hi);
-
 #endif
