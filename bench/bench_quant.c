@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd/cli.h"
 #include "quant.h"
 
 // Median of `reps` timings of fn (after one warm-up call).

@@ -34,7 +34,7 @@ static char *resolved(const char *path) {
 
 // The adapter's shape as recorded: "r R alpha A[ rslora] targets T..." or "none".
 static char *lora_shape(const TrainConfig *c) {
-    if (strcmp(c->method, "full") == 0) return xstrdup("none");
+    if (c->method == METHOD_FULL) return xstrdup("none");
     char *s = path_fmt("r %ld alpha %g%s targets", c->lora_r, c->lora_alpha, c->use_rslora ? " rslora" : "");
     for (int i = 0; i < c->n_lora_target_modules; i++) {
         char *next = path_fmt("%s %s", s, c->lora_target_modules[i]);
@@ -56,9 +56,9 @@ static void job_depends(const TrainConfig *c, char *out[N_DEPENDS]) {
     out[0] = path_fmt("%s (model.safetensors: %lld bytes)", base, stat(weights, &st) == 0 ? (long long)st.st_size : -1LL);
     free(base);
     free(weights);
-    out[1] = xstrdup(c->method);
-    out[2] = strcmp(c->method, "qlora") == 0
-                 ? path_fmt("%s blocksize %ld%s", c->quant, c->quant_blocksize, c->double_quant ? " double_quant" : "")
+    out[1] = xstrdup(train_method_name(c->method));
+    out[2] = c->method == METHOD_QLORA
+                 ? path_fmt("%s blocksize %ld%s", quant_name(c->quant), c->quant_blocksize, c->double_quant ? " double_quant" : "")
                  : xstrdup("none");
     out[3] = lora_shape(c);
     out[4] = path_fmt("%ld", c->seed);
@@ -87,9 +87,10 @@ bool checkpoint_check_job(const char *ckpt, const TrainConfig *c, Error *err) {
     if (!js) return free(path), false;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(js, "method");
     const cJSON *dep = cJSON_GetObjectItemCaseSensitive(js, "depends_on");
-    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, c->method) == 0 ||
+    const char *method = train_method_name(c->method);
+    bool ok = !cJSON_IsString(m) || strcmp(m->valuestring, method) == 0 ||
               error_set(err, "%s: the checkpoint was made with method %s, this job has method %s (resume with "
-                             "the method it was made with)", path, m->valuestring, c->method);
+                             "the method it was made with)", path, m->valuestring, method);
     char *now[N_DEPENDS];
     job_depends(c, now);
     for (int i = 0; ok && i < N_DEPENDS; i++) {
@@ -134,7 +135,7 @@ static bool save_state(const TrainConfig *c, const Trainer *t, const char *dir, 
                            "  \"epoch\": %zu,\n  \"cursor\": %zu,\n  \"n_train_examples\": %zu,\n"
                            "  \"seed\": %ld,\n  \"method\": \"%s\",\n  \"depends_on\": %s\n}\n",
                            t->step, t->opt.total_steps, t->opt.warmup, t->epoch, t->cursor,
-                           arrlenu(t->data->ex), c->seed, c->method, depends);
+                           arrlenu(t->data->ex), c->seed, train_method_name(c->method), depends);
     free(depends);
     char *path = path_join(dir, "trainer_state.json");
     bool ok = write_file_atomic(path, state, strlen(state), err);

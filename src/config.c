@@ -13,21 +13,31 @@
 
 #include "lora.h"
 
-typedef enum { K_STR, K_ENUM, K_INT, K_FLOAT, K_BOOL, K_LIST } KeyType;
+// K_ENUM: a string field limited to `choices`; K_CHOICE: an enum field (int), the value
+// values[i] (or i without values) for the i-th spelling of `choices`.
+typedef enum { K_STR, K_ENUM, K_CHOICE, K_INT, K_FLOAT, K_BOOL, K_LIST } KeyType;
 
 typedef struct {
     const char *name;
     KeyType type;
     size_t offset, size;   // into TrainConfig; size for strings
+    const int *values;     // K_CHOICE: the enum value of each choice; NULL = its index
     double lo, hi;         // numeric range (inclusive)
-    const char *choices;   // K_ENUM: "a|b|c"
+    const char *choices;   // K_ENUM, K_CHOICE: "a|b|c"
     const char *dflt;      // default, as YAML text
     const char *doc;
 } KeySpec;
 
-#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f)
-#define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f)
-#define NUM(t, f) t, offsetof(TrainConfig, f), 0
+_Static_assert(sizeof(TrainMethod) == sizeof(int) && sizeof(QuantType) == sizeof(int) &&
+                   sizeof(LrSchedule) == sizeof(int) && sizeof(Bf16Mode) == sizeof(int),
+               "K_CHOICE fields are stored as int");
+static const int QUANT_VALUES[] = {QUANT_NF4, QUANT_FP4, QUANT_INT8, QUANT_NONE};
+static const int LR_VALUES[] = {LR_CONSTANT, LR_LINEAR, LR_COSINE};
+
+#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL
+#define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL
+#define CHOICE(f, values) K_CHOICE, offsetof(TrainConfig, f), 0, values
+#define NUM(t, f) t, offsetof(TrainConfig, f), 0, NULL
 static const KeySpec KEYS[] = {
     {"base_model", STR(base_model), 0, 0, NULL, "", "model folder (HF layout: config.json, model.safetensors, vocab.json, merges.txt); required"},
     {"dataset", STR(dataset), 0, 0, NULL, "", "training data file; required"},
@@ -35,14 +45,14 @@ static const KeySpec KEYS[] = {
     {"val_set_size", NUM(K_FLOAT, val_set_size), 0, 1e9, NULL, "0", "held-out part of dataset: a fraction (< 1) or a number of examples (>= 1); 0 = none"},
     {"val_dataset", STR(val_dataset), 0, 0, NULL, "", "separate validation file (same format as dataset); overrides val_set_size"},
     {"output_dir", STR(output_dir), 0, 0, NULL, "out", "where the adapter, checkpoints, metrics.jsonl and report.html go"},
-    {"method", ENUM(method), 0, 0, "qlora|lora|full", "qlora", "qlora: LoRA on a quantized frozen base; lora: LoRA on an fp32 frozen base; full: train every weight in fp32"},
-    {"quant", ENUM(quant), 0, 0, "nf4|fp4|int8|none", "nf4", "storage of the frozen linear weights with method qlora (lora and full use fp32)"},
+    {"method", CHOICE(method, NULL), 0, 0, "qlora|lora|full", "qlora", "qlora: LoRA on a quantized frozen base; lora: LoRA on an fp32 frozen base; full: train every weight in fp32"},
+    {"quant", CHOICE(quant, QUANT_VALUES), 0, 0, "nf4|fp4|int8|none", "nf4", "storage of the frozen linear weights with method qlora (lora and full use fp32)"},
     {"double_quant", NUM(K_BOOL, double_quant), 0, 0, NULL, "true", "double-quantize the NF4/FP4 block scales (8-bit, blocks of 256)"},
     {"quant_blocksize", NUM(K_INT, quant_blocksize), 32, 4096, NULL, "64", "values per quantization block (a power of two)"},
     {"lora_r", NUM(K_INT, lora_r), 1, 4096, NULL, "8", "LoRA rank r"},
     {"lora_alpha", NUM(K_FLOAT, lora_alpha), 1e-6, 1e6, NULL, "16", "LoRA alpha; the update is scaled by lora_alpha / lora_r"},
     {"lora_dropout", NUM(K_FLOAT, lora_dropout), 0, 0.99, NULL, "0.05", "dropout on the LoRA branch's input (the base model's own dropouts are not applied)"},
-    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, 0, 0, NULL, "[c_attn, c_proj, c_fc]", "linears that get adapters: c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc, or all-linear"},
+    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, NULL, 0, 0, NULL, "[c_attn, c_proj, c_fc]", "linears that get adapters: c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc, or all-linear"},
     {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
     {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
     {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},
@@ -52,7 +62,7 @@ static const KeySpec KEYS[] = {
     {"num_epochs", NUM(K_INT, num_epochs), 1, 1000000, NULL, "1", "passes over the training data (unless max_steps ends it first)"},
     {"max_steps", NUM(K_INT, max_steps), 0, 1e12, NULL, "0", "optimizer steps to run; 0 = num_epochs worth"},
     {"learning_rate", NUM(K_FLOAT, learning_rate), 0, 10, NULL, "0.0002", "peak learning rate"},
-    {"lr_scheduler", ENUM(lr_scheduler), 0, 0, "constant|linear|cosine", "cosine", "schedule after warm-up (transformers' semantics)"},
+    {"lr_scheduler", CHOICE(lr_scheduler, LR_VALUES), 0, 0, "constant|linear|cosine", "cosine", "schedule after warm-up (transformers' semantics)"},
     {"warmup_steps", NUM(K_INT, warmup_steps), 0, 1e12, NULL, "0", "linear warm-up steps from 0 to learning_rate"},
     {"warmup_ratio", NUM(K_FLOAT, warmup_ratio), 0, 1, NULL, "0", "warm-up as a fraction of all steps (used when warmup_steps is 0)"},
     {"weight_decay", NUM(K_FLOAT, weight_decay), 0, 10, NULL, "0", "AdamW decoupled weight decay (full: not on biases and LayerNorm weights)"},
@@ -68,11 +78,12 @@ static const KeySpec KEYS[] = {
     {"save_steps", NUM(K_INT, save_steps), 0, 1e12, NULL, "0", "write output_dir/checkpoint-N every this many steps; 0 = at the end only"},
     {"resume_from_checkpoint", STR(resume_from_checkpoint), 0, 0, NULL, "", "checkpoint folder to continue from, or 'latest' for the newest in output_dir"},
     {"threads", NUM(K_INT, threads), 0, 1024, NULL, "0", "threads for OpenMP and OpenBLAS (and qlora's own sgemm); 0 = OMP_NUM_THREADS or all cores"},
-    {"bf16", ENUM(bf16), 0, 0, "auto|true|false", "false", "multiply the frozen weights (quantized linears, output layer) in bf16 with fp32 sums, as QLoRA's compute dtype; auto = where the CPU has AVX512-BF16 or AMX; true on a CPU without them is an error; not with method full"},
+    {"bf16", CHOICE(bf16, NULL), 0, 0, "auto|true|false", "false", "multiply the frozen weights (quantized linears, output layer) in bf16 with fp32 sums, as QLoRA's compute dtype; auto = where the CPU has AVX512-BF16 or AMX; true on a CPU without them is an error; not with method full"},
     {"gradient_checkpointing", NUM(K_BOOL, gradient_checkpointing), 0, 0, NULL, "false", "keep only block inputs; recompute activations in backward (less memory, ~30% slower)"},
 };
 #undef STR
 #undef ENUM
+#undef CHOICE
 #undef NUM
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -112,6 +123,40 @@ static bool unknown_key(const char *where, const char *name, Error *err) {
     return error_set(err, "%s: unknown key '%s' (see 'qlora train --list-keys')", where, name);
 }
 
+// Position of v among the '|'-separated spellings of choices, or -1.
+static int choice_index(const char *choices, const char *v) {
+    const size_t n = strlen(v);
+    int i = 0;
+    for (const char *p = choices; p; i++) {
+        const char *bar = strchr(p, '|');
+        const size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0) return i;
+        p = bar ? bar + 1 : NULL;
+    }
+    return -1;
+}
+
+// The spelling of enum value `value` of choice key k into out (cap bytes; "?" if none).
+static void choice_name(const KeySpec *k, int value, char *out, size_t cap) {
+    snprintf(out, cap, "?");
+    int i = 0;
+    for (const char *p = k->choices; p; i++) {
+        const char *bar = strchr(p, '|');
+        const int len = bar ? (int)(bar - p) : (int)strlen(p);
+        if ((k->values ? k->values[i] : i) == value) {
+            snprintf(out, cap, "%.*s", len, p);
+            return;
+        }
+        p = bar ? bar + 1 : NULL;
+    }
+}
+
+const char *train_method_name(TrainMethod m) {
+    return m == METHOD_QLORA ? "qlora" : m == METHOD_LORA ? "lora" : "full";
+}
+
+const char *bf16_mode_name(Bf16Mode b) { return b == BF16_AUTO ? "auto" : b == BF16_TRUE ? "true" : "false"; }
+
 // Store one scalar value into the key's field. `where` is "FILE:LINE" for messages.
 static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const char *where,
                        Error *err) {
@@ -123,19 +168,13 @@ static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const ch
             return error_set(err, "%s: %s: value longer than %zu characters", where, k->name, k->size - 1);
         strcpy(field, v);
         return true;
-    case K_ENUM: {
-        const char *p = k->choices;
-        size_t n = strlen(v);
-        while (p && *p) {
-            const char *bar = strchr(p, '|');
-            size_t len = bar ? (size_t)(bar - p) : strlen(p);
-            if (len == n && strncmp(p, v, n) == 0) {
-                strcpy(field, v);
-                return true;
-            }
-            p = bar ? bar + 1 : NULL;
-        }
-        return error_set(err, "%s: %s: expected one of %s, found '%s'", where, k->name, k->choices, v);
+    case K_ENUM:
+    case K_CHOICE: {
+        const int i = choice_index(k->choices, v);
+        if (i < 0) return error_set(err, "%s: %s: expected one of %s, found '%s'", where, k->name, k->choices, v);
+        if (k->type == K_ENUM) strcpy(field, v);
+        else *(int *)field = k->values ? k->values[i] : i;
+        return true;
     }
     case K_INT: {
         errno = 0;
@@ -329,9 +368,9 @@ bool config_validate(const TrainConfig *c, Error *err) {
     if (!c->base_model[0]) return error_set(err, "the job sets no base_model (a model folder)");
     if (!c->dataset[0]) return error_set(err, "the job sets no dataset (a data file)");
     if (!c->output_dir[0]) return error_set(err, "output_dir must not be empty");
-    if (strcmp(c->method, "full") != 0 && c->n_lora_target_modules == 0 && !c->lora_target_linear)
+    if (c->method != METHOD_FULL && c->n_lora_target_modules == 0 && !c->lora_target_linear)
         return error_set(err, "lora_target_modules is empty: no layer would be trained");
-    if (strcmp(c->method, "full") == 0 && strcmp(c->bf16, "true") == 0)
+    if (c->method == METHOD_FULL && c->bf16 == BF16_TRUE)
         return error_set(err, "bf16: true computes the frozen weights in bf16, and method full trains "
                               "every weight (use bf16: false or auto)");
     if (c->quant_blocksize & (c->quant_blocksize - 1))
@@ -344,7 +383,8 @@ bool config_validate(const TrainConfig *c, Error *err) {
 static const char *type_name(KeyType t) {
     switch (t) {
     case K_STR: return "string";
-    case K_ENUM: return "choice";
+    case K_ENUM:
+    case K_CHOICE: return "choice";
     case K_INT: return "integer";
     case K_FLOAT: return "number";
     case K_BOOL: return "bool";
@@ -360,7 +400,7 @@ void config_print_keys(FILE *fp) {
         char range[64] = "";
         if (k->type == K_INT) snprintf(range, sizeof range, "%.0f .. %.0f", k->lo, k->hi);
         else if (k->type == K_FLOAT) snprintf(range, sizeof range, "%g .. %g", k->lo, k->hi);
-        else if (k->type == K_ENUM) snprintf(range, sizeof range, "%s", k->choices);
+        else if (k->type == K_ENUM || k->type == K_CHOICE) snprintf(range, sizeof range, "%s", k->choices);
         fprintf(fp, "| `%s` | %s | `%s` | %s | %s |\n", k->name, type_name(k->type),
                 k->dflt[0] ? k->dflt : "\"\"", range, k->doc);
     }
@@ -371,7 +411,12 @@ void config_write_yaml(const TrainConfig *c, FILE *fp) {
         const KeySpec *k = &KEYS[i];
         const char *field = (const char *)c + k->offset;
         fprintf(fp, "%s: ", k->name);
+        char name[32];
         switch (k->type) {
+        case K_CHOICE:
+            choice_name(k, *(const int *)field, name, sizeof name);
+            fprintf(fp, "\"%s\"\n", name);
+            break;
         case K_STR:
         case K_ENUM:
             fputc('"', fp);

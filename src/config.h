@@ -3,16 +3,25 @@
 // and a range, all in one table (config.c) that also produces the key reference
 // (`qlora train --list-keys`, configs/README.md). Unknown keys, wrong types and
 // out-of-range values are errors naming FILE:LINE and, for a typo, the closest key.
-// Not here: running the job (train.c).
+// Not here: running the job (cmd/train.c, trainer.c).
 #ifndef QLORA_CONFIG_H
 #define QLORA_CONFIG_H
 
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "optim.h"
+#include "quant.h"
 #include "util.h"
 
 #define CFG_MAX_TARGETS 8
+
+// The choice-valued keys are enums, decided once when the job is read; the spellings of
+// their values (the order of each list below) are the job file's.
+typedef enum { METHOD_QLORA, METHOD_LORA, METHOD_FULL } TrainMethod;  // qlora | lora | full
+typedef enum { BF16_AUTO, BF16_TRUE, BF16_FALSE } Bf16Mode;          // auto | true | false
+const char *train_method_name(TrainMethod m);
+const char *bf16_mode_name(Bf16Mode b);
 
 typedef struct {
     char base_model[1024];
@@ -21,8 +30,8 @@ typedef struct {
     double val_set_size;          // < 1: fraction of the training examples; >= 1: a count
     char val_dataset[1024];
     char output_dir[1024];
-    char method[16];              // qlora | lora | full
-    char quant[16];               // nf4 | fp4 | int8 | none (qlora only)
+    TrainMethod method;
+    QuantType quant;              // nf4 | fp4 | int8 | none (qlora only)
     bool double_quant;
     long quant_blocksize;
     long lora_r;
@@ -39,7 +48,7 @@ typedef struct {
     long num_epochs;
     long max_steps;
     double learning_rate;
-    char lr_scheduler[16];        // constant | linear | cosine
+    LrSchedule lr_scheduler;      // constant | linear | cosine
     long warmup_steps;
     double warmup_ratio;
     double weight_decay;
@@ -54,7 +63,7 @@ typedef struct {
     char resume_from_checkpoint[1024];
     long threads;
     bool gradient_checkpointing;
-    char bf16[8];                 // auto | true | false: frozen weights' products in bf16
+    Bf16Mode bf16;                // frozen weights' products in bf16
 } TrainConfig;
 
 void config_defaults(TrainConfig *c);

@@ -57,11 +57,18 @@ bool gemm_engine_set(const char *name, Error *err) {
 
 bool gemm_native_for_rows(size_t M) { return gemm_engine() == GEMM_NATIVE && M > GEMM_GEMV_ROWS; }
 
+bool gemm_engine_from_env(Error *err) {
+    if (gemm_engine_set(getenv("QLORA_GEMM"), err)) return true;
+    if (!err) return false;
+    char msg[sizeof err->msg];
+    memcpy(msg, err->msg, sizeof msg);
+    return error_set(err, "QLORA_GEMM: %.1000s", msg);
+}
+
 GemmEngine gemm_engine(void) {
-    if (engine < 0) {
-        Error err;
-        if (!gemm_engine_set(getenv("QLORA_GEMM"), &err)) die(EXIT_BAD_INPUT, "QLORA_GEMM: %s", err.msg);
-    }
+    // A program that did not call gemm_engine_from_env gets auto for a bad QLORA_GEMM
+    // rather than an exit from deep inside a product (qlora's main() refuses it up front).
+    if (engine < 0 && !gemm_engine_from_env(NULL)) gemm_engine_set("auto", NULL);
     return (GemmEngine)engine;
 }
 

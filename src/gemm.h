@@ -23,9 +23,12 @@
 // float rounding; the choice never changes a file format or a test's expected values.
 typedef enum { GEMM_OPENBLAS, GEMM_NATIVE } GemmEngine;
 // name: "auto" (or NULL/empty), "openblas" or "native"; false + err on anything else or
-// on "native" without AVX-512. The environment variable QLORA_GEMM is read the same way
-// on first use when nobody set the engine.
+// on "native" without AVX-512 (err may be NULL).
 bool gemm_engine_set(const char *name, Error *err);
+// gemm_engine_set(the environment variable QLORA_GEMM); its message starts "QLORA_GEMM: ".
+bool gemm_engine_from_env(Error *err);
+// The engine in use. When nobody set it, the first call reads QLORA_GEMM as
+// gemm_engine_from_env does, falling back to auto if that fails (never exits).
 GemmEngine gemm_engine(void);
 // Products of at most this many rows (a token at a time in generation) are matrix-vector
 // work, bound by reading B once: the native kernel would repack all of B for one row, so

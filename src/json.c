@@ -1,11 +1,11 @@
 // json.c: see json.h.
 #include "json.h"
 
-#include <stdarg.h>
 #include <string.h>
 
 #include "ds.h"
 
+// JSON's four whitespace characters (RFC 8259).
 static bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // Offset of the first \u0000 escape inside a JSON string of text[0..len), or len if none.
@@ -112,20 +112,6 @@ bool json_as_u64(const cJSON *item, uint64_t *out) {
     if (!(v >= 0.0) || v > 9007199254740992.0 || v != (double)(uint64_t)v) return false;
     *out = (uint64_t)v;
     return true;
-}
-
-void sb_appendf(char **sb, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    CHECK(n >= 0);
-    size_t old = arrlenu(*sb);
-    arrsetlen(*sb, old + (size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(*sb + old, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    arrsetlen(*sb, old + (size_t)n);  // drop the NUL; capacity keeps room for one
 }
 
 void json_append_string(char **sb, const char *s) {

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "strbuf.h"  // sb_appendf, which JSON writers use with json_append_string
 #include "util.h"
 
 // Parse text[0..len) (need not be NUL-terminated; a NUL byte inside is an error) as one
@@ -30,8 +31,5 @@ void json_append_string(char **sb, const char *s);
 
 // Write js formatted (cJSON_Print) plus a final newline to path, atomically.
 bool json_write_file(const char *path, const cJSON *js, Error *err);
-
-// printf into the stb_ds char array *sb (no NUL kept at the end).
-void sb_appendf(char **sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

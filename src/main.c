@@ -1,11 +1,10 @@
-// main.c: argv to subcommand. The only place (with cli.c helpers) that turns an Error
-// into a message and an exit status: 0 ok, 1 run-time failure, 2 bad input or usage.
+// main.c: argv to subcommand. With the commands (src/cmd/), the only code that turns an
+// Error into a message and an exit status: 0 ok, 1 run-time failure, 2 bad input or usage.
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "gemm.h"
-#include "memory.h"
 #include "cmd/train.h"
 
 typedef struct {
@@ -47,7 +46,8 @@ int main(int argc, char **argv) {
         print_usage(stdout);
         return 0;
     }
-    (void)gemm_engine();  // a bad QLORA_GEMM is refused before any work starts
+    Error err = {0};
+    if (!gemm_engine_from_env(&err)) die_error(&err);  // refused before any work starts
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "qlora: error: unknown command '%s' (see 'qlora --help')\n", argv[1]);

@@ -28,8 +28,8 @@ double shape_linear_params(const ModelShape *s);
 // Trainable LoRA parameters for rank r on the chosen modules (LLaMA: every linear).
 double shape_lora_params(const ModelShape *s, int r, const bool targets[LORA_N_TARGETS]);
 
-// "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "llama-7b", "llama-13b", "llama-33b",
-// "llama-65b"; false if unknown.
+// The GPT-2 presets of model_preset ("gpt2" ... "gpt2-xl", "tiny") and "llama-7b",
+// "llama-13b", "llama-33b", "llama-65b"; false if unknown.
 bool shape_preset(const char *name, ModelShape *s);
 
 typedef enum {
@@ -65,7 +65,5 @@ double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_l
 
 // Bits per parameter of NF4 with fp32 block scales and with double quantization.
 double nf4_bits(size_t blocksize, bool double_quant);
-
-int cmd_memory(int argc, char **argv);
 
 #endif

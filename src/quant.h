@@ -22,7 +22,7 @@
 //   QUANT_INT8_ASYM min/max with zero-point: scale = (max-min)/255, z = round(-min/scale)
 //                   clamped to [0, 255], q = clamp(round(x/scale) + z, 0, 255), x ~ (q-z)*scale
 //   QUANT_INT4      symmetric absmax: q in [-7, 7], packed two per byte as q+8, high nibble first
-// Not here: matmuls (gemm.c), which layers are quantized (model.c), file formats (cmd_quant.c).
+// Not here: matmuls (gemm.c), which layers are quantized (model.c), file formats (qstore.c, cmd/quant.c).
 #ifndef QLORA_QUANT_H
 #define QLORA_QUANT_H
 

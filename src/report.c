@@ -10,6 +10,7 @@
 #include "json.h"
 #include "memory.h"
 #include "path.h"
+#include "strbuf.h"
 #include "svg.h"
 
 typedef struct {
@@ -86,15 +87,6 @@ static void report_chart(char **page, const char *title, const char *ylabel, dou
     free(text);
 }
 
-static void html_escape(char **page, const char *t) {
-    for (; *t; t++) {
-        if (*t == '<') sb_appendf(page, "&lt;");
-        else if (*t == '>') sb_appendf(page, "&gt;");
-        else if (*t == '&') sb_appendf(page, "&amp;");
-        else arrput(*page, *t);
-    }
-}
-
 // The series of metrics.jsonl: training steps (step, loss, lr, tokens/s) and evaluations
 // (step, eval_loss), as stb_ds arrays; lines that are not JSON objects with a step are skipped.
 typedef struct {
@@ -145,11 +137,11 @@ static void page_head(char **page, const TrainConfig *c, const Trainer *t, const
                      "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
                      "pre{background:#f6f6f6;padding:1em}</style></head><body>\n<h1>Training report: ");
-    html_escape(page, c->output_dir);
-    sb_appendf(page, "</h1>\n<p>method <b>%s</b>, base model <code>", c->method);
-    html_escape(page, c->base_model);
+    sb_append_xml(page, c->output_dir);
+    sb_appendf(page, "</h1>\n<p>method <b>%s</b>, base model <code>", train_method_name(c->method));
+    sb_append_xml(page, c->base_model);
     sb_appendf(page, "</code>, dataset <code>");
-    html_escape(page, c->dataset);
+    sb_append_xml(page, c->dataset);
     sb_appendf(page, "</code>; %ld steps; %zu trainable parameters.", t->step, t->set.n_params);
     if (arrlenu(m->eval) > 0)
         sb_appendf(page, " eval_loss %.4f at step %.0f, %.4f at step %.0f.", m->eval[0], m->eval_step[0],
@@ -185,7 +177,7 @@ static void page_tail(char **page, const TrainConfig *c, const Trainer *t) {
     if (mem) {
         config_write_yaml(c, mem);
         fclose(mem);
-        html_escape(page, yaml);
+        sb_append_xml(page, yaml);
         free(yaml);
     }
     sb_appendf(page, "</pre>\n</body></html>\n");

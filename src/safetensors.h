@@ -7,7 +7,7 @@
 // rule of the reference reader (sizes, UTF-8, JSON schema, known dtypes, shape x dtype ==
 // byte span, offsets in bounds, contiguous, non-overlapping, buffer fully indexed) plus
 // unique names. Tensor data is then borrowed straight from the mapping.
-// Not here: what the tensors mean (model.c, lora.c, cmd_quant.c).
+// Not here: what the tensors mean (model.c, lora.c, cmd/quant.c).
 #ifndef QLORA_SAFETENSORS_H
 #define QLORA_SAFETENSORS_H
 

@@ -7,23 +7,10 @@
 #include <string.h>
 
 #include "ds.h"
-#include "json.h"
+#include "strbuf.h"
 
 const char *const SVG_PALETTE[8] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
                                     "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-
-static void escape(char **buf, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '<': sb_appendf(buf, "&lt;"); break;
-        case '>': sb_appendf(buf, "&gt;"); break;
-        case '&': sb_appendf(buf, "&amp;"); break;
-        case '"': sb_appendf(buf, "&quot;"); break;
-        default:
-            if ((unsigned char)*s >= 0x20 || *s == '\n' || *s == '\t') arrput(*buf, *s);
-        }
-    }
-}
 
 void svg_begin(Svg *s, double w, double h, const char *title) {
     memset(s, 0, sizeof *s);
@@ -36,7 +23,7 @@ void svg_begin(Svg *s, double w, double h, const char *title) {
                w, h, w, h);
     if (title) {
         sb_appendf(&s->buf, "<title>");
-        escape(&s->buf, title);
+        sb_append_xml(&s->buf, title);
         sb_appendf(&s->buf, "</title>\n");
         svg_text(s, w / 2, 22, "middle", 15, "#222", "%s", title);
     }
@@ -87,7 +74,7 @@ void svg_axes(Svg *s, double xmin, double xmax, double ymin, double ymax, bool l
     if (ylabel) {
         sb_appendf(&s->buf, "<text x=\"16\" y=\"%.1f\" font-size=\"12\" fill=\"#222\" text-anchor=\"middle\" "
                             "transform=\"rotate(-90 16 %.1f)\">", s->y0 + s->ph / 2, s->y0 + s->ph / 2);
-        escape(&s->buf, ylabel);
+        sb_append_xml(&s->buf, ylabel);
         sb_appendf(&s->buf, "</text>\n");
     }
 }
@@ -126,7 +113,7 @@ void svg_text(Svg *s, double x, double y, const char *anchor, double size, const
     va_end(ap);
     sb_appendf(&s->buf, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.0f\" fill=\"%s\" text-anchor=\"%s\">", x, y,
                size, color, anchor);
-    escape(&s->buf, text);
+    sb_append_xml(&s->buf, text);
     sb_appendf(&s->buf, "</text>\n");
 }
 

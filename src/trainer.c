@@ -99,12 +99,12 @@ void trainer_options(const TrainConfig *c, size_t n_train, TrainerOptions *o) {
     o->acts_mode = c->gradient_checkpointing ? ACTS_CHECKPOINT : ACTS_TRAIN;
     o->shuffle = c->shuffle;
     o->seed = (uint64_t)c->seed;
-    o->lora_dropout = strcmp(c->method, "full") == 0 ? 0.0f : (float)c->lora_dropout;
+    o->lora_dropout = c->method == METHOD_FULL ? 0.0f : (float)c->lora_dropout;
     o->max_grad_norm = (float)c->max_grad_norm;
     o->adamw = (AdamWConfig){(float)c->learning_rate, (float)c->adam_beta1, (float)c->adam_beta2,
                              (float)c->adam_epsilon, (float)c->weight_decay};
     o->learning_rate = c->learning_rate;
-    if (!lr_schedule_parse(c->lr_scheduler, &o->schedule)) o->schedule = LR_LINEAR;  // validated by config.c
+    o->schedule = c->lr_scheduler;
     // an epoch is counted in one rank's steps (data parallel runs cover it sooner)
     const size_t per_step = o->micro_batch * o->accumulation;
     const long steps_per_epoch = (long)((n_train + per_step - 1) / per_step);

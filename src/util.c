@@ -18,6 +18,7 @@
 #define STB_DS_IMPLEMENTATION
 #include "ds.h"
 
+// Fill err (if not NULL) with the message and status; returns false.
 static bool error_vset(Error *err, int status, const char *fmt, va_list ap) {
     if (err) {
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
@@ -42,21 +43,6 @@ bool error_runtime(Error *err, const char *fmt, ...) {
     return false;
 }
 
-void die(int status, const char *fmt, ...) {
-    va_list ap;
-    fflush(stdout);
-    fputs("qlora: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(status);
-}
-
-void die_error(const Error *err) {
-    die(err->status ? err->status : EXIT_RUNTIME, "%s", err->msg);
-}
-
 void check_failed(const char *file, int line, const char *expr) {
     fflush(stdout);
     fprintf(stderr, "qlora: internal error: %s:%d: CHECK(%s) failed (this is a bug in qlora)\n",
@@ -64,9 +50,12 @@ void check_failed(const char *file, int line, const char *expr) {
     abort();
 }
 
+// The one place below the commands that exits (util.h says why).
 static void out_of_memory(size_t bytes) {
     char buf[32];
-    die(EXIT_RUNTIME, "out of memory allocating %s", fmt_bytes((double)bytes, buf, sizeof buf));
+    fflush(stdout);
+    fprintf(stderr, "qlora: error: out of memory allocating %s\n", fmt_bytes((double)bytes, buf, sizeof buf));
+    exit(EXIT_RUNTIME);
 }
 
 void *xmalloc(size_t bytes) {
@@ -208,6 +197,7 @@ bool atomic_write(AtomicFile *af, const void *data, size_t bytes, Error *err) {
     return true;
 }
 
+// fsync the folder holding path, so that a rename into it survives a crash (best effort).
 static void fsync_parent_dir(const char *path) {
     char *copy = xstrdup(path);
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -2,9 +2,10 @@
 //
 // Errors come in two tiers (bad input is the user's, so it must never abort):
 //   - bad input (files, config, argv): library code fills an Error and returns false;
-//     only main.c turns it into a message on stderr and an exit status;
+//     only the commands (src/cmd/, main.c) turn it into a message on stderr and an exit
+//     status (die_error in cmd/cli.h);
 //   - broken invariants (our bugs): CHECK() prints file:line and aborts.
-// Error.status is the exit status main.c uses: 2 for bad input or usage (the default
+// Error.status is the exit status a command uses: 2 for bad input or usage (the default
 // of error_set), 1 for run-time failures (error_runtime: out of memory, I/O errors).
 // Not here: anything numeric (quant.c, ops.c) or format-specific (safetensors.c).
 #ifndef QLORA_UTIL_H
@@ -20,7 +21,7 @@
 
 typedef struct {
     char msg[1024];
-    int status;  // exit status for main.c: EXIT_BAD_INPUT or EXIT_RUNTIME; 0 = no error
+    int status;  // exit status for the command: EXIT_BAD_INPUT or EXIT_RUNTIME; 0 = no error
 } Error;
 
 // Fill err with a printf-style message and status EXIT_BAD_INPUT. Always returns false
@@ -29,10 +30,6 @@ bool error_set(Error *err, const char *fmt, ...) __attribute__((format(printf, 2
 // Same with status EXIT_RUNTIME (I/O failure, out of memory).
 bool error_runtime(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-// Print "qlora: error: MSG" to stderr and exit(status). Only main.c and tools call these.
-void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
-void die_error(const Error *err) __attribute__((noreturn));
-
 // Invariant check, always on (never compiled out): a failure is a bug in qlora.
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -40,7 +37,10 @@ void die_error(const Error *err) __attribute__((noreturn));
     } while (0)
 void check_failed(const char *file, int line, const char *expr) __attribute__((noreturn));
 
-// Checked allocation: on failure print a one-line message and exit(EXIT_RUNTIME).
+// Checked allocation: on failure print a one-line message and exit(EXIT_RUNTIME). The one
+// documented exception to "library code never exits": out of memory can strike anywhere
+// (stb_ds's arrput too), and threading an Error through every allocation would buy nothing
+// a user could act on.
 // xmalloc_aligned returns 64-byte aligned memory, freed with free().
 void *xmalloc(size_t bytes);
 void *xcalloc(size_t n, size_t size);

@@ -4,7 +4,7 @@
 // dtypes, shapes and quant-state JSON, and that dequantize reproduces the quantizer.
 #include <stdlib.h>
 
-#include "cli.h"
+#include "cmd/cli.h"
 #include "json.h"
 #include "qstore.h"
 #include "test.h"

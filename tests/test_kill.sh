@@ -51,7 +51,12 @@ for n in $(seq 32 60); do rm -rf "$d/checkpoint-$n"; done
 rm -f "$d/adapter_model.safetensors"
 QLORA_TEST_DELAY=replace:5000 "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint="$d/checkpoint-30" >/dev/null 2>&1 &
 pid=$!
-sleep 1.5
+# kill inside the delay, once the old copy has been moved aside (polled, not a fixed sleep:
+# on a loaded machine the resume may take longer than any fixed time to get there)
+for _ in $(seq 600); do
+    ls -d "$d"/checkpoint-31.old-* >/dev/null 2>&1 && break
+    sleep 0.1
+done
 kill -s KILL "$pid" 2>/dev/null
 wait "$pid"
 "$Q" train "$tmp/job.yaml" --set output_dir="$d" --set resume_from_checkpoint=latest >"$tmp/replacekill.log" 2>&1

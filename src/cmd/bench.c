@@ -108,62 +108,58 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static const char *BENCH_HELP =
-    "usage: qlora bench [--model DIR | --preset NAME] [--method qlora|lora|full]\n"
-    "                   [--quant nf4|fp4|int8|none] [--no-double-quant] [--batch B] [--seq T]\n"
-    "                   [--lora-r R] [--threads N] [--steps N] [--gradient-checkpointing]\n"
-    "                   [--gemm auto|openblas|native] [--bf16] [--per-shape]\n\n"
-    "Times training steps (one warm-up, then N; default 5) on random tokens: ms/step, tokens/s,\n"
-    "a per-phase breakdown, the achieved GFLOP/s next to sgemm's GFLOP/s on the same matrix\n"
-    "shapes measured in the same run, and peak RSS. A preset (gpt2, gpt2-medium, gpt2-large,\n"
-    "gpt2-xl, tiny) is initialised at random in memory. Defaults: gpt2, qlora nf4 + double\n"
-    "quant, batch 4 x 256, r 8 on all linears. Last line:\n"
-    "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n"
-    "--gemm picks the matrix-product engine (as QLORA_GEMM does; default auto, see README);\n"
-    "--bf16 multiplies the frozen weights (block linears, output layer) in bf16 with fp32 sums\n"
-    "(AVX512-BF16 or AMX; an error on a CPU without them; QLORA_BF16_ISA=avx512bf16 picks the\n"
-    "former where both exist); --per-shape lists the time alone of each matrix shape of the step.\n";
-
 typedef struct {
-    const char *model_dir, *preset, *method;
-    QuantConfig q;
+    const char *model_dir, *preset, *method, *quant, *gemm;
+    QuantConfig q;  // from quant and no_double_quant (bench_parse)
     long B, T, r, threads, steps;
-    bool ckpt, quant_given, per_shape, bf16;
+    bool ckpt, per_shape, bf16, no_double_quant;
 } BenchOpts;
 
-// Parse qlora bench's arguments into o (usage errors exit 2).
+static const char *const METHODS[] = {"qlora", "lora", "full", NULL};
+static const char *const QUANTS[] = {"nf4", "fp4", "int8", "none", NULL};
+static const char *const ENGINES[] = {"auto", "openblas", "native", NULL};
+
+static const CliOption BENCH_OPTIONS[] = {
+    {"--model", CLI_STR(BenchOpts, model_dir), "DIR", "a model folder to load (instead of a preset)"},
+    {"--preset", CLI_STR(BenchOpts, preset), "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or tiny, initialised at random in memory"},
+    {"--method", CLI_CHOICE(BenchOpts, method), NULL, "what is trained", .choices = METHODS},
+    {"--quant", CLI_CHOICE(BenchOpts, quant), NULL, "storage of the frozen linears (method qlora; none means lora)", .choices = QUANTS},
+    {"--no-double-quant", CLI_FLAG(BenchOpts, no_double_quant), NULL, "keep the NF4/FP4 block scales in fp32"},
+    {"--batch", CLI_INT(BenchOpts, B), "B", "examples per step", .lo = 1, .hi = 4096},
+    {"--seq", CLI_INT(BenchOpts, T), "T", "tokens per example", .lo = 2, .hi = 1 << 16},
+    {"--lora-r", CLI_INT(BenchOpts, r), "R", "LoRA rank (every linear)", .lo = 1, .hi = 4096},
+    {"--threads", CLI_INT(BenchOpts, threads), "N", "threads; 0 = OMP_NUM_THREADS or all cores", .lo = 0, .hi = 1024},
+    {"--steps", CLI_INT(BenchOpts, steps), "N", "timed steps after one warm-up", .lo = 1, .hi = 1000},
+    {"--gradient-checkpointing", CLI_FLAG(BenchOpts, ckpt), NULL, "keep only block inputs, recompute in the backward"},
+    {"--gemm", CLI_CHOICE(BenchOpts, gemm), NULL, "the matrix-product engine, as QLORA_GEMM (see README)", .choices = ENGINES},
+    {"--bf16", CLI_FLAG(BenchOpts, bf16), NULL,
+     "multiply the frozen weights in bf16 with fp32 sums (AVX512-BF16 or AMX; an error without them; "
+     "QLORA_BF16_ISA=avx512bf16 picks the former where both exist)"},
+    {"--per-shape", CLI_FLAG(BenchOpts, per_shape), NULL, "list the time alone of each matrix shape of the step"},
+    CLI_END};
+
+static const CliCommand BENCH = {
+    .name = "bench",
+    .about =
+    "Times training steps (one warm-up, then N) of the step `qlora train` runs, on random tokens:\n"
+    "ms/step, tokens/s, a per-phase breakdown, the achieved GFLOP/s next to the products' GFLOP/s\n"
+    "on the same matrix shapes measured in the same run, and peak RSS. Defaults: gpt2, qlora nf4 +\n"
+    "double quant, batch 4 x 256, r 8 on all linears. Last line:\n"
+    "tokens_per_s=<float> ms_per_step=<float> peak_rss_mib=<float>\n",
+    .options = BENCH_OPTIONS};
+
+// Parse qlora bench's arguments into o; exits with the parser's status on --help or a
+// usage error.
 static void bench_parse(int argc, char **argv, BenchOpts *o) {
-    *o = (BenchOpts){NULL, "gpt2", "qlora", {QUANT_NF4, QUANT_DEFAULT_BLOCK, true}, 4, 256, 8, 0, 5,
-                     false, false, false, false};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--model") == 0) o->model_dir = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--preset") == 0) o->preset = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--method") == 0) {
-            o->method = cli_value(argc, argv, &i);
-            if (strcmp(o->method, "qlora") && strcmp(o->method, "lora") && strcmp(o->method, "full"))
-                cli_usage_error("bench", "--method must be qlora, lora or full, got '%s'", o->method);
-        } else if (strcmp(a, "--quant") == 0) {
-            const char *v = cli_value(argc, argv, &i);
-            if (!quant_parse(v, &o->q.type) || o->q.type == QUANT_INT4 || o->q.type == QUANT_INT8_ASYM)
-                cli_usage_error("bench", "--quant must be nf4, fp4, int8 or none, got '%s'", v);
-            o->quant_given = true;
-        } else if (strcmp(a, "--no-double-quant") == 0) o->q.double_quant = false;
-        else if (strcmp(a, "--batch") == 0) o->B = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
-        else if (strcmp(a, "--seq") == 0) o->T = cli_long(a, cli_value(argc, argv, &i), 2, 1 << 16);
-        else if (strcmp(a, "--lora-r") == 0) o->r = cli_long(a, cli_value(argc, argv, &i), 1, 4096);
-        else if (strcmp(a, "--threads") == 0) o->threads = cli_long(a, cli_value(argc, argv, &i), 1, 1024);
-        else if (strcmp(a, "--steps") == 0) o->steps = cli_long(a, cli_value(argc, argv, &i), 1, 1000);
-        else if (strcmp(a, "--gradient-checkpointing") == 0) o->ckpt = true;
-        else if (strcmp(a, "--per-shape") == 0) o->per_shape = true;
-        else if (strcmp(a, "--bf16") == 0) o->bf16 = true;
-        else if (strcmp(a, "--gemm") == 0) {
-            Error e;
-            if (!gemm_engine_set(cli_value(argc, argv, &i), &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
-        } else cli_usage_error("bench", "unknown argument '%s'", a);
-    }
+    *o = (BenchOpts){.preset = "gpt2", .method = "qlora", .quant = "nf4", .B = 4, .T = 256, .r = 8, .steps = 5};
+    const int rc = cli_parse(&BENCH, o, argc, argv);
+    if (rc != CLI_RUN) exit(rc);
+    Error e;
+    if (o->gemm && !gemm_engine_set(o->gemm, &e)) cli_usage_error("bench", "--gemm: %s", e.msg);
+    o->q = (QuantConfig){QUANT_NF4, QUANT_DEFAULT_BLOCK, !o->no_double_quant};
+    CHECK(quant_parse(o->quant, &o->q.type));
     if (strcmp(o->method, "qlora") != 0) o->q.type = QUANT_NONE;
-    else if (o->quant_given && o->q.type == QUANT_NONE) o->method = "lora";
+    else if (o->q.type == QUANT_NONE) o->method = "lora";
 }
 
 // A dataset of B examples of T random tokens below vocab, every token a label: the batch
@@ -318,7 +314,6 @@ static void bench_model(const BenchOpts *o, Model *m, double *t_load) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    if (cli_help(argc, argv, BENCH_HELP)) return 0;
     BenchOpts o;
     bench_parse(argc, argv, &o);
     const bool full = strcmp(o.method, "full") == 0;

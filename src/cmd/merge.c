@@ -13,14 +13,34 @@
 #include "path.h"
 #include "quant.h"
 
-static const char *MERGE_HELP =
-    "usage: qlora merge --model DIR --adapter DIR --out DIR [--dequantized]\n"
-    "                   [--quant nf4|fp4|int8] [--blocksize N] [--no-double-quant]\n\n"
+typedef struct {
+    const char *model, *adapter, *out, *quant;
+    long blocksize;
+    bool dequantized, no_double_quant;
+} MergeArgs;
+
+static const char *const MERGE_QUANTS[] = {"nf4", "fp4", "int8", NULL};
+
+static const CliOption MERGE_OPTIONS[] = {
+    {"--model", CLI_STR(MergeArgs, model), "DIR", "the base model folder", .flags = CLI_REQUIRED},
+    {"--adapter", CLI_STR(MergeArgs, adapter), "DIR", "the PEFT adapter folder", .flags = CLI_REQUIRED},
+    {"--out", CLI_STR(MergeArgs, out), "DIR", "the merged model folder to write", .flags = CLI_REQUIRED},
+    {"--dequantized", CLI_FLAG(MergeArgs, dequantized), NULL, "merge into the quantized-then-dequantized base"},
+    {"--quant", CLI_CHOICE(MergeArgs, quant), NULL, "the quantization of --dequantized", .choices = MERGE_QUANTS},
+    {"--blocksize", CLI_INT(MergeArgs, blocksize), "N", "values per quantization block of --dequantized",
+     .lo = QUANT_MIN_BLOCK, .hi = QUANT_MAX_BLOCK},
+    {"--no-double-quant", CLI_FLAG(MergeArgs, no_double_quant), NULL, "--dequantized without double quantization"},
+    CLI_END};
+
+static const CliCommand MERGE = {
+    .name = "merge",
+    .about =
     "Writes a full Hugging Face model folder with the LoRA adapter merged in:\n"
     "W' = W + (alpha/r) B A (transposed into GPT-2's Conv1D layout). By default W is the\n"
     "original fp32 weight; with --dequantized it is the weight the adapter was trained\n"
     "against in QLoRA: the base quantized (nf4 + double quant unless --quant etc. say\n"
-    "otherwise) and dequantized. Prints, per layer, the relative size of the change.\n";
+    "otherwise) and dequantized. Prints, per layer, the relative size of the change.\n",
+    .options = MERGE_OPTIONS};
 
 typedef struct {
     const LoraSet *lora;
@@ -51,27 +71,12 @@ static void merge_delta(void *vctx, int layer, int target, float *w) {
 }
 
 int cmd_merge(int argc, char **argv) {
-    if (cli_help(argc, argv, MERGE_HELP)) return 0;
-    const char *model_dir = NULL, *adapter = NULL, *out = NULL;
-    bool dequantized = false;
-    QuantConfig q = {QUANT_NF4, QUANT_DEFAULT_BLOCK, true};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--model") == 0) model_dir = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--adapter") == 0) adapter = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--out") == 0) out = cli_value(argc, argv, &i);
-        else if (strcmp(a, "--dequantized") == 0) dequantized = true;
-        else if (strcmp(a, "--no-double-quant") == 0) q.double_quant = false;
-        else if (strcmp(a, "--quant") == 0) {
-            const char *v = cli_value(argc, argv, &i);
-            if (!quant_parse(v, &q.type) || (q.type != QUANT_NF4 && q.type != QUANT_FP4 && q.type != QUANT_INT8))
-                cli_usage_error("merge", "--quant must be nf4, fp4 or int8, got '%s'", v);
-        } else if (strcmp(a, "--blocksize") == 0) {
-            q.blocksize = (size_t)cli_long(a, cli_value(argc, argv, &i), QUANT_MIN_BLOCK, QUANT_MAX_BLOCK);
-        } else cli_usage_error("merge", "unknown argument '%s'", a);
-    }
-    if (!model_dir || !adapter || !out) cli_usage_error("merge", "--model, --adapter and --out are required");
-    if (!dequantized) q.type = QUANT_NONE;
+    MergeArgs a = {.quant = "nf4", .blocksize = QUANT_DEFAULT_BLOCK};
+    const int rc = cli_parse(&MERGE, &a, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    const char *model_dir = a.model, *adapter = a.adapter, *out = a.out;
+    QuantConfig q = {QUANT_NONE, (size_t)a.blocksize, !a.no_double_quant};
+    if (a.dequantized) CHECK(quant_parse(a.quant, &q.type));
     Error err = {0};
     if (!path_check_apart("--out", out, "--model", model_dir, &err) ||
         !path_check_apart("--out", out, "--adapter", adapter, &err))
@@ -85,7 +90,7 @@ int cmd_merge(int argc, char **argv) {
     MergeCtx mc = {&lora, xcalloc((size_t)m.cfg.n_layer, sizeof(double)), xcalloc((size_t)m.cfg.n_layer, sizeof(double))};
     if (!model_save_hf(&m, model_dir, out, merge_delta, &mc, &err)) die_error(&err);
     printf("merged %s into %s weights of %s (scaling %g); per layer ||delta W|| / ||W||:\n", adapter,
-           dequantized ? "the dequantized" : "the original fp32", model_dir, (double)lora.scaling);
+           a.dequantized ? "the dequantized" : "the original fp32", model_dir, (double)lora.scaling);
     for (int l = 0; l < m.cfg.n_layer; l++)
         printf("  layer %2d: %.3e\n", l, mc.w_sq[l] > 0 ? sqrt(mc.delta_sq[l] / mc.w_sq[l]) : 0.0);
     printf("wrote %s (model.safetensors, config.json, vocab.json, merges.txt)\n", out);

@@ -92,15 +92,28 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
 
 // ---- the job ---------------------------------------------------------------------------------
 
-static const char *TRAIN_HELP =
-    "usage: qlora train JOB.yaml [--set key=value ...] [--check]\n"
-    "       qlora train --list-keys\n\n"
+// What the command line says.
+typedef struct {
+    const char *job;   // JOB.yaml
+    const char **sets; // "key=value" overrides (stb_ds array), applied after the file in order
+    bool check, list_keys;
+} TrainArgs;
+
+static const CliOption TRAIN_OPTIONS[] = {
+    {"JOB.yaml", CLI_STR(TrainArgs, job), NULL, "the job file"},
+    {"--set", CLI_LIST(TrainArgs, sets), "KEY=VALUE", "override one job key (repeatable; YAML value)"},
+    {"--check", CLI_FLAG(TrainArgs, check), NULL, "read and validate the job, print every key's value, and stop"},
+    {"--list-keys", CLI_FLAG(TrainArgs, list_keys), NULL, "print every job key with its default and range"},
+    CLI_END};
+
+static const CliCommand TRAIN = {
+    .name = "train",
+    .about =
     "Fine-tunes a GPT-2 model as the job file says: method qlora (LoRA on a 4-bit NF4 base,\n"
     "the default), lora (fp32 base) or full. Writes output_dir/adapter_model.safetensors +\n"
     "adapter_config.json (PEFT format; full: a model folder), checkpoint-N/ folders and\n"
-    "metrics.jsonl. SIGINT/SIGTERM finish the step, save a checkpoint and exit 130/143.\n"
-    "--list-keys prints every job key with its default and range; --check reads and\n"
-    "validates the job, prints every key's value, and stops.\n";
+    "metrics.jsonl. SIGINT/SIGTERM finish the step, save a checkpoint and exit 130/143.\n",
+    .options = TRAIN_OPTIONS};
 
 // MemAvailable from /proc/meminfo in bytes, or 0 if unknown.
 static double available_memory(void) {
@@ -117,7 +130,7 @@ static double available_memory(void) {
 // How the job stores the frozen base: `quant` for method qlora, fp32 for lora and full.
 static QuantConfig job_quant(const TrainConfig *c) {
     QuantConfig q = {QUANT_NONE, (size_t)c->quant_blocksize, c->double_quant};
-    if (strcmp(c->method, "qlora") == 0 && !quant_parse(c->quant, &q.type)) q.type = QUANT_NF4;
+    if (c->method == METHOD_QLORA) q.type = c->quant;
     return q;
 }
 
@@ -132,7 +145,7 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
     if (c->lora_target_linear) lora_parse_target("all-linear", j.targets, &(Error){0});
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    const MemRow *p = &rows[memory_method(strcmp(c->method, "full") == 0, q.type, q.double_quant)];
+    const MemRow *p = &rows[memory_method(c->method == METHOD_FULL, q.type, q.double_quant)];
     const double avail = available_memory();
     if (avail > 0 && p->total > avail)
         die(EXIT_RUNTIME, "this job needs about %.2f GiB (%s: %.2f GiB activations; see 'qlora memory --model %s "
@@ -209,7 +222,7 @@ static void setup_model(Run *r, const char *resume) {
     if (r->full && !r->model.cfg.tied)
         die(EXIT_BAD_INPUT, "%s: method full needs tied embeddings (tie_word_embeddings)", c->base_model);
     bool bf16 = false;  // method full has no frozen weights: bf16 auto means fp32 there
-    if (!r->full && !bgemm_mode(c->bf16, &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
+    if (!r->full && !bgemm_mode(bf16_mode_name(c->bf16), &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     model_set_bf16(&r->model, bf16);
     if (r->full) return;
     LoraShapes shapes = model_lora_shapes(&r->model.cfg);
@@ -234,7 +247,7 @@ static void setup_model(Run *r, const char *resume) {
 static void setup(Run *r) {
     TrainConfig *c = &r->cfg;
     Error err = {0};
-    r->full = strcmp(c->method, "full") == 0;
+    r->full = c->method == METHOD_FULL;
     setup_output(r);
     setup_data(r);
     char resume[4096];
@@ -263,15 +276,15 @@ static void print_summary(const Run *r) {
     printf("matrix products: %s; frozen weights %s\n", blas_describe(blas, sizeof blas),
            r->model.bf16 ? "in bf16 with fp32 sums" : "in fp32");
     if (r->model.bf16) printf("bf16 products: %s\n", bgemm_isa_name(bgemm_isa()));
-    else if (strcmp(r->cfg.bf16, "auto") == 0)
+    else if (r->cfg.bf16 == BF16_AUTO)
         printf("bf16: auto: fp32 here (%s)\n", r->full ? "method full trains every weight"
                                                        : "this CPU has no AVX512-BF16 or AMX-BF16");
     ModelBytes mb = model_bytes(&r->model);
     printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
-           r->cfg.method, arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
+           train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
            r->cfg.sequence_len, t->opt.total_steps, r->cfg.micro_batch_size,
-           r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, r->cfg.lr_scheduler, t->opt.warmup);
+           r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
     printf("memory: base linears %s (%s), quant constants %s, embeddings+norms %s, activations %s\n",
            fmt_bytes((double)mb.linear_weights, b1, sizeof b1), quant_name(r->model.quant.type),
            fmt_bytes((double)mb.quant_constants, b2, sizeof b2),
@@ -296,52 +309,30 @@ static void print_quoted(const char *s) {
 // The command that resumes this run: the job, every --set of this invocation except
 // resume_from_checkpoint (so the resumed run writes to the same output_dir with the same
 // settings), then the checkpoint.
-static void print_resume_hint(int argc, char **argv, const char *job, const char *ckpt) {
+static void print_resume_hint(const TrainArgs *a, const char *ckpt) {
     printf("  qlora train ");
-    print_quoted(job);
-    for (int i = 1; i + 1 < argc; i++) {
-        if (strcmp(argv[i], "--set") != 0) continue;
-        const char *kv = argv[++i];
-        if (strncmp(kv, "resume_from_checkpoint=", 23) == 0) continue;
+    print_quoted(a->job);
+    for (size_t i = 0; i < arrlenu(a->sets); i++) {
+        if (strncmp(a->sets[i], "resume_from_checkpoint=", 23) == 0) continue;
         printf(" --set ");
-        print_quoted(kv);
+        print_quoted(a->sets[i]);
     }
-    char last[4200];
-    snprintf(last, sizeof last, "resume_from_checkpoint=%s", ckpt);
+    char *last = path_fmt("resume_from_checkpoint=%s", ckpt);
     printf(" --set ");
     print_quoted(last);
     printf("\n");
+    free(last);
 }
 
-// Read the job file and the --set overrides of argv into r->cfg and validate them; *job
-// receives the file's path. True when --check asked only for the resolved job.
-static bool read_job(Run *r, int argc, char **argv, const char **job) {
+// Read the job file and the --set overrides into r->cfg and validate them.
+static void read_job(Run *r, const TrainArgs *a) {
     Error err = {0};
     config_defaults(&r->cfg);
-    bool check_only = false, any_set = false;
-    *job = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--check") == 0) {
-            check_only = true;
-            continue;
-        }
-        if (strcmp(argv[i], "--set") == 0) continue;  // applied after the file
-        if (i > 1 && strcmp(argv[i - 1], "--set") == 0) continue;
-        if (argv[i][0] == '-') cli_usage_error("train", "unknown option '%s'", argv[i]);
-        if (*job) cli_usage_error("train", "unexpected argument '%s'", argv[i]);
-        *job = argv[i];
-    }
-    if (!*job) cli_usage_error("train", "expected a job file (JOB.yaml)");
-    if (!config_load(&r->cfg, *job, &err)) die_error(&err);
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--set") == 0) {
-            const char *kv = cli_value(argc, argv, &i);
-            if (!config_set(&r->cfg, kv, &err)) die_error(&err);
-            any_set = true;
-        }
+    if (!config_load(&r->cfg, a->job, &err)) die_error(&err);
+    for (size_t i = 0; i < arrlenu(a->sets); i++)
+        if (!config_set(&r->cfg, a->sets[i], &err)) die_error(&err);
     if (!config_validate(&r->cfg, &err))  // the values may come from --set, not the file
-        die(EXIT_BAD_INPUT, "%s%s: %s", *job, any_set ? " with its --set overrides" : "", err.msg);
-    return check_only;
+        die(EXIT_BAD_INPUT, "%s%s: %s", a->job, arrlenu(a->sets) ? " with its --set overrides" : "", err.msg);
 }
 
 // Running totals of the loop, for logging and the final line.
@@ -447,7 +438,7 @@ static bool after_step(Run *r, TrainLog *log, const StepResult *s, bool tty) {
 
 // The training loop: steps until total_steps, a stop signal or a non-finite state.
 // Returns the exit status (0, EXIT_RUNTIME, or 128 + signal).
-static int train_loop(Run *r, TrainLog *log, int argc, char **argv, const char *job) {
+static int train_loop(Run *r, TrainLog *log, const TrainArgs *a) {
     const bool tty = isatty(STDOUT_FILENO);
     int exit_status = 0;
     while (r->trainer.step < r->trainer.opt.total_steps) {
@@ -460,7 +451,7 @@ static int train_loop(Run *r, TrainLog *log, int argc, char **argv, const char *
         if (after_step(r, log, &s, tty)) {
             printf("%sinterrupted by signal %d after step %ld; checkpoint saved. Resume with:\n", tty ? "\n" : "",
                    (int)g_stop_signal, r->trainer.step);
-            print_resume_hint(argc, argv, job, r->last_ckpt);
+            print_resume_hint(a, r->last_ckpt);
             exit_status = 128 + (g_stop_signal ? (int)g_stop_signal : SIGTERM);
             break;
         }
@@ -469,23 +460,32 @@ static int train_loop(Run *r, TrainLog *log, int argc, char **argv, const char *
     return exit_status;
 }
 
-int cmd_train(int argc, char **argv) {
-    if (cli_help(argc, argv, TRAIN_HELP)) return 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--list-keys") == 0) {
-            config_print_keys(stdout);
-            return 0;
-        }
+// The command's arguments (defaults, then argv); exits with the parser's status on --help
+// or a usage error, and after printing the key list for --list-keys.
+static void parse_args(int argc, char **argv, TrainArgs *a) {
+    *a = (TrainArgs){0};
+    const int rc = cli_parse(&TRAIN, a, argc, argv);
+    if (rc != CLI_RUN) exit(rc);
+    if (a->list_keys) {
+        config_print_keys(stdout);
+        exit(0);
     }
+    if (!a->job) cli_usage_error("train", "expected a job file (JOB.yaml)");
+}
+
+int cmd_train(int argc, char **argv) {
+    TrainArgs args;
+    parse_args(argc, argv, &args);
     Run r;
     memset(&r, 0, sizeof r);
     Error err = {0};
     dist_init(&r.dist, &argc, &argv);
     if (!dist_check_launcher(&err)) die_error(&err);
     if (r.dist.rank != 0 && !freopen("/dev/null", "w", stdout)) die(EXIT_RUNTIME, "cannot silence rank %d", r.dist.rank);
-    const char *job;
-    if (read_job(&r, argc, argv, &job)) {
+    read_job(&r, &args);
+    if (args.check) {
         config_write_yaml(&r.cfg, stdout);
+        arrfree(args.sets);
         return 0;
     }
     double t_setup = time_now();
@@ -507,8 +507,9 @@ int cmd_train(int argc, char **argv) {
     log.t_start = time_now();
     log.last_eval = log.eval_start;
     log.first_step = r.trainer.step;
-    const int exit_status = train_loop(&r, &log, argc, argv, job);
+    const int exit_status = train_loop(&r, &log, &args);
     if (exit_status == 0 && r.dist.rank == 0) finish_run(&r, &log);
     run_free(&r);
+    arrfree(args.sets);
     return exit_status;
 }

@@ -1,0 +1,128 @@
+// cmd/generate.c: `qlora generate`, a prompt's continuation streamed to stdout token by
+// token (KV cache; sampling in sample.h).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/model_args.h"
+#include "ds.h"
+#include "sample.h"
+
+typedef struct {
+    ModelArgs m;
+    const char *prompt;
+    long max_new, top_k, seed;
+    double temperature, top_p;
+} GenerateArgs;
+
+static const CliOption GENERATE_OPTIONS[] = {
+    CLI_GROUP(GenerateArgs, m, MODEL_OPTIONS),
+    {"--prompt", CLI_STR(GenerateArgs, prompt), "TEXT", "the text to continue", .flags = CLI_REQUIRED},
+    {"--max-new-tokens", CLI_INT(GenerateArgs, max_new), "N", "stop after N new tokens", .lo = 0, .hi = 1 << 20},
+    {"--temperature", CLI_FLOAT(GenerateArgs, temperature), "T", "softmax temperature; 0 is greedy", .lo = 0,
+     .hi = 100},
+    {"--top-k", CLI_INT(GenerateArgs, top_k), "K", "sample among the K most likely tokens; 0 = all", .lo = 0,
+     .hi = 1 << 24},
+    {"--top-p", CLI_FLOAT(GenerateArgs, top_p), "P", "then among the most likely tokens whose probability reaches P",
+     .lo = 0, .hi = 1, .flags = CLI_LO_OPEN},
+    {"--seed", CLI_INT(GenerateArgs, seed), "S", "the sampler's seed; the same seed gives the same text", .lo = 0,
+     .hi = (double)(1L << 62)},
+    CLI_END};
+
+static const CliCommand GENERATE = {
+    .name = "generate",
+    .about =
+    "Streams a continuation of TEXT, stopping at <|endoftext|> or after N new tokens, with a KV\n"
+    "cache (each new token costs one position). Sampling defaults are Hugging Face's: temperature\n"
+    "1.0, top-k 50, top-p 1.0. --bf16: the prompt's products with the frozen weights in bf16\n"
+    "(each new token's one-row products stay fp32).\n",
+    .options = GENERATE_OPTIONS};
+
+// The prompt's token ids (stb_ds), checked against the model's context: an empty prompt
+// starts from <|endoftext|>. Exits on bad input.
+static int *prompt_ids(Tokenizer *tok, const char *prompt, int n_positions) {
+    int *ids = NULL;
+    tok_encode(tok, prompt, strlen(prompt), &ids);
+    if (arrlenu(ids) == 0) {
+        if (tok_eot(tok) < 0) die(EXIT_BAD_INPUT, "empty prompt and no <|endoftext|> token to start from");
+        arrput(ids, tok_eot(tok));
+    }
+    if (arrlenu(ids) >= (size_t)n_positions)
+        die(EXIT_BAD_INPUT, "the prompt is %zu tokens; the model's context is %d", arrlenu(ids), n_positions);
+    return ids;
+}
+
+// Sample and print tokens after the prompt's logits until <|endoftext|>, max_new tokens or
+// a full context. Returns the tokens made; failure[0..cap) receives a message (else "")
+// when the logits turn non-finite.
+static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *lora, KVCache *kv,
+                          const Tokenizer *tok, float *logits, char *failure, size_t cap) {
+    const int Vt = tok_vocab_size(tok);  // ids past the tokenizer (padding) are never sampled
+    SampleCand *cand = xmalloc((size_t)Vt * sizeof(SampleCand));
+    const SampleParams sp = {(float)a->temperature, (int)a->top_k, (float)a->top_p};
+    Rng rng;
+    rng_seed(&rng, (uint64_t)a->seed);
+    char *bytes = NULL;
+    long made = 0;
+    failure[0] = '\0';
+    while (made < a->max_new) {
+        const size_t bad = quant_find_nonfinite(logits, (size_t)Vt);
+        if (bad < (size_t)Vt) {
+            snprintf(failure, cap, "generate: after %ld generated tokens the logit of token %zu is %s: the model%s "
+                     "gives non-finite values", made, bad, isnan(logits[bad]) ? "NaN" : "Inf",
+                     lora ? " with this adapter" : "");
+            break;
+        }
+        int next = sample_next(logits, Vt, &sp, &rng, cand);
+        if (next == tok_eot(tok)) break;
+        arrsetlen(bytes, 0);
+        tok_decode_append(tok, next, &bytes);
+        fwrite(bytes, 1, arrlenu(bytes), stdout);
+        fflush(stdout);
+        made++;
+        if (kv_len(kv) >= m->cfg.n_positions) break;  // context full
+        model_step(m, lora, kv, &next, 1, logits);
+    }
+    arrfree(bytes);
+    free(cand);
+    return made;
+}
+
+int cmd_generate(int argc, char **argv) {
+    GenerateArgs a = {.m = model_args_default(), .max_new = 100, .top_k = 50, .seed = 42, .temperature = 1.0,
+                      .top_p = 1.0};
+    int rc = cli_parse(&GENERATE, &a, argc, argv);
+    if (rc != CLI_RUN) return rc;
+    GPT2Config cfg;
+    Error err = {0};
+    if (!model_read_config(&cfg, a.m.model_dir, &err)) die_error(&err);
+    Tokenizer *tok = cmd_load_tokenizer(a.m.model_dir, cfg.vocab_size);
+    int *ids = prompt_ids(tok, a.prompt, cfg.n_positions);
+    Model m;
+    LoraSet lora;
+    bool has_lora;
+    cmd_load_model(&a.m, &m, &lora, &has_lora);
+    KVCache *kv = kv_create(&m, has_lora ? &lora : NULL);
+    float *logits = xmalloc((size_t)m.cfg.vocab_size * sizeof(float));
+    fputs(a.prompt, stdout);
+    fflush(stdout);
+    double t0 = time_now();
+    model_step(&m, has_lora ? &lora : NULL, kv, ids, (int)arrlenu(ids), logits);
+    double t_prompt = time_now() - t0;
+    char failure[300];  // reported after freeing
+    t0 = time_now();
+    long made = stream_tokens(&a, &m, has_lora ? &lora : NULL, kv, tok, logits, failure, sizeof failure);
+    double t_gen = time_now() - t0;
+    printf("\n");
+    if (!failure[0])
+        fprintf(stderr, "prompt %zu tokens in %.2f s; generated %ld tokens in %.2f s (%.1f tokens/s)\n",
+                arrlenu(ids), t_prompt, made, t_gen, made ? (double)made / t_gen : 0.0);
+    free(logits);
+    kv_free(kv);
+    arrfree(ids);
+    if (has_lora) lora_free(&lora);
+    model_free(&m);
+    tok_free(tok);
+    if (failure[0]) die(EXIT_RUNTIME, "%s", failure);
+    return 0;
+}
