@@ -1,9 +1,20 @@
-// model.h: GPT-2 (docs/formats.md, "GPT-2 layer math") loaded from a Hugging Face model folder, with the
-// four linears of every block frozen in a chosen format (qlinear.h) and embeddings, biases
-// and layer norms in fp32. Forward pass over (B,T) token batches with optional LoRA
-// adapters, chunked cross-entropy, and an incremental KV-cache path for generation.
+// model.h: the model layer's public interface. A GPT-2 (docs/formats.md, "GPT-2 layer math")
+// loaded from a Hugging Face model folder, with the four linears of every block frozen in a
+// chosen format (qlinear.h) and embeddings, biases and layer norms in fp32. Forward pass over
+// (B,T) token batches with optional LoRA adapters, chunked cross-entropy, the backward for
+// training, and an incremental KV-cache path for generation.
 // Shape letters: B batch, T time, C = n_embd, NH heads, F = n_inner (4C), V vocab,
 // L layers, N = B*T.
+// The layer is split by concept (docs/architecture.md, "Model layer"):
+//   model_io.c  config.json, single/sharded checkpoints, loading, saving, presets, random init
+//   acts.c      the activation plan (Acts)
+//   model.c     the driver every architecture shares: embedding -> blocks -> final norm ->
+//               loss head and back, the adapted linear (qlinear + LoRA + dropout), parameters
+//   gpt2.c      the GPT-2 block: its parameter and activation tables, forward, backward, step
+//   decode.c    the KV cache and model_step
+// arch.h is the seam between them: an architecture (GPT-2 today; a LLaMA block with RMSNorm,
+// RoPE, SwiGLU and grouped-query attention next) is an ArchOps of tables and per-block
+// functions, chosen by GPT2Config.arch in one switch.
 // Not here: training (train.c), optimizer (optim.c), tokenizer (tokenizer.c).
 #ifndef QLORA_MODEL_H
 #define QLORA_MODEL_H
@@ -15,10 +26,14 @@
 #include "qlinear.h"
 #include "quant.h"
 
+// Architectures the model layer runs (arch.h); 0 is GPT-2, so a zeroed config is one.
+typedef enum { ARCH_GPT2 = 0 } Arch;
+
 typedef struct {
     int n_layer, n_head, n_embd, n_positions, vocab_size, n_inner;
     float eps;
     bool tied;  // lm_head shares wte (tie_word_embeddings, GPT-2's default)
+    Arch arch;  // which block type runs it (config.json's model_type)
 } GPT2Config;
 
 typedef struct {
@@ -60,7 +75,7 @@ void model_free(Model *m);
 // caller checks bgemm_available() before turning it on.
 void model_set_bf16(Model *m, bool on);
 
-// Shapes of the block linears, for lora.c.
+// Shapes of the block linears ([out, in] = [shapes.out[t], shapes.in[t]]), for lora.c.
 LoraShapes model_lora_shapes(const GPT2Config *cfg);
 
 // Bytes resident for the model, by kind.

@@ -1,0 +1,615 @@
+// model_io.c: see model.h. Everything between a model and its files: config.json, single or
+// sharded safetensors checkpoints (with their size checks), loading, saving as a Hugging Face
+// folder, presets and random initialisation.
+// C = n_embd, F = n_inner, V vocab, L layers, P = n_positions.
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ds.h"
+#include "json.h"
+#include "safetensors.h"
+
+
+// ---- config.json -----------------------------------------------------------------------
+
+// Integer field `key` (or its alias) in [lo, hi]; absent -> *out = dflt (or error if
+// dflt < 0, meaning required).
+static bool cfg_int(const cJSON *js, const char *key, const char *alias, long dflt, long lo,
+                    long hi, int *out, const char *path, Error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(js, key);
+    if (!v && alias) v = cJSON_GetObjectItemCaseSensitive(js, alias);
+    if (!v || cJSON_IsNull(v)) {
+        if (dflt < 0) return error_set(err, "%s: missing \"%s\"", path, key);
+        *out = (int)dflt;
+        return true;
+    }
+    uint64_t u;
+    if (!json_as_u64(v, &u) || (long)u < lo || (long)u > hi)
+        return error_set(err, "%s: \"%s\" must be an integer in [%ld, %ld]", path, key, lo, hi);
+    *out = (int)u;
+    return true;
+}
+
+bool model_read_config(GPT2Config *cfg, const char *dir, Error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text;
+    size_t len;
+    memset(cfg, 0, sizeof *cfg);
+    if (!file_read_all(path, &text, &len, err)) return false;
+    bool ok = model_parse_config(cfg, text, len, path, err);
+    free(text);
+    return ok;
+}
+
+bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *js = json_parse(text, len, 0, path, err);
+    if (!js) return false;
+    bool ok = false;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(js, "model_type");
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(js, "activation_function");
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(js, "layer_norm_epsilon");
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(js, "tie_word_embeddings");
+    const cJSON *scale = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_weights");
+    const cJSON *inv = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_by_inverse_layer_idx");
+    if (!cJSON_IsObject(js)) {
+        error_set(err, "%s: expected a JSON object", path);
+    } else if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "gpt2") != 0) {
+        error_set(err, "%s: \"model_type\" is %s%s%s, only \"gpt2\" models are supported", path,
+                  cJSON_IsString(mt) ? "\"" : "", cJSON_IsString(mt) ? mt->valuestring : "missing",
+                  cJSON_IsString(mt) ? "\"" : "");
+    } else if (act && (!cJSON_IsString(act) || (strcmp(act->valuestring, "gelu_new") != 0 &&
+                                                 strcmp(act->valuestring, "gelu_pytorch_tanh") != 0))) {
+        error_set(err, "%s: \"activation_function\" %s is not supported (GPT-2 uses \"gelu_new\")",
+                  path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
+    } else if (scale && cJSON_IsFalse(scale)) {
+        error_set(err, "%s: \"scale_attn_weights\": false is not supported", path);
+    } else if (cJSON_IsTrue(inv)) {
+        error_set(err, "%s: \"scale_attn_by_inverse_layer_idx\": true is not supported", path);
+    } else if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || eps->valuedouble > 1)) {
+        error_set(err, "%s: \"layer_norm_epsilon\" must be a number in (0, 1]", path);
+    } else if (cfg_int(js, "n_layer", "num_hidden_layers", -1, 1, 1000, &cfg->n_layer, path, err) &&
+               cfg_int(js, "n_head", "num_attention_heads", -1, 1, 1024, &cfg->n_head, path, err) &&
+               cfg_int(js, "n_embd", "hidden_size", -1, 1, 65536, &cfg->n_embd, path, err) &&
+               cfg_int(js, "n_positions", "max_position_embeddings", -1, 1, 1 << 20,
+                       &cfg->n_positions, path, err) &&
+               cfg_int(js, "vocab_size", NULL, -1, 1, 1 << 24, &cfg->vocab_size, path, err) &&
+               cfg_int(js, "n_inner", NULL, 0, 1, 1 << 20, &cfg->n_inner, path, err)) {
+        if (cfg->n_inner == 0) cfg->n_inner = 4 * cfg->n_embd;
+        cfg->eps = eps ? (float)eps->valuedouble : 1e-5f;
+        cfg->tied = !cJSON_IsFalse(tie);
+        if (cfg->n_embd % cfg->n_head != 0)
+            error_set(err, "%s: n_embd %d is not a multiple of n_head %d", path, cfg->n_embd,
+                      cfg->n_head);
+        else
+            ok = true;
+    }
+    cJSON_Delete(js);
+    return ok;
+}
+
+// ---- checkpoint files (single or sharded) --------------------------------------------------
+
+typedef struct {
+    SafeTensors *shards;  // stb_ds array
+    const char *prefix;   // "" (hub) or "transformer." (save_pretrained)
+} Checkpoint;
+
+static bool file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+#define MAX_SHARDS 4096  // far above any published checkpoint (a few hundred), bounds the work
+
+static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
+    memset(ck, 0, sizeof *ck);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (file_exists(path)) {
+        SafeTensors st;
+        if (!st_open(&st, path, err)) return false;
+        arrput(ck->shards, st);
+        return true;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (!file_exists(path)) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        return error_set(err, "%s: no model.safetensors (or sharded index) found%s", dir,
+                         file_exists(bin) ? "; pytorch_model.bin is not supported, save the "
+                                            "model with safe_serialization=True" : "");
+    }
+    cJSON *js = json_parse_file(path, err);
+    if (!js) return false;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(js, "weight_map");
+    bool ok = cJSON_IsObject(map) || error_set(err, "%s: missing \"weight_map\" object", path);
+    char **files = NULL;
+    struct { char *key; int value; } *seen = NULL;  // distinct shard names: linear, not quadratic
+    sh_new_arena(seen);
+    for (const cJSON *kv = ok ? map->child : NULL; ok && kv; kv = kv->next) {
+        if (!cJSON_IsString(kv) || strchr(kv->valuestring, '/')) {
+            ok = error_set(err, "%s: weight_map entry '%s' must name a file in the folder",
+                           path, kv->string);
+            break;
+        }
+        if (shgeti(seen, kv->valuestring) >= 0) continue;
+        shput(seen, kv->valuestring, 1);
+        arrput(files, kv->valuestring);
+        if (arrlenu(files) > MAX_SHARDS)
+            ok = error_set(err, "%s: weight_map names more than %d shard files (expected at most %d)", path,
+                           MAX_SHARDS, MAX_SHARDS);
+    }
+    shfree(seen);
+    for (size_t i = 0; ok && i < arrlenu(files); i++) {
+        char shard[4096];
+        snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);
+        SafeTensors st;
+        if (!(ok = st_open(&st, shard, err))) break;
+        arrput(ck->shards, st);
+    }
+    arrfree(files);
+    cJSON_Delete(js);
+    return ok;
+}
+
+static void ckpt_close(Checkpoint *ck) {
+    for (size_t i = 0; i < arrlenu(ck->shards); i++) st_close(&ck->shards[i]);
+    arrfree(ck->shards);
+}
+
+static const StTensor *ckpt_find(const Checkpoint *ck, const char *name, const SafeTensors **in) {
+    for (size_t i = 0; i < arrlenu(ck->shards); i++) {
+        const StTensor *t = st_find(&ck->shards[i], name);
+        if (t) {
+            *in = &ck->shards[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static const char *ckpt_path(const Checkpoint *ck) { return ck->shards[0].path; }
+
+// The tensor prefix+name (in shard *st) if it exists with exactly shape [d0] or [d0, d1];
+// else NULL and err names it with the shape found and the one config.json implies. Called
+// before anything of that size is allocated, so config.json's sizes are trusted only once
+// the file's tensors agree with them.
+static const StTensor *find_shaped(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
+                                   size_t d1, const SafeTensors **st, Error *err) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefixed ? ck->prefix : "", name);
+    const StTensor *t = ckpt_find(ck, full, st);
+    char want[64];
+    if (d1) snprintf(want, sizeof want, "[%zu, %zu]", d0, d1);
+    else snprintf(want, sizeof want, "[%zu]", d0);
+    if (!t) return error_set(err, "%s: missing tensor '%s' (expected shape %s)", ckpt_path(ck), full, want), NULL;
+    bool shape_ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
+                       : (t->ndim == 1 && t->shape[0] == d0);
+    if (!shape_ok) {
+        char found[128] = "[";
+        for (int d = 0; d < t->ndim; d++)
+            snprintf(found + strlen(found), sizeof found - strlen(found), "%s%llu", d ? ", " : "",
+                     (unsigned long long)t->shape[d]);
+        strncat(found, "]", sizeof found - strlen(found) - 1);
+        return error_set(err, "%s: tensor '%s': shape %s, config.json expects %s", (*st)->path, full,
+                         found, want), NULL;
+    }
+    return t;
+}
+
+// Read tensor prefix+name of exactly shape [d0] or [d0, d1] into dst (f32), rejecting
+// missing tensors, wrong shapes, non-float dtypes and NaN/Inf; then release its pages.
+static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, size_t d0,
+                        size_t d1, float *dst, Error *err) {
+    const SafeTensors *st = NULL;
+    const StTensor *t = find_shaped(ck, name, prefixed, d0, d1, &st, err);
+    if (!t) return false;
+    if (!st_read_f32(st, t, dst, err)) return false;
+    st_release(st, t);
+    size_t n = d1 ? d0 * d1 : d0;
+    size_t bad = quant_find_nonfinite(dst, n);
+    if (bad < n)
+        return error_set(err, "%s: tensor '%s': element %zu is %s", st->path, t->name, bad,
+                         isnan(dst[bad]) ? "NaN" : "Inf");
+    return true;
+}
+
+static float *read_new(const Checkpoint *ck, const char *name, size_t d0, size_t d1, Error *err) {
+    float *p = xmalloc_aligned((d1 ? d0 * d1 : d0) * sizeof(float));
+    if (!read_tensor(ck, name, true, d0, d1, p, err)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+// The tensors whose sizes config.json's fields set (vocab_size, n_embd, n_positions,
+// n_inner: wte, wpe, lm_head, layer 0's linears) have the shapes it implies. Checked before
+// anything is allocated from those fields, so a config.json claiming terabytes is refused
+// by name instead of failing as out of memory.
+static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
+    static const char *const LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+    static const char *const LIN_FIELDS[LORA_N_TARGETS] = {"n_embd", "n_embd", "n_embd, n_inner", "n_inner, n_embd"};
+    const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size, P = (size_t)c->n_positions;
+    const LoraShapes shapes = model_lora_shapes(c);
+    const SafeTensors *st;
+    const char *fields = "vocab_size, n_embd";
+    bool ok = find_shaped(ck, "wte.weight", true, V, C, &st, err) &&
+              (fields = "n_positions, n_embd", find_shaped(ck, "wpe.weight", true, P, C, &st, err)) &&
+              (fields = "vocab_size, n_embd", c->tied || find_shaped(ck, "lm_head.weight", false, V, C, &st, err));
+    for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "h.0.%s.weight", LIN[t]);
+        fields = LIN_FIELDS[t];
+        ok = find_shaped(ck, name, true, shapes.in[t], shapes.out[t], &st, err) != NULL;
+    }
+    if (!ok && err) {  // say which config.json fields set the expected shape
+        const size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (from its fields %s)", fields);
+    }
+    return ok;
+}
+
+bool model_check_sizes(const char *dir, const GPT2Config *cfg, Error *err) {
+    Checkpoint ck;
+    if (!ckpt_open(&ck, dir, err)) return false;
+    const SafeTensors *dummy;
+    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
+    bool ok = check_sizes(&ck, cfg, err);
+    ckpt_close(&ck);
+    return ok;
+}
+
+bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
+    memset(m, 0, sizeof *m);
+    m->quant = *q;
+    if (!model_read_config(&m->cfg, dir, err)) return false;
+    const GPT2Config *c = &m->cfg;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
+    const size_t P = (size_t)c->n_positions, L = (size_t)c->n_layer;
+    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
+        return error_set(err, "%s/config.json: n_embd %zu and n_inner %zu must be multiples of "
+                              "the quantization blocksize %zu (use a smaller blocksize or "
+                              "--quant none)", dir, C, F, q->blocksize);
+    Checkpoint ck;
+    if (!ckpt_open(&ck, dir, err)) return false;
+    const SafeTensors *dummy;
+    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
+    bool ok = check_sizes(&ck, c, err) && (m->wte = read_new(&ck, "wte.weight", V, C, err)) &&
+              (m->wpe = read_new(&ck, "wpe.weight", P, C, err)) &&
+              (m->lnf_w = read_new(&ck, "ln_f.weight", C, 0, err)) &&
+              (m->lnf_b = read_new(&ck, "ln_f.bias", C, 0, err));
+    if (ok && !c->tied) {
+        m->lm_head = xmalloc_aligned(V * C * sizeof(float));
+        ok = read_tensor(&ck, "lm_head.weight", false, V, C, m->lm_head, err);
+    } else {
+        m->lm_head = m->wte;
+    }
+    m->blocks = xcalloc(L, sizeof(GPT2Block));
+    const LoraShapes shapes = model_lora_shapes(c);
+    static const char *const LIN_NAME[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                         "mlp.c_proj"};
+    float *w = !ok ? NULL : xmalloc_aligned(F * C * 4 > 3 * C * C ? F * C * sizeof(float) : 3 * C * C * sizeof(float));
+    float *b = !ok ? NULL : xmalloc_aligned((F > 3 * C ? F : 3 * C) * sizeof(float));
+    for (size_t l = 0; ok && l < L; l++) {
+        GPT2Block *blk = &m->blocks[l];
+        char name[128];
+#define BLOCK_VEC(field, what)                                                     \
+        snprintf(name, sizeof name, "h.%zu.%s", l, what);                          \
+        ok = ok && (blk->field = read_new(&ck, name, C, 0, err)) != NULL;
+        BLOCK_VEC(ln1_w, "ln_1.weight")
+        BLOCK_VEC(ln1_b, "ln_1.bias")
+        BLOCK_VEC(ln2_w, "ln_2.weight")
+        BLOCK_VEC(ln2_b, "ln_2.bias")
+#undef BLOCK_VEC
+        for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
+            const size_t in = shapes.in[t], out = shapes.out[t];
+            snprintf(name, sizeof name, "h.%zu.%s.weight", l, LIN_NAME[t]);
+            ok = read_tensor(&ck, name, true, in, out, w, err);  // Conv1D: [in, out]
+            char label[300];
+            snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(&ck), ck.prefix, name);
+            snprintf(name, sizeof name, "h.%zu.%s.bias", l, LIN_NAME[t]);
+            ok = ok && read_tensor(&ck, name, true, out, 0, b, err) &&
+                 qlinear_init(&blk->lin[t], w, b, in, out, q->type, q->blocksize,
+                              q->double_quant, label, err);
+        }
+    }
+    free(w);
+    free(b);
+    ckpt_close(&ck);
+    if (!ok) model_free(m);
+    return ok;
+}
+
+void model_free(Model *m) {
+    if (m->blocks) {
+        for (int l = 0; l < m->cfg.n_layer; l++) {
+            GPT2Block *blk = &m->blocks[l];
+            free(blk->ln1_w);
+            free(blk->ln1_b);
+            free(blk->ln2_w);
+            free(blk->ln2_b);
+            for (int t = 0; t < LORA_N_TARGETS; t++) qlinear_free(&blk->lin[t]);
+        }
+        free(m->blocks);
+    }
+    if (m->lm_head != m->wte) free(m->lm_head);
+    free(m->wte);
+    free(m->wpe);
+    free(m->lnf_w);
+    free(m->lnf_b);
+    memset(m, 0, sizeof *m);
+}
+
+// ---- saving ----------------------------------------------------------------------------------
+
+typedef struct {
+    const Model *m;
+    WeightDelta delta;
+    void *ctx;
+} SaveCtx;
+
+static const char *const HF_LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+static void save_fill(void *vctx, const StEntry *e, void *buf) {
+    const SaveCtx *sc = vctx;
+    const Model *m = sc->m;
+    float *out = buf;
+    const size_t C = (size_t)m->cfg.n_embd;
+    int l = -1, consumed = 0;
+    if (sscanf(e->name, "h.%d.%n", &l, &consumed) == 1 && consumed > 0) {
+        const GPT2Block *blk = &m->blocks[l];
+        const char *rest = e->name + consumed;
+        if (strcmp(rest, "ln_1.weight") == 0) memcpy(out, blk->ln1_w, C * 4);
+        else if (strcmp(rest, "ln_1.bias") == 0) memcpy(out, blk->ln1_b, C * 4);
+        else if (strcmp(rest, "ln_2.weight") == 0) memcpy(out, blk->ln2_w, C * 4);
+        else if (strcmp(rest, "ln_2.bias") == 0) memcpy(out, blk->ln2_b, C * 4);
+        else {
+            for (int t = 0; t < LORA_N_TARGETS; t++) {
+                const QLinear *q = &blk->lin[t];
+                size_t n = strlen(HF_LIN[t]);
+                if (strncmp(rest, HF_LIN[t], n) != 0) continue;
+                if (strcmp(rest + n, ".bias") == 0) {
+                    memcpy(out, q->bias, q->out * 4);
+                } else {
+                    float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
+                    qlinear_rows(q, 0, q->out, w);
+                    if (sc->delta) sc->delta(sc->ctx, l, t, w);
+                    #pragma omp parallel for schedule(static)
+                    for (size_t i = 0; i < q->in; i++)  // [out, in] -> Conv1D [in, out]
+                        for (size_t o = 0; o < q->out; o++) out[i * q->out + o] = w[o * q->in + i];
+                    free(w);
+                }
+                return;
+            }
+            CHECK(0 && "unknown block tensor");
+        }
+        return;
+    }
+    const size_t n = e->bytes / 4;
+    if (strcmp(e->name, "wte.weight") == 0) memcpy(out, m->wte, n * 4);
+    else if (strcmp(e->name, "wpe.weight") == 0) memcpy(out, m->wpe, n * 4);
+    else if (strcmp(e->name, "ln_f.weight") == 0) memcpy(out, m->lnf_w, n * 4);
+    else if (strcmp(e->name, "ln_f.bias") == 0) memcpy(out, m->lnf_b, n * 4);
+    else if (strcmp(e->name, "lm_head.weight") == 0) memcpy(out, m->lm_head, n * 4);
+    else CHECK(0 && "unknown tensor");
+}
+
+bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
+                   void *ctx, Error *err) {
+    const GPT2Config *c = &m->cfg;
+    const uint64_t C = (uint64_t)c->n_embd;
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    uint64_t s2[2], s1[1];
+    s2[0] = (uint64_t)c->vocab_size, s2[1] = C;
+    st_writer_add(&w, "wte.weight", ST_F32, 2, s2, NULL);
+    if (!c->tied) st_writer_add(&w, "lm_head.weight", ST_F32, 2, s2, NULL);
+    s2[0] = (uint64_t)c->n_positions;
+    st_writer_add(&w, "wpe.weight", ST_F32, 2, s2, NULL);
+    s1[0] = C;
+    st_writer_add(&w, "ln_f.weight", ST_F32, 1, s1, NULL);
+    st_writer_add(&w, "ln_f.bias", ST_F32, 1, s1, NULL);
+    for (int l = 0; l < c->n_layer; l++) {
+        char n[128];
+        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
+            st_writer_add(&w, n, ST_F32, 1, s1, NULL);
+        }
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            const QLinear *q = &m->blocks[l].lin[t];
+            uint64_t ws[2] = {q->in, q->out}, bs[1] = {q->out};
+            snprintf(n, sizeof n, "h.%d.%s.weight", l, HF_LIN[t]);
+            st_writer_add(&w, n, ST_F32, 2, ws, NULL);
+            snprintf(n, sizeof n, "h.%d.%s.bias", l, HF_LIN[t]);
+            st_writer_add(&w, n, ST_F32, 1, bs, NULL);
+        }
+    }
+    SaveCtx sc = {m, delta, ctx};
+    char path[4096], from[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    bool ok = st_writer_write_fill(&w, path, save_fill, &sc, err);
+    st_writer_free(&w);
+    static const char *const FILES[3] = {"config.json", "vocab.json", "merges.txt"};
+    for (int i = 0; ok && i < 3; i++) {
+        snprintf(from, sizeof from, "%s/%s", src_dir, FILES[i]);
+        snprintf(path, sizeof path, "%s/%s", out_dir, FILES[i]);
+        if (strcmp(from, path) != 0) ok = copy_file_atomic(from, path, err);
+    }
+    return ok;
+}
+
+// ---- presets and random init -----------------------------------------------------------------
+
+bool model_preset(const char *name, GPT2Config *cfg) {
+    static const struct { const char *name; int L, C, NH, P, V; } presets[] = {
+        {"gpt2", 12, 768, 12, 1024, 50257},       {"gpt2-medium", 24, 1024, 16, 1024, 50257},
+        {"gpt2-large", 36, 1280, 20, 1024, 50257}, {"gpt2-xl", 48, 1600, 25, 1024, 50257},
+        {"tiny", 2, 64, 4, 128, 257},
+        {"bench-tiny", 4, 128, 4, 256, 256},  // the small size of docs/performance.md
+    };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (strcmp(name, presets[i].name) == 0) {
+            *cfg = (GPT2Config){.n_layer = presets[i].L, .n_head = presets[i].NH,
+                                .n_embd = presets[i].C, .n_positions = presets[i].P,
+                                .vocab_size = presets[i].V, .n_inner = 4 * presets[i].C,
+                                .eps = 1e-5f, .tied = true};
+            return true;
+        }
+    return false;
+}
+
+typedef struct {
+    uint64_t seed;
+    float resid_std;
+} InitCtx;
+
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static void init_fill(void *ctx, const StEntry *e, void *buf) {
+    const InitCtx *ic = ctx;
+    float *x = buf;
+    const size_t n = e->bytes / sizeof(float);
+    const char *name = e->name;
+    const size_t len = strlen(name);
+#define ENDS_WITH(s) (len >= strlen(s) && strcmp(name + len - strlen(s), s) == 0)
+    if (ENDS_WITH(".bias")) {
+        memset(x, 0, e->bytes);
+    } else if (strstr(name, "ln_")) {
+        for (size_t i = 0; i < n; i++) x[i] = 1.0f;
+    } else {
+        // N(0, 0.02); residual projections scaled by 1/sqrt(2L) as in GPT-2's paper
+        const float std = ENDS_WITH("c_proj.weight") ? ic->resid_std : 0.02f;
+        Rng r;
+        rng_seed(&r, ic->seed ^ name_hash(name));  // per tensor: order-independent
+        for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(&r);
+    }
+#undef ENDS_WITH
+}
+
+bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err) {
+    const uint64_t C = (uint64_t)cfg->n_embd, F = (uint64_t)cfg->n_inner;
+    const uint64_t V = (uint64_t)cfg->vocab_size, P = (uint64_t)cfg->n_positions;
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    uint64_t s2[2], s1[1];
+#define ADD2(name, a, b) (s2[0] = (a), s2[1] = (b), st_writer_add(&w, name, ST_F32, 2, s2, NULL))
+#define ADD1(name, a) (s1[0] = (a), st_writer_add(&w, name, ST_F32, 1, s1, NULL))
+    ADD2("wte.weight", V, C);
+    ADD2("wpe.weight", P, C);
+    ADD1("ln_f.weight", C);
+    ADD1("ln_f.bias", C);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        char n[128];
+        const struct { const char *name; uint64_t in, out; } lin[4] = {
+            {"attn.c_attn", C, 3 * C}, {"attn.c_proj", C, C}, {"mlp.c_fc", C, F}, {"mlp.c_proj", F, C}};
+        for (int t = 0; t < 4; t++) {
+            snprintf(n, sizeof n, "h.%d.%s.weight", l, lin[t].name);
+            ADD2(n, lin[t].in, lin[t].out);
+            snprintf(n, sizeof n, "h.%d.%s.bias", l, lin[t].name);
+            ADD1(n, lin[t].out);
+        }
+        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
+            ADD1(n, C);
+        }
+    }
+#undef ADD1
+#undef ADD2
+    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
+    st_writer_free(&w);
+    if (!ok) return false;
+
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddStringToObject(js, "model_type", "gpt2");
+    cJSON *arch = cJSON_AddArrayToObject(js, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(js, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(js, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(js, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(js, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(js, "n_positions", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "n_ctx", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "vocab_size", cfg->vocab_size);
+    if (cfg->n_inner != 4 * cfg->n_embd) cJSON_AddNumberToObject(js, "n_inner", cfg->n_inner);
+    else cJSON_AddNullToObject(js, "n_inner");
+    cJSON_AddNumberToObject(js, "layer_norm_epsilon", cfg->eps);
+    cJSON_AddNumberToObject(js, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(js, "bos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "eos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "attn_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "embd_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "resid_pdrop", 0.1);
+    cJSON_AddBoolToObject(js, "scale_attn_weights", true);
+    cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
+    cJSON_AddStringToObject(js, "torch_dtype", "float32");
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    ok = json_write_file(path, js, err);
+    cJSON_Delete(js);
+    return ok;
+}
+
+static float *random_tensor(const char *name, size_t n, const InitCtx *ic) {
+    float *x = xmalloc_aligned(n * sizeof(float));
+    StEntry e = {.name = (char *)name, .dtype = ST_F32, .bytes = n * sizeof(float)};
+    init_fill((void *)ic, &e, x);
+    return x;
+}
+
+bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, uint64_t seed,
+                       Error *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->quant = *q;
+    const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
+    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
+        return error_set(err, "n_embd %zu and n_inner %zu must be multiples of the blocksize %zu", C, F, q->blocksize);
+    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
+    m->wte = random_tensor("wte.weight", (size_t)cfg->vocab_size * C, &ic);
+    m->wpe = random_tensor("wpe.weight", (size_t)cfg->n_positions * C, &ic);
+    m->lnf_w = random_tensor("ln_f.weight", C, &ic);
+    m->lnf_b = random_tensor("ln_f.bias", C, &ic);
+    m->lm_head = m->wte;
+    m->blocks = xcalloc((size_t)cfg->n_layer, sizeof(GPT2Block));
+    const LoraShapes shapes = model_lora_shapes(cfg);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        GPT2Block *blk = &m->blocks[l];
+        char name[128];
+        snprintf(name, sizeof name, "h.%d.ln_1.weight", l); blk->ln1_w = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_1.bias", l);   blk->ln1_b = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_2.weight", l); blk->ln2_w = random_tensor(name, C, &ic);
+        snprintf(name, sizeof name, "h.%d.ln_2.bias", l);   blk->ln2_b = random_tensor(name, C, &ic);
+        for (int t = 0; t < LORA_N_TARGETS; t++) {
+            snprintf(name, sizeof name, "h.%d.%s.weight", l, HF_LIN[t]);
+            float *w = random_tensor(name, shapes.in[t] * shapes.out[t], &ic);
+            snprintf(name, sizeof name, "h.%d.%s.bias", l, HF_LIN[t]);
+            float *b = random_tensor(name, shapes.out[t], &ic);
+            bool ok = qlinear_init(&blk->lin[t], w, b, shapes.in[t], shapes.out[t], q->type, q->blocksize,
+                                   q->double_quant, name, err);
+            free(w);
+            free(b);
+            if (!ok) {
+                model_free(m);
+                return false;
+            }
+        }
+    }
+    return true;
+}
