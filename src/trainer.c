@@ -2,6 +2,7 @@
 #include "trainer.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "ds.h"
@@ -62,23 +63,26 @@ static void set_from_model(TrainableSet *s, Model *m) {
     for (size_t i = 0; i < s->n_tensors; i++, off += padded(s->t[i - 1].n)) s->t[i].g = s->own_grads + off;
 }
 
-// Build the table and its AdamW moments (zero).
+// Build the table and its AdamW moments (zero). The moment blocks are laid out like the
+// gradient block (tensor i's m and v at g's offset in it), so an elementwise update can run
+// over the whole block at once (set_flat).
 static void set_init(TrainableSet *s, Model *m, LoraSet *lora) {
     memset(s, 0, sizeof *s);
     if (lora) set_from_lora(s, lora);
     else set_from_model(s, m);
-    size_t total = 0;
-    for (size_t i = 0; i < s->n_tensors; i++) total += padded(s->t[i].n);
+    const size_t total = s->grads_len;
     s->moments = xmalloc_aligned((total ? 2 * total : 1) * sizeof(float));
     memset(s->moments, 0, 2 * total * sizeof(float));
     s->grad_ptrs = xmalloc((s->n_tensors ? s->n_tensors : 1) * sizeof(float *));
-    size_t off = 0;
+    s->flat = lora != NULL;
     for (size_t i = 0; i < s->n_tensors; i++) {
+        const size_t off = (size_t)(s->t[i].g - s->grads);
         s->t[i].m = s->moments + off;
         s->t[i].v = s->moments + total + off;
         s->grad_ptrs[i] = s->t[i].g;
-        off += padded(s->t[i].n);
+        s->flat = s->flat && s->t[i].p == lora->params + off && s->t[i].decay == s->t[0].decay;
     }
+    s->params = s->flat ? lora->params : NULL;
 }
 
 static void set_free(TrainableSet *s) {
@@ -206,9 +210,28 @@ static double step_gradients(Trainer *t, StepResult *out) {
     return loss_sum / (double)total_pred;
 }
 
+// True if x[0..n) holds no NaN or Inf (a parallel, branch-free scan of the exponent bits).
+static bool all_finite(const float *x, size_t n) {
+    size_t bad = 0;
+    #pragma omp parallel for schedule(static) reduction(+ : bad) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        bad += (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad == 0;
+}
+
 bool trainer_first_bad_state(const Trainer *t, char *out, size_t cap) {
-    for (size_t i = 0; i < t->set.n_tensors; i++) {
-        const Trainable *e = &t->set.t[i];
+    const TrainableSet *s = &t->set;
+    if (all_finite(s->moments, 2 * s->grads_len) && (s->flat ? all_finite(s->params, s->grads_len) : true)) {
+        if (s->flat) return false;
+        bool params_ok = true;  // method full: the model's own arrays, one by one
+        for (size_t i = 0; params_ok && i < s->n_tensors; i++) params_ok = all_finite(s->t[i].p, s->t[i].n);
+        if (params_ok) return false;
+    }
+    for (size_t i = 0; i < s->n_tensors; i++) {  // something is not finite: name the first
+        const Trainable *e = &s->t[i];
         const char *kind = quant_find_nonfinite(e->p, e->n) < e->n   ? ""
                            : quant_find_nonfinite(e->m, e->n) < e->n ? "exp_avg."
                            : quant_find_nonfinite(e->v, e->n) < e->n ? "exp_avg_sq."
@@ -229,7 +252,10 @@ static void first_bad_gradient(const Trainer *t, char *out, size_t cap) {
 }
 
 // Clip the gradients to max_grad_norm, then AdamW at this step's learning rate; the
-// non-finite guards before (loss, gradient norm) and after (parameters, moments).
+// non-finite guards before (loss, gradient norm) and after (parameters, moments). The
+// norm is summed per tensor (its rounding is the reference tests'); the elementwise work
+// runs over whole blocks where the set is flat, which gives the same bits with one
+// parallel region instead of one per tensor.
 static StepStatus step_update(Trainer *t, StepResult *out) {
     const TrainableSet *s = &t->set;
     double sq = 0;
@@ -240,13 +266,17 @@ static StepStatus step_update(Trainer *t, StepResult *out) {
         return STEP_NONFINITE_GRADIENT;
     }
     const float clip = clip_factor(out->grad_norm, t->opt.max_grad_norm);
-    for (size_t i = 0; i < s->n_tensors; i++) scale_inplace(s->t[i].g, s->t[i].n, clip);
+    scale_inplace(s->grads, s->grads_len, clip);  // padding between tensors is zero
     out->lr = t->opt.learning_rate * lr_factor(t->opt.schedule, t->step, t->opt.warmup, t->opt.total_steps);
     AdamWConfig ac = t->opt.adamw;
     ac.lr = (float)out->lr;
     t->step++;
-    for (size_t i = 0; i < s->n_tensors; i++)
-        adamw_step(s->t[i].p, s->t[i].g, s->t[i].m, s->t[i].v, s->t[i].n, &ac, t->step, s->t[i].decay);
+    if (s->flat)
+        adamw_step(s->params, s->grads, s->moments, s->moments + s->grads_len, s->grads_len, &ac, t->step,
+                   s->n_tensors ? s->t[0].decay : true);
+    else
+        for (size_t i = 0; i < s->n_tensors; i++)
+            adamw_step(s->t[i].p, s->t[i].g, s->t[i].m, s->t[i].v, s->t[i].n, &ac, t->step, s->t[i].decay);
     return trainer_first_bad_state(t, out->bad, sizeof out->bad) ? STEP_NONFINITE_STATE : STEP_OK;
 }
 

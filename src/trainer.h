@@ -37,7 +37,11 @@ typedef struct {
     size_t n_params;    // sum of the tensors' n
     float *grads;       // the contiguous gradient array all g point into (zeroed per step)
     size_t grads_len;   // its length in floats (with alignment padding)
-    float *moments;     // owned: every m, then every v
+    float *moments;     // owned: [2 * grads_len], m then v, each laid out like grads
+    bool flat;          // p, g, m, v of every tensor sit at the same offsets of four blocks
+                        // (params, grads, and the two halves of moments) and share one decay:
+                        // the LoRA set. Elementwise updates then run over whole blocks.
+    float *params;      // with flat: the parameter block (the adapter's own array)
     float *own_grads;   // owned gradient block (method full); NULL when the adapter holds them
     float **grad_ptrs;  // [n_tensors] g in order: TrainCtx.full_grads for method full
 } TrainableSet;
