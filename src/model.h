@@ -68,7 +68,9 @@ bool model_check_sizes(const char *dir, const GPT2Config *cfg, Error *err);
 bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err);
 // Load DIR (config.json + model.safetensors, or a sharded model.safetensors.index.json).
 // Accepts the hub's names (h.0...) and save_pretrained's (transformer.h.0...), F32/F16/BF16.
+// On failure m holds nothing (already freed) and err says which file and tensor.
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err);
+// Free everything m owns (model_load / model_init_random); m is zeroed. Safe on a zeroed m.
 void model_free(Model *m);
 // Compute the frozen weights' products in bf16 (bgemm.h) or fp32: the block linears and
 // the output layer. Only for weights that are not trained (not with method full); the
@@ -78,7 +80,8 @@ void model_set_bf16(Model *m, bool on);
 // Shapes of the block linears ([out, in] = [shapes.out[t], shapes.in[t]]), for lora.c.
 LoraShapes model_lora_shapes(const GPT2Config *cfg);
 
-// Bytes resident for the model, by kind.
+// Bytes resident for the model, by kind (from the parameter table: 2-D model-wide arrays are
+// embeddings, the rest of the fp32 arrays and the linears' biases are norms_and_biases).
 typedef struct {
     size_t linear_weights, quant_constants, embeddings, norms_and_biases;
 } ModelBytes;
@@ -107,8 +110,12 @@ typedef struct {
 } Profile;
 // Attach (or with NULL detach) a profile that forward/backward passes add their times to.
 void acts_set_profile(Acts *a, Profile *p);
+// Every buffer m's forward (and, unless ACTS_INFER, backward) needs for batches of up to
+// B x T, with the LoRA hiddens of lora's rank (lora may be NULL), in one allocation the caller
+// frees with acts_free (NULL is a no-op).
 Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsMode mode);
 void acts_free(Acts *a);
+// Bytes of that allocation (what memory.c predicts).
 size_t acts_bytes(const Acts *a);
 
 // Forward tokens (B,T) through the model (and lora, may be NULL), no dropout. With targets
@@ -148,8 +155,11 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
 
 // Incremental decoding with a KV cache (batch 1).
 typedef struct KVCache KVCache;
+// An empty cache for up to n_positions tokens of m (with lora's rank; lora may be NULL),
+// freed by the caller with kv_free (NULL is a no-op).
 KVCache *kv_create(const Model *m, const LoraSet *lora);
 void kv_free(KVCache *kv);
+// Tokens the cache holds.
 int kv_len(const KVCache *kv);
 // Append tokens[0..n) at positions len..len+n-1 (len + n <= n_positions) and write the
 // logits of the last one into logits (V floats).

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "arch.h"
 #include "ds.h"
 #include "json.h"
 #include "safetensors.h"
@@ -100,13 +101,22 @@ typedef struct {
     const char *prefix;   // "" (hub) or "transformer." (save_pretrained)
 } Checkpoint;
 
+// True when path names an existing file (or folder).
 static bool file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
 
+// Close every shard of ck.
+static void ckpt_close(Checkpoint *ck) {
+    for (size_t i = 0; i < arrlenu(ck->shards); i++) st_close(&ck->shards[i]);
+    arrfree(ck->shards);
+}
+
 #define MAX_SHARDS 4096  // far above any published checkpoint (a few hundred), bounds the work
 
+// Open dir/model.safetensors, or every shard its model.safetensors.index.json names (each
+// validated by st_open). The caller closes ck; on failure nothing is left open.
 static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     memset(ck, 0, sizeof *ck);
     char path[4096];
@@ -146,6 +156,7 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
                            MAX_SHARDS, MAX_SHARDS);
     }
     shfree(seen);
+    if (ok && arrlenu(files) == 0) ok = error_set(err, "%s: \"weight_map\" names no shard file", path);
     for (size_t i = 0; ok && i < arrlenu(files); i++) {
         char shard[4096];
         snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);
@@ -155,14 +166,12 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     }
     arrfree(files);
     cJSON_Delete(js);
+    if (!ok) ckpt_close(ck);
     return ok;
 }
 
-static void ckpt_close(Checkpoint *ck) {
-    for (size_t i = 0; i < arrlenu(ck->shards); i++) st_close(&ck->shards[i]);
-    arrfree(ck->shards);
-}
-
+// Tensor `name` (exact, prefix included) in the first shard holding it, with *in set to that
+// shard; NULL if no shard has it.
 static const StTensor *ckpt_find(const Checkpoint *ck, const char *name, const SafeTensors **in) {
     for (size_t i = 0; i < arrlenu(ck->shards); i++) {
         const StTensor *t = st_find(&ck->shards[i], name);
@@ -174,6 +183,7 @@ static const StTensor *ckpt_find(const Checkpoint *ck, const char *name, const S
     return NULL;
 }
 
+// The path of ck's first file, for messages.
 static const char *ckpt_path(const Checkpoint *ck) { return ck->shards[0].path; }
 
 // The tensor prefix+name (in shard *st) if it exists with exactly shape [d0] or [d0, d1];
@@ -220,6 +230,8 @@ static bool read_tensor(const Checkpoint *ck, const char *name, bool prefixed, s
     return true;
 }
 
+// A fresh aligned array holding tensor prefix+name of shape [d0] or [d0, d1] (d1 == 0), as
+// read_tensor checks it; NULL and err on failure. The caller owns it.
 static float *read_new(const Checkpoint *ck, const char *name, size_t d0, size_t d1, Error *err) {
     float *p = xmalloc_aligned((d1 ? d0 * d1 : d0) * sizeof(float));
     if (!read_tensor(ck, name, true, d0, d1, p, err)) {
@@ -229,24 +241,49 @@ static float *read_new(const Checkpoint *ck, const char *name, size_t d0, size_t
     return p;
 }
 
+// Open dir's checkpoint and find which names it uses: the hub's or save_pretrained's, which put
+// ops->saved_prefix before them. The caller closes it.
+static bool ckpt_open_model(Checkpoint *ck, const char *dir, const ArchOps *ops, Error *err) {
+    if (!ckpt_open(ck, dir, err)) return false;
+    char saved[128];
+    snprintf(saved, sizeof saved, "%s%s", ops->saved_prefix, ops->globals[0].name);
+    const SafeTensors *dummy;
+    ck->prefix = ckpt_find(ck, saved, &dummy) ? ops->saved_prefix : "";
+    return true;
+}
+
+// The block table's row of kind k (PARAM_LIN_W or _B) for linear t.
+static const ParamSpec *lin_row(const ArchOps *ops, ParamKind k, int t) {
+    return &ops->params[param_lin_index(ops, k, t)];
+}
+
 // The tensors whose sizes config.json's fields set (vocab_size, n_embd, n_positions,
 // n_inner: wte, wpe, lm_head, layer 0's linears) have the shapes it implies. Checked before
 // anything is allocated from those fields, so a config.json claiming terabytes is refused
 // by name instead of failing as out of memory.
 static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
-    static const char *const LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+    static const char *const DIM_FIELD[] = {[DIM_C] = "n_embd", [DIM_V] = "vocab_size", [DIM_P] = "n_positions"};
     static const char *const LIN_FIELDS[LORA_N_TARGETS] = {"n_embd", "n_embd", "n_embd, n_inner", "n_inner, n_embd"};
-    const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size, P = (size_t)c->n_positions;
+    const ArchOps *ops = arch_ops(c);
+    const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size;
     const LoraShapes shapes = model_lora_shapes(c);
     const SafeTensors *st;
-    const char *fields = "vocab_size, n_embd";
-    bool ok = find_shaped(ck, "wte.weight", true, V, C, &st, err) &&
-              (fields = "n_positions, n_embd", find_shaped(ck, "wpe.weight", true, P, C, &st, err)) &&
-              (fields = "vocab_size, n_embd", c->tied || find_shaped(ck, "lm_head.weight", false, V, C, &st, err));
+    char fields[64] = "";
+    bool ok = true;
+    for (int k = 0; ok && k < ops->n_globals; k++) {  // the embeddings: the 2-D rows
+        const ParamSpec *ps = &ops->globals[k];
+        if (ps->cols == DIM_NONE) continue;
+        snprintf(fields, sizeof fields, "%s, %s", DIM_FIELD[ps->rows], DIM_FIELD[ps->cols]);
+        ok = find_shaped(ck, ps->name, true, param_dim(c, ps->rows), param_dim(c, ps->cols), &st, err);
+    }
+    if (ok && !c->tied) {
+        snprintf(fields, sizeof fields, "vocab_size, n_embd");
+        ok = find_shaped(ck, "lm_head.weight", false, V, C, &st, err) != NULL;
+    }
     for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
         char name[64];
-        snprintf(name, sizeof name, "h.0.%s.weight", LIN[t]);
-        fields = LIN_FIELDS[t];
+        param_block_name(name, sizeof name, ops, 0, lin_row(ops, PARAM_LIN_W, t)->name);
+        snprintf(fields, sizeof fields, "%s", LIN_FIELDS[t]);
         ok = find_shaped(ck, name, true, shapes.in[t], shapes.out[t], &st, err) != NULL;
     }
     if (!ok && err) {  // say which config.json fields set the expected shape
@@ -258,12 +295,60 @@ static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
 
 bool model_check_sizes(const char *dir, const GPT2Config *cfg, Error *err) {
     Checkpoint ck;
-    if (!ckpt_open(&ck, dir, err)) return false;
-    const SafeTensors *dummy;
-    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
+    if (!ckpt_open_model(&ck, dir, arch_ops(cfg), err)) return false;
     bool ok = check_sizes(&ck, cfg, err);
     ckpt_close(&ck);
     return ok;
+}
+
+// Read the model-wide parameter arrays and, unless tied, lm_head.weight into fresh arrays.
+static bool load_globals(const Checkpoint *ck, Model *m, Error *err) {
+    const GPT2Config *c = &m->cfg;
+    const ArchOps *ops = arch_ops(c);
+    for (int k = 0; k < ops->n_globals; k++) {
+        const ParamSpec *ps = &ops->globals[k];
+        float *p = read_new(ck, ps->name, param_dim(c, ps->rows), param_dim(c, ps->cols), err);
+        if (!p) return false;
+        *param_slot(m, -1, ps) = p;
+    }
+    if (c->tied) {
+        m->lm_head = m->wte;
+        return true;
+    }
+    const size_t V = (size_t)c->vocab_size, C = (size_t)c->n_embd;
+    m->lm_head = xmalloc_aligned(V * C * sizeof(float));
+    return read_tensor(ck, "lm_head.weight", false, V, C, m->lm_head, err);
+}
+
+// Read block l: its arrays, then each linear's weight and bias (through the scratch w, b,
+// big enough for any of them) stored per q.
+static bool load_block(const Checkpoint *ck, Model *m, int l, const QuantConfig *q, float *w,
+                       float *b, Error *err) {
+    const GPT2Config *c = &m->cfg;
+    const ArchOps *ops = arch_ops(c);
+    const LoraShapes shapes = model_lora_shapes(c);
+    char name[128];
+    for (int k = 0; k < ops->n_params; k++) {
+        const ParamSpec *ps = &ops->params[k];
+        if (ps->kind != PARAM_ARRAY) continue;
+        param_block_name(name, sizeof name, ops, l, ps->name);
+        float *p = read_new(ck, name, param_dim(c, ps->rows), param_dim(c, ps->cols), err);
+        if (!p) return false;
+        *param_slot(m, l, ps) = p;
+    }
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        const size_t in = shapes.in[t], out = shapes.out[t];
+        param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_W, t)->name);
+        if (!read_tensor(ck, name, true, in, out, w, err)) return false;  // Conv1D: [in, out]
+        char label[300];
+        snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(ck), ck->prefix, name);
+        param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_B, t)->name);
+        if (!read_tensor(ck, name, true, out, 0, b, err) ||
+            !qlinear_init(&m->blocks[l].lin[t], w, b, in, out, q->type, q->blocksize,
+                          q->double_quant, label, err))
+            return false;
+    }
+    return true;
 }
 
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
@@ -271,55 +356,24 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     m->quant = *q;
     if (!model_read_config(&m->cfg, dir, err)) return false;
     const GPT2Config *c = &m->cfg;
-    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, V = (size_t)c->vocab_size;
-    const size_t P = (size_t)c->n_positions, L = (size_t)c->n_layer;
+    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner;
     if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
         return error_set(err, "%s/config.json: n_embd %zu and n_inner %zu must be multiples of "
                               "the quantization blocksize %zu (use a smaller blocksize or "
                               "--quant none)", dir, C, F, q->blocksize);
     Checkpoint ck;
-    if (!ckpt_open(&ck, dir, err)) return false;
-    const SafeTensors *dummy;
-    ck.prefix = ckpt_find(&ck, "transformer.wte.weight", &dummy) ? "transformer." : "";
-    bool ok = check_sizes(&ck, c, err) && (m->wte = read_new(&ck, "wte.weight", V, C, err)) &&
-              (m->wpe = read_new(&ck, "wpe.weight", P, C, err)) &&
-              (m->lnf_w = read_new(&ck, "ln_f.weight", C, 0, err)) &&
-              (m->lnf_b = read_new(&ck, "ln_f.bias", C, 0, err));
-    if (ok && !c->tied) {
-        m->lm_head = xmalloc_aligned(V * C * sizeof(float));
-        ok = read_tensor(&ck, "lm_head.weight", false, V, C, m->lm_head, err);
-    } else {
-        m->lm_head = m->wte;
-    }
-    m->blocks = xcalloc(L, sizeof(GPT2Block));
+    if (!ckpt_open_model(&ck, dir, arch_ops(c), err)) return false;
+    bool ok = check_sizes(&ck, c, err) && load_globals(&ck, m, err);
+    m->blocks = xcalloc((size_t)c->n_layer, sizeof(GPT2Block));
     const LoraShapes shapes = model_lora_shapes(c);
-    static const char *const LIN_NAME[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
-                                                         "mlp.c_proj"};
-    float *w = !ok ? NULL : xmalloc_aligned(F * C * 4 > 3 * C * C ? F * C * sizeof(float) : 3 * C * C * sizeof(float));
-    float *b = !ok ? NULL : xmalloc_aligned((F > 3 * C ? F : 3 * C) * sizeof(float));
-    for (size_t l = 0; ok && l < L; l++) {
-        GPT2Block *blk = &m->blocks[l];
-        char name[128];
-#define BLOCK_VEC(field, what)                                                     \
-        snprintf(name, sizeof name, "h.%zu.%s", l, what);                          \
-        ok = ok && (blk->field = read_new(&ck, name, C, 0, err)) != NULL;
-        BLOCK_VEC(ln1_w, "ln_1.weight")
-        BLOCK_VEC(ln1_b, "ln_1.bias")
-        BLOCK_VEC(ln2_w, "ln_2.weight")
-        BLOCK_VEC(ln2_b, "ln_2.bias")
-#undef BLOCK_VEC
-        for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
-            const size_t in = shapes.in[t], out = shapes.out[t];
-            snprintf(name, sizeof name, "h.%zu.%s.weight", l, LIN_NAME[t]);
-            ok = read_tensor(&ck, name, true, in, out, w, err);  // Conv1D: [in, out]
-            char label[300];
-            snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(&ck), ck.prefix, name);
-            snprintf(name, sizeof name, "h.%zu.%s.bias", l, LIN_NAME[t]);
-            ok = ok && read_tensor(&ck, name, true, out, 0, b, err) &&
-                 qlinear_init(&blk->lin[t], w, b, in, out, q->type, q->blocksize,
-                              q->double_quant, label, err);
-        }
+    size_t w_max = 0, b_max = 0;  // the largest linear
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        w_max = shapes.in[t] * shapes.out[t] > w_max ? shapes.in[t] * shapes.out[t] : w_max;
+        b_max = shapes.out[t] > b_max ? shapes.out[t] : b_max;
     }
+    float *w = !ok ? NULL : xmalloc_aligned(w_max * sizeof(float));
+    float *b = !ok ? NULL : xmalloc_aligned(b_max * sizeof(float));
+    for (int l = 0; ok && l < c->n_layer; l++) ok = load_block(&ck, m, l, q, w, b, err);
     free(w);
     free(b);
     ckpt_close(&ck);
@@ -328,23 +382,48 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
 }
 
 void model_free(Model *m) {
-    if (m->blocks) {
-        for (int l = 0; l < m->cfg.n_layer; l++) {
-            GPT2Block *blk = &m->blocks[l];
-            free(blk->ln1_w);
-            free(blk->ln1_b);
-            free(blk->ln2_w);
-            free(blk->ln2_b);
-            for (int t = 0; t < LORA_N_TARGETS; t++) qlinear_free(&blk->lin[t]);
-        }
-        free(m->blocks);
+    const ArchOps *ops = arch_ops(&m->cfg);
+    for (int l = 0; m->blocks && l < m->cfg.n_layer; l++) {
+        for (int k = 0; k < ops->n_params; k++)
+            if (ops->params[k].kind == PARAM_ARRAY) free(*param_slot(m, l, &ops->params[k]));
+        for (int t = 0; t < LORA_N_TARGETS; t++) qlinear_free(&m->blocks[l].lin[t]);
     }
+    free(m->blocks);
     if (m->lm_head != m->wte) free(m->lm_head);
-    free(m->wte);
-    free(m->wpe);
-    free(m->lnf_w);
-    free(m->lnf_b);
+    for (int k = 0; k < ops->n_globals; k++) free(*param_slot(m, -1, &ops->globals[k]));
     memset(m, 0, sizeof *m);
+}
+
+// ---- the tensors of a Hugging Face folder ----------------------------------------------------
+
+// Add every tensor of c's model to w in the hub's names and layouts (linear weights Conv1D
+// [in, out]), lm_head.weight when with_head, all F32 with no data (a fill callback writes it).
+static void add_tensors(StWriter *w, const GPT2Config *c, bool with_head) {
+    const ArchOps *ops = arch_ops(c);
+    const LoraShapes shapes = model_lora_shapes(c);
+    for (int k = 0; k < ops->n_globals; k++) {
+        const ParamSpec *ps = &ops->globals[k];
+        uint64_t s[2] = {param_dim(c, ps->rows), param_dim(c, ps->cols)};
+        st_writer_add(w, ps->name, ST_F32, ps->cols == DIM_NONE ? 1 : 2, s, NULL);
+    }
+    if (with_head) {
+        uint64_t s[2] = {(uint64_t)c->vocab_size, (uint64_t)c->n_embd};
+        st_writer_add(w, "lm_head.weight", ST_F32, 2, s, NULL);
+    }
+    for (int l = 0; l < c->n_layer; l++)
+        for (int k = 0; k < ops->n_params; k++) {
+            const ParamSpec *ps = &ops->params[k];
+            char name[128];
+            param_block_name(name, sizeof name, ops, l, ps->name);
+            uint64_t s[2] = {param_dim(c, ps->rows), param_dim(c, ps->cols)};
+            int ndim = ps->cols == DIM_NONE ? 1 : 2;
+            if (ps->kind != PARAM_ARRAY) {
+                s[0] = ps->kind == PARAM_LIN_W ? shapes.in[ps->target] : shapes.out[ps->target];
+                s[1] = shapes.out[ps->target];
+                ndim = ps->kind == PARAM_LIN_W ? 2 : 1;
+            }
+            st_writer_add(w, name, ST_F32, ndim, s, NULL);
+        }
 }
 
 // ---- saving ----------------------------------------------------------------------------------
@@ -355,84 +434,53 @@ typedef struct {
     void *ctx;
 } SaveCtx;
 
-static const char *const HF_LIN[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+// buf (HF layout) = linear t of block l: dequantized, plus the caller's delta, transposed to
+// Conv1D [in, out].
+static void save_linear(const SaveCtx *sc, int l, int t, float *out) {
+    const QLinear *q = &sc->m->blocks[l].lin[t];
+    float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
+    qlinear_rows(q, 0, q->out, w);
+    if (sc->delta) sc->delta(sc->ctx, l, t, w);
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < q->in; i++)  // [out, in] -> Conv1D [in, out]
+        for (size_t o = 0; o < q->out; o++) out[i * q->out + o] = w[o * q->in + i];
+    free(w);
+}
 
+// StFill for model_save_hf: write tensor e's data (named as add_tensors names it) into buf.
 static void save_fill(void *vctx, const StEntry *e, void *buf) {
     const SaveCtx *sc = vctx;
     const Model *m = sc->m;
-    float *out = buf;
-    const size_t C = (size_t)m->cfg.n_embd;
-    int l = -1, consumed = 0;
-    if (sscanf(e->name, "h.%d.%n", &l, &consumed) == 1 && consumed > 0) {
-        const GPT2Block *blk = &m->blocks[l];
-        const char *rest = e->name + consumed;
-        if (strcmp(rest, "ln_1.weight") == 0) memcpy(out, blk->ln1_w, C * 4);
-        else if (strcmp(rest, "ln_1.bias") == 0) memcpy(out, blk->ln1_b, C * 4);
-        else if (strcmp(rest, "ln_2.weight") == 0) memcpy(out, blk->ln2_w, C * 4);
-        else if (strcmp(rest, "ln_2.bias") == 0) memcpy(out, blk->ln2_b, C * 4);
-        else {
-            for (int t = 0; t < LORA_N_TARGETS; t++) {
-                const QLinear *q = &blk->lin[t];
-                size_t n = strlen(HF_LIN[t]);
-                if (strncmp(rest, HF_LIN[t], n) != 0) continue;
-                if (strcmp(rest + n, ".bias") == 0) {
-                    memcpy(out, q->bias, q->out * 4);
-                } else {
-                    float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
-                    qlinear_rows(q, 0, q->out, w);
-                    if (sc->delta) sc->delta(sc->ctx, l, t, w);
-                    #pragma omp parallel for schedule(static)
-                    for (size_t i = 0; i < q->in; i++)  // [out, in] -> Conv1D [in, out]
-                        for (size_t o = 0; o < q->out; o++) out[i * q->out + o] = w[o * q->in + i];
-                    free(w);
-                }
-                return;
-            }
-            CHECK(0 && "unknown block tensor");
+    const ArchOps *ops = arch_ops(&m->cfg);
+    int l = -1;
+    const char *rest = param_parse_block(ops, e->name, &l);
+    if (rest) {
+        for (int k = 0; k < ops->n_params; k++) {
+            const ParamSpec *ps = &ops->params[k];
+            const QLinear *q = &m->blocks[l].lin[ps->target];
+            if (strcmp(rest, ps->name) != 0) continue;
+            if (ps->kind == PARAM_ARRAY) memcpy(buf, *param_slot(m, l, ps), e->bytes);
+            else if (ps->kind == PARAM_LIN_B) memcpy(buf, q->bias, q->out * sizeof(float));
+            else save_linear(sc, l, ps->target, buf);
+            return;
         }
-        return;
+        CHECK(0 && "unknown block tensor");
     }
-    const size_t n = e->bytes / 4;
-    if (strcmp(e->name, "wte.weight") == 0) memcpy(out, m->wte, n * 4);
-    else if (strcmp(e->name, "wpe.weight") == 0) memcpy(out, m->wpe, n * 4);
-    else if (strcmp(e->name, "ln_f.weight") == 0) memcpy(out, m->lnf_w, n * 4);
-    else if (strcmp(e->name, "ln_f.bias") == 0) memcpy(out, m->lnf_b, n * 4);
-    else if (strcmp(e->name, "lm_head.weight") == 0) memcpy(out, m->lm_head, n * 4);
-    else CHECK(0 && "unknown tensor");
+    for (int k = 0; k < ops->n_globals; k++)
+        if (strcmp(e->name, ops->globals[k].name) == 0) {
+            memcpy(buf, *param_slot(m, -1, &ops->globals[k]), e->bytes);
+            return;
+        }
+    CHECK(strcmp(e->name, "lm_head.weight") == 0);
+    memcpy(buf, m->lm_head, e->bytes);
 }
 
 bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
                    void *ctx, Error *err) {
-    const GPT2Config *c = &m->cfg;
-    const uint64_t C = (uint64_t)c->n_embd;
     StWriter w;
     st_writer_init(&w);
     st_writer_meta(&w, "format", "pt");
-    uint64_t s2[2], s1[1];
-    s2[0] = (uint64_t)c->vocab_size, s2[1] = C;
-    st_writer_add(&w, "wte.weight", ST_F32, 2, s2, NULL);
-    if (!c->tied) st_writer_add(&w, "lm_head.weight", ST_F32, 2, s2, NULL);
-    s2[0] = (uint64_t)c->n_positions;
-    st_writer_add(&w, "wpe.weight", ST_F32, 2, s2, NULL);
-    s1[0] = C;
-    st_writer_add(&w, "ln_f.weight", ST_F32, 1, s1, NULL);
-    st_writer_add(&w, "ln_f.bias", ST_F32, 1, s1, NULL);
-    for (int l = 0; l < c->n_layer; l++) {
-        char n[128];
-        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
-            st_writer_add(&w, n, ST_F32, 1, s1, NULL);
-        }
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
-            const QLinear *q = &m->blocks[l].lin[t];
-            uint64_t ws[2] = {q->in, q->out}, bs[1] = {q->out};
-            snprintf(n, sizeof n, "h.%d.%s.weight", l, HF_LIN[t]);
-            st_writer_add(&w, n, ST_F32, 2, ws, NULL);
-            snprintf(n, sizeof n, "h.%d.%s.bias", l, HF_LIN[t]);
-            st_writer_add(&w, n, ST_F32, 1, bs, NULL);
-        }
-    }
+    add_tensors(&w, &m->cfg, !m->cfg.tied);
     SaveCtx sc = {m, delta, ctx};
     char path[4096], from[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
@@ -472,12 +520,15 @@ typedef struct {
     float resid_std;
 } InitCtx;
 
+// FNV-1a of s: a tensor's own random stream, whatever the order tensors are made in.
 static uint64_t name_hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;  // FNV-1a
+    uint64_t h = 1469598103934665603ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
     return h;
 }
 
+// StFill of GPT-2's init, a pure function of (seed, tensor name): biases 0, LayerNorm weights
+// 1, the rest N(0, 0.02) with residual projections N(0, 0.02/sqrt(2L)). Overwrites buf.
 static void init_fill(void *ctx, const StEntry *e, void *buf) {
     const InitCtx *ic = ctx;
     float *x = buf;
@@ -499,44 +550,8 @@ static void init_fill(void *ctx, const StEntry *e, void *buf) {
 #undef ENDS_WITH
 }
 
-bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err) {
-    const uint64_t C = (uint64_t)cfg->n_embd, F = (uint64_t)cfg->n_inner;
-    const uint64_t V = (uint64_t)cfg->vocab_size, P = (uint64_t)cfg->n_positions;
-    StWriter w;
-    st_writer_init(&w);
-    st_writer_meta(&w, "format", "pt");
-    uint64_t s2[2], s1[1];
-#define ADD2(name, a, b) (s2[0] = (a), s2[1] = (b), st_writer_add(&w, name, ST_F32, 2, s2, NULL))
-#define ADD1(name, a) (s1[0] = (a), st_writer_add(&w, name, ST_F32, 1, s1, NULL))
-    ADD2("wte.weight", V, C);
-    ADD2("wpe.weight", P, C);
-    ADD1("ln_f.weight", C);
-    ADD1("ln_f.bias", C);
-    for (int l = 0; l < cfg->n_layer; l++) {
-        char n[128];
-        const struct { const char *name; uint64_t in, out; } lin[4] = {
-            {"attn.c_attn", C, 3 * C}, {"attn.c_proj", C, C}, {"mlp.c_fc", C, F}, {"mlp.c_proj", F, C}};
-        for (int t = 0; t < 4; t++) {
-            snprintf(n, sizeof n, "h.%d.%s.weight", l, lin[t].name);
-            ADD2(n, lin[t].in, lin[t].out);
-            snprintf(n, sizeof n, "h.%d.%s.bias", l, lin[t].name);
-            ADD1(n, lin[t].out);
-        }
-        const char *ln[4] = {"ln_1.weight", "ln_1.bias", "ln_2.weight", "ln_2.bias"};
-        for (int k = 0; k < 4; k++) {
-            snprintf(n, sizeof n, "h.%d.%s", l, ln[k]);
-            ADD1(n, C);
-        }
-    }
-#undef ADD1
-#undef ADD2
-    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
-    st_writer_free(&w);
-    if (!ok) return false;
-
+// Write cfg as dir/config.json in the hub's GPT-2 form.
+static bool write_config(const GPT2Config *cfg, const char *dir, Error *err) {
     cJSON *js = cJSON_CreateObject();
     cJSON_AddStringToObject(js, "model_type", "gpt2");
     cJSON *arch = cJSON_AddArrayToObject(js, "architectures");
@@ -560,17 +575,63 @@ bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, E
     cJSON_AddBoolToObject(js, "scale_attn_weights", true);
     cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
     cJSON_AddStringToObject(js, "torch_dtype", "float32");
+    char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    ok = json_write_file(path, js, err);
+    bool ok = json_write_file(path, js, err);
     cJSON_Delete(js);
     return ok;
 }
 
+// The init of every model of cfg made with seed.
+static InitCtx init_ctx(const GPT2Config *cfg, uint64_t seed) {
+    return (InitCtx){seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
+}
+
+bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err) {
+    StWriter w;
+    st_writer_init(&w);
+    st_writer_meta(&w, "format", "pt");
+    add_tensors(&w, cfg, !cfg->tied);
+    InitCtx ic = init_ctx(cfg, seed);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
+    st_writer_free(&w);
+    return ok && write_config(cfg, dir, err);
+}
+
+// A fresh array of n floats: tensor `name` as model_write_random would write it. Caller owns.
 static float *random_tensor(const char *name, size_t n, const InitCtx *ic) {
     float *x = xmalloc_aligned(n * sizeof(float));
     StEntry e = {.name = (char *)name, .dtype = ST_F32, .bytes = n * sizeof(float)};
     init_fill((void *)ic, &e, x);
     return x;
+}
+
+// Block l of m, initialised as model_write_random would write it and stored per q.
+static bool init_block(Model *m, int l, const QuantConfig *q, const InitCtx *ic, Error *err) {
+    const GPT2Config *c = &m->cfg;
+    const ArchOps *ops = arch_ops(c);
+    const LoraShapes shapes = model_lora_shapes(c);
+    char name[128], bname[128];
+    for (int k = 0; k < ops->n_params; k++) {
+        const ParamSpec *ps = &ops->params[k];
+        if (ps->kind != PARAM_ARRAY) continue;
+        param_block_name(name, sizeof name, ops, l, ps->name);
+        *param_slot(m, l, ps) = random_tensor(name, param_floats(c, ps), ic);
+    }
+    for (int t = 0; t < LORA_N_TARGETS; t++) {
+        param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_W, t)->name);
+        param_block_name(bname, sizeof bname, ops, l, lin_row(ops, PARAM_LIN_B, t)->name);
+        float *w = random_tensor(name, shapes.in[t] * shapes.out[t], ic);
+        float *b = random_tensor(bname, shapes.out[t], ic);
+        bool ok = qlinear_init(&m->blocks[l].lin[t], w, b, shapes.in[t], shapes.out[t], q->type,
+                               q->blocksize, q->double_quant, name, err);
+        free(w);
+        free(b);
+        if (!ok) return false;
+    }
+    return true;
 }
 
 bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, uint64_t seed,
@@ -581,35 +642,18 @@ bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, ui
     const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
     if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
         return error_set(err, "n_embd %zu and n_inner %zu must be multiples of the blocksize %zu", C, F, q->blocksize);
-    InitCtx ic = {seed, 0.02f / sqrtf(2.0f * (float)cfg->n_layer)};
-    m->wte = random_tensor("wte.weight", (size_t)cfg->vocab_size * C, &ic);
-    m->wpe = random_tensor("wpe.weight", (size_t)cfg->n_positions * C, &ic);
-    m->lnf_w = random_tensor("ln_f.weight", C, &ic);
-    m->lnf_b = random_tensor("ln_f.bias", C, &ic);
+    const ArchOps *ops = arch_ops(cfg);
+    const InitCtx ic = init_ctx(cfg, seed);
+    for (int k = 0; k < ops->n_globals; k++) {
+        const ParamSpec *ps = &ops->globals[k];
+        *param_slot(m, -1, ps) = random_tensor(ps->name, param_floats(cfg, ps), &ic);
+    }
     m->lm_head = m->wte;
     m->blocks = xcalloc((size_t)cfg->n_layer, sizeof(GPT2Block));
-    const LoraShapes shapes = model_lora_shapes(cfg);
-    for (int l = 0; l < cfg->n_layer; l++) {
-        GPT2Block *blk = &m->blocks[l];
-        char name[128];
-        snprintf(name, sizeof name, "h.%d.ln_1.weight", l); blk->ln1_w = random_tensor(name, C, &ic);
-        snprintf(name, sizeof name, "h.%d.ln_1.bias", l);   blk->ln1_b = random_tensor(name, C, &ic);
-        snprintf(name, sizeof name, "h.%d.ln_2.weight", l); blk->ln2_w = random_tensor(name, C, &ic);
-        snprintf(name, sizeof name, "h.%d.ln_2.bias", l);   blk->ln2_b = random_tensor(name, C, &ic);
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
-            snprintf(name, sizeof name, "h.%d.%s.weight", l, HF_LIN[t]);
-            float *w = random_tensor(name, shapes.in[t] * shapes.out[t], &ic);
-            snprintf(name, sizeof name, "h.%d.%s.bias", l, HF_LIN[t]);
-            float *b = random_tensor(name, shapes.out[t], &ic);
-            bool ok = qlinear_init(&blk->lin[t], w, b, shapes.in[t], shapes.out[t], q->type, q->blocksize,
-                                   q->double_quant, name, err);
-            free(w);
-            free(b);
-            if (!ok) {
-                model_free(m);
-                return false;
-            }
+    for (int l = 0; l < cfg->n_layer; l++)
+        if (!init_block(m, l, q, &ic, err)) {
+            model_free(m);
+            return false;
         }
-    }
     return true;
 }
