@@ -351,3 +351,146 @@ double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float
     }
     return total;
 }
+
+// ---- LLaMA-family kernels (docs/llama.md, section 3) ----
+
+// 1/sqrt(mean(x^2) + eps) of one row, the sum of squares in double (a long f32 sum of
+// squares loses digits; transformers' f32 mean agrees to about 1 ulp).
+static float rms_rstd(const float *x, size_t C, float eps) {
+    double ss = 0;
+    for (size_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
+    return (float)(1.0 / sqrt(ss / (double)C + eps));
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
+                     float eps) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *xr = x + r * C;
+        float *o = out + r * C;
+        const float s = rms_rstd(xr, C, eps);
+        // w * (x * rstd), in that order: transformers rounds the normalized value before the
+        // weight multiply (a no-op cast in fp32, but the same two roundings)
+        #pragma omp simd
+        for (size_t i = 0; i < C; i++) o[i] = w[i] * (xr[i] * s);
+        if (rstd) rstd[r] = s;
+    }
+}
+
+void rmsnorm_forward_ref(float *out, float *rstd, const float *x, const float *w, size_t N,
+                         size_t C, float eps) {
+    for (size_t r = 0; r < N; r++) {
+        double ss = 0;
+        for (size_t i = 0; i < C; i++) ss += (double)x[r * C + i] * x[r * C + i];
+        const double s = 1.0 / sqrt(ss / (double)C + eps);
+        for (size_t i = 0; i < C; i++) out[r * C + i] = (float)(w[i] * (x[r * C + i] * s));
+        if (rstd) rstd[r] = (float)s;
+    }
+}
+
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, size_t N, size_t C) {
+    // dx = rstd * (g - n * mean(g n)), g = w dout, n = x rstd (the mean of g n in double)
+    if (dx) {
+        #pragma omp parallel for schedule(static)
+        for (size_t r = 0; r < N; r++) {
+            const float *xr = x + r * C, *g = dout + r * C;
+            const float s = rstd[r];
+            double sum_gn = 0;
+            for (size_t i = 0; i < C; i++) sum_gn += (double)(g[i] * w[i]) * (xr[i] * s);
+            const float mean_gn = (float)(sum_gn / (double)C);
+            float *d = dx + r * C;
+            for (size_t i = 0; i < C; i++) d[i] += s * (g[i] * w[i] - xr[i] * s * mean_gn);
+        }
+    }
+    if (dw) {  // column sums of dout * n: each thread owns a block of columns (one writer)
+        const size_t n_blocks = (C + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+        #pragma omp parallel for schedule(static)
+        for (size_t cb = 0; cb < n_blocks; cb++) {
+            const size_t j0 = cb * COLSUM_BLOCK, j1 = j0 + COLSUM_BLOCK < C ? j0 + COLSUM_BLOCK : C;
+            double acc[COLSUM_BLOCK] = {0};
+            for (size_t r = 0; r < N; r++) {
+                const float *xr = x + r * C, *g = dout + r * C;
+                for (size_t i = j0; i < j1; i++) acc[i - j0] += (double)g[i] * (xr[i] * rstd[r]);
+            }
+            for (size_t i = j0; i < j1; i++) dw[i] += (float)acc[i - j0];
+        }
+    }
+}
+
+void rope_tables(float *cos_tab, float *sin_tab, size_t T, size_t HS, float theta) {
+    CHECK(HS % 2 == 0);
+    const size_t half = HS / 2;
+    for (size_t i = 0; i < half; i++) {
+        // transformers: 1.0 / theta ** (arange(0, hd, 2).float() / hd), each step in fp32
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HS);
+        for (size_t t = 0; t < T; t++) {
+            const float angle = (float)t * inv_freq;  // one fp32 product, as transformers
+            cos_tab[t * half + i] = cosf(angle);
+            sin_tab[t * half + i] = sinf(angle);
+        }
+    }
+}
+
+// Rotates every head vector of x by +angle (sign = 1) or -angle (sign = -1).
+static void rope_rotate(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                        size_t NH, size_t HS, size_t row_stride, float sign) {
+    const size_t half = HS / 2;
+    #pragma omp parallel for schedule(static)
+    for (size_t bt = 0; bt < B * T; bt++) {
+        const float *c = cos_tab + (bt % T) * half, *s = sin_tab + (bt % T) * half;
+        for (size_t h = 0; h < NH; h++) {
+            float *v = x + bt * row_stride + h * HS;
+            #pragma omp simd
+            for (size_t i = 0; i < half; i++) {
+                const float a = v[i], b = v[i + half], si = sign * s[i];
+                v[i] = a * c[i] - b * si;
+                v[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+void rope_forward(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                  size_t NH, size_t HS, size_t row_stride) {
+    rope_rotate(x, cos_tab, sin_tab, B, T, NH, HS, row_stride, 1.0f);
+}
+
+void rope_backward(float *dx, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                   size_t NH, size_t HS, size_t row_stride) {
+    // the Jacobian of a rotation is the rotation; its transpose rotates by -angle
+    rope_rotate(dx, cos_tab, sin_tab, B, T, NH, HS, row_stride, -1.0f);
+}
+
+// silu(z) = z * sigmoid(z) = z / (1 + exp(-z)): no cancellation in either tail; exp_kernel's
+// clamp gives exp(-z) <= exp(87) for z << 0, so silu -> z * 1.6e-38 ~ 0, never inf/inf.
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float z = gate[i];
+        out[i] = z / (1.0f + exp_kernel(-z)) * up[i];
+    }
+}
+
+void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n) {
+    if (dgate) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            // 1 - s = e s with e = exp(-z): no cancellation when s rounds to 1 (z >> 0)
+            const float z = gate[i], e = exp_kernel(-z), s = 1.0f / (1.0f + e);
+            dgate[i] += dout[i] * up[i] * (s * (1.0f + z * (e * s)));
+        }
+    }
+    if (dup) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            const float z = gate[i];
+            dup[i] += dout[i] * (z / (1.0f + exp_kernel(-z)));
+        }
+    }
+}
