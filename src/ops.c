@@ -494,3 +494,107 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
         }
     }
 }
+
+// Item (b, h) of a grouped batch, h over the NH query heads: base + b*sb + (h/G)*HS, the kv
+// head that query head h reads.
+static void kv_head_ptrs(const float **out, const float *base, size_t B, size_t NH, size_t G,
+                         size_t sb, size_t HS) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) out[b * NH + h] = base + b * sb + (h / G) * HS;
+}
+
+// Item (b, g), g over the NKV kv heads: base + b*sb + (g*G + j)*sh, query head j of group g.
+static void group_slot_ptrs(const float **out, const float *base, size_t B, size_t NKV, size_t G,
+                            size_t j, size_t sb, size_t sh) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t g = 0; g < NKV; g++) out[b * NKV + g] = base + b * sb + (g * G + j) * sh;
+}
+
+// Causal softmax of every row of att (n_rows x T, row r at position r % T), in place;
+// the same steps as attention_forward's, entries above the diagonal set to exact zeros.
+static void causal_softmax_rows(float *att, size_t n_rows, size_t T) {
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < n_rows; row++) {
+        const size_t t = row % T;
+        float *r = att + row * T;
+        float mx = -INFINITY;
+        for (size_t j = 0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;
+        #pragma omp simd
+        for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
+        double sum = 0;
+        for (size_t j = 0; j <= t; j++) sum += r[j];
+        const float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j <= t; j++) r[j] *= inv;
+        for (size_t j = t + 1; j < T; j++) r[j] = 0.0f;
+    }
+}
+
+void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
+                           size_t NH, size_t NKV, size_t HS) {
+    CHECK(NKV > 0 && NH % NKV == 0);
+    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float **q = xmalloc(4 * n * sizeof *q), **k = q + n, **v = q + 2 * n, **a = q + 3 * n;
+    head_ptrs(q, qkv, B, NH, T * QKV, HS);
+    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
+    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    head_ptrs(a, att, B, NH, NH * T * T, T * T);
+    // scores = scale * q_h k_{h/G}^T; several items read one k (reads only)
+    matmul_batch("nt", n, (float *const *)a, q, k, T, T, HS, scale, 0.0f, QKV, QKV, T);
+    causal_softmax_rows(att, B * NH * T, T);
+    const float **o = q;  // q's pointers are no longer needed
+    head_ptrs(o, out, B, NH, T * CQ, HS);
+    matmul_batch("nn", n, (float *const *)o, a, v, T, HS, T, 1.0f, 0.0f, T, QKV, CQ);
+    free(q);
+}
+
+// softmax backward in place on datt: dS = P * (dP - sum_j P dP) * scale, zeros above the diagonal
+static void causal_softmax_backward_rows(float *datt, const float *att, size_t n_rows, size_t T,
+                                         float scale) {
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < n_rows; row++) {
+        const size_t t = row % T;
+        const float *pr = att + row * T;
+        float *d = datt + row * T;
+        double dot = 0;
+        for (size_t j = 0; j <= t; j++) dot += (double)pr[j] * d[j];
+        for (size_t j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)dot) * scale;
+        for (size_t j = t + 1; j < T; j++) d[j] = 0.0f;
+    }
+}
+
+void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, size_t B, size_t T, size_t NH, size_t NKV, size_t HS) {
+    CHECK(NKV > 0 && NH % NKV == 0);
+    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH, m = B * NKV;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float **p = xmalloc((6 * n + 3 * m) * sizeof *p);
+    const float **q = p, **k = p + n, **v = p + 2 * n, **dA = p + 3 * n, **dO = p + 4 * n;
+    const float **dq = p + 5 * n, **dkv = p + 6 * n, **sA = dkv + m, **sB = sA + m;
+    head_ptrs(q, qkv, B, NH, T * QKV, HS);
+    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
+    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
+    head_ptrs(dO, dout, B, NH, T * CQ, HS);
+    head_ptrs(dq, dqkv, B, NH, T * QKV, HS);
+    // dP = dout_h v_{h/G}^T
+    matmul_batch("nt", n, (float *const *)dA, dO, v, T, T, HS, 1.0f, 0.0f, CQ, QKV, T);
+    // dv_g += sum over the group's query heads of P_h^T dout_h: one batch per group slot j,
+    // so the items of a batch write distinct kv heads (the native engine runs them in parallel)
+    head_ptrs(dkv, dqkv + CQ + NKV * HS, B, NKV, T * QKV, HS);
+    for (size_t j = 0; j < G; j++) {
+        group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
+        group_slot_ptrs(sB, dout, B, NKV, G, j, T * CQ, HS);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, CQ, QKV);
+    }
+    causal_softmax_backward_rows(datt, att, B * NH * T, T, scale);
+    // dq_h += dS_h k_{h/G}; dk_g += sum over slots of dS_h^T q_h
+    matmul_batch("nn", n, (float *const *)dq, dA, k, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
+    head_ptrs(dkv, dqkv + CQ, B, NKV, T * QKV, HS);
+    for (size_t j = 0; j < G; j++) {
+        group_slot_ptrs(sA, datt, B, NKV, G, j, NH * T * T, T * T);
+        group_slot_ptrs(sB, qkv, B, NKV, G, j, T * QKV, HS);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
+    }
+    free(p);
+}

@@ -100,6 +100,20 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
 
+// Grouped-query causal attention (docs/llama.md 3.4) on a fused qkv (B, T, QKV), QKV =
+// (NH + 2*NKV)*HS: columns q | k | v; query head h at [h*HS, (h+1)*HS), kv head g's k at
+// NH*HS + g*HS and its v at (NH + NKV)*HS + g*HS. Query head h reads kv head h / (NH/NKV);
+// scores scale HS^-0.5. att (B,NH,T,T) receives the probabilities (zeros above the
+// diagonal), out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0
+// (checked). With NKV == NH this is attention_forward with C = NH*HS.
+void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
+                           size_t NH, size_t NKV, size_t HS);
+// dqkv (B,T,QKV) ACCUMULATES; a kv head's dk/dv sum over its NH/NKV query heads in a fixed
+// order (one product per group slot, so no two threads write one element). datt is scratch
+// of att's size (overwritten).
+void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, size_t B, size_t T, size_t NH, size_t NKV, size_t HS);
+
 // Plain scalar twins of the two vectorised/parallel kernels above (double inside, libm expf),
 // for tests. rope_forward is already a plain loop and has no twin.
 void rmsnorm_forward_ref(float *out, float *rstd, const float *x, const float *w, size_t N,

@@ -347,10 +347,109 @@ static void test_swiglu(void) {
     free(gu); free(out); free(ref); free(dout); free(g); free(gref); free(p); free(dd); free(g2);
 }
 
+// ---- Grouped-query attention
+
+typedef struct {
+    size_t B, T, NH, NKV, HS;
+    const double *dout;  // the loss is sum(dout * out)
+} GqaCtx;
+
+// docs/llama.md 3.4 in double: query head h reads kv head h / (NH/NKV), causal softmax of
+// q.k / sqrt(HS), then p.v; out (B,T,NH*HS).
+static void gqa_ref(double *out, const double *qkv, const GqaCtx *c) {
+    const size_t G = c->NH / c->NKV, QKV = (c->NH + 2 * c->NKV) * c->HS, CQ = c->NH * c->HS;
+    double *s = xmalloc(c->T * sizeof *s);
+    for (size_t b = 0; b < c->B; b++)
+        for (size_t h = 0; h < c->NH; h++)
+            for (size_t t = 0; t < c->T; t++) {
+                const double *q = qkv + (b * c->T + t) * QKV + h * c->HS;
+                double mx = -INFINITY, sum = 0;
+                for (size_t j = 0; j <= t; j++) {
+                    const double *k = qkv + (b * c->T + j) * QKV + CQ + (h / G) * c->HS;
+                    double d = 0;
+                    for (size_t i = 0; i < c->HS; i++) d += q[i] * k[i];
+                    s[j] = d / sqrt((double)c->HS);
+                    mx = fmax(mx, s[j]);
+                }
+                for (size_t j = 0; j <= t; j++) sum += s[j] = exp(s[j] - mx);
+                double *o = out + (b * c->T + t) * CQ + h * c->HS;
+                for (size_t i = 0; i < c->HS; i++) o[i] = 0;
+                for (size_t j = 0; j <= t; j++) {
+                    const double *v = qkv + (b * c->T + j) * QKV + CQ + (c->NKV + h / G) * c->HS;
+                    for (size_t i = 0; i < c->HS; i++) o[i] += s[j] / sum * v[i];
+                }
+            }
+    free(s);
+}
+
+static double gqa_loss(const double *p, const void *ctx) {
+    const GqaCtx *c = ctx;
+    const size_t n = c->B * c->T * c->NH * c->HS;
+    double *o = xmalloc(n * sizeof *o), loss = 0;
+    gqa_ref(o, p, c);
+    for (size_t i = 0; i < n; i++) loss += c->dout[i] * o[i];
+    free(o);
+    return loss;
+}
+
+static void test_gqa_case(size_t NH, size_t NKV) {
+    const size_t B = 2, T = 7, HS = 8, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS;
+    const size_t nqkv = B * T * QKV, nout = B * T * CQ, natt = B * NH * T * T;
+    float *qkv = xmalloc(nqkv * sizeof(float)), *out = xmalloc(nout * sizeof(float));
+    float *att = xmalloc(natt * sizeof(float)), *datt = xmalloc(natt * sizeof(float));
+    float *dout = xmalloc(nout * sizeof(float)), *dqkv = xcalloc(nqkv, sizeof(float));
+    float *ref = xmalloc(nout * sizeof(float));
+    fill(qkv, nqkv, 1.0f, 0.0f, 31 + NKV);
+    fill(dout, nout, 1.0f, 0.0f, 41 + NKV);
+    double *p = to_double(qkv, nqkv), *dd = to_double(dout, nout), *od = xmalloc(nout * sizeof *od);
+    GqaCtx c = {B, T, NH, NKV, HS, dd};
+    gqa_ref(od, p, &c);
+    for (size_t i = 0; i < nout; i++) ref[i] = (float)od[i];
+    attention_gqa_forward(out, att, qkv, B, T, NH, NKV, HS);
+    char what[100];
+    // the tolerance of test_ops.c's attention check: fp32 products over HS and T terms
+    snprintf(what, sizeof what, "attention_gqa_forward NH %zu NKV %zu vs double", NH, NKV);
+    EXPECT_CLOSE(what, out, ref, nout, 1e-6, 1e-5);
+    attention_gqa_backward(dqkv, datt, dout, qkv, att, B, T, NH, NKV, HS);
+    snprintf(what, sizeof what, "attention_gqa_backward NH %zu NKV %zu", NH, NKV);
+    fd_check(what, gqa_loss, &c, p, 0, nqkv, dqkv, 51 + NKV);
+    // every kv column gets gradient (a wrong group mapping leaves some at zero)
+    const size_t kv0 = (B * T - 1) * QKV + CQ;  // last row, first k column
+    snprintf(what, sizeof what, "attention_gqa_backward NH %zu NKV %zu: last kv head has gradient", NH, NKV);
+    EXPECT(dqkv[kv0 + (NKV - 1) * HS] != 0 || dqkv[kv0 + (2 * NKV - 1) * HS] != 0, "%s", what);
+    free(qkv); free(out); free(att); free(datt); free(dout); free(dqkv); free(ref); free(p);
+    free(dd); free(od);
+}
+
+static void test_gqa(void) {
+    test_gqa_case(4, 2);  // llama_tied, qwen2, mistral fixtures
+    test_gqa_case(4, 1);  // multi-query (llama_untied)
+    test_gqa_case(6, 3);
+    // NKV == NH is GPT-2's attention: same products in the same order, bit-identical
+    const size_t B = 2, T = 9, NH = 3, HS = 8, C = NH * HS, n = B * T * 3 * C, na = B * NH * T * T;
+    float *qkv = xmalloc(n * sizeof(float)), *dout = xmalloc(B * T * C * sizeof(float));
+    float *o1 = xmalloc(B * T * C * sizeof(float)), *o2 = xmalloc(B * T * C * sizeof(float));
+    float *a1 = xmalloc(na * sizeof(float)), *a2 = xmalloc(na * sizeof(float));
+    float *s1 = xmalloc(na * sizeof(float)), *s2 = xmalloc(na * sizeof(float));
+    float *d1 = xcalloc(n, sizeof(float)), *d2 = xcalloc(n, sizeof(float));
+    fill(qkv, n, 1.0f, 0.0f, 61);
+    fill(dout, B * T * C, 1.0f, 0.0f, 62);
+    attention_forward(o1, a1, qkv, B, T, C, NH);
+    attention_gqa_forward(o2, a2, qkv, B, T, NH, NH, HS);
+    attention_backward(d1, s1, dout, qkv, a1, B, T, C, NH);
+    attention_gqa_backward(d2, s2, dout, qkv, a2, B, T, NH, NH, HS);
+    EXPECT(memcmp(o1, o2, B * T * C * sizeof(float)) == 0 && memcmp(a1, a2, na * sizeof(float)) == 0,
+           "attention_gqa_forward with NKV == NH == attention_forward (bitwise)");
+    EXPECT(memcmp(d1, d2, n * sizeof(float)) == 0,
+           "attention_gqa_backward with NKV == NH == attention_backward (bitwise)");
+    free(qkv); free(dout); free(o1); free(o2); free(a1); free(a2); free(s1); free(s2); free(d1); free(d2);
+}
+
 int main(void) {
     test_rmsnorm_forward();
     test_rmsnorm_backward();
     test_rope();
     test_swiglu();
+    test_gqa();
     return test_summary("test_llama_ops");
 }
