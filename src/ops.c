@@ -564,7 +564,8 @@ static void causal_softmax_backward_rows(float *datt, const float *att, size_t n
 }
 
 void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                            const float *att, size_t B, size_t T, size_t NH, size_t NKV, size_t HS) {
+                            const float *att, size_t B, size_t T, size_t NH, size_t NKV,
+                            size_t HS) {
     CHECK(NKV > 0 && NH % NKV == 0);
     const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH, m = B * NKV;
     const float scale = 1.0f / sqrtf((float)HS);
