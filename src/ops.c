@@ -351,3 +351,251 @@ double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float
     }
     return total;
 }
+
+// ---- LLaMA-family kernels (docs/llama.md, section 3) ----
+
+// 1/sqrt(mean(x^2) + eps) of one row, the sum of squares in double (a long f32 sum of
+// squares loses digits; transformers' f32 mean agrees to about 1 ulp).
+static float rms_rstd(const float *x, size_t C, float eps) {
+    double ss = 0;
+    for (size_t i = 0; i < C; i++) ss += (double)x[i] * x[i];
+    return (float)(1.0 / sqrt(ss / (double)C + eps));
+}
+
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
+                     float eps) {
+    #pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+        const float *xr = x + r * C;
+        float *o = out + r * C;
+        const float s = rms_rstd(xr, C, eps);
+        // w * (x * rstd), in that order: transformers rounds the normalized value before the
+        // weight multiply (a no-op cast in fp32, but the same two roundings)
+        #pragma omp simd
+        for (size_t i = 0; i < C; i++) o[i] = w[i] * (xr[i] * s);
+        if (rstd) rstd[r] = s;
+    }
+}
+
+void rmsnorm_forward_ref(float *out, float *rstd, const float *x, const float *w, size_t N,
+                         size_t C, float eps) {
+    for (size_t r = 0; r < N; r++) {
+        double ss = 0;
+        for (size_t i = 0; i < C; i++) ss += (double)x[r * C + i] * x[r * C + i];
+        const double s = 1.0 / sqrt(ss / (double)C + eps);
+        for (size_t i = 0; i < C; i++) out[r * C + i] = (float)(w[i] * (x[r * C + i] * s));
+        if (rstd) rstd[r] = (float)s;
+    }
+}
+
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, size_t N, size_t C) {
+    // dx = rstd * (g - n * mean(g n)), g = w dout, n = x rstd (the mean of g n in double)
+    if (dx) {
+        #pragma omp parallel for schedule(static)
+        for (size_t r = 0; r < N; r++) {
+            const float *xr = x + r * C, *g = dout + r * C;
+            const float s = rstd[r];
+            double sum_gn = 0;
+            for (size_t i = 0; i < C; i++) sum_gn += (double)(g[i] * w[i]) * (xr[i] * s);
+            const float mean_gn = (float)(sum_gn / (double)C);
+            float *d = dx + r * C;
+            for (size_t i = 0; i < C; i++) d[i] += s * (g[i] * w[i] - xr[i] * s * mean_gn);
+        }
+    }
+    if (dw) {  // column sums of dout * n: each thread owns a block of columns (one writer)
+        const size_t n_blocks = (C + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+        #pragma omp parallel for schedule(static)
+        for (size_t cb = 0; cb < n_blocks; cb++) {
+            const size_t j0 = cb * COLSUM_BLOCK, j1 = j0 + COLSUM_BLOCK < C ? j0 + COLSUM_BLOCK : C;
+            double acc[COLSUM_BLOCK] = {0};
+            for (size_t r = 0; r < N; r++) {
+                const float *xr = x + r * C, *g = dout + r * C;
+                for (size_t i = j0; i < j1; i++) acc[i - j0] += (double)g[i] * (xr[i] * rstd[r]);
+            }
+            for (size_t i = j0; i < j1; i++) dw[i] += (float)acc[i - j0];
+        }
+    }
+}
+
+void rope_tables(float *cos_tab, float *sin_tab, size_t T, size_t HS, float theta) {
+    CHECK(HS % 2 == 0);
+    const size_t half = HS / 2;
+    for (size_t i = 0; i < half; i++) {
+        // transformers: 1.0 / theta ** (arange(0, hd, 2).float() / hd), each step in fp32
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HS);
+        for (size_t t = 0; t < T; t++) {
+            const float angle = (float)t * inv_freq;  // one fp32 product, as transformers
+            cos_tab[t * half + i] = cosf(angle);
+            sin_tab[t * half + i] = sinf(angle);
+        }
+    }
+}
+
+// Rotates every head vector of x by +angle (sign = 1) or -angle (sign = -1).
+static void rope_rotate(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                        size_t NH, size_t HS, size_t row_stride, float sign) {
+    const size_t half = HS / 2;
+    #pragma omp parallel for schedule(static)
+    for (size_t bt = 0; bt < B * T; bt++) {
+        const float *c = cos_tab + (bt % T) * half, *s = sin_tab + (bt % T) * half;
+        for (size_t h = 0; h < NH; h++) {
+            float *v = x + bt * row_stride + h * HS;
+            #pragma omp simd
+            for (size_t i = 0; i < half; i++) {
+                const float a = v[i], b = v[i + half], si = sign * s[i];
+                v[i] = a * c[i] - b * si;
+                v[i + half] = b * c[i] + a * si;
+            }
+        }
+    }
+}
+
+void rope_forward(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                  size_t NH, size_t HS, size_t row_stride) {
+    rope_rotate(x, cos_tab, sin_tab, B, T, NH, HS, row_stride, 1.0f);
+}
+
+void rope_backward(float *dx, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                   size_t NH, size_t HS, size_t row_stride) {
+    // the Jacobian of a rotation is the rotation; its transpose rotates by -angle
+    rope_rotate(dx, cos_tab, sin_tab, B, T, NH, HS, row_stride, -1.0f);
+}
+
+// silu(z) = z * sigmoid(z) = z / (1 + exp(-z)): no cancellation in either tail; exp_kernel's
+// clamp gives exp(-z) <= exp(87) for z << 0, so silu -> z * 1.6e-38 ~ 0, never inf/inf.
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    #pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        const float z = gate[i];
+        out[i] = z / (1.0f + exp_kernel(-z)) * up[i];
+    }
+}
+
+void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n) {
+    if (dgate) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            // 1 - s = e s with e = exp(-z): no cancellation when s rounds to 1 (z >> 0)
+            const float z = gate[i], e = exp_kernel(-z), s = 1.0f / (1.0f + e);
+            dgate[i] += dout[i] * up[i] * (s * (1.0f + z * (e * s)));
+        }
+    }
+    if (dup) {
+        #pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            const float z = gate[i];
+            dup[i] += dout[i] * (z / (1.0f + exp_kernel(-z)));
+        }
+    }
+}
+
+// Item (b, h) of a grouped batch, h over the NH query heads: base + b*sb + (h/G)*HS, the kv
+// head that query head h reads.
+static void kv_head_ptrs(const float **out, const float *base, size_t B, size_t NH, size_t G,
+                         size_t sb, size_t HS) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < NH; h++) out[b * NH + h] = base + b * sb + (h / G) * HS;
+}
+
+// Item (b, g), g over the NKV kv heads: base + b*sb + (g*G + j)*sh, query head j of group g.
+static void group_slot_ptrs(const float **out, const float *base, size_t B, size_t NKV, size_t G,
+                            size_t j, size_t sb, size_t sh) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t g = 0; g < NKV; g++) out[b * NKV + g] = base + b * sb + (g * G + j) * sh;
+}
+
+// Causal softmax of every row of att (n_rows x T, row r at position r % T), in place;
+// the same steps as attention_forward's, entries above the diagonal set to exact zeros.
+static void causal_softmax_rows(float *att, size_t n_rows, size_t T) {
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < n_rows; row++) {
+        const size_t t = row % T;
+        float *r = att + row * T;
+        float mx = -INFINITY;
+        for (size_t j = 0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;
+        #pragma omp simd
+        for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
+        double sum = 0;
+        for (size_t j = 0; j <= t; j++) sum += r[j];
+        const float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j <= t; j++) r[j] *= inv;
+        for (size_t j = t + 1; j < T; j++) r[j] = 0.0f;
+    }
+}
+
+void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
+                           size_t NH, size_t NKV, size_t HS) {
+    CHECK(NKV > 0 && NH % NKV == 0);
+    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float **q = xmalloc(4 * n * sizeof *q), **k = q + n, **v = q + 2 * n, **a = q + 3 * n;
+    head_ptrs(q, qkv, B, NH, T * QKV, HS);
+    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
+    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    head_ptrs(a, att, B, NH, NH * T * T, T * T);
+    // scores = scale * q_h k_{h/G}^T; several items read one k (reads only)
+    matmul_batch("nt", n, (float *const *)a, q, k, T, T, HS, scale, 0.0f, QKV, QKV, T);
+    causal_softmax_rows(att, B * NH * T, T);
+    const float **o = q;  // q's pointers are no longer needed
+    head_ptrs(o, out, B, NH, T * CQ, HS);
+    matmul_batch("nn", n, (float *const *)o, a, v, T, HS, T, 1.0f, 0.0f, T, QKV, CQ);
+    free(q);
+}
+
+// softmax backward in place on datt: dS = P * (dP - sum_j P dP) * scale, zeros above the diagonal
+static void causal_softmax_backward_rows(float *datt, const float *att, size_t n_rows, size_t T,
+                                         float scale) {
+    #pragma omp parallel for schedule(static)
+    for (size_t row = 0; row < n_rows; row++) {
+        const size_t t = row % T;
+        const float *pr = att + row * T;
+        float *d = datt + row * T;
+        double dot = 0;
+        for (size_t j = 0; j <= t; j++) dot += (double)pr[j] * d[j];
+        for (size_t j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)dot) * scale;
+        for (size_t j = t + 1; j < T; j++) d[j] = 0.0f;
+    }
+}
+
+void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, size_t B, size_t T, size_t NH, size_t NKV,
+                            size_t HS) {
+    CHECK(NKV > 0 && NH % NKV == 0);
+    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH, m = B * NKV;
+    const float scale = 1.0f / sqrtf((float)HS);
+    const float **p = xmalloc((6 * n + 3 * m) * sizeof *p);
+    const float **q = p, **k = p + n, **v = p + 2 * n, **dA = p + 3 * n, **dO = p + 4 * n;
+    const float **dq = p + 5 * n, **dkv = p + 6 * n, **sA = dkv + m, **sB = sA + m;
+    head_ptrs(q, qkv, B, NH, T * QKV, HS);
+    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
+    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
+    head_ptrs(dO, dout, B, NH, T * CQ, HS);
+    head_ptrs(dq, dqkv, B, NH, T * QKV, HS);
+    // dP = dout_h v_{h/G}^T
+    matmul_batch("nt", n, (float *const *)dA, dO, v, T, T, HS, 1.0f, 0.0f, CQ, QKV, T);
+    // dv_g += sum over the group's query heads of P_h^T dout_h: one batch per group slot j,
+    // so the items of a batch write distinct kv heads (the native engine runs them in parallel)
+    head_ptrs(dkv, dqkv + CQ + NKV * HS, B, NKV, T * QKV, HS);
+    for (size_t j = 0; j < G; j++) {
+        group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
+        group_slot_ptrs(sB, dout, B, NKV, G, j, T * CQ, HS);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, CQ, QKV);
+    }
+    causal_softmax_backward_rows(datt, att, B * NH * T, T, scale);
+    // dq_h += dS_h k_{h/G}; dk_g += sum over slots of dS_h^T q_h
+    matmul_batch("nn", n, (float *const *)dq, dA, k, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
+    head_ptrs(dkv, dqkv + CQ, B, NKV, T * QKV, HS);
+    for (size_t j = 0; j < G; j++) {
+        group_slot_ptrs(sA, datt, B, NKV, G, j, NH * T * T, T * T);
+        group_slot_ptrs(sB, qkv, B, NKV, G, j, T * QKV, HS);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
+    }
+    free(p);
+}

@@ -63,4 +63,61 @@ float ops_exp(float x);
 void layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, size_t N, size_t C, float eps);
 
+// ---- LLaMA-family kernels (docs/llama.md, section 3). NKV key/value heads, HS = head_dim.
+
+// RMSNorm: out (N,C) = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps) per row (the mean of
+// squares in double, rstd rounded to fp32; eps inside the root; no mean, no bias). Overwrites
+// out; rstd (N) is written when non-NULL (backward needs it). out may alias x.
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, size_t N, size_t C,
+                     float eps);
+// With n = x * rstd and g = w * dout: dx (N,C) += rstd * (g - n * mean(g * n)),
+// dw (C) += sum over rows of dout * n. Both ACCUMULATE; either may be NULL. rstd from forward.
+void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                      const float *rstd, size_t N, size_t C);
+
+// RoPE tables, rotate-half layout: cos_tab/sin_tab (T, HS/2), only the half that
+// transformers repeats: cos_tab[t*HS/2 + i] = cosf(t * inv_freq[i]), inv_freq[i] =
+// 1 / powf(theta, 2i/HS), all in fp32 as transformers computes them (the angle's fp32
+// rounding matters at long positions). HS even (checked). Overwrites both.
+void rope_tables(float *cos_tab, float *sin_tab, size_t T, size_t HS, float theta);
+// Rotates x in place: element (b, t, h, d) lives at x[(b*T + t)*row_stride + h*HS + d]
+// (row_stride = NH*HS for a plain (B,T,NH,HS) q or k; 3C with x = qkv or qkv + C for the
+// q or k columns of a fused (B,T,3C) qkv). Position t uses row t of the tables (pass
+// cos_tab + p0*HS/2 to start at position p0, e.g. behind a KV cache). Dims d and d + HS/2
+// form a pair: x'[d] = x[d] cos - x[d+HS/2] sin, x'[d+HS/2] = x[d+HS/2] cos + x[d] sin.
+void rope_forward(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                  size_t NH, size_t HS, size_t row_stride);
+// The transposed (= inverse) rotation, IN PLACE on the gradient dx (same layout): a rotation
+// is its own buffer's gradient map, so unlike the other backwards this overwrites; call it on
+// dq/dk after everything downstream has accumulated into them.
+void rope_backward(float *dx, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
+                   size_t NH, size_t HS, size_t row_stride);
+
+// SwiGLU: out[i] = silu(gate[i]) * up[i], silu(z) = z / (1 + exp(-z)), n values. Overwrites.
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+// dgate += dout * up * silu'(gate), silu'(z) = s (1 + z (1 - s)), s = sigmoid(z);
+// dup += dout * silu(gate). ACCUMULATE; either may be NULL.
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n);
+
+// Grouped-query causal attention (docs/llama.md 3.4) on a fused qkv (B, T, QKV), QKV =
+// (NH + 2*NKV)*HS: columns q | k | v; query head h at [h*HS, (h+1)*HS), kv head g's k at
+// NH*HS + g*HS and its v at (NH + NKV)*HS + g*HS. Query head h reads kv head h / (NH/NKV);
+// scores scale HS^-0.5. att (B,NH,T,T) receives the probabilities (zeros above the
+// diagonal), out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0
+// (checked). With NKV == NH this is attention_forward with C = NH*HS.
+void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
+                           size_t NH, size_t NKV, size_t HS);
+// dqkv (B,T,QKV) ACCUMULATES; a kv head's dk/dv sum over its NH/NKV query heads in a fixed
+// order (one product per group slot, so no two threads write one element). datt is scratch
+// of att's size (overwritten).
+void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                            const float *att, size_t B, size_t T, size_t NH, size_t NKV, size_t HS);
+
+// Plain scalar twins of the two vectorised/parallel kernels above (double inside, libm expf),
+// for tests. rope_forward is already a plain loop and has no twin.
+void rmsnorm_forward_ref(float *out, float *rstd, const float *x, const float *w, size_t N,
+                         size_t C, float eps);
+void swiglu_forward_ref(float *out, const float *gate, const float *up, size_t n);
+
 #endif
