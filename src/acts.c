@@ -46,14 +46,14 @@ static void plan_shared(PlanItem **items, Acts *a, const Model *m, const LoraSet
     const size_t N = a->B * a->T, R = lora ? (size_t)lora->r : 0;
     const LoraShapes shapes = model_lora_shapes(&m->cfg);
     size_t in_max = 0;  // the widest linear input: dropout's scratch holds one
-    for (int t = 0; t < LORA_N_TARGETS; t++) in_max = shapes.in[t] > in_max ? shapes.in[t] : in_max;
+    for (int t = 0; t < shapes.n; t++) in_max = shapes.in[t] > in_max ? shapes.in[t] : in_max;
     const bool sh = a->mode != ACTS_TRAIN;          // per-layer buffers shared?
     const bool keep_resid = a->mode != ACTS_INFER;  // block inputs kept per layer?
     const size_t g = a->mode == ACTS_INFER ? 0 : 1;  // gradient buffers present?
     const size_t gl = g && lora ? 1 : 0;            // ... and those of the LoRA branch?
     const PlanItem shared[] = {
         {a->resid, L + 1, N * C, !keep_resid, 0},
-        {a->lora_h, lora ? L * LORA_N_TARGETS : 0, N * R, sh, LORA_N_TARGETS},
+        {a->lora_h, lora ? L * (size_t)shapes.n : 0, N * R, sh, (size_t)shapes.n},
         {&a->lnf, 1, N * C, false, 0},        {&a->lnf_mean, 1, N, false, 0},
         {&a->lnf_rstd, 1, N, false, 0},       {&a->tmp, 1, N * C, false, 0},
         {&a->tile, 1, QLINEAR_TILE_FLOATS, false, 0},
@@ -75,7 +75,8 @@ Acts *acts_create(const Model *m, const LoraSet *lora, size_t B, size_t T, ActsM
     a->L = (int)L;
     a->n_blk = ops->n_acts;
     a->resid = xcalloc(L + 1, sizeof(float *));
-    a->lora_h = xcalloc(L * LORA_N_TARGETS, sizeof(float *));
+    a->n_lin = ops->n_lin;
+    a->lora_h = xcalloc(L * (size_t)ops->n_lin, sizeof(float *));
     a->blk = xcalloc((size_t)ops->n_acts * L, sizeof(float *));
     PlanItem *items = NULL;
     plan_shared(&items, a, m, lora);

@@ -13,10 +13,9 @@
 // The shared code runs any architecture: model.c drives embedding -> blocks -> final norm ->
 // chunked loss head and the backward through them (gradient checkpointing, profiling) and owns
 // the adapted linear (frozen qlinear + LoRA + dropout) every block calls; acts.c plans the
-// activations; decode.c keeps the KV cache; model_io.c maps the tables to files. gpt2.c is the
-// first architecture; a LLaMA block (RMSNorm, RoPE, SwiGLU, grouped-query attention) would be a
-// llama.c filling an ArchOps with the same ops, qlinear, lora and trainer, plus one case in
-// arch_ops(), the only switch over architectures.
+// activations; decode.c keeps the KV cache; model_io.c maps the tables to files. gpt2.c and
+// llama.c (RMSNorm, RoPE, SwiGLU, grouped-query attention) are the architectures, each an
+// ArchOps over the same ops, qlinear, lora and trainer; arch_ops() is the only switch over them.
 // Shape letters as model.h; R = LoRA rank.
 #ifndef QLORA_ARCH_H
 #define QLORA_ARCH_H
@@ -87,7 +86,8 @@ struct Acts {
     float *mem;
     size_t n_floats;
     float **resid;   // [L+1] (N,C): block l maps resid[l] to resid[l+1]; one buffer in ACTS_INFER
-    float **lora_h;  // [L * LORA_N_TARGETS] (R,N) (lora.h); the LoRA hiddens of one block's
+    int n_lin;       // linears per block (the architecture's)
+    float **lora_h;  // [L * n_lin] (R,N) (lora.h), see acts_lora_h; the LoRA hiddens of one block's
                      // linears never share; unused without adapters
     float **blk;     // [n_blk * L]: the architecture's buffer s of layer l is blk[s * L + l]
                      // (ACT_GRAD buffers: the same pointer for every l)
@@ -107,34 +107,57 @@ static inline float *acts_block(const Acts *a, int s, int l) {
     return a->blk[(size_t)s * (size_t)a->L + (size_t)l];
 }
 
+// The LoRA hidden (R,N) of linear t of layer l.
+static inline float *acts_lora_h(const Acts *a, int l, int t) {
+    return a->lora_h[(size_t)l * (size_t)a->n_lin + (size_t)t];
+}
+
 // ---- KV cache --------------------------------------------------------------------------------
 
 // Decoding state of one sequence (decode.c). k and v are kept for every layer; the rest is
 // scratch of one block step for up to P new rows, shared by every layer.
 struct KVCache {
     int len, P, max_threads;
-    float *k, *v;                   // [L, P, C] each: keys and values of positions [0, len)
+    float *k, *v;                   // [L, P, CKV] each: keys and values of positions [0, len),
+                                    // CKV = n_kv_head * head_dim (C for GPT-2)
     float *x;                       // (P,C) the residual stream of the new rows
-    float *ln, *atty, *tmp;         // (P,C) a norm's output, attention output, sublayer output
-    float *qkv;                     // (P,3C)
-    float *fch, *fch_gelu;          // (P,F)
+    float *ln, *tmp;                // (P,C) a norm's output, a sublayer's output
+    float *atty;                    // (P, n_head * head_dim) attention output
+    float *qkv;                     // (P, (n_head + 2 * n_kv_head) * head_dim)
+    float *fch, *fch_gelu, *fch_up; // (P,F) each, as many as the architecture's kv_mlp_bufs
+                                    // (fch_up NULL for GPT-2)
     float *lora_h;                  // (R,P), reused by every adapted linear
     float *tile;                    // QLINEAR_TILE_FLOATS
     float *scores;                  // (max_threads, P): one row of attention scores per thread
 };
 
-// out (N,C) = causal attention of the N new queries q (row stride q_stride, head h at columns
-// [h*HS, (h+1)*HS)) at positions pos0.. over layer l's cached keys and values [0, pos0 + N),
-// which must already hold the new rows. Overwrites out. Uses kv->scores.
+// out (N, NH*HS) = causal attention of the N new queries q (row stride q_stride, head h at
+// columns [h*HS, (h+1)*HS)) at positions pos0.. over layer l's cached keys and values
+// [0, pos0 + N) (NKV heads of HS; query head h reads kv head h / (NH/NKV); with window W > 0
+// only the last W positions), which must already hold the new rows. Overwrites out. Uses
+// kv->scores.
 void kv_attend(KVCache *kv, int l, float *out, const float *q, size_t q_stride, size_t N,
-               size_t pos0, size_t C, size_t NH);
+               size_t pos0, size_t NH, size_t NKV, size_t HS, size_t window);
 
 // ---- architectures ---------------------------------------------------------------------------
 
 typedef struct {
-    const char *name;          // "gpt2"
+    const char *name;          // "gpt2", "llama": for messages
+    const char *model_type;    // config.json's model_type written for it
     const char *block_prefix;  // block l's parameter names are block_prefix, l, '.', the row's
-    const char *saved_prefix;  // save_pretrained's prefix of every name but lm_head's
+    const char *saved_prefix;  // save_pretrained's prefix of every name but lm_head's, or ""
+    // the block's linears (LoraTarget order): their number, PEFT module paths and the
+    // config.json fields their [in, out] sizes come from (for messages); file layout
+    int n_lin;
+    const char *const *lin_paths;
+    const char *const *lin_fields;
+    bool conv1d;                // weights stored [in, out] (GPT-2's Conv1D), else [out, in]
+    const char *peft_prefix;    // PEFT's block prefix ("transformer.h.") and an alternative
+    const char *peft_alt_prefix;  // it accepts ("h."), or NULL
+    // in[t], out[t] of linear t under c
+    void (*lin_shapes)(const GPT2Config *c, size_t *in, size_t *out);
+    // buffers the KV cache keeps per new row for the MLP: n_inner floats each
+    int kv_mlp_bufs;
     const ParamSpec *globals;  // model-wide parameters, first in model_params order,
     int n_globals;
     const ParamSpec *params;   // then one block's, layer after layer
@@ -143,6 +166,10 @@ typedef struct {
     int n_acts;                // activation table entries
     // Fill out[0..n_acts) for batches of B x T.
     void (*act_plan)(const GPT2Config *c, size_t B, size_t T, ActSpec *out);
+    // Fill what m derives from its parameters and config after loading (RoPE tables), or NULL.
+    void (*derive)(Model *m);
+    // Write c as dir/config.json in the hub's form for this architecture.
+    bool (*write_config)(const GPT2Config *c, const char *dir, Error *err);
     // x (B*T, C) = embedding of tokens (B,T) at positions pos0 + t. Overwrites x.
     void (*embed_forward)(const Model *m, float *x, const int *tokens, size_t B, size_t T,
                           size_t pos0);
@@ -168,6 +195,21 @@ typedef struct {
 } ArchOps;
 
 extern const ArchOps GPT2_OPS;  // gpt2.c
+// llama.c: the LLaMA-family block without biases (llama, mistral), with q/k/v biases (qwen2) and
+// with biases on all four attention projections (llama with attention_bias)
+extern const ArchOps LLAMA_OPS, QWEN2_OPS, LLAMA_ATTN_BIAS_OPS;
+
+// ---- config.json (model_io.c, llama.c) --------------------------------------------------------
+
+struct cJSON;
+// Integer field `key` (or its alias) of js in [lo, hi]; absent or null -> *out = dflt (or an
+// error naming path and key if dflt < 0, meaning required).
+bool config_int(const struct cJSON *js, const char *key, const char *alias, long dflt, long lo,
+                long hi, int *out, const char *path, Error *err);
+// Fill cfg from a config.json object js (path names it in messages) whose model_type is
+// "gpt2" (model_io.c), or "llama", "mistral" or "qwen2" (llama.c). cfg is zeroed on entry.
+bool gpt2_parse_config(GPT2Config *cfg, const struct cJSON *js, const char *path, Error *err);
+bool llama_parse_config(GPT2Config *cfg, const struct cJSON *js, const char *path, Error *err);
 
 // The architecture of a config: the one switch over Arch values (model.c).
 const ArchOps *arch_ops(const GPT2Config *c);
@@ -184,7 +226,8 @@ void param_block_name(char *buf, size_t size, const ArchOps *ops, int l, const c
 // If name is a block parameter's full name, set *layer and return the row's part of it; else
 // NULL.
 const char *param_parse_block(const ArchOps *ops, const char *name, int *layer);
-// Index in ops->params of the block row of kind k (PARAM_LIN_W or _B) for linear t.
+// Index in ops->params of the block row of kind k (PARAM_LIN_W or _B) for linear t; -1 when
+// the block has none (a linear without bias).
 int param_lin_index(const ArchOps *ops, ParamKind k, int t);
 // Gradient array of parameter row k (model-wide when layer < 0, else of block `layer`) in
 // tc->full_grads, which is indexed in model_params order; NULL without full gradients.

@@ -12,6 +12,7 @@
 #include <yaml.h>
 
 #include "lora.h"
+#include "model.h"
 
 // K_ENUM: a string field limited to `choices`; K_CHOICE: an enum field (int), the value
 // values[i] (or i without values) for the i-th spelling of `choices`.
@@ -211,9 +212,9 @@ static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const ch
 }
 
 static bool add_target(TrainConfig *c, const char *v, const char *where, Error *err) {
-    bool t[LORA_N_TARGETS] = {0};
     Error e2 = {0};
-    if (!lora_parse_target(v, t, &e2)) return error_set(err, "%s: lora_target_modules: %s", where, e2.msg);
+    if (strlen(v) >= 32) return error_set(err, "%s: lora_target_modules: '%.40s...' is longer than 31 bytes", where, v);
+    if (!model_lora_target_known(v, &e2)) return error_set(err, "%s: lora_target_modules: %s", where, e2.msg);
     if (c->n_lora_target_modules >= CFG_MAX_TARGETS)
         return error_set(err, "%s: lora_target_modules: more than %d entries", where, CFG_MAX_TARGETS);
     snprintf(c->lora_target_modules[c->n_lora_target_modules++], 32, "%s", v);

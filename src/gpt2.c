@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "arch.h"
+#include "json.h"
 #include "ops.h"
 
 // ---- parameters ------------------------------------------------------------------------------
@@ -57,11 +58,17 @@ static const ParamSpec PARAMS[N_PARAMS] = {GPT2_PARAMS(PARAM_ROW)};
 #undef VEC
 #undef LIN
 
-LoraShapes model_lora_shapes(const GPT2Config *cfg) {
+// in[t], out[t] of GPT-2's four linears: c_attn [C -> 3C], attn.c_proj [C -> C],
+// c_fc [C -> F], mlp.c_proj [F -> C].
+static void lin_shapes(const GPT2Config *cfg, size_t *in, size_t *out) {
     const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
-    LoraShapes s = {.in = {C, C, C, F}, .out = {3 * C, C, F, C}};
-    return s;
+    const size_t i[4] = {C, C, C, F}, o[4] = {3 * C, C, F, C};
+    memcpy(in, i, sizeof i);
+    memcpy(out, o, sizeof o);
 }
+
+static const char *const LIN_PATHS[4] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+static const char *const LIN_FIELDS[4] = {"n_embd", "n_embd", "n_embd, n_inner", "n_inner, n_embd"};
 
 // ---- activations -----------------------------------------------------------------------------
 
@@ -160,7 +167,7 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
     const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner, NH = (size_t)c->n_head, N = B * T;
     const GPT2Block *blk = &m->blocks[l];
     const Gpt2Acts x = layer_acts(a, l);
-    float **h = &a->lora_h[l * LORA_N_TARGETS];
+    float **h = &a->lora_h[(size_t)l * (size_t)a->n_lin];
     layernorm_forward(x.ln1, x.ln1_mean, x.ln1_rstd, a->resid[l], blk->ln1_w, blk->ln1_b, N, C, c->eps);
     block_linear_forward(m, lora, l, LORA_QKV, x.qkv, x.ln1, N, h[LORA_QKV], a->tile, a->xd, tc, a->prof);
     PROF_PHASE(a->prof, attention_fwd, attention_forward(x.atty, x.att, x.qkv, B, T, C, NH));
@@ -219,7 +226,7 @@ static void block_step(const Model *m, const LoraSet *lora, KVCache *kv, int l, 
         memcpy(K + (pos0 + i) * C, kv->qkv + i * 3 * C + C, C * sizeof(float));
         memcpy(Vc + (pos0 + i) * C, kv->qkv + i * 3 * C + 2 * C, C * sizeof(float));
     }
-    kv_attend(kv, l, kv->atty, kv->qkv, 3 * C, N, pos0, C, NH);
+    kv_attend(kv, l, kv->atty, kv->qkv, 3 * C, N, pos0, NH, NH, C / NH, 0);
     block_linear_forward(m, lora, l, LORA_ATTN_PROJ, kv->tmp, kv->atty, N, kv->lora_h, kv->tile, NULL,
                          NULL, NULL);
     add_inplace(kv->x, kv->tmp, N * C);
@@ -231,10 +238,53 @@ static void block_step(const Model *m, const LoraSet *lora, KVCache *kv, int l, 
     add_inplace(kv->x, kv->tmp, N * C);
 }
 
+// Write cfg as dir/config.json in the hub's GPT-2 form (ArchOps.write_config).
+static bool gpt2_write_config(const GPT2Config *cfg, const char *dir, Error *err) {
+    cJSON *js = cJSON_CreateObject();
+    cJSON_AddStringToObject(js, "model_type", "gpt2");
+    cJSON *arch = cJSON_AddArrayToObject(js, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
+    cJSON_AddStringToObject(js, "activation_function", "gelu_new");
+    cJSON_AddNumberToObject(js, "n_layer", cfg->n_layer);
+    cJSON_AddNumberToObject(js, "n_head", cfg->n_head);
+    cJSON_AddNumberToObject(js, "n_embd", cfg->n_embd);
+    cJSON_AddNumberToObject(js, "n_positions", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "n_ctx", cfg->n_positions);
+    cJSON_AddNumberToObject(js, "vocab_size", cfg->vocab_size);
+    if (cfg->n_inner != 4 * cfg->n_embd) cJSON_AddNumberToObject(js, "n_inner", cfg->n_inner);
+    else cJSON_AddNullToObject(js, "n_inner");
+    cJSON_AddNumberToObject(js, "layer_norm_epsilon", cfg->eps);
+    cJSON_AddNumberToObject(js, "initializer_range", 0.02);
+    cJSON_AddNumberToObject(js, "bos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "eos_token_id", cfg->vocab_size - 1);
+    cJSON_AddNumberToObject(js, "attn_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "embd_pdrop", 0.1);
+    cJSON_AddNumberToObject(js, "resid_pdrop", 0.1);
+    cJSON_AddBoolToObject(js, "scale_attn_weights", true);
+    cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
+    cJSON_AddStringToObject(js, "torch_dtype", "float32");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    bool ok = json_write_file(path, js, err);
+    cJSON_Delete(js);
+    return ok;
+}
+
 const ArchOps GPT2_OPS = {
     .name = "gpt2",
+    .model_type = "gpt2",
     .block_prefix = "h.",
     .saved_prefix = "transformer.",
+    .n_lin = 4,
+    .lin_paths = LIN_PATHS,
+    .lin_fields = LIN_FIELDS,
+    .conv1d = true,
+    .peft_prefix = "transformer.h.",
+    .peft_alt_prefix = "h.",
+    .lin_shapes = lin_shapes,
+    .kv_mlp_bufs = 2,
+    .derive = NULL,
+    .write_config = gpt2_write_config,
     .globals = GLOBALS,
     .n_globals = N_GLOBALS,
     .params = PARAMS,

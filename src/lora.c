@@ -11,29 +11,45 @@
 #include "lora_kernels.h"
 #include "safetensors.h"
 
-static const char *const TARGET_PATH[LORA_N_TARGETS] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
-                                                        "mlp.c_proj"};
+// True when module path `path` matches target_modules entry `name` (PEFT's suffix rule).
+static bool path_matches(const char *path, const char *name) {
+    const size_t lp = strlen(path), ln = strlen(name);
+    if (lp == ln) return strcmp(path, name) == 0;
+    return lp > ln && path[lp - ln - 1] == '.' && strcmp(path + lp - ln, name) == 0;
+}
 
-const char *lora_target_path(LoraTarget t) { return TARGET_PATH[t]; }
+// The last component of a module path ("c_proj" of "attn.c_proj").
+static const char *short_name(const char *path) {
+    const char *dot = strrchr(path, '.');
+    return dot ? dot + 1 : path;
+}
 
-bool lora_parse_target(const char *name, bool targets[LORA_N_TARGETS], Error *err) {
-    if (strcmp(name, "all-linear") == 0) {
-        for (int t = 0; t < LORA_N_TARGETS; t++) targets[t] = true;
-    } else if (strcmp(name, "c_attn") == 0 || strcmp(name, "attn.c_attn") == 0) {
-        targets[LORA_QKV] = true;
-    } else if (strcmp(name, "c_proj") == 0) {  // PEFT suffix match: both projections
-        targets[LORA_ATTN_PROJ] = targets[LORA_MLP_PROJ] = true;
-    } else if (strcmp(name, "attn.c_proj") == 0) {
-        targets[LORA_ATTN_PROJ] = true;
-    } else if (strcmp(name, "mlp.c_proj") == 0) {
-        targets[LORA_MLP_PROJ] = true;
-    } else if (strcmp(name, "c_fc") == 0 || strcmp(name, "mlp.c_fc") == 0) {
-        targets[LORA_FC] = true;
-    } else {
-        return error_set(err, "unknown LoRA target module '%s' (expected c_attn, c_proj, "
-                              "attn.c_proj, mlp.c_proj, c_fc or all-linear)", name);
+void lora_module_names(const LoraShapes *s, char *buf, size_t size) {
+    buf[0] = 0;
+    for (int t = 0; t < s->n; t++) {
+        bool seen = false;
+        for (int u = 0; u < t; u++) seen |= strcmp(short_name(s->path[u]), short_name(s->path[t])) == 0;
+        const size_t n = strlen(buf);
+        if (!seen && n < size) snprintf(buf + n, size - n, "%s%s", n ? ", " : "", short_name(s->path[t]));
     }
-    return true;
+}
+
+bool lora_parse_target(const LoraShapes *s, const char *name, bool targets[LORA_N_TARGETS],
+                       Error *err) {
+    const bool all = strcmp(name, "all-linear") == 0;
+    bool any = false;
+    for (int t = 0; t < s->n; t++)
+        if (all || path_matches(s->path[t], name)) targets[t] = any = true;
+    if (any) return true;
+    char names[256];
+    lora_module_names(s, names, sizeof names);
+    return error_set(err, "unknown LoRA target module '%s' for a %s model (expected %s, all-linear, "
+                          "or a module path such as %s)", name, s->arch, names, s->path[s->n - 1]);
+}
+
+void lora_key(const LoraShapes *s, int layer, LoraTarget t, bool is_b, char *buf, size_t size) {
+    snprintf(buf, size, "base_model.model.%s%d.%s.lora_%c.weight", s->block_prefix, layer, s->path[t],
+             is_b ? 'B' : 'A');
 }
 
 static float scaling_of(float alpha, int r, bool rslora) {
@@ -44,6 +60,7 @@ static float scaling_of(float alpha, int r, bool rslora) {
 static void layout(LoraSet *ls, int n_layer, const LoraShapes *shapes, const bool *present) {
     const size_t r = (size_t)ls->r;
     ls->n_layer = n_layer;
+    ls->shapes = *shapes;
     ls->lin = xcalloc((size_t)n_layer * LORA_N_TARGETS, sizeof(LoraLinear));
     size_t total = 0;
     for (int i = 0; i < n_layer * LORA_N_TARGETS; i++)
@@ -74,7 +91,8 @@ void lora_create(LoraSet *ls, int n_layer, const LoraShapes *shapes, int r, floa
     ls->scaling = scaling_of(alpha, r, use_rslora);
     memcpy(ls->targets, targets, sizeof ls->targets);
     bool *present = xcalloc((size_t)n_layer * LORA_N_TARGETS, sizeof(bool));
-    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++) present[i] = targets[i % LORA_N_TARGETS];
+    for (int i = 0; i < n_layer * LORA_N_TARGETS; i++)
+        present[i] = i % LORA_N_TARGETS < shapes->n && targets[i % LORA_N_TARGETS];
     layout(ls, n_layer, shapes, present);
     free(present);
     // A ~ U(-1/sqrt(in), 1/sqrt(in)): kaiming_uniform_(a=sqrt(5)) on an [r, in] weight.
@@ -139,31 +157,36 @@ void lora_backward_ref(LoraLinear *l, int r, float scaling, float *dxd, float *d
 
 // ---- PEFT files --------------------------------------------------------------------------
 
+// p advanced past `prefix` if it starts with it, else NULL.
+static const char *skip_prefix(const char *p, const char *prefix) {
+    return prefix && strncmp(p, prefix, strlen(prefix)) == 0 ? p + strlen(prefix) : NULL;
+}
+
 // Parse a PEFT tensor key into (layer, target, is_B). Accepts
-// base_model.model.[transformer.]h.{i}.{module}.lora_{A,B}[.{adapter}].weight
-static bool parse_key(const char *key, int n_layer, int *layer, LoraTarget *target, bool *is_b) {
-    const char *p = key;
-    const char *prefix = "base_model.model.";
-    if (strncmp(p, prefix, strlen(prefix)) != 0) return false;
-    p += strlen(prefix);
-    if (strncmp(p, "transformer.", 12) == 0) p += 12;
-    if (strncmp(p, "h.", 2) != 0) return false;
-    p += 2;
+// base_model.model.{block prefix}{i}.{module path}.lora_{A,B}[.{adapter}].weight, the block
+// prefix being the model's (transformer.h. or model.layers.) or its alternative (h.).
+static bool parse_key(const LoraShapes *s, const char *key, int n_layer, int *layer,
+                      LoraTarget *target, bool *is_b) {
+    const char *p = skip_prefix(key, "base_model.model.");
+    if (!p) return false;
+    const char *q = skip_prefix(p, s->block_prefix);
+    if (!q) q = skip_prefix(p, s->alt_block_prefix);
+    if (!q || *q < '0' || *q > '9') return false;
     char *end;
-    long i = strtol(p, &end, 10);
-    if (end == p || *end != '.' || i < 0 || i >= n_layer) return false;
+    long i = strtol(q, &end, 10);
+    if (*end != '.' || i < 0 || i >= n_layer) return false;
     p = end + 1;
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
-        size_t n = strlen(TARGET_PATH[t]);
-        if (strncmp(p, TARGET_PATH[t], n) != 0 || p[n] != '.') continue;
-        const char *q = p + n + 1;
-        if (strncmp(q, "lora_A.", 7) != 0 && strncmp(q, "lora_B.", 7) != 0) return false;
-        *is_b = q[5] == 'B';
-        q += 7;
-        const char *w = strstr(q, "weight");
+    for (int t = 0; t < s->n; t++) {
+        size_t n = strlen(s->path[t]);
+        if (strncmp(p, s->path[t], n) != 0 || p[n] != '.') continue;
+        const char *r = p + n + 1;
+        if (strncmp(r, "lora_A.", 7) != 0 && strncmp(r, "lora_B.", 7) != 0) return false;
+        *is_b = r[5] == 'B';
+        r += 7;
+        const char *w = strstr(r, "weight");
         if (!w || strcmp(w, "weight") != 0) return false;
         *layer = (int)i;
-        *target = (LoraTarget)t;
+        *target = t;
         return true;
     }
     return false;
@@ -217,7 +240,8 @@ static bool read_config(LoraSet *ls, const char *text, size_t len, const char *p
 // with weights is listed in target_modules (names as lora_parse_target reads them; a regular
 // expression is refused), every layer with weights is in layers_to_transform (when given),
 // and modules_to_save (fully trained extra modules) is empty. present[] marks (layer, target).
-static bool check_scope(const cJSON *js, const bool *present, int n_layer, const char *path, Error *err) {
+static bool check_scope(const cJSON *js, const LoraShapes *sh, const bool *present, int n_layer,
+                        const char *path, Error *err) {
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(js, "target_modules");
     const cJSON *lt = cJSON_GetObjectItemCaseSensitive(js, "layers_to_transform");
     const cJSON *ms = cJSON_GetObjectItemCaseSensitive(js, "modules_to_save");
@@ -228,11 +252,11 @@ static bool check_scope(const cJSON *js, const bool *present, int n_layer, const
     if (cJSON_IsString(tm) && strcmp(tm->valuestring, "all-linear") != 0)
         return error_set(err, "%s: \"target_modules\" as a regular expression ('%.80s') is not supported", path,
                          tm->valuestring);
-    if (!tm || cJSON_IsNull(tm) || cJSON_IsString(tm)) lora_parse_target("all-linear", listed, err);
+    if (!tm || cJSON_IsNull(tm) || cJSON_IsString(tm)) lora_parse_target(sh, "all-linear", listed, err);
     else if (!cJSON_IsArray(tm)) return error_set(err, "%s: \"target_modules\" must be a list of names", path);
     for (const cJSON *m = cJSON_IsArray(tm) ? tm->child : NULL; m; m = m->next) {
         Error e2 = {0};
-        if (!cJSON_IsString(m) || !lora_parse_target(m->valuestring, listed, &e2))
+        if (!cJSON_IsString(m) || !lora_parse_target(sh, m->valuestring, listed, &e2))
             return error_set(err, "%s: target_modules: %s", path, cJSON_IsString(m) ? e2.msg : "expected strings");
     }
     const bool all_layers = !lt || cJSON_IsNull(lt);
@@ -243,7 +267,7 @@ static bool check_scope(const cJSON *js, const bool *present, int n_layer, const
         if (!present[s]) continue;
         if (!listed[s % LORA_N_TARGETS])
             return error_set(err, "%s: the weights adapt %s, which target_modules does not list", path,
-                             TARGET_PATH[s % LORA_N_TARGETS]);
+                             sh->path[s % LORA_N_TARGETS]);
         if (!all_layers && !layer_ok[s / LORA_N_TARGETS])
             return error_set(err, "%s: the weights adapt layer %d, which layers_to_transform does not list", path,
                              s / LORA_N_TARGETS);
@@ -286,9 +310,9 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
         int layer;
         LoraTarget target;
         bool is_b;
-        if (!parse_key(t->name, n_layer, &layer, &target, &is_b)) {
-            ok = error_set(err, "%s: tensor '%s' is not a LoRA A/B weight of a GPT-2 block "
-                                "linear (layers 0..%d)", st_path, t->name, n_layer - 1);
+        if (!parse_key(shapes, t->name, n_layer, &layer, &target, &is_b)) {
+            ok = error_set(err, "%s: tensor '%s' is not a LoRA A/B weight of a %s block "
+                                "linear (layers 0..%d)", st_path, t->name, shapes->arch, n_layer - 1);
             break;
         }
         size_t slot = (size_t)layer * LORA_N_TARGETS + target;
@@ -311,7 +335,7 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
     for (size_t s = 0; ok && s < n_slots; s++) {
         if (!ta[s] != !tb[s]) {
             ok = error_set(err, "%s: layer %zu %s has lora_%s but no lora_%s", st_path,
-                           s / LORA_N_TARGETS, TARGET_PATH[s % LORA_N_TARGETS], ta[s] ? "A" : "B",
+                           s / LORA_N_TARGETS, shapes->path[s % LORA_N_TARGETS], ta[s] ? "A" : "B",
                            ta[s] ? "B" : "A");
             break;
         }
@@ -322,7 +346,7 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
     if (ok && n_present == 0) ok = error_set(err, "%s: no LoRA weights found", st_path);
     if (ok) {
         cJSON *js = json_parse(config, config_len, 0, cfg_path, err);  // read_config parsed it once already
-        ok = js && check_scope(js, present, n_layer, cfg_path, err);
+        ok = js && check_scope(js, shapes, present, n_layer, cfg_path, err);
         cJSON_Delete(js);
     }
     if (ok) {
@@ -344,6 +368,25 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
     return ok;
 }
 
+// target_modules as PEFT users write them: each adapted linear by its last path component,
+// once, when every linear with that name is adapted (GPT-2's "c_proj": both projections),
+// else by its full path ("attn.c_proj").
+static void add_target_modules(cJSON *tm, const LoraSet *ls) {
+    const LoraShapes *s = &ls->shapes;
+    for (int t = 0; t < s->n; t++) {
+        if (!ls->targets[t]) continue;
+        const char *last = short_name(s->path[t]);
+        bool all_same = true, written = false;
+        for (int u = 0; u < s->n; u++) {
+            if (u == t || strcmp(short_name(s->path[u]), last) != 0) continue;
+            all_same &= ls->targets[u];
+            written |= u < t && ls->targets[u];
+        }
+        if (!all_same) cJSON_AddItemToArray(tm, cJSON_CreateString(s->path[t]));
+        else if (!written) cJSON_AddItemToArray(tm, cJSON_CreateString(last));
+    }
+}
+
 bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
     char path[4096];
     StWriter w;
@@ -354,12 +397,9 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
         if (!l->A) continue;
         char name[256];
         uint64_t sa[2] = {(uint64_t)ls->r, l->in}, sb[2] = {l->out, (uint64_t)ls->r};
-        const char *mod = TARGET_PATH[i % LORA_N_TARGETS];
-        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_A.weight",
-                 i / LORA_N_TARGETS, mod);
+        lora_key(&ls->shapes, i / LORA_N_TARGETS, i % LORA_N_TARGETS, false, name, sizeof name);
         st_writer_add(&w, name, ST_F32, 2, sa, l->A);
-        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_B.weight",
-                 i / LORA_N_TARGETS, mod);
+        lora_key(&ls->shapes, i / LORA_N_TARGETS, i % LORA_N_TARGETS, true, name, sizeof name);
         st_writer_add(&w, name, ST_F32, 2, sb, l->B);
     }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
@@ -374,16 +414,8 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
     cJSON_AddNumberToObject(js, "r", ls->r);
     cJSON_AddNumberToObject(js, "lora_alpha", ls->alpha);
     cJSON_AddNumberToObject(js, "lora_dropout", ls->dropout);
-    cJSON *tm = cJSON_AddArrayToObject(js, "target_modules");
-    if (ls->targets[LORA_QKV]) cJSON_AddItemToArray(tm, cJSON_CreateString("c_attn"));
-    if (ls->targets[LORA_ATTN_PROJ] && ls->targets[LORA_MLP_PROJ])
-        cJSON_AddItemToArray(tm, cJSON_CreateString("c_proj"));
-    else if (ls->targets[LORA_ATTN_PROJ])
-        cJSON_AddItemToArray(tm, cJSON_CreateString("attn.c_proj"));
-    else if (ls->targets[LORA_MLP_PROJ])
-        cJSON_AddItemToArray(tm, cJSON_CreateString("mlp.c_proj"));
-    if (ls->targets[LORA_FC]) cJSON_AddItemToArray(tm, cJSON_CreateString("c_fc"));
-    cJSON_AddBoolToObject(js, "fan_in_fan_out", true);  // GPT-2's Conv1D layout
+    add_target_modules(cJSON_AddArrayToObject(js, "target_modules"), ls);
+    cJSON_AddBoolToObject(js, "fan_in_fan_out", ls->shapes.fan_in_fan_out);
     cJSON_AddStringToObject(js, "bias", "none");
     cJSON_AddBoolToObject(js, "use_rslora", ls->use_rslora);
     cJSON_AddBoolToObject(js, "use_dora", false);

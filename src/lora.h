@@ -4,7 +4,8 @@
 // U(-1/sqrt(in), 1/sqrt(in)), B = 0. Dropout touches only the LoRA branch's input.
 // All A and B matrices live in one contiguous array (params) so AdamW is one loop; grads
 // use the same layout. Loading and saving use the PEFT file format (adapter_config.json +
-// adapter_model.safetensors with base_model.model.transformer.h.{i}.{module}.lora_A.weight).
+// adapter_model.safetensors with base_model.model.transformer.h.{i}.{module}.lora_A.weight for
+// GPT-2, base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight for LLaMA).
 // Not here: the base layer (qlinear.c), the optimizer (optim.c).
 #ifndef QLORA_LORA_H
 #define QLORA_LORA_H
@@ -15,11 +16,25 @@
 
 #include "util.h"
 
-typedef enum { LORA_QKV = 0, LORA_ATTN_PROJ, LORA_FC, LORA_MLP_PROJ, LORA_N_TARGETS } LoraTarget;
+// A block's linears are numbered 0..n-1 by its architecture (GPT-2: the four below; the
+// LLaMA family: q, k, v, o, gate, up, down); an adapter slot is (layer, linear), at
+// layer * LORA_N_TARGETS + linear in LoraSet.lin whatever the architecture.
+typedef int LoraTarget;
+enum { LORA_N_TARGETS = 7 };  // the most linears a block has
+enum { LORA_QKV = 0, LORA_ATTN_PROJ, LORA_FC, LORA_MLP_PROJ };  // GPT-2's
 
-// PEFT module path of target t inside block i: "attn.c_attn", "attn.c_proj", "mlp.c_fc",
-// "mlp.c_proj".
-const char *lora_target_path(LoraTarget t);
+// What LoRA needs to know of a model's blocks (model_lora_shapes fills it from the
+// architecture): their linears' sizes and the names PEFT gives them.
+typedef struct {
+    int n;                                        // linears per block
+    size_t in[LORA_N_TARGETS], out[LORA_N_TARGETS];
+    const char *const *path;                      // [n] module path inside a block: "attn.c_attn"
+    const char *block_prefix;                     // PEFT key part before the layer index,
+                                                  // "transformer.h." or "model.layers."
+    const char *alt_block_prefix;                 // also read ("h."), or NULL
+    bool fan_in_fan_out;                          // adapter_config.json's flag (Conv1D weights)
+    const char *arch;                             // "gpt2", "llama": for messages
+} LoraShapes;
 
 typedef struct {
     size_t in, out;
@@ -35,6 +50,7 @@ typedef struct {
     float scaling;                  // alpha / r, or alpha / sqrt(r) with rslora
     bool targets[LORA_N_TARGETS];   // which module kinds carry adapters
     int n_layer;
+    LoraShapes shapes;              // the model's blocks (names, sizes)
     LoraLinear *lin;                // [n_layer * LORA_N_TARGETS]
     float *params, *grads;          // contiguous A/B of all adapters; grads NULL if not allocated
     size_t n_params;
@@ -42,13 +58,19 @@ typedef struct {
 } LoraSet;
 
 // Shapes of the four linears of a block: in and out features.
-typedef struct {
-    size_t in[LORA_N_TARGETS], out[LORA_N_TARGETS];
-} LoraShapes;
+// Parse one PEFT target_modules entry against the block's linears (PEFT's rule: a name
+// matches a module whose path equals it or ends with "." + it, so "c_proj" is both of
+// GPT-2's projections), or "all-linear": sets targets[] of the matches. false + err (the
+// block's module names) when nothing matches.
+bool lora_parse_target(const LoraShapes *s, const char *name, bool targets[LORA_N_TARGETS],
+                       Error *err);
 
-// Parse PEFT-style target_modules entries: "c_attn", "c_proj" (both projections),
-// "attn.c_proj", "mlp.c_proj", "c_fc", "all-linear". false + err for anything else.
-bool lora_parse_target(const char *name, bool targets[LORA_N_TARGETS], Error *err);
+// buf = the short names of the block's linears, each once ("c_attn, c_proj, c_fc").
+void lora_module_names(const LoraShapes *s, char *buf, size_t size);
+
+// buf = the PEFT key of slot (layer, t)'s A (is_b false) or B matrix, as lora_save_peft writes
+// it: "base_model.model.transformer.h.3.attn.c_attn.lora_A.weight". Truncated to size.
+void lora_key(const LoraShapes *s, int layer, LoraTarget t, bool is_b, char *buf, size_t size);
 
 // Create adapters (A kaiming-uniform from rng, B = 0) for every targeted linear.
 void lora_create(LoraSet *ls, int n_layer, const LoraShapes *shapes, int r, float alpha,

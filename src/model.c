@@ -18,6 +18,9 @@
 const ArchOps *arch_ops(const GPT2Config *c) {
     switch (c->arch) {
     case ARCH_GPT2: return &GPT2_OPS;
+    case ARCH_LLAMA: return &LLAMA_OPS;
+    case ARCH_QWEN2: return &QWEN2_OPS;
+    case ARCH_LLAMA_ATTN_BIAS: return &LLAMA_ATTN_BIAS_OPS;
     }
     CHECK(0 && "unknown architecture");
     return NULL;
@@ -62,12 +65,36 @@ const char *param_parse_block(const ArchOps *ops, const char *name, int *layer) 
 int param_lin_index(const ArchOps *ops, ParamKind k, int t) {
     for (int i = 0; i < ops->n_params; i++)
         if (ops->params[i].kind == k && ops->params[i].target == t) return i;
-    CHECK(0 && "the block table lacks a linear");
+    CHECK(k == PARAM_LIN_B && "the block table lacks a linear");
     return -1;
 }
 
+bool model_lora_target_known(const char *name, Error *err) {
+    static const Arch ARCHS[] = {ARCH_GPT2, ARCH_LLAMA};
+    bool t[LORA_N_TARGETS];
+    char names[2][200];
+    for (int i = 0; i < 2; i++) {
+        const GPT2Config c = {.arch = ARCHS[i]};
+        const LoraShapes s = model_lora_shapes(&c);
+        if (lora_parse_target(&s, name, t, &(Error){0})) return true;
+        lora_module_names(&s, names[i], sizeof names[i]);
+    }
+    return error_set(err, "unknown LoRA target module '%s' (expected all-linear, a GPT-2 linear: %s, "
+                          "or a LLaMA-family linear: %s; or a module path such as attn.c_proj)",
+                     name, names[0], names[1]);
+}
+
+LoraShapes model_lora_shapes(const GPT2Config *cfg) {
+    const ArchOps *ops = arch_ops(cfg);
+    LoraShapes s = {.n = ops->n_lin, .path = ops->lin_paths, .block_prefix = ops->peft_prefix,
+                    .alt_block_prefix = ops->peft_alt_prefix, .fan_in_fan_out = ops->conv1d,
+                    .arch = ops->name};
+    ops->lin_shapes(cfg, s.in, s.out);
+    return s;
+}
+
 float *model_grad(const Model *m, const TrainCtx *tc, int layer, int k) {
-    if (!tc || !tc->full_grads) return NULL;
+    if (!tc || !tc->full_grads || k < 0) return NULL;
     const ArchOps *ops = arch_ops(&m->cfg);
     return tc->full_grads[layer < 0 ? k : ops->n_globals + layer * ops->n_params + k];
 }
@@ -155,9 +182,10 @@ static void dropout_apply(float *out, const float *x, size_t n, float p, uint64_
     }
 }
 
-// The mask seed of linear t of block `layer`: distinct per linear, fixed by tc->dropout_seed.
-static uint64_t dropout_seed(const TrainCtx *tc, int layer, LoraTarget t) {
-    return tc->dropout_seed ^ ((uint64_t)(layer * LORA_N_TARGETS + (int)t + 1) * 0xD1B54A32D192ED03ull);
+// The mask seed of linear t of block `layer` (of n_lin): distinct per linear, fixed by
+// tc->dropout_seed.
+static uint64_t dropout_seed(const TrainCtx *tc, int n_lin, int layer, LoraTarget t) {
+    return tc->dropout_seed ^ ((uint64_t)(layer * n_lin + (int)t + 1) * 0xD1B54A32D192ED03ull);
 }
 
 // True when tc asks for dropout on the LoRA branch.
@@ -172,7 +200,8 @@ void block_linear_forward(const Model *m, const LoraSet *lora, int layer, LoraTa
     if (!ll) return;
     const float *in = x;
     if (use_dropout(tc)) {
-        dropout_apply(xd, x, N * q->in, tc->lora_dropout, dropout_seed(tc, layer, t), false);
+        dropout_apply(xd, x, N * q->in, tc->lora_dropout,
+                      dropout_seed(tc, arch_ops(&m->cfg)->n_lin, layer, t), false);
         in = xd;
     }
     PROF_PHASE(prof, matmul_fwd, lora_forward(ll, lora->r, lora->scaling, y, h, in, N));
@@ -188,16 +217,16 @@ void block_linear_backward(const Model *m, LoraSet *lora, Acts *a, int layer, Lo
         float *dW = model_grad(m, tc, layer, param_lin_index(ops, PARAM_LIN_W, t));
         float *db = model_grad(m, tc, layer, param_lin_index(ops, PARAM_LIN_B, t));
         matmul_tn(dW, dy, x, q->out, q->in, N, 1.0f, 1.0f, q->out, q->in, q->in);
-        bias_backward(db, dy, N, q->out);
+        if (db) bias_backward(db, dy, N, q->out);
     }
     LoraLinear *ll = lora ? &lora->lin[layer * LORA_N_TARGETS + t] : NULL;
     if (!ll || !ll->A) return;
-    const float *h = a->lora_h[layer * LORA_N_TARGETS + t];
+    const float *h = acts_lora_h(a, layer, t);
     if (!use_dropout(tc)) {
         lora_backward(ll, lora->r, lora->scaling, dx, a->dh, dy, h, x, N);
         return;
     }
-    const uint64_t seed = dropout_seed(tc, layer, t);
+    const uint64_t seed = dropout_seed(tc, a->n_lin, layer, t);
     dropout_apply(a->xd, x, N * q->in, tc->lora_dropout, seed, false);
     if (dx) zero_floats(a->dxd, N * q->in);
     lora_backward(ll, lora->r, lora->scaling, dx ? a->dxd : NULL, a->dh, dy, h, a->xd, N);

@@ -26,20 +26,34 @@
 #include "qlinear.h"
 #include "quant.h"
 
-// Architectures the model layer runs (arch.h); 0 is GPT-2, so a zeroed config is one.
-typedef enum { ARCH_GPT2 = 0 } Arch;
+// Architectures the model layer runs (arch.h); 0 is GPT-2, so a zeroed config is one. The
+// LLaMA family (model_type llama, mistral, qwen2) differs only in which linears have biases.
+typedef enum {
+    ARCH_GPT2 = 0,
+    ARCH_LLAMA,            // llama, mistral: no biases
+    ARCH_QWEN2,            // biases on q, k, v
+    ARCH_LLAMA_ATTN_BIAS,  // llama with attention_bias: biases on q, k, v, o
+} Arch;
 
 typedef struct {
     int n_layer, n_head, n_embd, n_positions, vocab_size, n_inner;
-    float eps;
-    bool tied;  // lm_head shares wte (tie_word_embeddings, GPT-2's default)
-    Arch arch;  // which block type runs it (config.json's model_type)
+    int n_kv_head;     // key/value heads (grouped-query attention); n_head for GPT-2
+    int head_dim;      // HS; n_embd / n_head for GPT-2
+    float eps;         // layer_norm_epsilon / rms_norm_eps
+    float rope_theta;  // LLaMA family: rotary base
+    int window;        // Mistral's sliding_window: a query sees that many keys, itself
+                       // included; 0 = every earlier key
+    bool tied;         // lm_head shares wte (tie_word_embeddings, GPT-2's default)
+    Arch arch;         // which block type runs it (config.json's model_type)
+    int bos_id, eos_id;  // config.json's bos_token_id / eos_token_id (first of a list), -1: none
 } GPT2Config;
 
 typedef struct {
-    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;  // [C], owned
-    QLinear lin[LORA_N_TARGETS];           // c_attn [3C,C], attn.c_proj [C,C], c_fc [F,C],
-                                           // mlp.c_proj [C,F], all stored [out, in]
+    float *ln1_w, *ln1_b, *ln2_w, *ln2_b;  // [C], owned (the LLaMA family: input_layernorm and
+                                           // post_attention_layernorm weights, no biases)
+    QLinear lin[LORA_N_TARGETS];           // the architecture's linears, all stored [out, in]:
+                                           // GPT-2 c_attn [3C,C], attn.c_proj [C,C], c_fc [F,C],
+                                           // mlp.c_proj [C,F]; LLaMA q, k, v, o, gate, up, down
 } GPT2Block;
 
 typedef struct {
@@ -51,8 +65,9 @@ typedef struct {
 typedef struct {
     GPT2Config cfg;
     QuantConfig quant;
-    float *wte, *wpe;      // [V, C], [P, C], owned
-    float *lnf_w, *lnf_b;  // [C]
+    float *wte, *wpe;      // [V, C], [P, C] (GPT-2 only), owned
+    float *lnf_w, *lnf_b;  // [C] (lnf_b GPT-2 only)
+    float *rope_cos, *rope_sin;  // LLaMA family: RoPE tables [P, head_dim/2], owned
     float *lm_head;        // == wte when tied, else owned [V, C]
     GPT2Block *blocks;     // [L]
     bool bf16;             // frozen weights (block linears, lm_head) multiply in bf16
@@ -77,8 +92,12 @@ void model_free(Model *m);
 // caller checks bgemm_available() before turning it on.
 void model_set_bf16(Model *m, bool on);
 
-// Shapes of the block linears ([out, in] = [shapes.out[t], shapes.in[t]]), for lora.c.
+// Shapes and PEFT names of the block linears ([out, in] = [shapes.out[t], shapes.in[t]]), for
+// lora.c.
 LoraShapes model_lora_shapes(const GPT2Config *cfg);
+// True when a target_modules entry names a linear of some architecture (checked again against
+// the model's own once it is known); else false + err listing the names.
+bool model_lora_target_known(const char *name, Error *err);
 
 // Bytes resident for the model, by kind (from the parameter table: 2-D model-wide arrays are
 // embeddings, the rest of the fp32 arrays and the linears' biases are norms_and_biases).

@@ -17,9 +17,7 @@
 
 // ---- config.json -----------------------------------------------------------------------
 
-// Integer field `key` (or its alias) in [lo, hi]; absent -> *out = dflt (or error if
-// dflt < 0, meaning required).
-static bool cfg_int(const cJSON *js, const char *key, const char *alias, long dflt, long lo,
+bool config_int(const cJSON *js, const char *key, const char *alias, long dflt, long lo,
                     long hi, int *out, const char *path, Error *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(js, key);
     if (!v && alias) v = cJSON_GetObjectItemCaseSensitive(js, alias);
@@ -47,49 +45,83 @@ bool model_read_config(GPT2Config *cfg, const char *dir, Error *err) {
     return ok;
 }
 
-bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err) {
-    memset(cfg, 0, sizeof *cfg);
-    cJSON *js = json_parse(text, len, 0, path, err);
-    if (!js) return false;
-    bool ok = false;
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(js, "model_type");
+// GPT-2's config.json fields (js is an object whose model_type is "gpt2").
+bool gpt2_parse_config(GPT2Config *cfg, const cJSON *js, const char *path, Error *err) {
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(js, "activation_function");
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(js, "layer_norm_epsilon");
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(js, "tie_word_embeddings");
     const cJSON *scale = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_weights");
     const cJSON *inv = cJSON_GetObjectItemCaseSensitive(js, "scale_attn_by_inverse_layer_idx");
+    if (act && (!cJSON_IsString(act) || (strcmp(act->valuestring, "gelu_new") != 0 &&
+                                         strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)))
+        return error_set(err, "%s: \"activation_function\" %s is not supported (GPT-2 uses \"gelu_new\")",
+                         path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
+    if (scale && cJSON_IsFalse(scale))
+        return error_set(err, "%s: \"scale_attn_weights\": false is not supported", path);
+    if (cJSON_IsTrue(inv))
+        return error_set(err, "%s: \"scale_attn_by_inverse_layer_idx\": true is not supported", path);
+    if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || eps->valuedouble > 1))
+        return error_set(err, "%s: \"layer_norm_epsilon\" must be a number in (0, 1]", path);
+    if (!(config_int(js, "n_layer", "num_hidden_layers", -1, 1, 1000, &cfg->n_layer, path, err) &&
+          config_int(js, "n_head", "num_attention_heads", -1, 1, 1024, &cfg->n_head, path, err) &&
+          config_int(js, "n_embd", "hidden_size", -1, 1, 65536, &cfg->n_embd, path, err) &&
+          config_int(js, "n_positions", "max_position_embeddings", -1, 1, 1 << 20, &cfg->n_positions,
+                     path, err) &&
+          config_int(js, "vocab_size", NULL, -1, 1, 1 << 24, &cfg->vocab_size, path, err) &&
+          config_int(js, "n_inner", NULL, 0, 1, 1 << 20, &cfg->n_inner, path, err)))
+        return false;
+    if (cfg->n_inner == 0) cfg->n_inner = 4 * cfg->n_embd;
+    cfg->eps = eps ? (float)eps->valuedouble : 1e-5f;
+    cfg->tied = !cJSON_IsFalse(tie);
+    if (cfg->n_embd % cfg->n_head != 0)
+        return error_set(err, "%s: n_embd %d is not a multiple of n_head %d", path, cfg->n_embd,
+                         cfg->n_head);
+    cfg->arch = ARCH_GPT2;
+    cfg->n_kv_head = cfg->n_head;
+    cfg->head_dim = cfg->n_embd / cfg->n_head;
+    return true;
+}
+
+// *id = config.json's special token id `key`: an integer, or the first of a list (eos may be
+// several); absent or null -> -1.
+static bool token_id(const cJSON *js, const char *key, int *id, const char *path, Error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(js, key);
+    if (cJSON_IsArray(v)) v = v->child;
+    *id = -1;
+    if (!v || cJSON_IsNull(v)) return true;
+    uint64_t u;
+    if (!json_as_u64(v, &u) || u > (1u << 24))
+        return error_set(err, "%s: \"%s\" must be a token id (an integer, or a list of them)", path, key);
+    *id = (int)u;
+    return true;
+}
+
+bool model_parse_config(GPT2Config *cfg, const char *text, size_t len, const char *path, Error *err) {
+    static const struct {
+        const char *type;
+        bool (*parse)(GPT2Config *, const cJSON *, const char *, Error *);
+    } TYPES[] = {{"gpt2", gpt2_parse_config}, {"llama", llama_parse_config},
+                 {"mistral", llama_parse_config}, {"qwen2", llama_parse_config}};
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *js = json_parse(text, len, 0, path, err);
+    if (!js) return false;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(js, "model_type");
+    bool ok = false, known = false;
     if (!cJSON_IsObject(js)) {
         error_set(err, "%s: expected a JSON object", path);
-    } else if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "gpt2") != 0) {
-        error_set(err, "%s: \"model_type\" is %s%s%s, only \"gpt2\" models are supported", path,
+        known = true;
+    }
+    for (size_t i = 0; !known && cJSON_IsString(mt) && i < sizeof TYPES / sizeof TYPES[0]; i++)
+        if (strcmp(mt->valuestring, TYPES[i].type) == 0) {
+            known = true;
+            ok = TYPES[i].parse(cfg, js, path, err) &&
+                 token_id(js, "bos_token_id", &cfg->bos_id, path, err) &&
+                 token_id(js, "eos_token_id", &cfg->eos_id, path, err);
+        }
+    if (!known)
+        error_set(err, "%s: \"model_type\" is %s%s%s, expected gpt2, llama, mistral or qwen2", path,
                   cJSON_IsString(mt) ? "\"" : "", cJSON_IsString(mt) ? mt->valuestring : "missing",
                   cJSON_IsString(mt) ? "\"" : "");
-    } else if (act && (!cJSON_IsString(act) || (strcmp(act->valuestring, "gelu_new") != 0 &&
-                                                 strcmp(act->valuestring, "gelu_pytorch_tanh") != 0))) {
-        error_set(err, "%s: \"activation_function\" %s is not supported (GPT-2 uses \"gelu_new\")",
-                  path, cJSON_IsString(act) ? act->valuestring : "(not a string)");
-    } else if (scale && cJSON_IsFalse(scale)) {
-        error_set(err, "%s: \"scale_attn_weights\": false is not supported", path);
-    } else if (cJSON_IsTrue(inv)) {
-        error_set(err, "%s: \"scale_attn_by_inverse_layer_idx\": true is not supported", path);
-    } else if (eps && (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0) || eps->valuedouble > 1)) {
-        error_set(err, "%s: \"layer_norm_epsilon\" must be a number in (0, 1]", path);
-    } else if (cfg_int(js, "n_layer", "num_hidden_layers", -1, 1, 1000, &cfg->n_layer, path, err) &&
-               cfg_int(js, "n_head", "num_attention_heads", -1, 1, 1024, &cfg->n_head, path, err) &&
-               cfg_int(js, "n_embd", "hidden_size", -1, 1, 65536, &cfg->n_embd, path, err) &&
-               cfg_int(js, "n_positions", "max_position_embeddings", -1, 1, 1 << 20,
-                       &cfg->n_positions, path, err) &&
-               cfg_int(js, "vocab_size", NULL, -1, 1, 1 << 24, &cfg->vocab_size, path, err) &&
-               cfg_int(js, "n_inner", NULL, 0, 1, 1 << 20, &cfg->n_inner, path, err)) {
-        if (cfg->n_inner == 0) cfg->n_inner = 4 * cfg->n_embd;
-        cfg->eps = eps ? (float)eps->valuedouble : 1e-5f;
-        cfg->tied = !cJSON_IsFalse(tie);
-        if (cfg->n_embd % cfg->n_head != 0)
-            error_set(err, "%s: n_embd %d is not a multiple of n_head %d", path, cfg->n_embd,
-                      cfg->n_head);
-        else
-            ok = true;
-    }
     cJSON_Delete(js);
     return ok;
 }
@@ -263,7 +295,6 @@ static const ParamSpec *lin_row(const ArchOps *ops, ParamKind k, int t) {
 // by name instead of failing as out of memory.
 static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
     static const char *const DIM_FIELD[] = {[DIM_C] = "n_embd", [DIM_V] = "vocab_size", [DIM_P] = "n_positions"};
-    static const char *const LIN_FIELDS[LORA_N_TARGETS] = {"n_embd", "n_embd", "n_embd, n_inner", "n_inner, n_embd"};
     const ArchOps *ops = arch_ops(c);
     const size_t C = (size_t)c->n_embd, V = (size_t)c->vocab_size;
     const LoraShapes shapes = model_lora_shapes(c);
@@ -280,11 +311,13 @@ static bool check_sizes(const Checkpoint *ck, const GPT2Config *c, Error *err) {
         snprintf(fields, sizeof fields, "vocab_size, n_embd");
         ok = find_shaped(ck, "lm_head.weight", false, V, C, &st, err) != NULL;
     }
-    for (int t = 0; ok && t < LORA_N_TARGETS; t++) {
+    for (int t = 0; ok && t < shapes.n; t++) {
         char name[64];
         param_block_name(name, sizeof name, ops, 0, lin_row(ops, PARAM_LIN_W, t)->name);
-        snprintf(fields, sizeof fields, "%s", LIN_FIELDS[t]);
-        ok = find_shaped(ck, name, true, shapes.in[t], shapes.out[t], &st, err) != NULL;
+        snprintf(fields, sizeof fields, "%s", ops->lin_fields[t]);
+        const size_t d0 = ops->conv1d ? shapes.in[t] : shapes.out[t];
+        const size_t d1 = ops->conv1d ? shapes.out[t] : shapes.in[t];
+        ok = find_shaped(ck, name, true, d0, d1, &st, err) != NULL;
     }
     if (!ok && err) {  // say which config.json fields set the expected shape
         const size_t n = strlen(err->msg);
@@ -336,19 +369,35 @@ static bool load_block(const Checkpoint *ck, Model *m, int l, const QuantConfig 
         if (!p) return false;
         *param_slot(m, l, ps) = p;
     }
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
+    for (int t = 0; t < shapes.n; t++) {
         const size_t in = shapes.in[t], out = shapes.out[t];
         param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_W, t)->name);
-        if (!read_tensor(ck, name, true, in, out, w, err)) return false;  // Conv1D: [in, out]
+        if (!read_tensor(ck, name, true, ops->conv1d ? in : out, ops->conv1d ? out : in, w, err))
+            return false;
         char label[300];
         snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(ck), ck->prefix, name);
-        param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_B, t)->name);
-        if (!read_tensor(ck, name, true, out, 0, b, err) ||
-            !qlinear_init(&m->blocks[l].lin[t], w, b, in, out, q->type, q->blocksize,
-                          q->double_quant, label, err))
+        const int bi = param_lin_index(ops, PARAM_LIN_B, t);
+        if (bi >= 0) {
+            param_block_name(name, sizeof name, ops, l, ops->params[bi].name);
+            if (!read_tensor(ck, name, true, out, 0, b, err)) return false;
+        }
+        bool (*init)(QLinear *, const float *, const float *, size_t, size_t, QuantType, size_t, bool,
+                     const char *, Error *) = ops->conv1d ? qlinear_init : qlinear_init_rows;
+        if (!init(&m->blocks[l].lin[t], w, bi >= 0 ? b : NULL, in, out, q->type, q->blocksize,
+                  q->double_quant, label, err))
             return false;
     }
     return true;
+}
+
+// NULL when every linear's input width of c is a multiple of q's blocksize (or q does not
+// quantize), else the config.json field that is not.
+static const char *blocksize_misfit(const GPT2Config *c, const QuantConfig *q) {
+    const LoraShapes shapes = model_lora_shapes(c);
+    const ArchOps *ops = arch_ops(c);
+    for (int t = 0; q->type != QUANT_NONE && t < shapes.n; t++)
+        if (shapes.in[t] % q->blocksize) return ops->lin_fields[t];
+    return NULL;
 }
 
 bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
@@ -356,18 +405,18 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     m->quant = *q;
     if (!model_read_config(&m->cfg, dir, err)) return false;
     const GPT2Config *c = &m->cfg;
-    const size_t C = (size_t)c->n_embd, F = (size_t)c->n_inner;
-    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
-        return error_set(err, "%s/config.json: n_embd %zu and n_inner %zu must be multiples of "
-                              "the quantization blocksize %zu (use a smaller blocksize or "
-                              "--quant none)", dir, C, F, q->blocksize);
+    const char *misfit = blocksize_misfit(c, q);
+    if (misfit)
+        return error_set(err, "%s/config.json: the linears' input widths (%s) must be multiples "
+                              "of the quantization blocksize %zu (use a smaller blocksize or "
+                              "--quant none)", dir, misfit, q->blocksize);
     Checkpoint ck;
     if (!ckpt_open_model(&ck, dir, arch_ops(c), err)) return false;
     bool ok = check_sizes(&ck, c, err) && load_globals(&ck, m, err);
     m->blocks = xcalloc((size_t)c->n_layer, sizeof(GPT2Block));
     const LoraShapes shapes = model_lora_shapes(c);
     size_t w_max = 0, b_max = 0;  // the largest linear
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
+    for (int t = 0; t < shapes.n; t++) {
         w_max = shapes.in[t] * shapes.out[t] > w_max ? shapes.in[t] * shapes.out[t] : w_max;
         b_max = shapes.out[t] > b_max ? shapes.out[t] : b_max;
     }
@@ -377,6 +426,7 @@ bool model_load(Model *m, const char *dir, const QuantConfig *q, Error *err) {
     free(w);
     free(b);
     ckpt_close(&ck);
+    if (ok && arch_ops(c)->derive) arch_ops(c)->derive(m);
     if (!ok) model_free(m);
     return ok;
 }
@@ -391,6 +441,8 @@ void model_free(Model *m) {
     free(m->blocks);
     if (m->lm_head != m->wte) free(m->lm_head);
     for (int k = 0; k < ops->n_globals; k++) free(*param_slot(m, -1, &ops->globals[k]));
+    free(m->rope_cos);
+    free(m->rope_sin);
     memset(m, 0, sizeof *m);
 }
 
@@ -417,10 +469,13 @@ static void add_tensors(StWriter *w, const GPT2Config *c, bool with_head) {
             param_block_name(name, sizeof name, ops, l, ps->name);
             uint64_t s[2] = {param_dim(c, ps->rows), param_dim(c, ps->cols)};
             int ndim = ps->cols == DIM_NONE ? 1 : 2;
-            if (ps->kind != PARAM_ARRAY) {
-                s[0] = ps->kind == PARAM_LIN_W ? shapes.in[ps->target] : shapes.out[ps->target];
-                s[1] = shapes.out[ps->target];
-                ndim = ps->kind == PARAM_LIN_W ? 2 : 1;
+            if (ps->kind == PARAM_LIN_W) {  // the file's layout
+                s[0] = ops->conv1d ? shapes.in[ps->target] : shapes.out[ps->target];
+                s[1] = ops->conv1d ? shapes.out[ps->target] : shapes.in[ps->target];
+                ndim = 2;
+            } else if (ps->kind == PARAM_LIN_B) {
+                s[0] = shapes.out[ps->target];
+                ndim = 1;
             }
             st_writer_add(w, name, ST_F32, ndim, s, NULL);
         }
@@ -434,10 +489,15 @@ typedef struct {
     void *ctx;
 } SaveCtx;
 
-// buf (HF layout) = linear t of block l: dequantized, plus the caller's delta, transposed to
-// Conv1D [in, out].
+// out (the file's layout) = linear t of block l: dequantized, plus the caller's delta, and
+// transposed to Conv1D [in, out] for architectures that store it so.
 static void save_linear(const SaveCtx *sc, int l, int t, float *out) {
     const QLinear *q = &sc->m->blocks[l].lin[t];
+    if (!arch_ops(&sc->m->cfg)->conv1d) {
+        qlinear_rows(q, 0, q->out, out);
+        if (sc->delta) sc->delta(sc->ctx, l, t, out);
+        return;
+    }
     float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
     qlinear_rows(q, 0, q->out, w);
     if (sc->delta) sc->delta(sc->ctx, l, t, w);
@@ -486,11 +546,15 @@ bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, Wei
     snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
     bool ok = st_writer_write_fill(&w, path, save_fill, &sc, err);
     st_writer_free(&w);
-    static const char *const FILES[3] = {"config.json", "vocab.json", "merges.txt"};
-    for (int i = 0; ok && i < 3; i++) {
+    // config.json always; the tokenizer's and generation's files when the source has them
+    static const char *const FILES[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                                        "tokenizer_config.json", "special_tokens_map.json",
+                                        "generation_config.json", "chat_template.jinja"};
+    for (size_t i = 0; ok && i < sizeof FILES / sizeof FILES[0]; i++) {
         snprintf(from, sizeof from, "%s/%s", src_dir, FILES[i]);
         snprintf(path, sizeof path, "%s/%s", out_dir, FILES[i]);
-        if (strcmp(from, path) != 0) ok = copy_file_atomic(from, path, err);
+        if (strcmp(from, path) != 0 && (i == 0 || file_exists(from)))
+            ok = copy_file_atomic(from, path, err);
     }
     return ok;
 }
@@ -498,18 +562,35 @@ bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, Wei
 // ---- presets and random init -----------------------------------------------------------------
 
 bool model_preset(const char *name, GPT2Config *cfg) {
-    static const struct { const char *name; int L, C, NH, P, V; } presets[] = {
-        {"gpt2", 12, 768, 12, 1024, 50257},       {"gpt2-medium", 24, 1024, 16, 1024, 50257},
-        {"gpt2-large", 36, 1280, 20, 1024, 50257}, {"gpt2-xl", 48, 1600, 25, 1024, 50257},
-        {"tiny", 2, 64, 4, 128, 257},
-        {"bench-tiny", 4, 128, 4, 256, 256},  // the small size of docs/performance.md
+    // GPT-2 sizes, and the LLaMA-family shapes of the public checkpoints (docs/llama.md 1)
+    static const struct {
+        const char *name;
+        Arch arch;
+        int L, C, NH, NKV, F, P, V;
+        bool tied;
+        float eps, theta;
+    } presets[] = {
+        {"gpt2", ARCH_GPT2, 12, 768, 12, 12, 3072, 1024, 50257, true, 1e-5f, 0},
+        {"gpt2-medium", ARCH_GPT2, 24, 1024, 16, 16, 4096, 1024, 50257, true, 1e-5f, 0},
+        {"gpt2-large", ARCH_GPT2, 36, 1280, 20, 20, 5120, 1024, 50257, true, 1e-5f, 0},
+        {"gpt2-xl", ARCH_GPT2, 48, 1600, 25, 25, 6400, 1024, 50257, true, 1e-5f, 0},
+        {"tiny", ARCH_GPT2, 2, 64, 4, 4, 256, 128, 257, true, 1e-5f, 0},
+        {"bench-tiny", ARCH_GPT2, 4, 128, 4, 4, 512, 256, 256, true, 1e-5f, 0},  // docs/performance.md
+        {"smollm2-135m", ARCH_LLAMA, 30, 576, 9, 3, 1536, 8192, 49152, true, 1e-5f, 100000},
+        {"smollm2-360m", ARCH_LLAMA, 32, 960, 15, 5, 2560, 8192, 49152, true, 1e-5f, 100000},
+        {"qwen2.5-0.5b", ARCH_QWEN2, 24, 896, 14, 2, 4864, 32768, 151936, true, 1e-6f, 1000000},
+        {"tinyllama-1.1b", ARCH_LLAMA, 22, 2048, 32, 4, 5632, 2048, 32000, false, 1e-5f, 10000},
+        {"llama-tiny", ARCH_LLAMA, 2, 64, 4, 2, 128, 128, 320, true, 1e-5f, 10000},
     };
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (strcmp(name, presets[i].name) == 0) {
             *cfg = (GPT2Config){.n_layer = presets[i].L, .n_head = presets[i].NH,
+                                .n_kv_head = presets[i].NKV, .head_dim = presets[i].C / presets[i].NH,
                                 .n_embd = presets[i].C, .n_positions = presets[i].P,
-                                .vocab_size = presets[i].V, .n_inner = 4 * presets[i].C,
-                                .eps = 1e-5f, .tied = true};
+                                .vocab_size = presets[i].V, .n_inner = presets[i].F,
+                                .eps = presets[i].eps, .rope_theta = presets[i].theta,
+                                .tied = presets[i].tied, .arch = presets[i].arch,
+                                .bos_id = presets[i].V - 1, .eos_id = presets[i].V - 1};
             return true;
         }
     return false;
@@ -527,8 +608,9 @@ static uint64_t name_hash(const char *s) {
     return h;
 }
 
-// StFill of GPT-2's init, a pure function of (seed, tensor name): biases 0, LayerNorm weights
-// 1, the rest N(0, 0.02) with residual projections N(0, 0.02/sqrt(2L)). Overwrites buf.
+// StFill of GPT-2's init, a pure function of (seed, tensor name): biases 0, norm weights 1
+// (GPT-2's ln_*, the LLaMA family's *norm*), the rest N(0, 0.02) with GPT-2's residual
+// projections N(0, 0.02/sqrt(2L)) (LLaMA initialises every linear N(0, 0.02)). Overwrites buf.
 static void init_fill(void *ctx, const StEntry *e, void *buf) {
     const InitCtx *ic = ctx;
     float *x = buf;
@@ -538,7 +620,7 @@ static void init_fill(void *ctx, const StEntry *e, void *buf) {
 #define ENDS_WITH(s) (len >= strlen(s) && strcmp(name + len - strlen(s), s) == 0)
     if (ENDS_WITH(".bias")) {
         memset(x, 0, e->bytes);
-    } else if (strstr(name, "ln_")) {
+    } else if (strstr(name, "ln_") || strstr(name, "norm")) {
         for (size_t i = 0; i < n; i++) x[i] = 1.0f;
     } else {
         // N(0, 0.02); residual projections scaled by 1/sqrt(2L) as in GPT-2's paper
@@ -548,38 +630,6 @@ static void init_fill(void *ctx, const StEntry *e, void *buf) {
         for (size_t i = 0; i < n; i++) x[i] = std * rng_normal(&r);
     }
 #undef ENDS_WITH
-}
-
-// Write cfg as dir/config.json in the hub's GPT-2 form.
-static bool write_config(const GPT2Config *cfg, const char *dir, Error *err) {
-    cJSON *js = cJSON_CreateObject();
-    cJSON_AddStringToObject(js, "model_type", "gpt2");
-    cJSON *arch = cJSON_AddArrayToObject(js, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("GPT2LMHeadModel"));
-    cJSON_AddStringToObject(js, "activation_function", "gelu_new");
-    cJSON_AddNumberToObject(js, "n_layer", cfg->n_layer);
-    cJSON_AddNumberToObject(js, "n_head", cfg->n_head);
-    cJSON_AddNumberToObject(js, "n_embd", cfg->n_embd);
-    cJSON_AddNumberToObject(js, "n_positions", cfg->n_positions);
-    cJSON_AddNumberToObject(js, "n_ctx", cfg->n_positions);
-    cJSON_AddNumberToObject(js, "vocab_size", cfg->vocab_size);
-    if (cfg->n_inner != 4 * cfg->n_embd) cJSON_AddNumberToObject(js, "n_inner", cfg->n_inner);
-    else cJSON_AddNullToObject(js, "n_inner");
-    cJSON_AddNumberToObject(js, "layer_norm_epsilon", cfg->eps);
-    cJSON_AddNumberToObject(js, "initializer_range", 0.02);
-    cJSON_AddNumberToObject(js, "bos_token_id", cfg->vocab_size - 1);
-    cJSON_AddNumberToObject(js, "eos_token_id", cfg->vocab_size - 1);
-    cJSON_AddNumberToObject(js, "attn_pdrop", 0.1);
-    cJSON_AddNumberToObject(js, "embd_pdrop", 0.1);
-    cJSON_AddNumberToObject(js, "resid_pdrop", 0.1);
-    cJSON_AddBoolToObject(js, "scale_attn_weights", true);
-    cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
-    cJSON_AddStringToObject(js, "torch_dtype", "float32");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    bool ok = json_write_file(path, js, err);
-    cJSON_Delete(js);
-    return ok;
 }
 
 // The init of every model of cfg made with seed.
@@ -597,7 +647,7 @@ bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, E
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
     st_writer_free(&w);
-    return ok && write_config(cfg, dir, err);
+    return ok && arch_ops(cfg)->write_config(cfg, dir, err);
 }
 
 // A fresh array of n floats: tensor `name` as model_write_random would write it. Caller owns.
@@ -620,13 +670,15 @@ static bool init_block(Model *m, int l, const QuantConfig *q, const InitCtx *ic,
         param_block_name(name, sizeof name, ops, l, ps->name);
         *param_slot(m, l, ps) = random_tensor(name, param_floats(c, ps), ic);
     }
-    for (int t = 0; t < LORA_N_TARGETS; t++) {
+    for (int t = 0; t < shapes.n; t++) {
         param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_W, t)->name);
-        param_block_name(bname, sizeof bname, ops, l, lin_row(ops, PARAM_LIN_B, t)->name);
-        float *w = random_tensor(name, shapes.in[t] * shapes.out[t], ic);
-        float *b = random_tensor(bname, shapes.out[t], ic);
-        bool ok = qlinear_init(&m->blocks[l].lin[t], w, b, shapes.in[t], shapes.out[t], q->type,
-                               q->blocksize, q->double_quant, name, err);
+        const int bi = param_lin_index(ops, PARAM_LIN_B, t);
+        if (bi >= 0) param_block_name(bname, sizeof bname, ops, l, ops->params[bi].name);
+        float *w = random_tensor(name, shapes.in[t] * shapes.out[t], ic);  // the file's layout
+        float *b = bi >= 0 ? random_tensor(bname, shapes.out[t], ic) : NULL;
+        bool ok = (ops->conv1d ? qlinear_init : qlinear_init_rows)(
+            &m->blocks[l].lin[t], w, b, shapes.in[t], shapes.out[t], q->type, q->blocksize,
+            q->double_quant, name, err);
         free(w);
         free(b);
         if (!ok) return false;
@@ -639,21 +691,24 @@ bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, ui
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->quant = *q;
-    const size_t C = (size_t)cfg->n_embd, F = (size_t)cfg->n_inner;
-    if (q->type != QUANT_NONE && (C % q->blocksize || F % q->blocksize))
-        return error_set(err, "n_embd %zu and n_inner %zu must be multiples of the blocksize %zu", C, F, q->blocksize);
+    const char *misfit = blocksize_misfit(cfg, q);
+    if (misfit)
+        return error_set(err, "the linears' input widths (%s) must be multiples of the blocksize %zu",
+                         misfit, q->blocksize);
     const ArchOps *ops = arch_ops(cfg);
     const InitCtx ic = init_ctx(cfg, seed);
     for (int k = 0; k < ops->n_globals; k++) {
         const ParamSpec *ps = &ops->globals[k];
         *param_slot(m, -1, ps) = random_tensor(ps->name, param_floats(cfg, ps), &ic);
     }
-    m->lm_head = m->wte;
+    m->lm_head = cfg->tied ? m->wte
+                           : random_tensor("lm_head.weight", (size_t)cfg->vocab_size * (size_t)cfg->n_embd, &ic);
     m->blocks = xcalloc((size_t)cfg->n_layer, sizeof(GPT2Block));
     for (int l = 0; l < cfg->n_layer; l++)
         if (!init_block(m, l, q, &ic, err)) {
             model_free(m);
             return false;
         }
+    if (ops->derive) ops->derive(m);
     return true;
 }

@@ -510,42 +510,45 @@ static void group_slot_ptrs(const float **out, const float *base, size_t B, size
         for (size_t g = 0; g < NKV; g++) out[b * NKV + g] = base + b * sb + (g * G + j) * sh;
 }
 
-// Causal softmax of every row of att (n_rows x T, row r at position r % T), in place;
-// the same steps as attention_forward's, entries above the diagonal set to exact zeros.
-static void causal_softmax_rows(float *att, size_t n_rows, size_t T) {
+// Causal softmax of every row of att (n_rows x T, row r at position r % T), in place, over
+// keys j0..t (j0 = t + 1 - window when a window W > 0 hides older keys, else 0); the same steps
+// as attention_forward's, every other entry set to an exact zero.
+static void causal_softmax_rows(float *att, size_t n_rows, size_t T, size_t window) {
     #pragma omp parallel for schedule(static)
     for (size_t row = 0; row < n_rows; row++) {
-        const size_t t = row % T;
+        const size_t t = row % T, j0 = window && t + 1 > window ? t + 1 - window : 0;
         float *r = att + row * T;
         float mx = -INFINITY;
-        for (size_t j = 0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;
+        for (size_t j = j0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;
         #pragma omp simd
-        for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
+        for (size_t j = j0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
         double sum = 0;
-        for (size_t j = 0; j <= t; j++) sum += r[j];
+        for (size_t j = j0; j <= t; j++) sum += r[j];
         const float inv = (float)(1.0 / sum);
-        for (size_t j = 0; j <= t; j++) r[j] *= inv;
+        for (size_t j = j0; j <= t; j++) r[j] *= inv;
+        for (size_t j = 0; j < j0; j++) r[j] = 0.0f;
         for (size_t j = t + 1; j < T; j++) r[j] = 0.0f;
     }
 }
 
-void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
-                           size_t NH, size_t NKV, size_t HS) {
+void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                           size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
+                           size_t HS, size_t window) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH;
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH;
     const float scale = 1.0f / sqrtf((float)HS);
-    const float **q = xmalloc(4 * n * sizeof *q), **k = q + n, **v = q + 2 * n, **a = q + 3 * n;
-    head_ptrs(q, qkv, B, NH, T * QKV, HS);
-    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
-    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    const float **qp = xmalloc(4 * n * sizeof *qp), **kp = qp + n, **vp = qp + 2 * n, **a = qp + 3 * n;
+    head_ptrs(qp, q, B, NH, T * ldq, HS);
+    kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
+    kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(a, att, B, NH, NH * T * T, T * T);
     // scores = scale * q_h k_{h/G}^T; several items read one k (reads only)
-    matmul_batch("nt", n, (float *const *)a, q, k, T, T, HS, scale, 0.0f, QKV, QKV, T);
-    causal_softmax_rows(att, B * NH * T, T);
-    const float **o = q;  // q's pointers are no longer needed
+    matmul_batch("nt", n, (float *const *)a, qp, kp, T, T, HS, scale, 0.0f, ldq, ldkv, T);
+    causal_softmax_rows(att, B * NH * T, T, window);
+    const float **o = qp;  // q's pointers are no longer needed
     head_ptrs(o, out, B, NH, T * CQ, HS);
-    matmul_batch("nn", n, (float *const *)o, a, v, T, HS, T, 1.0f, 0.0f, T, QKV, CQ);
-    free(q);
+    matmul_batch("nn", n, (float *const *)o, a, vp, T, HS, T, 1.0f, 0.0f, T, ldkv, CQ);
+    free(qp);
 }
 
 // softmax backward in place on datt: dS = P * (dP - sum_j P dP) * scale, zeros above the diagonal
@@ -563,39 +566,40 @@ static void causal_softmax_backward_rows(float *datt, const float *att, size_t n
     }
 }
 
-void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                            const float *att, size_t B, size_t T, size_t NH, size_t NKV,
+void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                            const float *q, const float *k, const float *v, const float *att,
+                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
                             size_t HS) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS, n = B * NH, m = B * NKV;
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, m = B * NKV;
     const float scale = 1.0f / sqrtf((float)HS);
     const float **p = xmalloc((6 * n + 3 * m) * sizeof *p);
-    const float **q = p, **k = p + n, **v = p + 2 * n, **dA = p + 3 * n, **dO = p + 4 * n;
-    const float **dq = p + 5 * n, **dkv = p + 6 * n, **sA = dkv + m, **sB = sA + m;
-    head_ptrs(q, qkv, B, NH, T * QKV, HS);
-    kv_head_ptrs(k, qkv + CQ, B, NH, G, T * QKV, HS);
-    kv_head_ptrs(v, qkv + CQ + NKV * HS, B, NH, G, T * QKV, HS);
+    const float **qp = p, **kp = p + n, **vp = p + 2 * n, **dA = p + 3 * n, **dO = p + 4 * n;
+    const float **dqp = p + 5 * n, **dkv = p + 6 * n, **sA = dkv + m, **sB = sA + m;
+    head_ptrs(qp, q, B, NH, T * ldq, HS);
+    kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
+    kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
     head_ptrs(dO, dout, B, NH, T * CQ, HS);
-    head_ptrs(dq, dqkv, B, NH, T * QKV, HS);
+    head_ptrs(dqp, dq, B, NH, T * ldq, HS);
     // dP = dout_h v_{h/G}^T
-    matmul_batch("nt", n, (float *const *)dA, dO, v, T, T, HS, 1.0f, 0.0f, CQ, QKV, T);
+    matmul_batch("nt", n, (float *const *)dA, dO, vp, T, T, HS, 1.0f, 0.0f, CQ, ldkv, T);
     // dv_g += sum over the group's query heads of P_h^T dout_h: one batch per group slot j,
     // so the items of a batch write distinct kv heads (the native engine runs them in parallel)
-    head_ptrs(dkv, dqkv + CQ + NKV * HS, B, NKV, T * QKV, HS);
+    head_ptrs(dkv, dv, B, NKV, T * ldkv, HS);
     for (size_t j = 0; j < G; j++) {
         group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
         group_slot_ptrs(sB, dout, B, NKV, G, j, T * CQ, HS);
-        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, CQ, QKV);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, CQ, ldkv);
     }
     causal_softmax_backward_rows(datt, att, B * NH * T, T, scale);
     // dq_h += dS_h k_{h/G}; dk_g += sum over slots of dS_h^T q_h
-    matmul_batch("nn", n, (float *const *)dq, dA, k, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
-    head_ptrs(dkv, dqkv + CQ, B, NKV, T * QKV, HS);
+    matmul_batch("nn", n, (float *const *)dqp, dA, kp, T, HS, T, 1.0f, 1.0f, T, ldkv, ldq);
+    head_ptrs(dkv, dk, B, NKV, T * ldkv, HS);
     for (size_t j = 0; j < G; j++) {
         group_slot_ptrs(sA, datt, B, NKV, G, j, NH * T * T, T * T);
-        group_slot_ptrs(sB, qkv, B, NKV, G, j, T * QKV, HS);
-        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, QKV, QKV);
+        group_slot_ptrs(sB, q, B, NKV, G, j, T * ldq, HS);
+        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, ldq, ldkv);
     }
     free(p);
 }

@@ -100,19 +100,26 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
 
-// Grouped-query causal attention (docs/llama.md 3.4) on a fused qkv (B, T, QKV), QKV =
-// (NH + 2*NKV)*HS: columns q | k | v; query head h at [h*HS, (h+1)*HS), kv head g's k at
-// NH*HS + g*HS and its v at (NH + NKV)*HS + g*HS. Query head h reads kv head h / (NH/NKV);
-// scores scale HS^-0.5. att (B,NH,T,T) receives the probabilities (zeros above the
-// diagonal), out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0
-// (checked). With NKV == NH this is attention_forward with C = NH*HS.
-void attention_gqa_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
-                           size_t NH, size_t NKV, size_t HS);
-// dqkv (B,T,QKV) ACCUMULATES; a kv head's dk/dv sum over its NH/NKV query heads in a fixed
-// order (one product per group slot, so no two threads write one element). datt is scratch
-// of att's size (overwritten).
-void attention_gqa_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                            const float *att, size_t B, size_t T, size_t NH, size_t NKV, size_t HS);
+// Grouped-query causal attention (docs/llama.md 3.4). Element (b, t, c) of q is at
+// q[(b*T + t)*ldq + c], of k and v at [(b*T + t)*ldkv + c]: query head h at columns
+// [h*HS, (h+1)*HS) of q, kv head g at [g*HS, (g+1)*HS) of k and v (separate (N, NH*HS) and
+// (N, NKV*HS) buffers: ldq = NH*HS, ldkv = NKV*HS; a fused (N, (NH+2*NKV)*HS) qkv: k = q + NH*HS,
+// v = k + NKV*HS, both strides the fused width). Query head h reads kv head h / (NH/NKV);
+// scores scale HS^-0.5; with window W > 0 query t sees keys t-W+1..t only (Mistral's sliding
+// window; 0: all earlier keys). att (B,NH,T,T) receives the probabilities (zeros elsewhere),
+// out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0 (checked). With
+// NKV == NH on a fused qkv this is attention_forward with C = NH*HS, bit for bit.
+void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                           size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
+                           size_t HS, size_t window);
+// dq, dk, dv (laid out as q, k, v) ACCUMULATE; a kv head's dk/dv sum over its NH/NKV query
+// heads in a fixed order (one product per group slot, so no two threads write one element).
+// datt is scratch of att's size (overwritten). The window needs no argument: the keys it hides
+// have probability 0 in att, so they get no gradient.
+void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                            const float *q, const float *k, const float *v, const float *att,
+                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
+                            size_t HS);
 
 // Plain scalar twins of the two vectorised/parallel kernels above (double inside, libm expf),
 // for tests. rope_forward is already a plain loop and has no twin.

@@ -9,40 +9,49 @@
 #include "ops.h"
 #include "sgemm.h"
 
-bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t in, size_t out,
-                  QuantType type, size_t blocksize, bool double_quant, const char *label,
-                  Error *err) {
+bool qlinear_init_rows(QLinear *l, const float *w_out_in, const float *bias, size_t in, size_t out,
+                       QuantType type, size_t blocksize, bool double_quant, const char *label,
+                       Error *err) {
     memset(l, 0, sizeof *l);
     l->in = in;
     l->out = out;
     l->type = type;
-    float *wt = xmalloc_aligned(in * out * sizeof(float));
-    #pragma omp parallel for schedule(static)
-    for (size_t o = 0; o < out; o++)
-        for (size_t i = 0; i < in; i++) wt[o * in + i] = w_in_out[i * out + o];
     bool ok = true;
     switch (type) {
     case QUANT_NONE:
-        l->w = wt;
-        wt = NULL;
+        l->w = xmalloc_aligned(in * out * sizeof(float));
+        memcpy(l->w, w_out_in, in * out * sizeof(float));
         break;
     case QUANT_NF4:
     case QUANT_FP4:
-        ok = q4_quantize(&l->q4, wt, in * out, type, blocksize, double_quant, label, err);
+        ok = q4_quantize(&l->q4, w_out_in, in * out, type, blocksize, double_quant, label, err);
         break;
     case QUANT_INT8:
-        ok = qint_quantize(&l->qi, wt, in * out, type, blocksize, label, err);
+        ok = qint_quantize(&l->qi, w_out_in, in * out, type, blocksize, label, err);
         break;
     default:
         ok = error_set(err, "%s: weights cannot be stored as %s (use none, nf4, fp4 or int8)",
                        label, quant_name(type));
     }
-    free(wt);
     if (!ok) return false;
     CHECK(type == QUANT_NONE || in % blocksize == 0);  // model.c rejects other sizes first
-    l->bias = xmalloc(out * sizeof(float));
-    memcpy(l->bias, bias, out * sizeof(float));
+    if (bias) {
+        l->bias = xmalloc(out * sizeof(float));
+        memcpy(l->bias, bias, out * sizeof(float));
+    }
     return true;
+}
+
+bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t in, size_t out,
+                  QuantType type, size_t blocksize, bool double_quant, const char *label,
+                  Error *err) {
+    float *wt = xmalloc_aligned(in * out * sizeof(float));
+    #pragma omp parallel for schedule(static)
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++) wt[o * in + i] = w_in_out[i * out + o];
+    bool ok = qlinear_init_rows(l, wt, bias, in, out, type, blocksize, double_quant, label, err);
+    free(wt);
+    return ok;
 }
 
 void qlinear_free(QLinear *l) {
@@ -175,7 +184,7 @@ void qlinear_forward(const QLinear *l, float *y, const float *x, size_t N, float
             matmul_nt(y + r0, x, scratch, N, r1 - r0, l->in, 1.0f, 0.0f, l->in, l->in, l->out);
         }
     }
-    bias_add(y, l->bias, N, l->out);
+    if (l->bias) bias_add(y, l->bias, N, l->out);
 }
 
 void qlinear_backward_input(const QLinear *l, float *dx, const float *dy, size_t N,

@@ -25,13 +25,17 @@ typedef struct {
     float *w;            // [out, in] when type == QUANT_NONE, owned
     Q4Tensor q4;         // NF4 / FP4
     QIntTensor qi;       // INT8
-    float *bias;         // [out], owned, never quantized
+    float *bias;         // [out], owned, never quantized; NULL: the layer has no bias
     bool bf16;           // multiply in bf16 with fp32 sums (set by model_set_bf16)
 } QLinear;
 
-// Take W given in HF Conv1D layout [in, out] (w_in_out, not kept) and store it transposed
-// as [out, in] in the chosen format; blocks run along the input dimension as transformers
-// + bitsandbytes do. bias [out] is copied. label names the tensor in errors.
+// Take W given as [out, in] (nn.Linear's layout; w_out_in is not kept) and store it in the
+// chosen format; blocks run along the input dimension as transformers + bitsandbytes do.
+// bias [out] is copied, or NULL for a layer without one. label names the tensor in errors.
+bool qlinear_init_rows(QLinear *l, const float *w_out_in, const float *bias, size_t in, size_t out,
+                       QuantType type, size_t blocksize, bool double_quant, const char *label,
+                       Error *err);
+// The same from W in HF Conv1D layout [in, out] (GPT-2's files), transposed first.
 bool qlinear_init(QLinear *l, const float *w_in_out, const float *bias, size_t in, size_t out,
                   QuantType type, size_t blocksize, bool double_quant, const char *label,
                   Error *err);

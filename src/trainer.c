@@ -34,12 +34,11 @@ static void set_from_lora(TrainableSet *s, LoraSet *lora) {
     for (int i = 0; i < lora->n_layer * LORA_N_TARGETS; i++) {
         LoraLinear *l = &lora->lin[i];
         if (!l->A) continue;
-        const int layer = i / LORA_N_TARGETS;
-        const char *path = lora_target_path((LoraTarget)(i % LORA_N_TARGETS));
+        const int layer = i / LORA_N_TARGETS, t = i % LORA_N_TARGETS;
         char name[160];
-        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_A.weight", layer, path);
+        lora_key(&lora->shapes, layer, t, false, name, sizeof name);
         set_add(s, name, l->A, l->dA, R * l->in, true);
-        snprintf(name, sizeof name, "base_model.model.transformer.h.%d.%s.lora_B.weight", layer, path);
+        lora_key(&lora->shapes, layer, t, true, name, sizeof name);
         set_add(s, name, l->B, l->dB, R * l->out, true);
     }
     s->grads = lora->grads;

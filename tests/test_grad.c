@@ -67,7 +67,7 @@ static void test_lora_grads(void) {
     static const char *const MOD[4] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
     for (int l = 0; l < m.cfg.n_layer; l++)
         for (int t = 0; t < 4; t++) {
-            const LoraLinear *ll = &ls.lin[l * 4 + t];
+            const LoraLinear *ll = &ls.lin[l * LORA_N_TARGETS + t];
             char key[200];
             snprintf(key, sizeof key, "lora.base_model.model.transformer.h.%d.%s.lora_A.weight", l, MOD[t]);
             compare(key, ll->dA, (size_t)ls.r * ll->in);
@@ -108,7 +108,7 @@ static void test_full_grads(void) {
 // Replace every NF4 linear of m by fp32 holding its dequantized weights.
 static void dequantize_in_place(Model *m) {
     for (int l = 0; l < m->cfg.n_layer; l++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
+        for (int t = 0; t < model_lora_shapes(&m->cfg).n; t++) {
             QLinear *q = &m->blocks[l].lin[t];
             float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
             qlinear_rows(q, 0, q->out, w);

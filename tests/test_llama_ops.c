@@ -397,6 +397,21 @@ static double gqa_loss(const double *p, const void *ctx) {
     return loss;
 }
 
+// The kernels on a fused qkv (B,T,(NH+2*NKV)*HS): q, k, v are column ranges of one row.
+static void gqa_fused_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
+                              size_t NH, size_t NKV, size_t HS) {
+    const size_t QKV = (NH + 2 * NKV) * HS, CQ = NH * HS, CKV = NKV * HS;
+    attention_gqa_forward(out, att, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, B, T, NH, NKV, HS, 0);
+}
+
+static void gqa_fused_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                               const float *att, size_t B, size_t T, size_t NH, size_t NKV,
+                               size_t HS) {
+    const size_t QKV = (NH + 2 * NKV) * HS, CQ = NH * HS, CKV = NKV * HS;
+    attention_gqa_backward(dqkv, dqkv + CQ, dqkv + CQ + CKV, datt, dout, qkv, qkv + CQ,
+                           qkv + CQ + CKV, att, QKV, QKV, B, T, NH, NKV, HS);
+}
+
 static void test_gqa_case(size_t NH, size_t NKV) {
     const size_t B = 2, T = 7, HS = 8, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS;
     const size_t nqkv = B * T * QKV, nout = B * T * CQ, natt = B * NH * T * T;
@@ -410,12 +425,12 @@ static void test_gqa_case(size_t NH, size_t NKV) {
     GqaCtx c = {B, T, NH, NKV, HS, dd};
     gqa_ref(od, p, &c);
     for (size_t i = 0; i < nout; i++) ref[i] = (float)od[i];
-    attention_gqa_forward(out, att, qkv, B, T, NH, NKV, HS);
+    gqa_fused_forward(out, att, qkv, B, T, NH, NKV, HS);
     char what[100];
     // the tolerance of test_ops.c's attention check: fp32 products over HS and T terms
     snprintf(what, sizeof what, "attention_gqa_forward NH %zu NKV %zu vs double", NH, NKV);
     EXPECT_CLOSE(what, out, ref, nout, 1e-6, 1e-5);
-    attention_gqa_backward(dqkv, datt, dout, qkv, att, B, T, NH, NKV, HS);
+    gqa_fused_backward(dqkv, datt, dout, qkv, att, B, T, NH, NKV, HS);
     snprintf(what, sizeof what, "attention_gqa_backward NH %zu NKV %zu", NH, NKV);
     fd_check(what, gqa_loss, &c, p, 0, nqkv, dqkv, 51 + NKV);
     // every kv column gets gradient (a wrong group mapping leaves some at zero)
@@ -440,9 +455,9 @@ static void test_gqa(void) {
     fill(qkv, n, 1.0f, 0.0f, 61);
     fill(dout, B * T * C, 1.0f, 0.0f, 62);
     attention_forward(o1, a1, qkv, B, T, C, NH);
-    attention_gqa_forward(o2, a2, qkv, B, T, NH, NH, HS);
+    gqa_fused_forward(o2, a2, qkv, B, T, NH, NH, HS);
     attention_backward(d1, s1, dout, qkv, a1, B, T, C, NH);
-    attention_gqa_backward(d2, s2, dout, qkv, a2, B, T, NH, NH, HS);
+    gqa_fused_backward(d2, s2, dout, qkv, a2, B, T, NH, NH, HS);
     EXPECT(memcmp(o1, o2, B * T * C * sizeof(float)) == 0 && memcmp(a1, a2, na * sizeof(float)) == 0,
            "attention_gqa_forward with NKV == NH == attention_forward (bitwise)");
     EXPECT(memcmp(d1, d2, n * sizeof(float)) == 0,
@@ -497,7 +512,7 @@ static void llama_block(float *x, const SafeTensors *st, int l, size_t B, size_t
     }
     rope_forward(qkv, ct, st_, B, T, ENH, EHS, EQKV);
     rope_forward(qkv + ENH * EHS, ct, st_, B, T, ENKV, EHS, EQKV);
-    attention_gqa_forward(a, att, qkv, B, T, ENH, ENKV, EHS);
+    gqa_fused_forward(a, att, qkv, B, T, ENH, ENKV, EHS);
     snprintf(key, sizeof key, "model.layers.%d.self_attn.o_proj.weight", l);
     w = load_f32(st, key, EH * ENH * EHS);
     linear(o, EH, a, w, N, ENH * EHS, EH);

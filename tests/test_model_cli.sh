@@ -39,9 +39,13 @@ expect 2 "the model's context is 32" "$Q" generate --model tests/ref/tiny --prom
 
 # bad model folders
 expect 2 "$tmp/none/config.json: cannot open" "$Q" eval --model "$tmp/none" --text "$tmp/ab.txt"
+cp -r tests/ref/tiny "$tmp/bert"
+sed -i 's/"model_type": "gpt2"/"model_type": "bert"/' "$tmp/bert/config.json"
+expect 2 '"model_type" is "bert", expected gpt2, llama, mistral or qwen2' "$Q" eval --model "$tmp/bert" --text "$tmp/ab.txt"
+# a GPT-2 folder relabelled llama: the LLaMA fields are missing, named
 cp -r tests/ref/tiny "$tmp/llama"
 sed -i 's/"model_type": "gpt2"/"model_type": "llama"/' "$tmp/llama/config.json"
-expect 2 'only "gpt2" models are supported' "$Q" eval --model "$tmp/llama" --text "$tmp/ab.txt"
+expect 2 'config.json: missing "num_hidden_layers"' "$Q" eval --model "$tmp/llama" --text "$tmp/ab.txt"
 cp -r tests/ref/tiny "$tmp/wide"
 sed -i 's/"n_embd": 64/"n_embd": 128/' "$tmp/wide/config.json"
 expect 2 "tensor 'wte.weight': shape [257, 64], config.json expects [257, 128]" "$Q" eval --model "$tmp/wide" --quant none --text "$tmp/ab.txt"

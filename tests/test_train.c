@@ -377,7 +377,7 @@ int main(void) {
         {"lora_r: many\n", "bad.yaml:1: lora_r: expected an integer, found 'many'"},
         {"\n\nlora_dropout: 1.5\n", "bad.yaml:3: lora_dropout: 1.5 is out of range [0, 0.99]"},
         {"method: qlora\nmethod: full\n", "bad.yaml:2: key 'method' given twice (first on line 1)"},
-        {"lora_target_modules: [c_attn, q_proj]\n", "bad.yaml:1: lora_target_modules: unknown LoRA target module 'q_proj'"},
+        {"lora_target_modules: [c_attn, qq_proj]\n", "bad.yaml:1: lora_target_modules: unknown LoRA target module 'qq_proj'"},
         {"quant: nf3\n", "bad.yaml:1: quant: expected one of nf4|fp4|int8|none, found 'nf3'"},
         {"dataset: x\n", "the job sets no base_model"},
         {"seed: 'unterminated\n", "bad.yaml:2: invalid YAML"},

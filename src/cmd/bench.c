@@ -179,9 +179,9 @@ static void random_dataset(Dataset *d, size_t B, size_t T, int vocab, Rng *rng) 
 static void bench_trainer(Trainer *t, Model *m, LoraSet *lora, const Dataset *d, const BenchOpts *o, Rng *rng) {
     const bool full = strcmp(o->method, "full") == 0;
     if (!full) {
-        bool targets[LORA_N_TARGETS];
-        lora_parse_target("all-linear", targets, &(Error){0});
+        bool targets[LORA_N_TARGETS] = {0};
         LoraShapes shapes = model_lora_shapes(&m->cfg);
+        lora_parse_target(&shapes, "all-linear", targets, &(Error){0});
         lora_create(lora, m->cfg.n_layer, &shapes, (int)o->r, 16.0f, 0.0f, false, targets, rng);
     }
     TrainerOptions opt = {.micro_batch = (size_t)o->B, .accumulation = 1, .seq_len = (size_t)o->T,

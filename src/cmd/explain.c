@@ -137,7 +137,7 @@ static void explain_memory_7b(Explain *ex) {
     ModelShape s;
     shape_preset("llama-7b", &s);
     MemJob j = {.B = 1, .T = 512, .lora_r = 8, .gradient_checkpointing = true, .quant_blocksize = 64};
-    lora_parse_target("all-linear", j.targets, &(Error){0});
+    for (int t = 0; t < LORA_N_TARGETS; t++) j.targets[t] = true;  // every linear
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
     say(ex, "\nwhat training adds (LLaMA-7B, %.3g parameters; batch 1 x 512, gradient checkpointing, LoRA r=8 on all "
@@ -373,7 +373,7 @@ static void explain_lora(Explain *ex) {
             8 * (lin[i].in + lin[i].out), 100.0 * 8 * (lin[i].in + lin[i].out) / (double)(lin[i].in * lin[i].out));
     ModelShape s;
     bool all[LORA_N_TARGETS], attn[LORA_N_TARGETS] = {true, false, false, false};
-    lora_parse_target("all-linear", all, &(Error){0});
+    for (int t = 0; t < LORA_N_TARGETS; t++) all[t] = true;
     shape_preset("gpt2", &s);
     say(ex, "GPT-2 small (%.0f parameters): r=8 on all linears %.0f trainable, on c_attn only %.0f\n", shape_params(&s),
         shape_lora_params(&s, 8, all), shape_lora_params(&s, 8, attn));

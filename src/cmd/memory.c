@@ -22,8 +22,9 @@ static bool parse_targets(const char *opt, const char *value, void *field, Error
     snprintf(list, sizeof list, "%s", value);
     memset(t, 0, LORA_N_TARGETS * sizeof(bool));
     Error e = {0};
+    const LoraShapes gpt2 = model_lora_shapes(&(GPT2Config){.arch = ARCH_GPT2});
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
-        if (!lora_parse_target(tok, t, &e)) return error_set(err, "%s: %s", opt, e.msg);
+        if (!lora_parse_target(&gpt2, tok, t, &e)) return error_set(err, "%s: %s", opt, e.msg);
     return true;
 }
 
@@ -133,7 +134,7 @@ static void print_formats(double n, size_t blocksize, bool json) {
 
 int cmd_memory(int argc, char **argv) {
     MemoryArgs a = {.format = "text", .batch = 1, .seq = 512, .lora_r = 8, .blocksize = QUANT_DEFAULT_BLOCK};
-    lora_parse_target("all-linear", a.targets, &(Error){0});
+    for (int t = 0; t < LORA_N_TARGETS; t++) a.targets[t] = true;  // every linear
     int rc = cli_parse(&MEMORY, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
     ModelShape s;

@@ -141,8 +141,10 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
     const QuantConfig q = job_quant(c);
     MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = (int)c->lora_r,
                 .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = (size_t)c->quant_blocksize};
-    for (int i = 0; i < c->n_lora_target_modules; i++) lora_parse_target(c->lora_target_modules[i], j.targets, &(Error){0});
-    if (c->lora_target_linear) lora_parse_target("all-linear", j.targets, &(Error){0});
+    const LoraShapes shapes = model_lora_shapes(mc);
+    for (int i = 0; i < c->n_lora_target_modules; i++)
+        lora_parse_target(&shapes, c->lora_target_modules[i], j.targets, &(Error){0});
+    if (c->lora_target_linear) lora_parse_target(&shapes, "all-linear", j.targets, &(Error){0});
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
     const MemRow *p = &rows[memory_method(c->method == METHOD_FULL, q.type, q.double_quant)];
@@ -232,8 +234,10 @@ static void setup_model(Run *r, const char *resume) {
         r->lora.dropout = (float)c->lora_dropout;  // the job's dropout applies in training
     } else {
         bool targets[LORA_N_TARGETS] = {0};
-        for (int i = 0; i < c->n_lora_target_modules; i++) CHECK(lora_parse_target(c->lora_target_modules[i], targets, &err));
-        if (c->lora_target_linear) CHECK(lora_parse_target("all-linear", targets, &err));
+        for (int i = 0; i < c->n_lora_target_modules; i++)
+            if (!lora_parse_target(&shapes, c->lora_target_modules[i], targets, &err))
+                die(EXIT_BAD_INPUT, "lora_target_modules: %s (base_model %s)", err.msg, c->base_model);
+        if (c->lora_target_linear) CHECK(lora_parse_target(&shapes, "all-linear", targets, &err));
         Rng rng;
         rng_seed(&rng, (uint64_t)c->seed);
         lora_create(&r->lora, r->model.cfg.n_layer, &shapes, (int)c->lora_r, (float)c->lora_alpha,
