@@ -53,7 +53,7 @@ static const KeySpec KEYS[] = {
     {"lora_r", NUM(K_INT, lora_r), 1, 4096, NULL, "8", "LoRA rank r"},
     {"lora_alpha", NUM(K_FLOAT, lora_alpha), 1e-6, 1e6, NULL, "16", "LoRA alpha; the update is scaled by lora_alpha / lora_r"},
     {"lora_dropout", NUM(K_FLOAT, lora_dropout), 0, 0.99, NULL, "0.05", "dropout on the LoRA branch's input (the base model's own dropouts are not applied)"},
-    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, NULL, 0, 0, NULL, "[c_attn, c_proj, c_fc]", "linears that get adapters: c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc, or all-linear"},
+    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, NULL, 0, 0, NULL, "[all-linear]", "linears that get adapters, by PEFT name: GPT-2 c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc; LLaMA family q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; or all-linear"},
     {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
     {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
     {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},

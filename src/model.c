@@ -134,6 +134,20 @@ void model_set_bf16(Model *m, bool on) {
         for (int t = 0; t < LORA_N_TARGETS; t++) m->blocks[l].lin[t].bf16 = on;
 }
 
+double model_param_count(const GPT2Config *c) {
+    const ArchOps *ops = arch_ops(c);
+    const LoraShapes s = model_lora_shapes(c);
+    double n = c->tied ? 0 : (double)c->vocab_size * c->n_embd;
+    for (int k = 0; k < ops->n_globals; k++) n += (double)param_floats(c, &ops->globals[k]);
+    for (int k = 0; k < ops->n_params; k++) {
+        const ParamSpec *ps = &ops->params[k];
+        const size_t t = (size_t)ps->target;
+        n += c->n_layer * (ps->kind == PARAM_ARRAY ? (double)param_floats(c, ps)
+                           : ps->kind == PARAM_LIN_B ? (double)s.out[t] : (double)s.in[t] * s.out[t]);
+    }
+    return n;
+}
+
 ModelBytes model_bytes(const Model *m) {
     ModelBytes r = {0};
     const ArchOps *ops = arch_ops(&m->cfg);

@@ -99,6 +99,9 @@ LoraShapes model_lora_shapes(const GPT2Config *cfg);
 // the model's own once it is known); else false + err listing the names.
 bool model_lora_target_known(const char *name, Error *err);
 
+// Parameters of a model of config c (embeddings, an untied head, norms, linears, biases).
+double model_param_count(const GPT2Config *c);
+
 // Bytes resident for the model, by kind (from the parameter table: 2-D model-wide arrays are
 // embeddings, the rest of the fp32 arrays and the linears' biases are norms_and_biases).
 typedef struct {

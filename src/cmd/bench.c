@@ -121,7 +121,7 @@ static const char *const ENGINES[] = {"auto", "openblas", "native", NULL};
 
 static const CliOption BENCH_OPTIONS[] = {
     {"--model", CLI_STR(BenchOpts, model_dir), "DIR", "a model folder to load (instead of a preset)"},
-    {"--preset", CLI_STR(BenchOpts, preset), "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or tiny, initialised at random in memory"},
+    {"--preset", CLI_STR(BenchOpts, preset), "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, smollm2-135m, smollm2-360m, qwen2.5-0.5b, tinyllama-1.1b or llama-tiny, initialised at random in memory"},
     {"--method", CLI_CHOICE(BenchOpts, method), NULL, "what is trained", .choices = METHODS},
     {"--quant", CLI_CHOICE(BenchOpts, quant), NULL, "storage of the frozen linears (method qlora; none means lora)", .choices = QUANTS},
     {"--no-double-quant", CLI_FLAG(BenchOpts, no_double_quant), NULL, "keep the NF4/FP4 block scales in fp32"},

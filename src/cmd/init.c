@@ -1,10 +1,14 @@
-// cmd/init.c: `qlora init`, a randomly initialised GPT-2 model folder (Hugging Face layout).
+// cmd/init.c: `qlora init`, a randomly initialised model folder (Hugging Face layout) of a GPT-2
+// or LLaMA-family preset.
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cmd/model_args.h"
 #include "json.h"
+
+#define PRESET_NAMES "gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, smollm2-135m, smollm2-360m, " \
+                     "qwen2.5-0.5b, tinyllama-1.1b or llama-tiny"
 
 typedef struct {
     const char *preset, *out, *tokenizer;
@@ -14,13 +18,13 @@ typedef struct {
 
 #define SHAPE_OPTION(name, f, help) {name, CLI_INT(InitArgs, f), "N", help, .lo = 1, .hi = 1 << 24}
 static const CliOption INIT_OPTIONS[] = {
-    {"--preset", CLI_STR(InitArgs, preset), "NAME", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or tiny",
-     .flags = CLI_REQUIRED},
+    {"--preset", CLI_STR(InitArgs, preset), "NAME", PRESET_NAMES, .flags = CLI_REQUIRED},
     {"--out", CLI_STR(InitArgs, out), "DIR", "the folder to write", .flags = CLI_REQUIRED},
     {"--seed", CLI_INT(InitArgs, seed), "S", "seed of the random weights", .lo = 0, .hi = (double)(1L << 62)},
-    {"--tokenizer", CLI_STR(InitArgs, tokenizer), "DIR", "copy vocab.json and merges.txt from DIR"},
+    {"--tokenizer", CLI_STR(InitArgs, tokenizer), "DIR",
+     "copy the tokenizer's files from DIR (vocab.json + merges.txt, or tokenizer.json)"},
     SHAPE_OPTION("--n-layer", n_layer, "layers instead of the preset's"),
-    SHAPE_OPTION("--n-embd", n_embd, "width instead of the preset's (the MLP is 4 times as wide)"),
+    SHAPE_OPTION("--n-embd", n_embd, "width instead of the preset's (the MLP keeps the preset's ratio)"),
     SHAPE_OPTION("--n-head", n_head, "attention heads instead of the preset's"),
     SHAPE_OPTION("--n-positions", n_positions, "context length instead of the preset's"),
     SHAPE_OPTION("--vocab-size", vocab_size, "vocabulary size instead of the preset's"),
@@ -31,11 +35,13 @@ static const CliOption INIT_OPTIONS[] = {
 static const CliCommand INIT = {
     .name = "init",
     .about =
-    "Writes a randomly initialised GPT-2 in the Hugging Face layout (config.json,\n"
-    "model.safetensors, vocab.json, merges.txt): weights N(0, 0.02), residual projections\n"
-    "N(0, 0.02/sqrt(2*n_layer)), biases 0, layer norms 1. The tokenizer files are copied from\n"
-    "--tokenizer DIR, or else a byte-level vocabulary (256 bytes + <|endoftext|>, no merges)\n"
-    "is written. The --n-* and --vocab-size options override the preset's shape.\n",
+    "Writes a randomly initialised model in the Hugging Face layout (config.json,\n"
+    "model.safetensors and the tokenizer's files): a GPT-2 (gpt2 ... tiny) or a LLaMA-family\n"
+    "shape (smollm2-135m, smollm2-360m, qwen2.5-0.5b, tinyllama-1.1b, llama-tiny). Weights\n"
+    "N(0, 0.02), GPT-2's residual projections N(0, 0.02/sqrt(2*n_layer)), biases 0, norms 1.\n"
+    "The tokenizer files are copied from --tokenizer DIR, or else a byte-level vocabulary (256\n"
+    "bytes + <|endoftext|>, no merges) is written. The --n-* and --vocab-size options override\n"
+    "the preset's shape.\n",
     .options = INIT_OPTIONS};
 
 // A byte-level vocabulary: the 256 byte symbols (ids = byte values) and <|endoftext|> = 256.
@@ -61,14 +67,26 @@ static bool write_byte_vocab(const char *dir, Error *err) {
 static GPT2Config init_config(const InitArgs *a) {
     GPT2Config cfg;
     if (!model_preset(a->preset, &cfg))
-        cli_usage_error("init", "unknown preset '%s' (gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny)", a->preset);
+        cli_usage_error("init", "unknown preset '%s' (%s)", a->preset, PRESET_NAMES);
     if (a->n_layer) cfg.n_layer = (int)a->n_layer;
-    if (a->n_embd) cfg.n_embd = (int)a->n_embd, cfg.n_inner = 4 * (int)a->n_embd;
+    if (a->n_embd) {  // the MLP keeps its ratio, rounded up to a multiple of 64
+        const double ratio = (double)cfg.n_inner / cfg.n_embd;
+        cfg.n_embd = (int)a->n_embd;
+        cfg.n_inner = ((int)(ratio * cfg.n_embd + 0.5) + 63) / 64 * 64;
+    }
     if (a->n_head) cfg.n_head = (int)a->n_head;
+    if (cfg.arch == ARCH_GPT2) cfg.n_kv_head = cfg.n_head;
     if (a->n_positions) cfg.n_positions = (int)a->n_positions;
     if (a->vocab_size) cfg.vocab_size = (int)a->vocab_size;
     if (cfg.n_embd % cfg.n_head)
         cli_usage_error("init", "n_embd %d is not a multiple of n_head %d", cfg.n_embd, cfg.n_head);
+    if (cfg.n_head % cfg.n_kv_head)
+        cli_usage_error("init", "n_head %d is not a multiple of the preset's %d key/value heads", cfg.n_head,
+                        cfg.n_kv_head);
+    cfg.head_dim = cfg.n_embd / cfg.n_head;
+    if (cfg.arch != ARCH_GPT2 && cfg.head_dim % 2)
+        cli_usage_error("init", "head_dim n_embd / n_head = %d must be even (rotary pairs)", cfg.head_dim);
+    cfg.bos_id = cfg.eos_id = cfg.vocab_size - 1;
     return cfg;
 }
 
@@ -85,13 +103,19 @@ static void init_folder(const InitArgs *a, int vocab_size) {
         die(EXIT_BAD_INPUT, "%s already exists; refusing to overwrite a model (use --force)", path);
     Error err = {0};
     bool ok = true;
-    for (int k = 0; a->tokenizer && ok && k < 2; k++) {
-        static const char *const FILES[2] = {"vocab.json", "merges.txt"};
+    static const char *const FILES[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                        "special_tokens_map.json"};
+    int copied = 0;
+    for (size_t k = 0; a->tokenizer && ok && k < sizeof FILES / sizeof FILES[0]; k++) {
         char from[4096];
         snprintf(from, sizeof from, "%s/%s", a->tokenizer, FILES[k]);
         snprintf(path, sizeof path, "%s/%s", a->out, FILES[k]);
+        if (stat(from, &st) != 0) continue;
         ok = copy_file_atomic(from, path, &err);
+        copied++;
     }
+    if (a->tokenizer && ok && copied == 0)
+        die(EXIT_BAD_INPUT, "%s: no tokenizer files (vocab.json + merges.txt, or tokenizer.json)", a->tokenizer);
     if (!a->tokenizer) ok = write_byte_vocab(a->out, &err);
     if (!ok) die_error(&err);
     Tokenizer *t = cmd_load_tokenizer(a->out, 0);
@@ -110,10 +134,8 @@ int cmd_init(int argc, char **argv) {
     double t0 = time_now();
     Error err = {0};
     if (!model_write_random(&cfg, a.out, (uint64_t)a.seed, &err)) die_error(&err);
-    double params = (double)cfg.vocab_size * cfg.n_embd + (double)cfg.n_positions * cfg.n_embd +
-                    cfg.n_layer * (12.0 * cfg.n_embd * cfg.n_embd + 13.0 * cfg.n_embd) + 2.0 * cfg.n_embd;
-    printf("wrote %s: %s-shaped GPT-2, %d layers, n_embd %d, %d heads, vocab %d, %.0f parameters "
-           "(%.1f s)\n", a.out, a.preset, cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, params,
-           time_now() - t0);
+    printf("wrote %s: %s-shaped %s, %d layers, n_embd %d, %d heads, vocab %d, %.0f parameters "
+           "(%.1f s)\n", a.out, a.preset, cfg.arch == ARCH_GPT2 ? "GPT-2" : "LLaMA-family model", cfg.n_layer,
+           cfg.n_embd, cfg.n_head, cfg.vocab_size, model_param_count(&cfg), time_now() - t0);
     return 0;
 }
