@@ -21,12 +21,12 @@ BUILD=build/device
 ARCH=-march=x86-64-v4
 OUTD=out-device
 sh scripts/deps.sh
-for a in "$L/openblas-openmp/libopenblas.a" "$L/libyaml.a" "$L/libpcre2-8.a"; do
+for a in "$L/openblas-openmp/libopenblas.a" "$L/libyaml.a" "$L/libpcre2-8.a" "$L/libutf8proc.a"; do
     [ -f "$a" ] || { echo "device-bundle: missing static library $a" >&2; exit 1; }
 done
 # libcjson: Debian 12 ships no libcjson.a, so it stays shared and is carried in lib/
 if [ -f "$L/libcjson.a" ]; then CJSON="$L/libcjson.a"; else CJSON=-lcjson; fi
-STATIC_LIBS="$L/openblas-openmp/libopenblas.a $L/libyaml.a $L/libpcre2-8.a $CJSON -lm"
+STATIC_LIBS="$L/openblas-openmp/libopenblas.a $L/libyaml.a $L/libpcre2-8.a $L/libutf8proc.a $CJSON -lm"
 # the fortran runtime only if this OpenBLAS's objects that we pull in need it (0.3.21: no)
 TESTS="test_sgemm"
 [ -f tests/test_bgemm.c ] && TESTS="$TESTS test_bgemm"
