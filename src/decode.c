@@ -11,12 +11,13 @@
 
 #include "arch.h"
 
-KVCache *kv_create(const Model *m, const LoraSet *lora) {
+KVCache *kv_create(const Model *m, const LoraSet *lora, int max_len) {
     const GPT2Config *c = &m->cfg;
     const ArchOps *ops = arch_ops(c);
     const size_t L = (size_t)c->n_layer, C = (size_t)c->n_embd, F = (size_t)c->n_inner;
     const size_t CQ = (size_t)c->n_head * (size_t)c->head_dim, CKV = (size_t)c->n_kv_head * (size_t)c->head_dim;
-    const size_t P = (size_t)c->n_positions, R = lora ? (size_t)lora->r : 1;
+    const size_t P = max_len > 0 && max_len < c->n_positions ? (size_t)max_len : (size_t)c->n_positions;
+    const size_t R = lora ? (size_t)lora->r : 1;
     KVCache *kv = xcalloc(1, sizeof *kv);
     kv->P = (int)P;
     kv->max_threads = omp_get_max_threads();
@@ -45,6 +46,8 @@ void kv_free(KVCache *kv) {
 }
 
 int kv_len(const KVCache *kv) { return kv->len; }
+
+int kv_capacity(const KVCache *kv) { return kv->P; }
 
 void kv_attend(KVCache *kv, int l, float *out, const float *q, size_t q_stride, size_t N,
                size_t pos0, size_t NH, size_t NKV, size_t HS, size_t window) {

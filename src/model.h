@@ -1,6 +1,7 @@
 // model.h: the model layer's public interface. A GPT-2 (docs/formats.md, "GPT-2 layer math")
-// loaded from a Hugging Face model folder, with the four linears of every block frozen in a
-// chosen format (qlinear.h) and embeddings, biases and layer norms in fp32. Forward pass over
+// or LLaMA-family model (docs/llama.md: llama, mistral, qwen2) loaded from a Hugging Face model
+// folder, with the linears of every block (GPT-2's four, LLaMA's seven) frozen in a chosen
+// format (qlinear.h) and embeddings, biases and norms in fp32. Forward pass over
 // (B,T) token batches with optional LoRA adapters, chunked cross-entropy, the backward for
 // training, and an incremental KV-cache path for generation.
 // Shape letters: B batch, T time, C = n_embd, NH heads, F = n_inner (4C), V vocab,
@@ -11,10 +12,11 @@
 //   model.c     the driver every architecture shares: embedding -> blocks -> final norm ->
 //               loss head and back, the adapted linear (qlinear + LoRA + dropout), parameters
 //   gpt2.c      the GPT-2 block: its parameter and activation tables, forward, backward, step
+//   llama.c     the LLaMA-family block (RMSNorm, RoPE, grouped-query attention, SwiGLU)
 //   decode.c    the KV cache and model_step
-// arch.h is the seam between them: an architecture (GPT-2 today; a LLaMA block with RMSNorm,
-// RoPE, SwiGLU and grouped-query attention next) is an ArchOps of tables and per-block
-// functions, chosen by GPT2Config.arch in one switch.
+// arch.h is the seam between them: an architecture is an ArchOps of tables and per-block
+// functions, chosen by GPT2Config.arch in one switch (the name GPT2Config is historical: it
+// holds every architecture's config).
 // Not here: training (train.c), optimizer (optim.c), tokenizer (tokenizer.c).
 #ifndef QLORA_MODEL_H
 #define QLORA_MODEL_H
@@ -177,13 +179,15 @@ double model_forward_backward(const Model *m, LoraSet *lora, Acts *a, const int 
 
 // Incremental decoding with a KV cache (batch 1).
 typedef struct KVCache KVCache;
-// An empty cache for up to n_positions tokens of m (with lora's rank; lora may be NULL),
-// freed by the caller with kv_free (NULL is a no-op).
-KVCache *kv_create(const Model *m, const LoraSet *lora);
+// An empty cache for up to max_len tokens of m (n_positions when max_len <= 0 or larger; its
+// buffers grow with it: ~3 GB at Qwen2.5's 32768), with lora's rank (lora may be NULL), freed
+// by the caller with kv_free (NULL is a no-op).
+KVCache *kv_create(const Model *m, const LoraSet *lora, int max_len);
 void kv_free(KVCache *kv);
-// Tokens the cache holds.
+// Tokens the cache holds, and the most it can hold.
 int kv_len(const KVCache *kv);
-// Append tokens[0..n) at positions len..len+n-1 (len + n <= n_positions) and write the
+int kv_capacity(const KVCache *kv);
+// Append tokens[0..n) at positions len..len+n-1 (len + n <= the cache's max_len) and write the
 // logits of the last one into logits (V floats).
 void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tokens, int n,
                 float *logits);

@@ -62,7 +62,7 @@ int main(void) {
     acts_free(a);
 
     // KV cache: batch row 1 fed as a 5-token prompt then one token at a time
-    KVCache *kv = kv_create(&m, NULL);
+    KVCache *kv = kv_create(&m, NULL, 0);
     float *step = malloc(V * sizeof(float));
     int kv_ok = 1;
     double worst = 0;
@@ -139,7 +139,7 @@ int main(void) {
             for (size_t i = 0; i < N * V; i++) diff = fmaxf(diff, fabsf(logits2[i] - logits[i]));
             EXPECT(diff > 0.01f, "the adapter changes the logits (max change %.3g)", diff);
             // KV-cache path with the adapter agrees with the full forward
-            KVCache *kv2 = kv_create(&mp, &lora);
+            KVCache *kv2 = kv_create(&mp, &lora, 0);
             float *st2 = malloc(V * sizeof(float));
             model_step(&mp, &lora, kv2, tokens, (int)T, st2);
             EXPECT_CLOSE("KV-cache last logits with adapter", st2, logits2 + (T - 1) * V, V,

@@ -80,7 +80,7 @@ static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *
         fwrite(bytes, 1, arrlenu(bytes), stdout);
         fflush(stdout);
         made++;
-        if (kv_len(kv) >= m->cfg.n_positions) break;  // context full
+        if (kv_len(kv) >= kv_capacity(kv)) break;  // context full
         model_step(m, lora, kv, &next, 1, logits);
     }
     arrfree(bytes);
@@ -102,7 +102,8 @@ int cmd_generate(int argc, char **argv) {
     LoraSet lora;
     bool has_lora;
     cmd_load_model(&a.m, &m, &lora, &has_lora);
-    KVCache *kv = kv_create(&m, has_lora ? &lora : NULL);
+    // the cache holds the prompt and what may follow it, not the whole context
+    KVCache *kv = kv_create(&m, has_lora ? &lora : NULL, (int)arrlenu(ids) + (int)a.max_new);
     float *logits = xmalloc((size_t)m.cfg.vocab_size * sizeof(float));
     fputs(a.prompt, stdout);
     fflush(stdout);

@@ -36,7 +36,8 @@ static const CliCommand MERGE = {
     .name = "merge",
     .about =
     "Writes a full Hugging Face model folder with the LoRA adapter merged in:\n"
-    "W' = W + (alpha/r) B A (transposed into GPT-2's Conv1D layout). By default W is the\n"
+    "W' = W + (alpha/r) B A (stored in the file's layout: GPT-2's Conv1D [in, out], the\n"
+    "LLaMA family's [out, in]); the tokenizer's files are copied along. By default W is the\n"
     "original fp32 weight; with --dequantized it is the weight the adapter was trained\n"
     "against in QLoRA: the base quantized (nf4 + double quant unless --quant etc. say\n"
     "otherwise) and dequantized. Prints, per layer, the relative size of the change.\n",
