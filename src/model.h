@@ -192,24 +192,27 @@ int kv_capacity(const KVCache *kv);
 void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tokens, int n,
                 float *logits);
 
-// Write the model as a Hugging Face folder: model.safetensors (F32, the hub's names,
-// Conv1D [in, out] layout; quantized linears are written dequantized) plus config.json,
-// vocab.json and merges.txt copied from src_dir. delta, if non-NULL, is added to each
+// Write the model as a Hugging Face folder: model.safetensors (F32, the hub's names and
+// layouts: GPT-2's linears Conv1D [in, out], the LLaMA family's [out, in]; quantized linears
+// are written dequantized) plus config.json (required) and whichever of vocab.json,
+// merges.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+// generation_config.json and chat_template.jinja src_dir has, copied. delta, if non-NULL, is added to each
 // linear weight first: delta(ctx, layer, target, w) may modify w ([out, in]) in place.
 typedef void (*WeightDelta)(void *ctx, int layer, int target, float *w_out_in);
 bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, WeightDelta delta,
                    void *ctx, Error *err);
 
 // Presets for `qlora init` and benchmarks: "gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl",
-// "tiny". false if the name is unknown.
+// "tiny", "bench-tiny", and the LLaMA-family shapes "smollm2-135m", "smollm2-360m",
+// "qwen2.5-0.5b", "tinyllama-1.1b", "llama-tiny". false if the name is unknown.
 bool model_preset(const char *name, GPT2Config *cfg);
 // Build a randomly initialised model in memory (same weights as model_write_random with
 // the same seed), stored per q. For benchmarks of every size without files.
 bool model_init_random(Model *m, const GPT2Config *cfg, const QuantConfig *q, uint64_t seed,
                        Error *err);
 // Write a randomly initialised model folder (config.json, model.safetensors in the hub's
-// Conv1D layout, tokenizer files are the caller's business). GPT-2 init: N(0, 0.02),
-// residual projections N(0, 0.02/sqrt(2L)), biases 0, LayerNorm 1/0.
+// layout; tokenizer files are the caller's business). Init: N(0, 0.02), GPT-2's residual
+// projections N(0, 0.02/sqrt(2L)), biases 0, norm weights 1, LayerNorm biases 0.
 bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, Error *err);
 
 #endif
