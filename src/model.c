@@ -107,7 +107,7 @@ static void params_add(ModelParam **params, const char *name, float *p, size_t n
 }
 
 void model_params(const Model *m, ModelParam **params) {
-    CHECK(m->quant.type == QUANT_NONE && m->cfg.tied);
+    CHECK(m->quant.type == QUANT_NONE);
     const ArchOps *ops = arch_ops(&m->cfg);
     for (int k = 0; k < ops->n_globals; k++) {
         const ParamSpec *ps = &ops->globals[k];
@@ -126,6 +126,8 @@ void model_params(const Model *m, ModelParam **params) {
                 else params_add(params, name, q->bias, q->out, ps->decay);
             }
         }
+    if (!m->cfg.tied)  // an untied output layer is a weight like the others (decays)
+        params_add(params, "lm_head.weight", m->lm_head, (size_t)m->cfg.vocab_size * (size_t)m->cfg.n_embd, true);
 }
 
 void model_set_bf16(Model *m, bool on) {
@@ -289,7 +291,10 @@ static double head_loss_backward(const Model *m, Acts *a, const int *targets, si
                                  float loss_scale, const TrainCtx *tc, float *dlnf,
                                  size_t *n_valid) {
     const size_t C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
-    float *dhead = model_grad(m, tc, -1, arch_ops(&m->cfg)->head_param);
+    const ArchOps *ops = arch_ops(&m->cfg);
+    float *dhead = m->cfg.tied ? model_grad(m, tc, -1, ops->head_param)  // lm_head: model_params' last
+                 : tc && tc->full_grads ? tc->full_grads[ops->n_globals + m->cfg.n_layer * ops->n_params]
+                                        : NULL;
     const size_t rows = model_logit_rows(a->mode);
     double loss = 0.0;
     for (size_t r0 = 0; r0 < N; r0 += rows) {

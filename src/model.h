@@ -149,9 +149,10 @@ size_t acts_bytes(const Acts *a);
 double model_forward(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
                      const int *targets, size_t B, size_t T, size_t *n_valid, float *logits_out);
 
-// Trainable fp32 parameters of the whole model (method full), in a fixed order:
-// wte, wpe, ln_f.weight, ln_f.bias, then per block ln_1.w, ln_1.b, ln_2.w, ln_2.b, the four
-// linear weights ([out, in]) and the four biases. Names are the hub's (h.0.ln_1.weight...).
+// Trainable fp32 parameters of the whole model (method full), in a fixed order: the
+// architecture's table (GPT-2: wte, wpe, ln_f.weight, ln_f.bias, then per block ln_1.w,
+// ln_1.b, ln_2.w, ln_2.b, the four linear weights ([out, in]) and the four biases), then
+// lm_head.weight when the head is untied. Names are the hub's (h.0.ln_1.weight...).
 typedef struct {
     char name[64];
     float *p;     // the model's own array

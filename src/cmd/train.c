@@ -221,8 +221,6 @@ static void setup_model(Run *r, const char *resume) {
     Error err = {0};
     const QuantConfig q = job_quant(c);
     if (!model_load(&r->model, r->full && resume[0] ? resume : c->base_model, &q, &err)) die_error(&err);
-    if (r->full && !r->model.cfg.tied)
-        die(EXIT_BAD_INPUT, "%s: method full needs tied embeddings (tie_word_embeddings)", c->base_model);
     bool bf16 = false;  // method full has no frozen weights: bf16 auto means fp32 there
     if (!r->full && !bgemm_mode(bf16_mode_name(c->bf16), &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     model_set_bf16(&r->model, bf16);
