@@ -39,6 +39,8 @@ size_t model_logit_rows(ActsMode mode) { return mode == ACTS_TRAIN ? 512 : 256; 
 
 void acts_set_profile(Acts *a, Profile *p) { a->prof = p; }
 
+void acts_set_positions(Acts *a, const int *pos) { a->pos = pos; }
+
 // Append to *items the buffers the shared code uses: the block inputs, the LoRA hiddens, the
 // final norm, the loss head's chunk of logits and the training scratch of the adapted linear.
 static void plan_shared(PlanItem **items, Acts *a, const Model *m, const LoraSet *lora) {

@@ -100,6 +100,8 @@ struct Acts {
     float *dh, *xd, *dxd;              // training with adapters: LoRA dh (R,N); dropout's input
                                        // and its gradient (N, widest linear input)
     Profile *prof;                     // optional phase timing
+    const int *pos;                    // (B*T) positions of packed sequences, or NULL
+                                       // (acts_set_positions; borrowed)
 };
 
 // Buffer s (an index of the architecture's activation table) of layer l.
@@ -170,12 +172,13 @@ typedef struct {
     void (*derive)(Model *m);
     // Write c as dir/config.json in the hub's form for this architecture.
     bool (*write_config)(const GPT2Config *c, const char *dir, Error *err);
-    // x (B*T, C) = embedding of tokens (B,T) at positions pos0 + t. Overwrites x.
+    // x (B*T, C) = embedding of tokens (B,T) at positions pos0 + t, or at pos[b*T + t] when
+    // pos is non-NULL (packed sequences, see acts_set_positions). Overwrites x.
     void (*embed_forward)(const Model *m, float *x, const int *tokens, size_t B, size_t T,
-                          size_t pos0);
+                          size_t pos0, const int *pos);
     // Accumulate the embedding gradients (tc->full_grads) from dx (B*T, C).
     void (*embed_backward)(const Model *m, const TrainCtx *tc, const float *dx,
-                           const int *tokens, size_t B, size_t T);
+                           const int *tokens, size_t B, size_t T, const int *pos);
     // Block l: a->resid[l] -> a->resid[l+1], filling the layer's activations.
     void (*block_forward)(const Model *m, const LoraSet *lora, Acts *a, int l, size_t B,
                           size_t T, const TrainCtx *tc);

@@ -89,7 +89,7 @@ void model_step(const Model *m, const LoraSet *lora, KVCache *kv, const int *tok
     const ArchOps *ops = arch_ops(&m->cfg);
     const size_t C = (size_t)m->cfg.n_embd, N = (size_t)n, pos0 = (size_t)kv->len;
     CHECK(n > 0 && pos0 + N <= (size_t)kv->P);
-    ops->embed_forward(m, kv->x, tokens, 1, N, pos0);
+    ops->embed_forward(m, kv->x, tokens, 1, N, pos0, NULL);
     for (int l = 0; l < m->cfg.n_layer; l++) ops->block_step(m, lora, kv, l, N, pos0);
     ops->norm_forward(m, kv->ln, NULL, NULL, kv->x + (N - 1) * C, 1);
     head_forward(m, logits, kv->ln, 1);

@@ -126,16 +126,16 @@ static Gpt2Acts layer_acts(const Acts *a, int l) {
 
 // x (B*T, C) = wte[tokens] + wpe[pos0 + t]. Overwrites x.
 static void embed_forward(const Model *m, float *x, const int *tokens, size_t B, size_t T,
-                          size_t pos0) {
+                          size_t pos0, const int *pos) {
     const size_t C = (size_t)m->cfg.n_embd;
-    embedding_forward(x, tokens, m->wte, m->wpe + pos0 * C, B, T, C);
+    embedding_forward(x, tokens, m->wte, m->wpe + pos0 * C, B, T, C, pos);
 }
 
 // d wte, d wpe (full gradients) += the embedding's backward of dx (B*T, C).
 static void embed_backward(const Model *m, const TrainCtx *tc, const float *dx, const int *tokens,
-                           size_t B, size_t T) {
+                           size_t B, size_t T, const int *pos) {
     embedding_backward(model_grad(m, tc, -1, G_WTE), model_grad(m, tc, -1, G_WPE), dx, tokens, B, T,
-                       (size_t)m->cfg.n_embd);
+                       (size_t)m->cfg.n_embd, pos);
 }
 
 // out (N,C) = ln_f(x); mean, rstd (N) written when non-NULL.
@@ -170,7 +170,7 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
     float **h = &a->lora_h[(size_t)l * (size_t)a->n_lin];
     layernorm_forward(x.ln1, x.ln1_mean, x.ln1_rstd, a->resid[l], blk->ln1_w, blk->ln1_b, N, C, c->eps);
     block_linear_forward(m, lora, l, LORA_QKV, x.qkv, x.ln1, N, h[LORA_QKV], a->tile, a->xd, tc, a->prof);
-    PROF_PHASE(a->prof, attention_fwd, attention_forward(x.atty, x.att, x.qkv, B, T, C, NH));
+    PROF_PHASE(a->prof, attention_fwd, attention_forward(x.atty, x.att, x.qkv, B, T, C, NH, a->pos));
     block_linear_forward(m, lora, l, LORA_ATTN_PROJ, a->tmp, x.atty, N, h[LORA_ATTN_PROJ], a->tile,
                          a->xd, tc, a->prof);
     residual_forward(x.resid_mid, a->resid[l], a->tmp, N * C);

@@ -288,10 +288,12 @@ static LlamaActs layer_acts(const Acts *a, int l) {
 
 // ---- embedding and final norm ----------------------------------------------------------------
 
-// x (B*T, C) = embed_tokens[tokens]: no position embedding (positions enter through RoPE).
+// x (B*T, C) = embed_tokens[tokens]: no position embedding (positions, pos0 and pos included,
+// enter through RoPE).
 static void embed_forward(const Model *m, float *x, const int *tokens, size_t B, size_t T,
-                          size_t pos0) {
+                          size_t pos0, const int *pos) {
     (void)pos0;
+    (void)pos;
     const size_t C = (size_t)m->cfg.n_embd;
     #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < B * T; r++) memcpy(x + r * C, m->wte + (size_t)tokens[r] * C, C * sizeof(float));
@@ -299,8 +301,8 @@ static void embed_forward(const Model *m, float *x, const int *tokens, size_t B,
 
 // d embed_tokens (full gradients) += the embedding's backward of dx (B*T, C).
 static void embed_backward(const Model *m, const TrainCtx *tc, const float *dx, const int *tokens,
-                           size_t B, size_t T) {
-    embedding_backward(model_grad(m, tc, -1, G_EMBED), NULL, dx, tokens, B, T, (size_t)m->cfg.n_embd);
+                           size_t B, size_t T, const int *pos) {
+    embedding_backward(model_grad(m, tc, -1, G_EMBED), NULL, dx, tokens, B, T, (size_t)m->cfg.n_embd, pos);
 }
 
 // out (N,C) = model.norm(x); rstd (N) written when non-NULL; mean is not used (RMSNorm).
@@ -344,10 +346,10 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
     lin_fwd(m, lora, a, l, LIN_K, x.k, x.ln1, N, tc);
     lin_fwd(m, lora, a, l, LIN_V, x.v, x.ln1, N, tc);
     PROF_PHASE(a->prof, attention_fwd,
-               rope_forward(x.q, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ);
-               rope_forward(x.k, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV);
+               rope_forward(x.q, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ, a->pos);
+               rope_forward(x.k, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV, a->pos);
                attention_gqa_forward(x.atty, x.att, x.q, x.k, x.v, CQ, CKV, B, T, NH, NKV, HS,
-                                     (size_t)c->window));
+                                     (size_t)c->window, a->pos));
     lin_fwd(m, lora, a, l, LIN_O, a->tmp, x.atty, N, tc);
     residual_forward(x.resid_mid, a->resid[l], a->tmp, N * C);
     rmsnorm_forward(x.ln2, x.rstd2, x.resid_mid, blk->ln2_w, N, C, c->eps);
@@ -392,8 +394,8 @@ static void block_backward(const Model *m, LoraSet *lora, Acts *a, int l, size_t
     zero_floats(x.dv, N * CKV);
     attention_gqa_backward(x.dq, x.dk, x.dv, x.datt, x.datty, x.q, x.k, x.v, x.att, CQ, CKV, B, T,
                            NH, NKV, HS);
-    rope_backward(x.dq, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ);
-    rope_backward(x.dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV);
+    rope_backward(x.dq, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ, a->pos);
+    rope_backward(x.dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV, a->pos);
     float *dln = need_dinput ? a->dln : NULL;
     if (need_dinput) zero_floats(a->dln, N * C);
     block_linear_backward(m, lora, a, l, LIN_Q, dln, x.dq, x.ln1, N, tc);
@@ -419,8 +421,8 @@ static void block_step(const Model *m, const LoraSet *lora, KVCache *kv, int l, 
     STEP_LIN(LIN_Q, q, kv->ln);
     STEP_LIN(LIN_K, k, kv->ln);
     STEP_LIN(LIN_V, v, kv->ln);
-    rope_forward(q, cs, sn, 1, N, NH, HS, CQ);
-    rope_forward(k, cs, sn, 1, N, NKV, HS, CKV);
+    rope_forward(q, cs, sn, 1, N, NH, HS, CQ, NULL);
+    rope_forward(k, cs, sn, 1, N, NKV, HS, CKV, NULL);
     memcpy(kv->k + ((size_t)l * P + pos0) * CKV, k, N * CKV * sizeof(float));
     memcpy(kv->v + ((size_t)l * P + pos0) * CKV, v, N * CKV * sizeof(float));
     kv_attend(kv, l, kv->atty, q, CQ, N, pos0, NH, NKV, HS, (size_t)c->window);

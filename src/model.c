@@ -309,13 +309,25 @@ static double head_loss_backward(const Model *m, Acts *a, const int *targets, si
 
 // ---- forward and backward over the layers ----------------------------------------------------
 
+// True when pos (B*T) numbers each row's tokens as sequences restarting at 0: every entry is 0
+// or its left neighbour's + 1 (so pos[b*T + t] <= t, and below n_positions when T is).
+static bool positions_valid(const int *pos, size_t B, size_t T) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < T; t++) {
+            const int p = pos[b * T + t];
+            if (!(p == 0 || (t > 0 && p == pos[b * T + t - 1] + 1))) return false;
+        }
+    return true;
+}
+
 // Embedding, every block and the final norm: a->lnf receives the final hidden states (N,C).
 static void forward_layers(const Model *m, const LoraSet *lora, Acts *a, const int *tokens,
                            size_t B, size_t T, const TrainCtx *tc) {
     const GPT2Config *c = &m->cfg;
     const ArchOps *ops = arch_ops(c);
     CHECK(B <= a->B && T <= a->T && T <= (size_t)c->n_positions);
-    ops->embed_forward(m, a->resid[0], tokens, B, T, 0);
+    CHECK(!a->pos || positions_valid(a->pos, B, T));
+    ops->embed_forward(m, a->resid[0], tokens, B, T, 0, a->pos);
     for (int l = 0; l < c->n_layer; l++) ops->block_forward(m, lora, a, l, B, T, tc);
     ops->norm_forward(m, a->lnf, a->lnf_mean, a->lnf_rstd, a->resid[c->n_layer], B * T);
 }
@@ -353,7 +365,7 @@ static double backward_layers(const Model *m, LoraSet *lora, Acts *a, const int 
         // block 0's input gradient only feeds the embeddings, which only `full` trains
         ops->block_backward(m, lora, a, l, B, T, tc, l > 0 || full);
     }
-    if (full) ops->embed_backward(m, tc, a->dresid, tokens, B, T);
+    if (full) ops->embed_backward(m, tc, a->dresid, tokens, B, T, a->pos);
     return loss;
 }
 

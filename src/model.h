@@ -134,6 +134,12 @@ typedef struct {
 } Profile;
 // Attach (or with NULL detach) a profile that forward/backward passes add their times to.
 void acts_set_profile(Acts *a, Profile *p);
+// Sample packing: pos (B*T, borrowed until detached with NULL) gives every token of the next
+// forward/backward passes its position in its own sequence, so a row may hold several
+// sequences, each starting at position 0 and attending only to itself (block-diagonal causal
+// attention; position embeddings / RoPE at pos). pos[b*T + t] must be 0 or
+// pos[b*T + t - 1] + 1, and below n_positions (checked). NULL: position t, one sequence a row.
+void acts_set_positions(Acts *a, const int *pos);
 // Every buffer m's forward (and, unless ACTS_INFER, backward) needs for batches of up to
 // B x T, with the LoRA hiddens of lora's rank (lora may be NULL), in one allocation the caller
 // frees with acts_free (NULL is a no-op).

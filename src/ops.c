@@ -42,17 +42,18 @@ float ops_exp(float x) { return exp_kernel(x); }
 
 
 void embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
-                       size_t B, size_t T, size_t C) {
+                       size_t B, size_t T, size_t C, const int *pos) {
     #pragma omp parallel for schedule(static)
     for (size_t bt = 0; bt < B * T; bt++) {
-        const float *e = wte + (size_t)tokens[bt] * C, *p = wpe + (bt % T) * C;
+        const size_t p = pos ? (size_t)pos[bt] : bt % T;
+        const float *e = wte + (size_t)tokens[bt] * C, *pe = wpe + p * C;
         float *o = out + bt * C;
-        for (size_t i = 0; i < C; i++) o[i] = e[i] + p[i];
+        for (size_t i = 0; i < C; i++) o[i] = e[i] + pe[i];
     }
 }
 
 void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
-                        size_t B, size_t T, size_t C) {
+                        size_t B, size_t T, size_t C, const int *pos) {
     // One writer per element: each thread owns a block of 64 channels and streams the rows
     // in a fixed order (deterministic even when the same token repeats).
     const size_t n_blocks = (C + 63) / 64;
@@ -66,7 +67,7 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *
                 for (size_t i = i0; i < i1; i++) w[i] += g[i];
             }
             if (dwpe) {
-                float *p = dwpe + (bt % T) * C;
+                float *p = dwpe + (pos ? (size_t)pos[bt] : bt % T) * C;
                 for (size_t i = i0; i < i1; i++) p[i] += g[i];
             }
         }
@@ -225,74 +226,14 @@ static void head_ptrs(const float **out, const float *base, size_t B, size_t NH,
 }
 
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
-                       size_t NH) {
-    const size_t HS = C / NH, C3 = 3 * C, n = B * NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float **q = xmalloc(4 * n * sizeof *q), **k = q + n, **v = q + 2 * n, **a = q + 3 * n;
-    head_ptrs(q, qkv, B, NH, T * C3, HS);
-    head_ptrs(k, qkv + C, B, NH, T * C3, HS);
-    head_ptrs(v, qkv + 2 * C, B, NH, T * C3, HS);
-    head_ptrs(a, att, B, NH, NH * T * T, T * T);
-    // 1. scores = scale * q k^T, one batched product over (b, h)
-    matmul_batch("nt", n, (float *const *)a, q, k, T, T, HS, scale, 0.0f, C3, C3, T);
-    // 2. causal softmax of every row, in one parallel loop; entries above the diagonal
-    //    become exact zeros (so step 3 and the backward may use full products)
-    #pragma omp parallel for schedule(static)
-    for (size_t row = 0; row < B * NH * T; row++) {
-        const size_t t = row % T;
-        float *r = att + row * T;
-        float mx = -INFINITY;
-        for (size_t j = 0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;  // not fmaxf: a libm call here
-        #pragma omp simd
-        for (size_t j = 0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
-        double sum = 0;
-        for (size_t j = 0; j <= t; j++) sum += r[j];
-        const float inv = (float)(1.0 / sum);
-        for (size_t j = 0; j <= t; j++) r[j] *= inv;
-        for (size_t j = t + 1; j < T; j++) r[j] = 0.0f;
-    }
-    // 3. out_h = P v_h, written into the head's columns of out
-    const float **o = q;  // q's pointers are no longer needed
-    head_ptrs(o, out, B, NH, T * C, HS);
-    matmul_batch("nn", n, (float *const *)o, a, v, T, HS, T, 1.0f, 0.0f, T, C3, C);
-    free(q);
+                       size_t NH, const int *pos) {
+    attention_gqa_forward(out, att, qkv, qkv + C, qkv + 2 * C, 3 * C, 3 * C, B, T, NH, NH, C / NH, 0, pos);
 }
 
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
                         const float *att, size_t B, size_t T, size_t C, size_t NH) {
-    const size_t HS = C / NH, C3 = 3 * C, n = B * NH;
-    const float scale = 1.0f / sqrtf((float)HS);
-    const float **p = xmalloc(8 * n * sizeof *p);
-    const float **q = p, **k = p + n, **v = p + 2 * n, **P = p + 3 * n, **dA = p + 4 * n;
-    const float **dO = p + 5 * n, **dq = p + 6 * n, **dv = p + 7 * n;
-    head_ptrs(q, qkv, B, NH, T * C3, HS);
-    head_ptrs(k, qkv + C, B, NH, T * C3, HS);
-    head_ptrs(v, qkv + 2 * C, B, NH, T * C3, HS);
-    head_ptrs(P, att, B, NH, NH * T * T, T * T);
-    head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
-    head_ptrs(dO, dout, B, NH, T * C, HS);
-    head_ptrs(dq, dqkv, B, NH, T * C3, HS);
-    head_ptrs(dv, dqkv + 2 * C, B, NH, T * C3, HS);
-    // dP = dout_h v_h^T ; dv_h += P^T dout_h
-    matmul_batch("nt", n, (float *const *)dA, dO, v, T, T, HS, 1.0f, 0.0f, C, C3, T);
-    matmul_batch("tn", n, (float *const *)dv, P, dO, T, HS, T, 1.0f, 1.0f, T, C, C3);
-    // softmax backward: dS = P * (dP - sum_j P dP), times the score scale
-    #pragma omp parallel for schedule(static)
-    for (size_t row = 0; row < B * NH * T; row++) {
-        const size_t t = row % T;
-        const float *pr = att + row * T;
-        float *d = datt + row * T;
-        double dot = 0;
-        for (size_t j = 0; j <= t; j++) dot += (double)pr[j] * d[j];
-        for (size_t j = 0; j <= t; j++) d[j] = pr[j] * (d[j] - (float)dot) * scale;
-        for (size_t j = t + 1; j < T; j++) d[j] = 0.0f;
-    }
-    // dq_h += dS k_h ; dk_h += dS^T q_h
-    const float **dk = dv;  // dv's pointers are done; dk_h = dq_h + C
-    head_ptrs(dk, dqkv + C, B, NH, T * C3, HS);
-    matmul_batch("nn", n, (float *const *)dq, dA, k, T, HS, T, 1.0f, 1.0f, T, C3, C3);
-    matmul_batch("tn", n, (float *const *)dk, dA, q, T, HS, T, 1.0f, 1.0f, T, C3, C3);
-    free(p);
+    attention_gqa_backward(dqkv, dqkv + C, dqkv + 2 * C, datt, dout, qkv, qkv + C, qkv + 2 * C, att, 3 * C,
+                           3 * C, B, T, NH, NH, C / NH);
 }
 
 double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float dlogits_scale,
@@ -434,11 +375,12 @@ void rope_tables(float *cos_tab, float *sin_tab, size_t T, size_t HS, float thet
 
 // Rotates every head vector of x by +angle (sign = 1) or -angle (sign = -1).
 static void rope_rotate(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
-                        size_t NH, size_t HS, size_t row_stride, float sign) {
+                        size_t NH, size_t HS, size_t row_stride, const int *pos, float sign) {
     const size_t half = HS / 2;
     #pragma omp parallel for schedule(static)
     for (size_t bt = 0; bt < B * T; bt++) {
-        const float *c = cos_tab + (bt % T) * half, *s = sin_tab + (bt % T) * half;
+        const size_t p = pos ? (size_t)pos[bt] : bt % T;
+        const float *c = cos_tab + p * half, *s = sin_tab + p * half;
         for (size_t h = 0; h < NH; h++) {
             float *v = x + bt * row_stride + h * HS;
             #pragma omp simd
@@ -452,14 +394,14 @@ static void rope_rotate(float *x, const float *cos_tab, const float *sin_tab, si
 }
 
 void rope_forward(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
-                  size_t NH, size_t HS, size_t row_stride) {
-    rope_rotate(x, cos_tab, sin_tab, B, T, NH, HS, row_stride, 1.0f);
+                  size_t NH, size_t HS, size_t row_stride, const int *pos) {
+    rope_rotate(x, cos_tab, sin_tab, B, T, NH, HS, row_stride, pos, 1.0f);
 }
 
 void rope_backward(float *dx, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
-                   size_t NH, size_t HS, size_t row_stride) {
+                   size_t NH, size_t HS, size_t row_stride, const int *pos) {
     // the Jacobian of a rotation is the rotation; its transpose rotates by -angle
-    rope_rotate(dx, cos_tab, sin_tab, B, T, NH, HS, row_stride, -1.0f);
+    rope_rotate(dx, cos_tab, sin_tab, B, T, NH, HS, row_stride, pos, -1.0f);
 }
 
 // silu(z) = z * sigmoid(z) = z / (1 + exp(-z)): no cancellation in either tail; exp_kernel's
@@ -510,16 +452,28 @@ static void group_slot_ptrs(const float **out, const float *base, size_t B, size
         for (size_t g = 0; g < NKV; g++) out[b * NKV + g] = base + b * sb + (g * G + j) * sh;
 }
 
-// Causal softmax of every row of att (n_rows x T, row r at position r % T), in place, over
-// keys j0..t (j0 = t + 1 - window when a window W > 0 hides older keys, else 0); the same steps
-// as attention_forward's, every other entry set to an exact zero.
-static void causal_softmax_rows(float *att, size_t n_rows, size_t T, size_t window) {
+// The first key row `row` of a (B, NH, T, T) score array may see: the oldest key inside the
+// window (W > 0), and with pos the first token of the row's packed sequence (t - pos[b*T + t]).
+static size_t first_key(size_t row, size_t T, size_t NH, size_t window, const int *pos) {
+    const size_t t = row % T;
+    size_t j0 = window && t + 1 > window ? t + 1 - window : 0;
+    if (pos) {
+        const size_t start = t - (size_t)pos[row / (NH * T) * T + t];
+        j0 = start > j0 ? start : j0;
+    }
+    return j0;
+}
+
+// Causal softmax of every row of att (B*NH rows of T per (b, h), row r at position r % T), in
+// place, over keys first_key..t; the same steps as the reference's, every other entry set to an
+// exact zero.
+static void causal_softmax_rows(float *att, size_t B, size_t NH, size_t T, size_t window, const int *pos) {
     #pragma omp parallel for schedule(static)
-    for (size_t row = 0; row < n_rows; row++) {
-        const size_t t = row % T, j0 = window && t + 1 > window ? t + 1 - window : 0;
+    for (size_t row = 0; row < B * NH * T; row++) {
+        const size_t t = row % T, j0 = first_key(row, T, NH, window, pos);
         float *r = att + row * T;
         float mx = -INFINITY;
-        for (size_t j = j0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;
+        for (size_t j = j0; j <= t; j++) mx = r[j] > mx ? r[j] : mx;  // not fmaxf: a libm call here
         #pragma omp simd
         for (size_t j = j0; j <= t; j++) r[j] = exp_kernel(r[j] - mx);
         double sum = 0;
@@ -533,7 +487,7 @@ static void causal_softmax_rows(float *att, size_t n_rows, size_t T, size_t wind
 
 void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                           size_t HS, size_t window) {
+                           size_t HS, size_t window, const int *pos) {
     CHECK(NKV > 0 && NH % NKV == 0);
     const size_t G = NH / NKV, CQ = NH * HS, n = B * NH;
     const float scale = 1.0f / sqrtf((float)HS);
@@ -544,7 +498,7 @@ void attention_gqa_forward(float *out, float *att, const float *q, const float *
     head_ptrs(a, att, B, NH, NH * T * T, T * T);
     // scores = scale * q_h k_{h/G}^T; several items read one k (reads only)
     matmul_batch("nt", n, (float *const *)a, qp, kp, T, T, HS, scale, 0.0f, ldq, ldkv, T);
-    causal_softmax_rows(att, B * NH * T, T, window);
+    causal_softmax_rows(att, B, NH, T, window, pos);
     const float **o = qp;  // q's pointers are no longer needed
     head_ptrs(o, out, B, NH, T * CQ, HS);
     matmul_batch("nn", n, (float *const *)o, a, vp, T, HS, T, 1.0f, 0.0f, T, ldkv, CQ);

@@ -10,12 +10,13 @@
 
 #include <stddef.h>
 
-// out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]. tokens must be valid ids (checked upstream).
+// out[b,t,:] = wte[tokens[b,t],:] + wpe[p,:], p = pos[b*T + t] (the token's position in its
+// packed sequence) or t when pos is NULL. tokens and pos must be valid (checked upstream).
 void embedding_forward(float *out, const int *tokens, const float *wte, const float *wpe,
-                       size_t B, size_t T, size_t C);
-// dwte/dwpe accumulate (method full); either may be NULL.
+                       size_t B, size_t T, size_t C, const int *pos);
+// dwte/dwpe accumulate (method full); either may be NULL. pos as the forward's.
 void embedding_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
-                        size_t B, size_t T, size_t C);
+                        size_t B, size_t T, size_t C, const int *pos);
 
 // out (N,C) = (inp - mean) / sqrt(var + eps) * w + b, biased variance. mean/rstd (N) are
 // written when non-NULL (backward needs them).
@@ -38,11 +39,13 @@ void bias_add(float *out, const float *bias, size_t N, size_t OC);
 // dbias (OC) += column sums of dout (N,OC).
 void bias_backward(float *dbias, const float *dout, size_t N, size_t OC);
 
-// Causal self-attention on the fused qkv (B,T,3C): q | k | v, head h uses columns
+// GPT-2's causal self-attention on the fused qkv (B,T,3C): q | k | v, head h uses columns
 // [h*HS, (h+1)*HS) of each. att (B,NH,T,T) receives the softmax probabilities (zeros above
-// the diagonal), out (B,T,C) the heads concatenated.
+// the diagonal), out (B,T,C) the heads concatenated. With pos (packed sequences, see
+// attention_gqa_forward) a token sees only the earlier tokens of its own sequence. The
+// grouped-query kernels below with NKV == NH.
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
-                       size_t NH);
+                       size_t NH, const int *pos);
 // dqkv accumulates; datt is scratch of att's size (overwritten).
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
                         const float *att, size_t B, size_t T, size_t C, size_t NH);
@@ -82,16 +85,17 @@ void rmsnorm_backward(float *dx, float *dw, const float *dout, const float *x, c
 void rope_tables(float *cos_tab, float *sin_tab, size_t T, size_t HS, float theta);
 // Rotates x in place: element (b, t, h, d) lives at x[(b*T + t)*row_stride + h*HS + d]
 // (row_stride = NH*HS for a plain (B,T,NH,HS) q or k; 3C with x = qkv or qkv + C for the
-// q or k columns of a fused (B,T,3C) qkv). Position t uses row t of the tables (pass
-// cos_tab + p0*HS/2 to start at position p0, e.g. behind a KV cache). Dims d and d + HS/2
-// form a pair: x'[d] = x[d] cos - x[d+HS/2] sin, x'[d+HS/2] = x[d+HS/2] cos + x[d] sin.
+// q or k columns of a fused (B,T,3C) qkv). Token (b, t) uses row p of the tables, p =
+// pos[b*T + t] (its position in its packed sequence) or t when pos is NULL (pass cos_tab +
+// p0*HS/2 to start at position p0, e.g. behind a KV cache). Dims d and d + HS/2 form a pair:
+// x'[d] = x[d] cos - x[d+HS/2] sin, x'[d+HS/2] = x[d+HS/2] cos + x[d] sin.
 void rope_forward(float *x, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
-                  size_t NH, size_t HS, size_t row_stride);
+                  size_t NH, size_t HS, size_t row_stride, const int *pos);
 // The transposed (= inverse) rotation, IN PLACE on the gradient dx (same layout): a rotation
 // is its own buffer's gradient map, so unlike the other backwards this overwrites; call it on
 // dq/dk after everything downstream has accumulated into them.
 void rope_backward(float *dx, const float *cos_tab, const float *sin_tab, size_t B, size_t T,
-                   size_t NH, size_t HS, size_t row_stride);
+                   size_t NH, size_t HS, size_t row_stride, const int *pos);
 
 // SwiGLU: out[i] = silu(gate[i]) * up[i], silu(z) = z / (1 + exp(-z)), n values. Overwrites.
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
@@ -106,16 +110,18 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 // (N, NKV*HS) buffers: ldq = NH*HS, ldkv = NKV*HS; a fused (N, (NH+2*NKV)*HS) qkv: k = q + NH*HS,
 // v = k + NKV*HS, both strides the fused width). Query head h reads kv head h / (NH/NKV);
 // scores scale HS^-0.5; with window W > 0 query t sees keys t-W+1..t only (Mistral's sliding
-// window; 0: all earlier keys). att (B,NH,T,T) receives the probabilities (zeros elsewhere),
+// window; 0: all earlier keys); with pos (B*T, or NULL) rows hold packed sequences and token
+// (b, t), at position pos[b*T + t] of its sequence, sees keys from t - pos[b*T + t] on only
+// (each sequence attends to itself). att (B,NH,T,T) receives the probabilities (zeros elsewhere),
 // out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0 (checked). With
 // NKV == NH on a fused qkv this is attention_forward with C = NH*HS, bit for bit.
 void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                           size_t HS, size_t window);
+                           size_t HS, size_t window, const int *pos);
 // dq, dk, dv (laid out as q, k, v) ACCUMULATE; a kv head's dk/dv sum over its NH/NKV query
 // heads in a fixed order (one product per group slot, so no two threads write one element).
-// datt is scratch of att's size (overwritten). The window needs no argument: the keys it hides
-// have probability 0 in att, so they get no gradient.
+// datt is scratch of att's size (overwritten). The window and pos need no argument: the keys
+// they hide have probability 0 in att, so they get no gradient.
 void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,

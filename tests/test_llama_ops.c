@@ -244,11 +244,11 @@ static void test_rope(void) {
     rope_ref(od, qd, ct, st);
     for (size_t i = 0; i < n; i++) ref[i] = (float)od[i];
     // plain (B,T,NH,HS) layout vs the double reference: two products and a sum per value
-    rope_forward(q, ct, st, RB, RT, RNH, RHS, RC);
+    rope_forward(q, ct, st, RB, RT, RNH, RHS, RC, NULL);
     EXPECT_CLOSE("rope_forward vs rotate_half in double", q, ref, n, TOL_FWD_ATOL, TOL_FWD_RTOL);
     // fused qkv: q and k columns rotate in place with row stride 3C; v is untouched
-    rope_forward(qkv, ct, st, RB, RT, RNH, RHS, 3 * RC);
-    rope_forward(qkv + RC, ct, st, RB, RT, RNH, RHS, 3 * RC);
+    rope_forward(qkv, ct, st, RB, RT, RNH, RHS, 3 * RC, NULL);
+    rope_forward(qkv + RC, ct, st, RB, RT, RNH, RHS, 3 * RC, NULL);
     int same_q = 1, v_kept = 1, t0_kept = 1;
     double worst_norm = 0;
     for (size_t bt = 0; bt < (size_t)RB * RT; bt++) {
@@ -269,8 +269,8 @@ static void test_rope(void) {
     // cos^2 + sin^2 = 1 to 1 ulp in fp32, plus the rounding of the rotation
     EXPECT(worst_norm < 1e-6, "rope_forward preserves every pair norm (max rel change %.2e)", worst_norm);
     // rope_backward is the inverse rotation: backward(forward(x)) = x
-    rope_backward(qkv, ct, st, RB, RT, RNH, RHS, 3 * RC);
-    rope_backward(qkv + RC, ct, st, RB, RT, RNH, RHS, 3 * RC);
+    rope_backward(qkv, ct, st, RB, RT, RNH, RHS, 3 * RC, NULL);
+    rope_backward(qkv + RC, ct, st, RB, RT, RNH, RHS, 3 * RC, NULL);
     EXPECT_CLOSE("rope_backward(rope_forward(x)) == x", qkv, orig, n3, 1e-6, 1e-6);
     // gradient: rope_backward(dout) vs the transposed rotation in double and central
     // differences of sum(dout * rope(x)) through the double reference
@@ -284,7 +284,7 @@ static void test_rope(void) {
                 gref[a] = (float)(dd[a] * ct[f] + dd[b] * st[f]);
                 gref[b] = (float)(dd[b] * ct[f] - dd[a] * st[f]);
             }
-    rope_backward(g, ct, st, RB, RT, RNH, RHS, RC);
+    rope_backward(g, ct, st, RB, RT, RNH, RHS, RC, NULL);
     EXPECT_CLOSE("rope_backward vs the transposed rotation in double", g, gref, n, TOL_FWD_ATOL,
                  TOL_FWD_RTOL);
     RopeCtx c = {ct, st, dd};
@@ -401,7 +401,7 @@ static double gqa_loss(const double *p, const void *ctx) {
 static void gqa_fused_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
                               size_t NH, size_t NKV, size_t HS) {
     const size_t QKV = (NH + 2 * NKV) * HS, CQ = NH * HS, CKV = NKV * HS;
-    attention_gqa_forward(out, att, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, B, T, NH, NKV, HS, 0);
+    attention_gqa_forward(out, att, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, B, T, NH, NKV, HS, 0, NULL);
 }
 
 static void gqa_fused_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
@@ -445,24 +445,39 @@ static void test_gqa(void) {
     test_gqa_case(4, 2);  // llama_tied, qwen2, mistral fixtures
     test_gqa_case(4, 1);  // multi-query (llama_untied)
     test_gqa_case(6, 3);
-    // NKV == NH is GPT-2's attention: same products in the same order, bit-identical
-    const size_t B = 2, T = 9, NH = 3, HS = 8, C = NH * HS, n = B * T * 3 * C, na = B * NH * T * T;
-    float *qkv = xmalloc(n * sizeof(float)), *dout = xmalloc(B * T * C * sizeof(float));
-    float *o1 = xmalloc(B * T * C * sizeof(float)), *o2 = xmalloc(B * T * C * sizeof(float));
-    float *a1 = xmalloc(na * sizeof(float)), *a2 = xmalloc(na * sizeof(float));
-    float *s1 = xmalloc(na * sizeof(float)), *s2 = xmalloc(na * sizeof(float));
-    float *d1 = xcalloc(n, sizeof(float)), *d2 = xcalloc(n, sizeof(float));
-    fill(qkv, n, 1.0f, 0.0f, 61);
-    fill(dout, B * T * C, 1.0f, 0.0f, 62);
-    attention_forward(o1, a1, qkv, B, T, C, NH);
-    gqa_fused_forward(o2, a2, qkv, B, T, NH, NH, HS);
-    attention_backward(d1, s1, dout, qkv, a1, B, T, C, NH);
-    gqa_fused_backward(d2, s2, dout, qkv, a2, B, T, NH, NH, HS);
-    EXPECT(memcmp(o1, o2, B * T * C * sizeof(float)) == 0 && memcmp(a1, a2, na * sizeof(float)) == 0,
-           "attention_gqa_forward with NKV == NH == attention_forward (bitwise)");
-    EXPECT(memcmp(d1, d2, n * sizeof(float)) == 0,
-           "attention_gqa_backward with NKV == NH == attention_backward (bitwise)");
-    free(qkv); free(dout); free(o1); free(o2); free(a1); free(a2); free(s1); free(s2); free(d1); free(d2);
+    // packing: one row holding two sequences (positions restart) == each sequence alone
+    enum { L1 = 4, L2 = 5, T = L1 + L2 };
+    const size_t NH = 4, NKV = 2, HS = 8, QKV = (NH + 2 * NKV) * HS, CQ = NH * HS;
+    const int pos[T] = {0, 1, 2, 3, 0, 1, 2, 3, 4};
+    float *qkv = xmalloc(T * QKV * sizeof(float)), *dout = xmalloc(T * CQ * sizeof(float));
+    float *o1 = xmalloc(T * CQ * sizeof(float)), *o2 = xmalloc(T * CQ * sizeof(float));
+    float *a1 = xmalloc(NH * T * T * sizeof(float)), *s1 = xmalloc(NH * T * T * sizeof(float));
+    float *d1 = xcalloc(T * QKV, sizeof(float)), *d2 = xcalloc(T * QKV, sizeof(float));
+    fill(qkv, T * QKV, 1.0f, 0.0f, 61);
+    fill(dout, T * CQ, 1.0f, 0.0f, 62);
+    const size_t CKV = NKV * HS;
+    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos);
+    attention_gqa_backward(d1, d1 + CQ, d1 + CQ + CKV, s1, dout, qkv, qkv + CQ, qkv + CQ + CKV, a1, QKV, QKV,
+                           1, T, NH, NKV, HS);
+    for (size_t part = 0; part < 2; part++) {  // each sequence on its own, written in place
+        const size_t r0 = part ? L1 : 0, len = part ? L2 : L1;
+        const float *x = qkv + r0 * QKV;
+        float *d = d2 + r0 * QKV;
+        gqa_fused_forward(o2 + r0 * CQ, a1, x, 1, len, NH, NKV, HS);
+        gqa_fused_backward(d, s1, dout + r0 * CQ, x, a1, 1, len, NH, NKV, HS);
+    }
+    // the same dot products and sums, the packed ones preceded by exact zeros: equal but for
+    // the order of sgemm's tiles; 1e-6 is ~10 ulp of these O(1) values
+    EXPECT_CLOSE("attention_gqa_forward, two packed sequences == each alone", o1, o2, T * CQ, 1e-6, 1e-6);
+    EXPECT_CLOSE("attention_gqa_backward, two packed sequences == each alone", d1, d2, T * QKV, 1e-6, 1e-6);
+    // no probability crosses from one sequence to the other (a1 was reused above: again)
+    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos);
+    bool blocked = true;
+    for (size_t h = 0; h < NH; h++)
+        for (size_t t = L1; t < T; t++)
+            for (size_t j = 0; j < L1; j++) blocked &= a1[(h * T + t) * T + j] == 0.0f;
+    EXPECT(blocked, "packed attention: the second sequence gives the first one's keys probability 0");
+    free(qkv); free(dout); free(o1); free(o2); free(a1); free(s1); free(d1); free(d2);
 }
 
 // ---- End to end: two LLaMA blocks of tests/ref/llama/llama_tied built from these kernels
@@ -510,8 +525,8 @@ static void llama_block(float *x, const SafeTensors *st, int l, size_t B, size_t
         linear(qkv + COL[p], EQKV, a, w, N, EH, ROWS[p]);
         free(w);
     }
-    rope_forward(qkv, ct, st_, B, T, ENH, EHS, EQKV);
-    rope_forward(qkv + ENH * EHS, ct, st_, B, T, ENKV, EHS, EQKV);
+    rope_forward(qkv, ct, st_, B, T, ENH, EHS, EQKV, NULL);
+    rope_forward(qkv + ENH * EHS, ct, st_, B, T, ENKV, EHS, EQKV, NULL);
     gqa_fused_forward(a, att, qkv, B, T, ENH, ENKV, EHS);
     snprintf(key, sizeof key, "model.layers.%d.self_attn.o_proj.weight", l);
     w = load_f32(st, key, EH * ENH * EHS);
