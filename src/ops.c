@@ -485,23 +485,52 @@ static void causal_softmax_rows(float *att, size_t B, size_t NH, size_t T, size_
     }
 }
 
+// Long sequences run causal attention's products in blocks of ATT_BLOCK query rows (or key
+// columns): the scores of rows [r0, r1) need keys [0, r1) only, the rest of the row being
+// masked, so the products skip the upper triangle's blocks (about half the work). Measured on
+// the lent 16-core machine (docs/performance.md): GPT-2 at T = 1024 1.46x faster per step in
+// bf16, at T = 256 slower (the blocks' smaller products repack the keys once per block), so
+// sequences up to ATT_BLOCK_MIN_T run unblocked, as one block.
+#define ATT_BLOCK 64
+#define ATT_BLOCK_MIN_T 512
+
+// Rows per causal block for sequences of T.
+static size_t att_block(size_t T) { return T > ATT_BLOCK_MIN_T ? ATT_BLOCK : T; }
+
+// out[i] = in[i] + off for the n items of a batch: the same block of every item.
+static void shift_ptrs(const float **out, const float *const *in, size_t n, size_t off) {
+    for (size_t i = 0; i < n; i++) out[i] = in[i] + off;
+}
+
 void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
                            size_t HS, size_t window, const int *pos) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH;
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, blk = att_block(T);
     const float scale = 1.0f / sqrtf((float)HS);
-    const float **qp = xmalloc(4 * n * sizeof *qp), **kp = qp + n, **vp = qp + 2 * n, **a = qp + 3 * n;
+    const float **qp = xmalloc(7 * n * sizeof *qp), **kp = qp + n, **vp = qp + 2 * n, **a = qp + 3 * n;
+    const float **o = qp + 4 * n, **x = qp + 5 * n, **y = qp + 6 * n;  // x, y: a block's operands
     head_ptrs(qp, q, B, NH, T * ldq, HS);
     kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
     kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(a, att, B, NH, NH * T * T, T * T);
-    // scores = scale * q_h k_{h/G}^T; several items read one k (reads only)
-    matmul_batch("nt", n, (float *const *)a, qp, kp, T, T, HS, scale, 0.0f, ldq, ldkv, T);
-    causal_softmax_rows(att, B, NH, T, window, pos);
-    const float **o = qp;  // q's pointers are no longer needed
     head_ptrs(o, out, B, NH, T * CQ, HS);
-    matmul_batch("nn", n, (float *const *)o, a, vp, T, HS, T, 1.0f, 0.0f, T, ldkv, CQ);
+    // scores of rows [r0, r1) = scale * q_h k_{h/G}^T over keys [0, r1); several items read
+    // one k (reads only). Columns past r1 are left as they are: the softmax zeroes them.
+    for (size_t r0 = 0; r0 < T; r0 += blk) {
+        const size_t r1 = r0 + blk < T ? r0 + blk : T;
+        shift_ptrs(x, a, n, r0 * T);
+        shift_ptrs(y, qp, n, r0 * ldq);
+        matmul_batch("nt", n, (float *const *)x, y, kp, r1 - r0, r1, HS, scale, 0.0f, ldq, ldkv, T);
+    }
+    causal_softmax_rows(att, B, NH, T, window, pos);
+    // out rows [r0, r1) = P v over keys [0, r1) (the later keys' probabilities are zero)
+    for (size_t r0 = 0; r0 < T; r0 += blk) {
+        const size_t r1 = r0 + blk < T ? r0 + blk : T;
+        shift_ptrs(x, o, n, r0 * CQ);
+        shift_ptrs(y, a, n, r0 * T);
+        matmul_batch("nn", n, (float *const *)x, y, vp, r1 - r0, HS, r1, 1.0f, 0.0f, T, ldkv, CQ);
+    }
     free(qp);
 }
 
@@ -520,40 +549,63 @@ static void causal_softmax_backward_rows(float *datt, const float *att, size_t n
     }
 }
 
+// dkv (one kv head per item) += sum over the group slots j of P_h^T D_h, P the probabilities
+// (or score gradients) att and D = dsrc (row stride ld_src) of the slot's query heads, in key
+// blocks [c0, c1) summing rows t >= c0 only (earlier rows have zeros in those columns).
+static void gqa_key_grads(const float *const *dkv, const float **sA, const float **sB, const float **x,
+                          const float **y, const float *att, const float *dsrc, size_t ld_src, size_t sb_src,
+                          size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV, size_t HS) {
+    const size_t G = NH / NKV, m = B * NKV, blk = att_block(T);
+    for (size_t j = 0; j < G; j++) {  // items of one call write distinct kv heads
+        group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
+        group_slot_ptrs(sB, dsrc, B, NKV, G, j, sb_src, HS);
+        for (size_t c0 = 0; c0 < T; c0 += blk) {
+            const size_t c1 = c0 + blk < T ? c0 + blk : T;
+            shift_ptrs(x, sA, m, c0 * T + c0);
+            shift_ptrs(y, sB, m, c0 * ld_src);
+            const float **c = x + m;
+            shift_ptrs(c, dkv, m, c0 * ldkv);
+            matmul_batch("tn", m, (float *const *)c, x, y, c1 - c0, HS, T - c0, 1.0f, 1.0f, T, ld_src, ldkv);
+        }
+    }
+}
+
 void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
                             size_t HS) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, m = B * NKV;
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, m = B * NKV, blk = att_block(T);
     const float scale = 1.0f / sqrtf((float)HS);
-    const float **p = xmalloc((6 * n + 3 * m) * sizeof *p);
-    const float **qp = p, **kp = p + n, **vp = p + 2 * n, **dA = p + 3 * n, **dO = p + 4 * n;
-    const float **dqp = p + 5 * n, **dkv = p + 6 * n, **sA = dkv + m, **sB = sA + m;
-    head_ptrs(qp, q, B, NH, T * ldq, HS);
+    const float **p = xmalloc((8 * n + 5 * m) * sizeof *p);
+    const float **kp = p, **vp = p + n, **dA = p + 2 * n, **dO = p + 3 * n, **dqp = p + 4 * n;
+    const float **x = p + 5 * n, **y = p + 6 * n, **z = p + 7 * n;  // a block's operands
+    const float **dkv = p + 8 * n, **sA = dkv + m, **sB = sA + m, **bx = sB + m;  // bx: 2m
     kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
     kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
     head_ptrs(dO, dout, B, NH, T * CQ, HS);
     head_ptrs(dqp, dq, B, NH, T * ldq, HS);
-    // dP = dout_h v_{h/G}^T
-    matmul_batch("nt", n, (float *const *)dA, dO, vp, T, T, HS, 1.0f, 0.0f, CQ, ldkv, T);
-    // dv_g += sum over the group's query heads of P_h^T dout_h: one batch per group slot j,
-    // so the items of a batch write distinct kv heads (the native engine runs them in parallel)
+    // dP rows [r0, r1) = dout_h v_{h/G}^T over keys [0, r1) (the rest is masked)
+    for (size_t r0 = 0; r0 < T; r0 += blk) {
+        const size_t r1 = r0 + blk < T ? r0 + blk : T;
+        shift_ptrs(x, dA, n, r0 * T);
+        shift_ptrs(y, dO, n, r0 * CQ);
+        matmul_batch("nt", n, (float *const *)x, y, vp, r1 - r0, r1, HS, 1.0f, 0.0f, CQ, ldkv, T);
+    }
+    // dv_g += sum over the group's query heads of P_h^T dout_h
     head_ptrs(dkv, dv, B, NKV, T * ldkv, HS);
-    for (size_t j = 0; j < G; j++) {
-        group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
-        group_slot_ptrs(sB, dout, B, NKV, G, j, T * CQ, HS);
-        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, CQ, ldkv);
-    }
+    gqa_key_grads(dkv, sA, sB, bx, y, att, dout, CQ, T * CQ, ldkv, B, T, NH, NKV, HS);
     causal_softmax_backward_rows(datt, att, B * NH * T, T, scale);
-    // dq_h += dS_h k_{h/G}; dk_g += sum over slots of dS_h^T q_h
-    matmul_batch("nn", n, (float *const *)dqp, dA, kp, T, HS, T, 1.0f, 1.0f, T, ldkv, ldq);
-    head_ptrs(dkv, dk, B, NKV, T * ldkv, HS);
-    for (size_t j = 0; j < G; j++) {
-        group_slot_ptrs(sA, datt, B, NKV, G, j, NH * T * T, T * T);
-        group_slot_ptrs(sB, q, B, NKV, G, j, T * ldq, HS);
-        matmul_batch("tn", m, (float *const *)dkv, sA, sB, T, HS, T, 1.0f, 1.0f, T, ldq, ldkv);
+    // dq_h rows [r0, r1) += dS_h k_{h/G} over keys [0, r1)
+    for (size_t r0 = 0; r0 < T; r0 += blk) {
+        const size_t r1 = r0 + blk < T ? r0 + blk : T;
+        shift_ptrs(x, dqp, n, r0 * ldq);
+        shift_ptrs(z, dA, n, r0 * T);
+        matmul_batch("nn", n, (float *const *)x, z, kp, r1 - r0, HS, r1, 1.0f, 1.0f, T, ldkv, ldq);
     }
+    // dk_g += sum over slots of dS_h^T q_h
+    head_ptrs(dkv, dk, B, NKV, T * ldkv, HS);
+    gqa_key_grads(dkv, sA, sB, bx, y, datt, q, ldq, T * ldq, ldkv, B, T, NH, NKV, HS);
     free(p);
 }

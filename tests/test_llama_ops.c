@@ -412,8 +412,9 @@ static void gqa_fused_backward(float *dqkv, float *datt, const float *dout, cons
                            qkv + CQ + CKV, att, QKV, QKV, B, T, NH, NKV, HS);
 }
 
-static void test_gqa_case(size_t NH, size_t NKV) {
-    const size_t B = 2, T = 7, HS = 8, CQ = NH * HS, QKV = (NH + 2 * NKV) * HS;
+// T > 512 runs the kernels' causal blocks of 64 rows (a partial last one at T = 550).
+static void test_gqa_case(size_t NH, size_t NKV, size_t T, size_t B, size_t HS) {
+    const size_t CQ = NH * HS, QKV = (NH + 2 * NKV) * HS;
     const size_t nqkv = B * T * QKV, nout = B * T * CQ, natt = B * NH * T * T;
     float *qkv = xmalloc(nqkv * sizeof(float)), *out = xmalloc(nout * sizeof(float));
     float *att = xmalloc(natt * sizeof(float)), *datt = xmalloc(natt * sizeof(float));
@@ -428,10 +429,10 @@ static void test_gqa_case(size_t NH, size_t NKV) {
     gqa_fused_forward(out, att, qkv, B, T, NH, NKV, HS);
     char what[100];
     // the tolerance of test_ops.c's attention check: fp32 products over HS and T terms
-    snprintf(what, sizeof what, "attention_gqa_forward NH %zu NKV %zu vs double", NH, NKV);
+    snprintf(what, sizeof what, "attention_gqa_forward NH %zu NKV %zu T %zu vs double", NH, NKV, T);
     EXPECT_CLOSE(what, out, ref, nout, 1e-6, 1e-5);
     gqa_fused_backward(dqkv, datt, dout, qkv, att, B, T, NH, NKV, HS);
-    snprintf(what, sizeof what, "attention_gqa_backward NH %zu NKV %zu", NH, NKV);
+    snprintf(what, sizeof what, "attention_gqa_backward NH %zu NKV %zu T %zu", NH, NKV, T);
     fd_check(what, gqa_loss, &c, p, 0, nqkv, dqkv, 51 + NKV);
     // every kv column gets gradient (a wrong group mapping leaves some at zero)
     const size_t kv0 = (B * T - 1) * QKV + CQ;  // last row, first k column
@@ -442,9 +443,10 @@ static void test_gqa_case(size_t NH, size_t NKV) {
 }
 
 static void test_gqa(void) {
-    test_gqa_case(4, 2);  // llama_tied, qwen2, mistral fixtures
-    test_gqa_case(4, 1);  // multi-query (llama_untied)
-    test_gqa_case(6, 3);
+    test_gqa_case(4, 2, 7, 2, 8);  // llama_tied, qwen2, mistral fixtures
+    test_gqa_case(4, 1, 7, 2, 8);  // multi-query (llama_untied)
+    test_gqa_case(6, 3, 7, 2, 8);
+    test_gqa_case(2, 1, 550, 1, 4);  // causal blocks of 64 rows, the last one partial
     // packing: one row holding two sequences (positions restart) == each sequence alone
     enum { L1 = 4, L2 = 5, T = L1 + L2 };
     const size_t NH = 4, NKV = 2, HS = 8, QKV = (NH + 2 * NKV) * HS, CQ = NH * HS;
