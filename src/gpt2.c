@@ -7,11 +7,13 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arch.h"
 #include "json.h"
 #include "ops.h"
+#include "path.h"
 
 // ---- parameters ------------------------------------------------------------------------------
 
@@ -263,9 +265,9 @@ static bool gpt2_write_config(const GPT2Config *cfg, const char *dir, Error *err
     cJSON_AddBoolToObject(js, "scale_attn_weights", true);
     cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
     cJSON_AddStringToObject(js, "torch_dtype", "float32");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *path = path_join(dir, "config.json");
     bool ok = json_write_file(path, js, err);
+    free(path);
     cJSON_Delete(js);
     return ok;
 }

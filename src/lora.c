@@ -9,6 +9,7 @@
 #include "gemm.h"
 #include "json.h"
 #include "lora_kernels.h"
+#include "path.h"
 #include "safetensors.h"
 
 // True when module path `path` matches target_modules entry `name` (PEFT's suffix rule).
@@ -278,19 +279,18 @@ static bool check_scope(const cJSON *js, const LoraShapes *sh, const bool *prese
 bool lora_load_peft(LoraSet *ls, const char *dir, int n_layer, const LoraShapes *shapes,
                     Error *err) {
     memset(ls, 0, sizeof *ls);
-    char cfg_path[4096], st_path[4096];
-    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", dir);
-    snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", dir);
-    char *cfg;
+    char *cfg_path = path_join(dir, "adapter_config.json"), *st_path = path_join(dir, "adapter_model.safetensors");
+    char *cfg = NULL;
     size_t cfg_len;
-    if (!file_read_all(cfg_path, &cfg, &cfg_len, err)) return false;
     MappedFile f;
-    bool ok = file_map(&f, st_path, err);
+    bool ok = file_read_all(cfg_path, &cfg, &cfg_len, err) && file_map(&f, st_path, err);
     if (ok) {
         ok = lora_load_peft_memory(ls, cfg, cfg_len, cfg_path, f.data, f.size, st_path, n_layer, shapes, err);
         file_unmap(&f);
     }
     free(cfg);
+    free(cfg_path);
+    free(st_path);
     return ok;
 }
 
@@ -388,7 +388,6 @@ static void add_target_modules(cJSON *tm, const LoraSet *ls) {
 }
 
 bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
-    char path[4096];
     StWriter w;
     st_writer_init(&w);
     st_writer_meta(&w, "format", "pt");
@@ -402,8 +401,9 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
         lora_key(&ls->shapes, i / LORA_N_TARGETS, i % LORA_N_TARGETS, true, name, sizeof name);
         st_writer_add(&w, name, ST_F32, 2, sb, l->B);
     }
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    char *path = path_join(dir, "adapter_model.safetensors");
     bool ok = st_writer_write(&w, path, err);
+    free(path);
     st_writer_free(&w);
     if (!ok) return false;
 
@@ -427,8 +427,9 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
     cJSON_AddObjectToObject(js, "rank_pattern");
     cJSON_AddObjectToObject(js, "alpha_pattern");
     cJSON_AddNullToObject(js, "revision");
-    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    path = path_join(dir, "adapter_config.json");
     ok = json_write_file(path, js, err);
+    free(path);
     cJSON_Delete(js);
     return ok;
 }

@@ -12,6 +12,7 @@
 #include "arch.h"
 #include "ds.h"
 #include "json.h"
+#include "path.h"
 #include "safetensors.h"
 
 
@@ -34,14 +35,15 @@ bool config_int(const cJSON *js, const char *key, const char *alias, long dflt, 
 }
 
 bool model_read_config(GPT2Config *cfg, const char *dir, Error *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text;
+    char *path = path_join(dir, "config.json"), *text;
     size_t len;
     memset(cfg, 0, sizeof *cfg);
-    if (!file_read_all(path, &text, &len, err)) return false;
-    bool ok = model_parse_config(cfg, text, len, path, err);
-    free(text);
+    bool ok = file_read_all(path, &text, &len, err);
+    if (ok) {
+        ok = model_parse_config(cfg, text, len, path, err);
+        free(text);
+    }
+    free(path);
     return ok;
 }
 
@@ -151,24 +153,27 @@ static void ckpt_close(Checkpoint *ck) {
 // validated by st_open). The caller closes ck; on failure nothing is left open.
 static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     memset(ck, 0, sizeof *ck);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (file_exists(path)) {
+    char *single = path_join(dir, "model.safetensors");
+    if (file_exists(single)) {
         SafeTensors st;
-        if (!st_open(&st, path, err)) return false;
-        arrput(ck->shards, st);
-        return true;
+        const bool ok = st_open(&st, single, err);
+        free(single);
+        if (ok) arrput(ck->shards, st);
+        return ok;
     }
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    free(single);
+    char *path = path_join(dir, "model.safetensors.index.json");
     if (!file_exists(path)) {
-        char bin[4096];
-        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
-        return error_set(err, "%s: no model.safetensors (or sharded index) found%s", dir,
-                         file_exists(bin) ? "; pytorch_model.bin is not supported, save the "
-                                            "model with safe_serialization=True" : "");
+        char *bin = path_join(dir, "pytorch_model.bin");
+        error_set(err, "%s: no model.safetensors (or sharded index) found%s", dir,
+                  file_exists(bin) ? "; pytorch_model.bin is not supported, save the "
+                                     "model with safe_serialization=True" : "");
+        free(bin);
+        free(path);
+        return false;
     }
     cJSON *js = json_parse_file(path, err);
-    if (!js) return false;
+    if (!js) return free(path), false;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(js, "weight_map");
     bool ok = cJSON_IsObject(map) || error_set(err, "%s: missing \"weight_map\" object", path);
     char **files = NULL;
@@ -190,10 +195,11 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     shfree(seen);
     if (ok && arrlenu(files) == 0) ok = error_set(err, "%s: \"weight_map\" names no shard file", path);
     for (size_t i = 0; ok && i < arrlenu(files); i++) {
-        char shard[4096];
-        snprintf(shard, sizeof shard, "%s/%s", dir, files[i]);
+        char *shard = path_join(dir, files[i]);
         SafeTensors st;
-        if (!(ok = st_open(&st, shard, err))) break;
+        ok = st_open(&st, shard, err);
+        free(shard);
+        if (!ok) break;
         arrput(ck->shards, st);
     }
     arrfree(files);
@@ -542,19 +548,19 @@ bool model_save_hf(const Model *m, const char *src_dir, const char *out_dir, Wei
     st_writer_meta(&w, "format", "pt");
     add_tensors(&w, &m->cfg, !m->cfg.tied);
     SaveCtx sc = {m, delta, ctx};
-    char path[4096], from[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    bool ok = st_writer_write_fill(&w, path, save_fill, &sc, err);
+    char *st_path = path_join(out_dir, "model.safetensors");
+    bool ok = st_writer_write_fill(&w, st_path, save_fill, &sc, err);
+    free(st_path);
     st_writer_free(&w);
     // config.json always; the tokenizer's and generation's files when the source has them
     static const char *const FILES[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
                                         "tokenizer_config.json", "special_tokens_map.json",
                                         "generation_config.json", "chat_template.jinja"};
     for (size_t i = 0; ok && i < sizeof FILES / sizeof FILES[0]; i++) {
-        snprintf(from, sizeof from, "%s/%s", src_dir, FILES[i]);
-        snprintf(path, sizeof path, "%s/%s", out_dir, FILES[i]);
-        if (strcmp(from, path) != 0 && (i == 0 || file_exists(from)))
-            ok = copy_file_atomic(from, path, err);
+        char *from = path_join(src_dir, FILES[i]), *to = path_join(out_dir, FILES[i]);
+        if (strcmp(from, to) != 0 && (i == 0 || file_exists(from))) ok = copy_file_atomic(from, to, err);
+        free(from);
+        free(to);
     }
     return ok;
 }
@@ -643,9 +649,9 @@ bool model_write_random(const GPT2Config *cfg, const char *dir, uint64_t seed, E
     st_writer_meta(&w, "format", "pt");
     add_tensors(&w, cfg, !cfg->tied);
     InitCtx ic = init_ctx(cfg, seed);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *path = path_join(dir, "model.safetensors");
     bool ok = st_writer_write_fill(&w, path, init_fill, &ic, err);
+    free(path);
     st_writer_free(&w);
     return ok && arch_ops(cfg)->write_config(cfg, dir, err);
 }

@@ -1,11 +1,13 @@
 // cmd/init.c: `qlora init`, a randomly initialised model folder (Hugging Face layout) of a GPT-2
 // or LLaMA-family preset.
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cmd/model_args.h"
 #include "json.h"
+#include "path.h"
 
 #define PRESET_NAMES "gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, smollm2-135m, smollm2-360m, " \
                      "qwen2.5-0.5b, tinyllama-1.1b or llama-tiny"
@@ -55,12 +57,14 @@ static bool write_byte_vocab(const char *dir, Error *err) {
     cJSON_AddNumberToObject(js, "<|endoftext|>", 256);
     char *text = cJSON_PrintUnformatted(js);
     cJSON_Delete(js);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    char *path = path_join(dir, "vocab.json");
     bool ok = write_file_atomic(path, text, strlen(text), err);
     cJSON_free(text);
-    snprintf(path, sizeof path, "%s/merges.txt", dir);
-    return ok && write_file_atomic(path, "#version: 0.2\n", 14, err);
+    free(path);
+    path = path_join(dir, "merges.txt");
+    ok = ok && write_file_atomic(path, "#version: 0.2\n", 14, err);
+    free(path);
+    return ok;
 }
 
 // The preset's config with the shape options applied. Exits on a bad preset or shape.
@@ -96,23 +100,24 @@ static GPT2Config init_config(const InitArgs *a) {
 static void init_folder(const InitArgs *a, int vocab_size) {
     if (mkdir(a->out, 0755) != 0 && errno != EEXIST)
         die(EXIT_RUNTIME, "%s: cannot create folder: %s", a->out, strerror(errno));
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", a->out);
+    char *path = path_join(a->out, "config.json");
     struct stat st;
     if (!a->force && stat(path, &st) == 0)
         die(EXIT_BAD_INPUT, "%s already exists; refusing to overwrite a model (use --force)", path);
+    free(path);
     Error err = {0};
     bool ok = true;
     static const char *const FILES[] = {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
                                         "special_tokens_map.json"};
     int copied = 0;
     for (size_t k = 0; a->tokenizer && ok && k < sizeof FILES / sizeof FILES[0]; k++) {
-        char from[4096];
-        snprintf(from, sizeof from, "%s/%s", a->tokenizer, FILES[k]);
-        snprintf(path, sizeof path, "%s/%s", a->out, FILES[k]);
-        if (stat(from, &st) != 0) continue;
-        ok = copy_file_atomic(from, path, &err);
-        copied++;
+        char *from = path_join(a->tokenizer, FILES[k]), *to = path_join(a->out, FILES[k]);
+        if (stat(from, &st) == 0) {
+            ok = copy_file_atomic(from, to, &err);
+            copied++;
+        }
+        free(from);
+        free(to);
     }
     if (a->tokenizer && ok && copied == 0)
         die(EXIT_BAD_INPUT, "%s: no tokenizer files (vocab.json + merges.txt, or tokenizer.json)", a->tokenizer);
