@@ -120,19 +120,10 @@ size_t tok_special_after(const Tokenizer *t) {
     return after;
 }
 
-// *slot = id when *slot is -1 and id is not; name is the field for the message.
-static bool fill_special(const Tokenizer *t, int *slot, int id, const char *name, const char *source, Error *err) {
-    if (*slot >= 0 || id < 0) return true;
-    if (id >= tok_vocab_size(t))
-        return error_set(err, "%s: %s %d is not a token of %s (%d tokens), which names no %s token itself",
-                         source, name, id, t->path, tok_vocab_size(t), name[0] == 'b' ? "BOS" : "EOS");
-    *slot = id;
-    return true;
-}
-
-bool tok_set_missing_specials(Tokenizer *t, int bos, int eos, const char *source, Error *err) {
-    return fill_special(t, &t->bos, bos, "bos_token_id", source, err) &&
-           fill_special(t, &t->eos, eos, "eos_token_id", source, err);
+void tok_set_missing_specials(Tokenizer *t, int bos, int eos) {
+    const int V = tok_vocab_size(t);
+    if (t->bos < 0 && bos >= 0 && bos < V) t->bos = bos;
+    if (t->eos < 0 && eos >= 0 && eos < V) t->eos = eos;
 }
 
 bool tok_encode_text(Tokenizer *t, const char *what, const char *text, size_t len, bool add_special, int **ids,
@@ -202,7 +193,7 @@ void tok_stream_start(TokStream *s, const Tokenizer *t, const int *ids, size_t n
     memset(s, 0, sizeof *s);
     if (n) memcpy(arraddnptr(s->ids, n), ids, n * sizeof(int));
     stream_decode(s, t, false);
-    s->given = arrlenu(s->text);
+    s->given = stable_length(s->text, arrlenu(s->text));  // a prompt cut inside a character gets it whole
 }
 
 void tok_stream_push(TokStream *s, const Tokenizer *t, int id, char **out) {

@@ -12,7 +12,7 @@
 //   - tok_bos / tok_eos: tokenizer_config.json's bos_token / eos_token (null or absent: none); a
 //     tokenizer.json folder without that file: bos = the token the post-processor puts before the
 //     text, eos none. vocab.json + merges.txt: <|endoftext|> for both (GPT2Tokenizer's defaults).
-//     tok_set_missing_specials fills the ones still missing (from config.json).
+//     tok_set_missing_specials fills the ones still missing (from config.json's ids).
 // Ids are 0..tok_vocab_size-1. A tokenizer is not thread-safe (encoding fills caches): one per thread.
 // Not here: reading BPE files (gpt2_tokenizer.c, hf_tokenizer.c), where BOS and EOS go in a
 // training example (data.c), chat templates.
@@ -53,10 +53,10 @@ int tok_eos(const Tokenizer *t);  // -1: none
 // Ids that encoding with add_special puts before / after the text (Llama 2: 1 and 0).
 size_t tok_special_before(const Tokenizer *t);
 size_t tok_special_after(const Tokenizer *t);
-// Where tok_bos / tok_eos are -1, use bos / eos instead (-1 leaves them); source names where those
-// come from ("DIR/config.json"). False (status 2) if one that is taken is not an id of the
-// tokenizer: "SOURCE: eos_token_id 599 is not a token of FILE (561 tokens)".
-bool tok_set_missing_specials(Tokenizer *t, int bos, int eos, const char *source, Error *err);
+// Where tok_bos / tok_eos are -1, use bos / eos instead (config.json's bos_token_id /
+// eos_token_id) when they are ids of the tokenizer; -1 or an id past tok_vocab_size (a padded
+// embedding row, which no text encodes to) leaves them -1.
+void tok_set_missing_specials(Tokenizer *t, int bos, int eos);
 
 // Append the ids of text[0..len) to the stb_ds int array *ids; with add_special, the
 // post-processor's special tokens too. A tokenizer.json tokenizer refuses text that is not valid
@@ -90,8 +90,9 @@ typedef struct {
     size_t given;  // bytes of the decoded text already handed out
     char *text;    // stb_ds scratch
 } TokStream;
-// Start after the prompt's ids[0..n): their text counts as given out already. Special tokens are
-// decoded like any other (a generated <|im_end|> shows).
+// Start after the prompt's ids[0..n): their text counts as given out already, but for a last
+// character the prompt's ids leave incomplete. Special tokens are decoded like any other (a
+// generated <|im_end|> shows).
 void tok_stream_start(TokStream *s, const Tokenizer *t, const int *ids, size_t n);
 // Add id; append to the stb_ds *out the bytes that are now final (maybe none).
 void tok_stream_push(TokStream *s, const Tokenizer *t, int id, char **out);
