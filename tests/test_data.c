@@ -13,6 +13,7 @@
 #include "ds.h"
 #include "json.h"
 #include "test.h"
+#include "test_ids.h"
 #include "tokenizer.h"
 
 #define REF "tests/ref/llama"
@@ -26,23 +27,10 @@ static int *ref_ids(const char *name, const char *text, bool special) {
     const cJSON *e = cJSON_GetObjectItem(cJSON_GetObjectItem(cases_root, "tokenizers"), name);
     for (const cJSON *c = cJSON_GetObjectItem(e, "cases")->child; c; c = c->next) {
         if (strcmp(cJSON_GetObjectItem(c, "text")->valuestring, text)) continue;
-        int *ids = NULL;
-        for (const cJSON *w = cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids")->child; w; w = w->next)
-            arrput(ids, w->valueint);
-        return ids;
+        return ids_from_json(cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids"));
     }
     CHECK(!"text not among the fixture's cases");
     return NULL;
-}
-
-static bool same(const int *a, size_t na, const int *b, size_t nb) {
-    return na == nb && (na == 0 || memcmp(a, b, na * sizeof(int)) == 0);
-}
-
-static void print_ids(const char *what, const int *ids, size_t n) {
-    printf("    %s:", what);
-    for (size_t i = 0; i < n; i++) printf(" %d", ids[i]);
-    printf("\n");
 }
 
 // Load text[0..) as format into *d with tok (sequence_len 256); prints the error if any.
@@ -58,12 +46,12 @@ static bool load(Dataset *d, Tokenizer *tok, const char *format, const char *tex
 static bool example_is(const Dataset *d, const int *want, size_t n, size_t n_masked) {
     if (arrlenu(d->ex) != 1) return false;
     const Example *e = &d->ex[0];
-    bool ok = same(e->ids, e->len, want, n);
+    bool ok = ids_equal(e->ids, e->len, want, n);
     for (size_t i = 0; ok && i < n; i++) ok = e->labels[i] == (i < n_masked ? -1 : want[i]);
     if (!ok) {
-        print_ids("got ", e->ids, e->len);
-        print_ids("want", want, n);
-        print_ids("labels", e->labels, e->len);
+        ids_print("got ", e->ids, e->len);
+        ids_print("want", want, n);
+        ids_print("labels", e->labels, e->len);
     }
     return ok;
 }
@@ -151,7 +139,7 @@ static void test_layouts(void) {
     Error err = {0};
     EXPECT(t && tok_special_before(t) == 1 && tok_special_after(t) == 1 &&
                tok_encode_text(t, "text", PROMPT, strlen(PROMPT), true, &got, &err) &&
-               same(got, arrlenu(got), text, arrlenu(text)),
+               ids_equal(got, arrlenu(got), text, arrlenu(text)),
            "the \"<s> $A </s>\" template: 1 id before, 1 after: the fixture's ids, then </s>");
     if (t) check_layout(t, "llama2 + </s> template", text, comp, 2, true);
     arrfree(got);

@@ -4,33 +4,20 @@
 // without special tokens through tok_load_dir and through `qlora tokenize` (the real binary,
 // $QLORA); BOS / EOS ids and the post-processor's counts per layout and for GPT-2; config.json's
 // ids fill only what the tokenizer leaves open; streaming decodes give exactly the list's text.
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ds.h"
 #include "json.h"
 #include "test.h"
+#include "test_ids.h"
 #include "tokenizer.h"
 
 #define REF "tests/ref/llama"
 
 static const char *Q;  // the qlora binary
 static char tmp[] = "/tmp/qlora-test-tokfront-XXXXXX";
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    fflush(stdout);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
 
 static Tokenizer *load_dir(const char *dir) {
     Tokenizer *t = NULL;
@@ -39,36 +26,20 @@ static Tokenizer *load_dir(const char *dir) {
     return t;
 }
 
-static int *json_ids(const cJSON *arr) {
-    int *ids = NULL;
-    for (const cJSON *w = arr->child; w; w = w->next) arrput(ids, w->valueint);
-    return ids;
-}
-
-static bool same(const int *a, size_t na, const int *b, size_t nb) {
-    return na == nb && (na == 0 || memcmp(a, b, na * sizeof(int)) == 0);
-}
-
-static void print_ids(const char *what, const int *ids, size_t n) {
-    printf("    %s:", what);
-    for (size_t i = 0; i < n; i++) printf(" %d", ids[i]);
-    printf("\n");
-}
-
 // Every case's ids (key "ids" without, "ids_with_special_tokens" with special tokens) through
 // the front. Returns the number of cases that differ, printing the first.
 static int front_differences(Tokenizer *t, const cJSON *cases, bool special) {
     int bad = 0, ci = 0;
     for (const cJSON *c = cases->child; c; c = c->next, ci++) {
         const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
-        int *got = NULL, *want = json_ids(cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids"));
+        int *got = NULL, *want = ids_from_json(cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids"));
         Error err = {0};
         const bool ok = tok_encode_text(t, "case", text, strlen(text), special, &got, &err);
-        if (!ok || !same(got, arrlenu(got), want, arrlenu(want))) {
+        if (!ok || !ids_equal(got, arrlenu(got), want, arrlenu(want))) {
             if (!bad++) {
                 printf("  case %d (%s): %s\n", ci, special ? "special" : "plain", err.msg);
-                print_ids("got", got, arrlenu(got));
-                print_ids("want", want, arrlenu(want));
+                ids_print("got", got, arrlenu(got));
+                ids_print("want", want, arrlenu(want));
             }
         }
         arrfree(got);
@@ -87,7 +58,7 @@ static bool cli_ids(const char *dir, const char *text, bool special, int **ids) 
     if (!f) return false;
     fwrite(text, 1, strlen(text), f);
     fclose(f);
-    if (sh("%s tokenize --model %s --file %s %s > %s", Q, dir, path, special ? "" : "--no-special", out) != 0)
+    if (test_sh("%s tokenize --model %s --file %s %s > %s", Q, dir, path, special ? "" : "--no-special", out) != 0)
         return false;
     f = fopen(out, "r");
     if (!f) return false;
@@ -101,12 +72,12 @@ static bool cli_ids(const char *dir, const char *text, bool special, int **ids) 
 static int cli_differences(const char *dir, const cJSON *cases, bool special) {
     int bad = 0, ci = 0;
     for (const cJSON *c = cases->child; c; c = c->next, ci++) {
-        int *got = NULL, *want = json_ids(cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids"));
+        int *got = NULL, *want = ids_from_json(cJSON_GetObjectItem(c, special ? "ids_with_special_tokens" : "ids"));
         const bool ok = cli_ids(dir, cJSON_GetObjectItem(c, "text")->valuestring, special, &got);
-        if ((!ok || !same(got, arrlenu(got), want, arrlenu(want))) && !bad++) {
+        if ((!ok || !ids_equal(got, arrlenu(got), want, arrlenu(want))) && !bad++) {
             printf("  qlora tokenize %s, case %d%s\n", dir, ci, ok ? "" : ": the command failed");
-            print_ids("got", got, arrlenu(got));
-            print_ids("want", want, arrlenu(want));
+            ids_print("got", got, arrlenu(got));
+            ids_print("want", want, arrlenu(want));
         }
         arrfree(got);
         arrfree(want);
@@ -170,7 +141,7 @@ static void test_specials(void) {
     tok_free(t);
 
     // without tokenizer_config.json: bos is the template's <s>, eos unknown until config.json names it
-    CHECK(sh("mkdir -p %s/noconf && cp " REF "/tok_llama2/tokenizer.json %s/noconf/", tmp, tmp) == 0);
+    CHECK(test_sh("mkdir -p %s/noconf && cp " REF "/tok_llama2/tokenizer.json %s/noconf/", tmp, tmp) == 0);
     char dir[200];
     snprintf(dir, sizeof dir, "%s/noconf", tmp);
     t = load_dir(dir);
@@ -184,7 +155,7 @@ static void test_specials(void) {
 
 // Which files tok_load_dir reads, and its errors.
 static void test_load_dir(void) {
-    CHECK(sh("mkdir -p %s/both && cp tests/ref/tiny/vocab.json tests/ref/tiny/merges.txt " REF
+    CHECK(test_sh("mkdir -p %s/both && cp tests/ref/tiny/vocab.json tests/ref/tiny/merges.txt " REF
              "/tok_smollm2/tokenizer.json %s/both/ && mkdir -p %s/empty %s/onlyvocab && cp tests/ref/tiny/vocab.json "
              "%s/onlyvocab/",
              tmp, tmp, tmp, tmp, tmp) == 0);
@@ -259,12 +230,12 @@ static void test_stream(void) {
         int ok = 0, n = 0;
         bool clean = true;
         for (const cJSON *c = cJSON_GetObjectItem(e, "cases")->child; c; c = c->next, n++) {
-            int *ids = json_ids(cJSON_GetObjectItem(c, "ids_with_special_tokens"));
+            int *ids = ids_from_json(cJSON_GetObjectItem(c, "ids_with_special_tokens"));
             ok += stream_matches(t, ids, arrlenu(ids), arrlenu(ids) / 2, &clean);
             arrfree(ids);
         }
         EXPECT(ok == n, "%s: streamed text after half the ids adds up to the decode on %d/%d cases", e->string, ok, n);
-        int *emoji = json_ids(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "decode_prefixes"), "ids"));
+        int *emoji = ids_from_json(cJSON_GetObjectItem(cJSON_GetObjectItem(e, "decode_prefixes"), "ids"));
         clean = true;
         EXPECT(stream_matches(t, emoji, arrlenu(emoji), 0, &clean) && clean,
                "%s: '😀 👍🏽 中' streamed byte token by byte token, never a U+FFFD on the way", e->string);
@@ -286,6 +257,6 @@ int main(void) {
     test_specials();
     test_load_dir();
     test_stream();
-    sh("rm -rf %s", tmp);
+    test_sh("rm -rf %s", tmp);
     return test_summary("test_tokenizer_front");
 }
