@@ -28,7 +28,8 @@ static const char *const QUANT_CHOICES[] = {"none", "nf4", "fp4", "int8", NULL};
 
 const CliOption MODEL_OPTIONS[] = {
     {"--model", CLI_STR(ModelArgs, model_dir), "DIR",
-     "model folder in the Hugging Face layout (config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt)",
+     "model folder in the Hugging Face layout (config.json, model.safetensors, tokenizer.json or "
+     "vocab.json + merges.txt)",
      .flags = CLI_REQUIRED},
     {"--adapter", CLI_STR(ModelArgs, adapter_dir), "DIR", "a PEFT LoRA adapter folder to apply"},
     {"--quant", CLI_CHOICE(ModelArgs, quant), NULL, "storage of the frozen linear weights",

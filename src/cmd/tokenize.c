@@ -12,8 +12,8 @@ typedef struct {
 
 static const CliOption TOKENIZE_OPTIONS[] = {
     {"TEXT", CLI_STR(TokenizeArgs, text), NULL, "the text (quote it); or give --file"},
-    {"--model", CLI_STR(TokenizeArgs, model_dir), "DIR", "model folder with tokenizer.json, or vocab.json and merges.txt",
-     .flags = CLI_REQUIRED},
+    {"--model", CLI_STR(TokenizeArgs, model_dir), "DIR",
+     "model folder with tokenizer.json, or vocab.json and merges.txt", .flags = CLI_REQUIRED},
     {"--file", CLI_STR(TokenizeArgs, file), "F", "read the text from file F"},
     {"--no-special", CLI_FLAG(TokenizeArgs, no_special), NULL,
      "without the special tokens the tokenizer adds (Llama 2's BOS): add_special_tokens=False"},
