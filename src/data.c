@@ -21,11 +21,32 @@ static void add_example(Dataset *d, int *ids, int *labels, size_t len, size_t se
     arrput(d->ex, e);
 }
 
+// Append the ids of one text of an example to *ids, as transformers + axolotl tokenize it: the
+// tokenizer's post-processor runs (Llama 2 puts <s> before the text; lead false drops what it puts
+// before, as axolotl strips BOS from a completion), then with tail the EOS id, unless there is
+// none or the post-processor already ended the text with it. what names the text in messages.
+static bool encode_part(Tokenizer *tok, const char *what, const char *text, size_t len, bool lead, bool tail,
+                        int **ids, Error *err) {
+    const size_t start = arrlenu(*ids), before = tok_special_before(tok), after = tok_special_after(tok);
+    if (!tok_encode_text(tok, what, text, len, true, ids, err)) return false;
+    if (!lead && before) {
+        const size_t n = arrlenu(*ids) - start;  // >= before: the template's ids are always there
+        memmove(*ids + start, *ids + start + before, (n - before) * sizeof(int));
+        arrsetlen(*ids, start + n - before);
+    }
+    const int eos = tok_eos(tok);
+    const bool ends_with_eos = after > 0 && arrlenu(*ids) > start && (*ids)[arrlenu(*ids) - 1] == eos;
+    if (tail && eos >= 0 && !ends_with_eos) arrput(*ids, eos);
+    return true;
+}
+
 static bool load_text(Dataset *d, const char *text, size_t len, const char *path, Tokenizer *tok,
                       const DataOptions *o, Error *err) {
     int *ids = NULL;
-    tok_encode(tok, text, len, &ids);
-    if (tok_eot(tok) >= 0) arrput(ids, tok_eot(tok));
+    if (!encode_part(tok, path, text, len, true, true, &ids, err)) {
+        arrfree(ids);
+        return false;
+    }
     const size_t n = arrlenu(ids);
     for (size_t s = 0; s < n; s += o->seq_len) {
         size_t l = n - s < o->seq_len ? n - s : o->seq_len;
@@ -59,7 +80,7 @@ static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *whe
     const cJSON *completion = cJSON_GetObjectItemCaseSensitive(js, "completion");
     const cJSON *input_ids = cJSON_GetObjectItemCaseSensitive(js, "input_ids");
     const cJSON *lab = cJSON_GetObjectItemCaseSensitive(js, "labels");
-    const int eot = tok_eot(tok);
+    char what[1200];  // names the field in tokenizer messages
     if (!cJSON_IsObject(js)) {
         ok = error_set(err, "%s: expected a JSON object", where);
     } else if (input_ids) {
@@ -80,21 +101,23 @@ static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *whe
     } else if (prompt || completion) {
         if (!cJSON_IsString(prompt) || !cJSON_IsString(completion))
             ok = error_set(err, "%s: \"prompt\" and \"completion\" must both be strings", where);
-        else {
-            tok_encode(tok, prompt->valuestring, strlen(prompt->valuestring), &ids);
-            size_t np = arrlenu(ids);
-            tok_encode(tok, completion->valuestring, strlen(completion->valuestring), &ids);
-            if (eot >= 0) arrput(ids, eot);
-            for (size_t i = 0; i < arrlenu(ids); i++)
+        else {  // axolotl: BOS + prompt (no EOS), then the completion without BOS + EOS
+            snprintf(what, sizeof what, "%s: \"prompt\"", where);
+            ok = encode_part(tok, what, prompt->valuestring, strlen(prompt->valuestring), true, false, &ids, err);
+            const size_t np = arrlenu(ids);
+            snprintf(what, sizeof what, "%s: \"completion\"", where);
+            ok = ok && encode_part(tok, what, completion->valuestring, strlen(completion->valuestring), false, true,
+                                   &ids, err);
+            for (size_t i = 0; ok && i < arrlenu(ids); i++)
                 arrput(labels, (i < np && !o->train_on_inputs) ? -1 : ids[i]);
         }
     } else if (text) {
         if (!cJSON_IsString(text))
             ok = error_set(err, "%s: \"text\" must be a string", where);
         else {
-            tok_encode(tok, text->valuestring, strlen(text->valuestring), &ids);
-            if (eot >= 0) arrput(ids, eot);
-            for (size_t i = 0; i < arrlenu(ids); i++) arrput(labels, ids[i]);
+            snprintf(what, sizeof what, "%s: \"text\"", where);
+            ok = encode_part(tok, what, text->valuestring, strlen(text->valuestring), true, true, &ids, err);
+            for (size_t i = 0; ok && i < arrlenu(ids); i++) arrput(labels, ids[i]);
         }
     } else {
         ok = error_set(err, "%s: expected a \"text\", \"prompt\"/\"completion\" or \"input_ids\" field", where);

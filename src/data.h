@@ -1,16 +1,19 @@
 // data.h: datasets for training and evaluation. A file becomes a list of examples, each a
 // token array with a label per token (-1 = not predicted):
-//   text   the whole file tokenized (plus <|endoftext|>), cut into sequence_len windows;
+//   text   the whole file tokenized as one text (below), cut into sequence_len windows;
 //          every token is a label;
 //   jsonl  one JSON object per line: {"text": s}, {"prompt": p, "completion": c} (labels on
-//          the completion and the final <|endoftext|> only, unless train_on_inputs), or
-//          {"input_ids": [...]} (pre-tokenized, optional "labels" with -100 = ignored).
-//          Text examples end with <|endoftext|>; longer examples are truncated to
-//          sequence_len (and counted). A bad line is an error naming FILE:LINE; blank lines
-//          are the only lines skipped.
+//          the completion and its EOS only, unless train_on_inputs), or {"input_ids": [...]}
+//          (pre-tokenized, optional "labels" with -100 = ignored). Longer examples are
+//          truncated to sequence_len (and counted). A bad line is an error naming FILE:LINE;
+//          blank lines are the only lines skipped.
+// A text is tokenized as transformers + axolotl do it (docs/training.md, "Datasets"): the
+// tokenizer's post-processor (Llama 2's BOS before the text; nothing for GPT-2, SmolLM2, Qwen2),
+// the text, then the tokenizer's EOS (tok_eos; GPT-2's <|endoftext|>). A prompt gets the
+// post-processor's BOS and no EOS; its completion no BOS and the EOS.
 // Batches take examples in a per-epoch order (seeded shuffle or file order), pad to the
 // longest example of the batch, and set targets[t] = label of token t+1.
-// Not here: tokenization (tokenizer.c), the model (model.c).
+// Not here: tokenization (tokenizer.h), the model (model.c).
 #ifndef QLORA_DATA_H
 #define QLORA_DATA_H
 

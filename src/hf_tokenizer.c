@@ -12,7 +12,7 @@
 #include "ds.h"
 #include "hf_tokenizer_impl.h"
 #include "json.h"
-#include "tokenizer.h"
+#include "gpt2_tokenizer.h"
 
 // Limits on untrusted files: beyond them a file is refused with the limit in the message.
 #define HF_MAX_FILE_BYTES ((size_t)256 << 20)  // real tokenizer.json files are 2-35 MB
@@ -795,7 +795,7 @@ bool hf_tok_load_memory(HfTokenizer **out, const char *json, size_t json_len, co
         guess_bos(t);
         for (int k = 0; k < 256; k++) t->char_byte[k] = -1;
         for (int k = 256; k < 324; k++) t->char_byte[k] = -1;
-        for (int b = 0; b < 256; b++) {  // GPT-2's bytes_to_unicode (tokenizer.h) and its inverse
+        for (int b = 0; b < 256; b++) {  // GPT-2's bytes_to_unicode (gpt2_tokenizer.h) and its inverse
             uint32_t cp;
             t->byte_sym_len[b] = (uint8_t)tok_byte_symbol(b, t->byte_sym[b]);
             utf8_chars(t->byte_sym[b], &cp);
@@ -871,6 +871,25 @@ void hf_tok_free(HfTokenizer *t) {
     shfree(t->cache);
     free(t->chat_template);
     free(t);
+}
+
+void hf_tok_special_counts(const HfTokenizer *t, size_t *before, size_t *after) {
+    *before = *after = 0;
+    if (!arrlenu(t->post)) return;  // one template at most (load_post)
+    const int *items = t->post[0].items;
+    const size_t n = arrlenu(items);
+    size_t first = n, last = n;
+    for (size_t i = 0; i < n; i++)
+        if (items[i] == HF_TEMPLATE_SEQ) {
+            if (first == n) first = i;
+            last = i;
+        }
+    if (first == n) {  // no $A: the text is dropped and every id is a special one
+        *before = n;
+        return;
+    }
+    *before = first;
+    *after = n - 1 - last;
 }
 
 int hf_tok_vocab_size(const HfTokenizer *t) { return t->n_total; }

@@ -24,7 +24,8 @@
 // tokenizers assigns; a file that says otherwise is refused), so ids are 0..vocab_size-1.
 // A tokenizer is not thread-safe, decoding included (encoding fills a word cache, each regex owns
 // its match data): use one per thread.
-// Not here: chat templates, datasets (data.c), GPT-2's vocab.json + merges.txt (tokenizer.c).
+// Not here: chat templates, datasets (data.c), GPT-2's vocab.json + merges.txt (gpt2_tokenizer.c),
+// choosing between the two (tokenizer.c).
 #ifndef QLORA_HF_TOKENIZER_H
 #define QLORA_HF_TOKENIZER_H
 
@@ -47,14 +48,19 @@ void hf_tok_free(HfTokenizer *t);
 
 // Append the ids of text[0..len) to the stb_ds int array *ids; with add_special the
 // post-processor's special tokens too (tokenizers' add_special_tokens). False (status 2) if the
-// text is not valid UTF-8, naming the byte, or if a regex of the file gives up on this text;
-// *ids may then hold a partial result.
+// text is not valid UTF-8, naming the byte, or if a regex of the file gives up on this text; the
+// message does not name the text (the caller puts that in front); *ids may then hold a partial
+// result.
 bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_special, int **ids, Error *err);
 
 // Append the decoded text of ids[0..n) to the stb_ds char array *out (UTF-8, no NUL added).
 // Ids with no token (outside 0..vocab_size-1) are skipped, as tokenizers does; with
 // skip_special, so are the added tokens marked special.
 void hf_tok_decode(const HfTokenizer *t, const int *ids, size_t n, bool skip_special, char **out);
+
+// The ids the post-processor's template puts before the (first) text and after the (last) one
+// when add_special is set: Llama 2's "<s> $A" gives 1 and 0; no template, 0 and 0.
+void hf_tok_special_counts(const HfTokenizer *t, size_t *before, size_t *after);
 
 // Number of ids: the model's vocabulary plus the added tokens outside it.
 int hf_tok_vocab_size(const HfTokenizer *t);

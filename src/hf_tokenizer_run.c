@@ -304,7 +304,7 @@ static bool split_regex(HfRegex *re, bool invert, HfSplitBehavior b, const char 
 }
 
 // ByteLevel: maybe a leading space, maybe the GPT-2 regex split, then every byte becomes its
-// GPT-2 byte character (t->byte_sym, from tokenizer.h's tok_byte_symbol).
+// GPT-2 byte character (t->byte_sym, from gpt2_tokenizer.h's tok_byte_symbol).
 static bool pre_byte_level(const HfTokenizer *t, const HfPreStep *st, const char *s, const Piece *pc, Pieces *out,
                            char *why, size_t cap) {
     char *text = NULL;
@@ -493,7 +493,7 @@ static void apply_templates(const HfTokenizer *t, size_t from, bool add_special,
 bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_special, int **ids, Error *err) {
     for (size_t i = 0; i < len;) {
         size_t k = utf8_seq_len((const uint8_t *)text + i, len - i);
-        if (!k) return error_set(err, "text: byte %zu is not valid UTF-8 (tokenizer.json models take Unicode text)", i);
+        if (!k) return error_set(err, "byte %zu is not valid UTF-8 (tokenizer.json models take Unicode text)", i);
         i += k;
     }
     const size_t from = arrlenu(*ids);
@@ -509,7 +509,7 @@ bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_specia
         else if (p.v[i].len) bpe_word(t, p.buf + p.v[i].off, p.v[i].len, ids);
     }
     pieces_free(&p);
-    if (!ok) return error_set(err, "text: %s", why);
+    if (!ok) return error_set(err, "%s", why);
     apply_templates(t, from, add_special, ids);
     return true;
 }

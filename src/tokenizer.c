@@ -1,156 +1,43 @@
 // tokenizer.c: see tokenizer.h.
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 
-#include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#include "bpe.h"
 #include "ds.h"
-#include "json.h"
-
-#define TOK_CACHE_MAX (1 << 18)  // pre-tokens remembered; beyond this, encode uncached
-static const char EOT_TEXT[] = "<|endoftext|>";
-
-// GPT-2's pre-tokenization pattern (docs/formats.md, "GPT-2 tokenizer"). Python's \s also matches U+001C..U+001F,
-// which PCRE2's \s does not, so whitespace is spelled out as [\s\x{1c}-\x{1f}].
-static const char PRETOKEN_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\x{1c}-\\x{1f}\\p{L}\\p{N}]+"
-    "|[\\s\\x{1c}-\\x{1f}]+(?![^\\s\\x{1c}-\\x{1f}])|[\\s\\x{1c}-\\x{1f}]+";
+#include "hf_tokenizer.h"
+#include "path.h"
 
 struct Tokenizer {
-    char **id_to_token;                                  // [n_vocab], owned
-    int n_vocab;
-    struct { char *key; int value; } *token_to_id;       // stb_ds string map
-    BpeMerges *merges;                                   // (id A, id B) -> rank, id of AB
-    struct { char *key; int *value; } *cache;            // mapped pre-token -> ids
-    int eot_id;
-    int byte_id[256];         // id of the token for byte b's symbol (checked at load)
-    char byte_char[256][3];   // NUL-terminated UTF-8 of bytes_to_unicode(b), 1 or 2 bytes
-    uint8_t byte_char_len[256];
-    int16_t char_byte[324];   // inverse: code point -> byte, -1 if none
-    pcre2_code *re;
-    pcre2_match_data *match;
+    Gpt2Tokenizer *gpt2;  // exactly one of the two is set
+    HfTokenizer *hf;
+    char *path;           // tokenizer.json or vocab.json, as named at load (owned)
+    int bos, eos;         // -1: none
 };
 
-// Code point standing for byte b: itself if printable, else 256 + its rank among the
-// 68 non-printable bytes.
-static int byte_code_point(int b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
-    if (printable) return b;
-    int rank = 0;
-    for (int c = 0; c < b; c++) rank += !((c >= 33 && c <= 126) || (c >= 161 && c <= 172) || c >= 174);
-    return 256 + rank;
+// A new front around one of the two kinds, with its own special ids (tokenizer.h).
+static Tokenizer *wrap(Gpt2Tokenizer *gpt2, HfTokenizer *hf, const char *path) {
+    Tokenizer *t = xcalloc(1, sizeof *t);
+    t->gpt2 = gpt2;
+    t->hf = hf;
+    t->path = xstrdup(path);
+    if (gpt2) {
+        t->bos = t->eos = gpt2_tok_eot(gpt2);  // transformers' GPT2Tokenizer: both <|endoftext|>
+    } else {
+        t->bos = hf_tok_bos(hf);
+        t->eos = hf_tok_eos(hf);
+    }
+    return t;
 }
 
-int tok_byte_symbol(int b, char out[3]) {
-    const int cp = byte_code_point(b);
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        out[1] = '\0';
-        return 1;
-    }
-    out[0] = (char)(0xC0 | (cp >> 6));  // every code point here is < 0x800: two bytes
-    out[1] = (char)(0x80 | (cp & 0x3F));
-    out[2] = '\0';
-    return 2;
-}
-
-static void build_byte_map(Tokenizer *t) {
-    for (int cp = 0; cp < 324; cp++) t->char_byte[cp] = -1;
-    for (int b = 0; b < 256; b++) {
-        t->char_byte[byte_code_point(b)] = (int16_t)b;
-        t->byte_char_len[b] = (uint8_t)tok_byte_symbol(b, t->byte_char[b]);
-    }
-}
-
-static bool load_vocab(Tokenizer *t, const char *text, size_t len, const char *path, Error *err) {
-    cJSON *root = json_parse(text, len, 0, path, err);
-    if (!root) return false;
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return error_set(err, "%s: expected a JSON object mapping tokens to ids", path);
-    }
-    int n = cJSON_GetArraySize(root);
-    t->n_vocab = n;
-    t->id_to_token = xcalloc((size_t)(n ? n : 1), sizeof(char *));
-    bool ok = n > 0 || error_set(err, "%s: the vocabulary is empty", path);
-    for (const cJSON *kv = root->child; ok && kv; kv = kv->next) {
-        uint64_t id;
-        if (!json_as_u64(kv, &id) || id >= (uint64_t)n)
-            ok = error_set(err, "%s: token '%.40s': id must be an integer in [0, %d]", path,
-                           kv->string, n - 1);
-        else if (t->id_to_token[id])
-            ok = error_set(err, "%s: id %llu is used by both '%.40s' and '%.40s'", path,
-                           (unsigned long long)id, t->id_to_token[id], kv->string);
-        else if (shgeti(t->token_to_id, kv->string) >= 0)
-            ok = error_set(err, "%s: token '%.40s' appears twice", path, kv->string);
-        else {
-            t->id_to_token[id] = xstrdup(kv->string);
-            shput(t->token_to_id, kv->string, (int)id);
-        }
-    }
-    cJSON_Delete(root);
-    if (!ok) return false;
-    for (int b = 0; b < 256; b++) {
-        const char *sym = t->byte_char[b];
-        if (shgeti(t->token_to_id, sym) < 0)
-            return error_set(err, "%s: no token for byte %d ('%s'); a byte-level BPE vocabulary "
-                                  "needs all 256 byte symbols", path, b, sym);
-        t->byte_id[b] = shget(t->token_to_id, sym);
-    }
-    t->eot_id = shgeti(t->token_to_id, EOT_TEXT) >= 0 ? shget(t->token_to_id, EOT_TEXT) : -1;
+bool tok_load_memory(Tokenizer **out, const char *vocab, size_t vocab_len, const char *vocab_name,
+                     const char *merges, size_t merges_len, const char *merges_name, Error *err) {
+    Gpt2Tokenizer *g;
+    *out = NULL;
+    if (!gpt2_tok_load_memory(&g, vocab, vocab_len, vocab_name, merges, merges_len, merges_name, err)) return false;
+    *out = wrap(g, NULL, vocab_name);
     return true;
-}
-
-static bool load_merges(Tokenizer *t, const char *merges, size_t len, const char *path,
-                        const char *vocab_path, Error *err) {
-    char *text = xmalloc(len + 1);  // a private copy: lines are cut in place
-    memcpy(text, merges, len);
-    text[len] = '\0';
-    bool ok = true;
-    int rank = 0, line_no = 0;
-    char *p = text, *end = text + len;
-    char *joined = NULL;  // stb_ds scratch for "AB"
-    while (ok && p < end) {
-        char *nl = memchr(p, '\n', (size_t)(end - p));
-        char *line_end = nl ? nl : end;
-        line_no++;
-        if (line_end > p && line_end[-1] == '\r') line_end[-1] = '\0';
-        *line_end = '\0';
-        char *line = p;
-        p = line_end + 1;
-        if (line[0] == '\0' || (line_no == 1 && strncmp(line, "#version", 8) == 0)) continue;
-        char *sp = strchr(line, ' ');
-        if (!sp || sp == line || sp[1] == '\0' || strchr(sp + 1, ' ')) {
-            ok = error_set(err, "%s:%d: expected two symbols separated by one space, found '%.60s'",
-                           path, line_no, line);
-            break;
-        }
-        *sp = '\0';
-        const char *a = line, *b = sp + 1;
-        size_t la = strlen(a), lb = strlen(b);
-        arrsetlen(joined, la + lb + 1);
-        memcpy(joined, a, la);
-        memcpy(joined + la, b, lb + 1);
-        if (shgeti(t->token_to_id, a) < 0 || shgeti(t->token_to_id, b) < 0 ||
-            shgeti(t->token_to_id, joined) < 0) {
-            const char *missing = shgeti(t->token_to_id, a) < 0 ? a
-                                  : shgeti(t->token_to_id, b) < 0 ? b : joined;
-            ok = error_set(err, "%s:%d: merge '%s %s' needs '%s', which is not in %s (the "
-                                "vocabulary and merges files do not belong together)",
-                           path, line_no, a, b, missing, vocab_path);
-            break;
-        }
-        // a repeated pair keeps its first rank
-        bpe_merges_add(t->merges, shget(t->token_to_id, a), shget(t->token_to_id, b),
-                       shget(t->token_to_id, joined), rank);
-        rank++;
-    }
-    arrfree(joined);
-    free(text);
-    return ok;
 }
 
 bool tok_load(Tokenizer **out, const char *vocab_path, const char *merges_path, Error *err) {
@@ -168,159 +55,160 @@ bool tok_load(Tokenizer **out, const char *vocab_path, const char *merges_path, 
     return ok;
 }
 
-bool tok_load_memory(Tokenizer **out, const char *vocab, size_t vocab_len, const char *vocab_name,
-                     const char *merges, size_t merges_len, const char *merges_name, Error *err) {
-    Tokenizer *t = xcalloc(1, sizeof *t);
+bool tok_load_json_memory(Tokenizer **out, const char *json, size_t json_len, const char *json_name,
+                          const char *config, size_t config_len, const char *config_name, Error *err) {
+    HfTokenizer *h;
     *out = NULL;
-    sh_new_arena(t->token_to_id);
-    t->merges = bpe_merges_create();
-    sh_new_arena(t->cache);
-    build_byte_map(t);
-    if (!load_vocab(t, vocab, vocab_len, vocab_name, err) ||
-        !load_merges(t, merges, merges_len, merges_name, vocab_name, err)) {
-        tok_free(t);
-        return false;
-    }
-    int code;
-    PCRE2_SIZE at;
-    t->re = pcre2_compile((PCRE2_SPTR)PRETOKEN_PATTERN, PCRE2_ZERO_TERMINATED,
-                          PCRE2_UTF | PCRE2_UCP, &code, &at, NULL);
-    CHECK(t->re != NULL);  // a constant pattern: failure is a bug, not bad input
-    pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE);  // optional speed-up; falls back if absent
-    t->match = pcre2_match_data_create_from_pattern(t->re, NULL);
-    *out = t;
+    if (!hf_tok_load_memory(&h, json, json_len, json_name, config, config_len, config_name, err)) return false;
+    *out = wrap(NULL, h, json_name);
     return true;
+}
+
+// Whether something is at path (a file, or anything the loaders will then refuse by name).
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+bool tok_load_dir(Tokenizer **out, const char *dir, Error *err) {
+    *out = NULL;
+    char *json = path_join(dir, "tokenizer.json"), *config = path_join(dir, "tokenizer_config.json");
+    char *vocab = path_join(dir, "vocab.json"), *merges = path_join(dir, "merges.txt");
+    bool ok;
+    if (exists(json)) {
+        HfTokenizer *h;
+        ok = hf_tok_load(&h, json, exists(config) ? config : NULL, err);
+        if (ok) *out = wrap(NULL, h, json);
+    } else if (exists(vocab) || exists(merges)) {
+        ok = tok_load(out, vocab, merges, err);  // a missing one of the two is named by its reader
+    } else {
+        ok = error_set(err, "%s: no tokenizer: expected tokenizer.json, or vocab.json and merges.txt", dir);
+    }
+    free(json);
+    free(config);
+    free(vocab);
+    free(merges);
+    return ok;
 }
 
 void tok_free(Tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_vocab; i++) free(t->id_to_token[i]);
-    free(t->id_to_token);
-    shfree(t->token_to_id);
-    bpe_merges_free(t->merges);
-    for (ptrdiff_t i = 0; i < shlen(t->cache); i++) arrfree(t->cache[i].value);
-    shfree(t->cache);
-    if (t->match) pcre2_match_data_free(t->match);
-    if (t->re) pcre2_code_free(t->re);
+    gpt2_tok_free(t->gpt2);
+    hf_tok_free(t->hf);
+    free(t->path);
     free(t);
 }
 
-int tok_vocab_size(const Tokenizer *t) { return t->n_vocab; }
-int tok_eot(const Tokenizer *t) { return t->eot_id; }
+const char *tok_path(const Tokenizer *t) { return t->path; }
+bool tok_is_json(const Tokenizer *t) { return t->hf != NULL; }
+int tok_vocab_size(const Tokenizer *t) { return t->gpt2 ? gpt2_tok_vocab_size(t->gpt2) : hf_tok_vocab_size(t->hf); }
+int tok_eot(const Tokenizer *t) {
+    return t->gpt2 ? gpt2_tok_eot(t->gpt2) : hf_tok_token_to_id(t->hf, "<|endoftext|>");
+}
+int tok_bos(const Tokenizer *t) { return t->bos; }
+int tok_eos(const Tokenizer *t) { return t->eos; }
 
-void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans) {
-    // PCRE2 needs valid UTF-8: each invalid byte becomes U+FFFD (a symbol, so neither letter,
-    // number nor space) in a sanitized copy, and orig[] maps offsets back to the input.
-    char *clean = NULL;
-    size_t *orig = NULL;
-    const uint8_t *u = (const uint8_t *)text;
-    for (size_t i = 0; i < len;) {
-        size_t n = utf8_seq_len(u + i, len - i);
-        if (n == 0) {
-            static const char repl[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
-            for (int k = 0; k < 3; k++) {
-                arrput(clean, repl[k]);
-                arrput(orig, i);
-            }
-            i++;
-        } else {
-            for (size_t k = 0; k < n; k++) {
-                arrput(clean, text[i + k]);
-                arrput(orig, i);
-            }
-            i += n;
-        }
-    }
-    arrput(orig, len);
-    const size_t clen = arrlenu(clean);
-    size_t pos = 0;
-    while (pos < clen) {
-        // the copy is valid UTF-8 by construction: skip PCRE2's check, which would rescan
-        // the whole subject at every call (quadratic in the text length)
-        int rc = pcre2_match(t->re, (PCRE2_SPTR)(clean ? clean : ""), clen, pos, PCRE2_NO_UTF_CHECK,
-                             t->match, NULL);
-        size_t s = clen, e = clen;
-        if (rc > 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
-            s = ov[0];
-            e = ov[1];
-        }
-        if (s > pos) {  // unmatched gap (the pattern covers everything; kept for safety)
-            arrput(*spans, orig[pos]);
-            arrput(*spans, orig[s]);
-        }
-        if (e <= s) break;  // no match or empty match: nothing more to cut
-        arrput(*spans, orig[s]);
-        arrput(*spans, orig[e]);
-        pos = e;
-    }
-    arrfree(clean);
-    arrfree(orig);
+size_t tok_special_before(const Tokenizer *t) {
+    size_t before = 0, after = 0;
+    if (t->hf) hf_tok_special_counts(t->hf, &before, &after);
+    return before;
 }
 
-static void encode_piece(Tokenizer *t, const char *text, size_t len, int **ids) {
-    size_t *spans = NULL;
-    char *mapped = NULL;
-    tok_pretokenize(t, text, len, &spans);
-    for (size_t s = 0; s < arrlenu(spans); s += 2) {
-        arrsetlen(mapped, 0);
-        for (size_t i = spans[s]; i < spans[s + 1]; i++) {
-            uint8_t b = (uint8_t)text[i];
-            for (int k = 0; k < t->byte_char_len[b]; k++) arrput(mapped, t->byte_char[b][k]);
-        }
-        arrput(mapped, '\0');
-        ptrdiff_t c = shgeti(t->cache, mapped);
-        if (c >= 0) {
-            for (size_t k = 0; k < arrlenu(t->cache[c].value); k++) arrput(*ids, t->cache[c].value[k]);
-            continue;
-        }
-        // one symbol per byte, then BPE (bpe.h)
-        int *word_ids = NULL;
-        for (size_t i = spans[s]; i < spans[s + 1]; i++) arrput(word_ids, t->byte_id[(uint8_t)text[i]]);
-        const size_t n_left = bpe_merge(t->merges, word_ids, arrlenu(word_ids));
-        arrsetlen(word_ids, n_left);  // a macro that evaluates its argument twice
-        for (size_t k = 0; k < arrlenu(word_ids); k++) arrput(*ids, word_ids[k]);
-        if (shlen(t->cache) < TOK_CACHE_MAX) shput(t->cache, mapped, word_ids);
-        else arrfree(word_ids);
+size_t tok_special_after(const Tokenizer *t) {
+    size_t before = 0, after = 0;
+    if (t->hf) hf_tok_special_counts(t->hf, &before, &after);
+    return after;
+}
+
+void tok_set_missing_specials(Tokenizer *t, int bos, int eos) {
+    const int V = tok_vocab_size(t);
+    if (t->bos < 0 && bos >= 0 && bos < V) t->bos = bos;
+    if (t->eos < 0 && eos >= 0 && eos < V) t->eos = eos;
+}
+
+bool tok_encode_text(Tokenizer *t, const char *what, const char *text, size_t len, bool add_special, int **ids,
+                     Error *err) {
+    if (t->gpt2) {  // GPT-2's post-processor adds nothing
+        gpt2_tok_encode(t->gpt2, text, len, ids);
+        return true;
     }
-    arrfree(mapped);
-    arrfree(spans);
+    Error e = {0};
+    if (hf_tok_encode(t->hf, text, len, add_special, ids, &e)) return true;
+    return error_set(err, "%s: %s", what, e.msg);
 }
 
 void tok_encode(Tokenizer *t, const char *text, size_t len, int **ids) {
-    const size_t eot_len = sizeof EOT_TEXT - 1;
-    size_t start = 0;
-    if (t->eot_id >= 0) {
-        for (size_t i = 0; i + eot_len <= len;) {
-            if (text[i] == '<' && memcmp(text + i, EOT_TEXT, eot_len) == 0) {
-                encode_piece(t, text + start, i - start, ids);
-                arrput(*ids, t->eot_id);
-                i += eot_len;
-                start = i;
-            } else {
-                i++;
-            }
-        }
+    CHECK(t->gpt2 != NULL);  // tokenizer.json encoding can fail: tok_encode_text
+    gpt2_tok_encode(t->gpt2, text, len, ids);
+}
+
+void tok_decode(const Tokenizer *t, const int *ids, size_t n, bool skip_special, char **out) {
+    if (t->hf) {
+        hf_tok_decode(t->hf, ids, n, skip_special, out);
+        return;
     }
-    encode_piece(t, text + start, len - start, ids);
+    const int V = gpt2_tok_vocab_size(t->gpt2), eot = gpt2_tok_eot(t->gpt2);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < V && !(skip_special && ids[i] == eot)) gpt2_tok_decode_append(t->gpt2, ids[i], out);
 }
 
 void tok_decode_append(const Tokenizer *t, int id, char **out) {
-    CHECK(id >= 0 && id < t->n_vocab && t->id_to_token[id]);
-    const uint8_t *s = (const uint8_t *)t->id_to_token[id];
-    size_t n = strlen((const char *)s);
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq_len(s + i, n - i);
-        uint32_t cp = 0x110000;
-        if (k == 1) cp = s[i];
-        else if (k == 2) cp = (uint32_t)(s[i] & 0x1F) << 6 | (s[i + 1] & 0x3F);
-        if (cp < 324 && t->char_byte[cp] >= 0) {
-            arrput(*out, (char)t->char_byte[cp]);
-            i += k;
-        } else {  // a character outside the byte map: emit its own bytes unchanged
-            size_t m = k ? k : 1;
-            for (size_t j = 0; j < m; j++) arrput(*out, (char)s[i + j]);
-            i += m;
-        }
+    CHECK(id >= 0 && id < tok_vocab_size(t));
+    tok_decode(t, &id, 1, false, out);
+}
+
+void tok_pretokenize(Tokenizer *t, const char *text, size_t len, size_t **spans) {
+    CHECK(t->gpt2 != NULL);
+    gpt2_tok_pretokenize(t->gpt2, text, len, spans);
+}
+
+// ---- streaming ----------------------------------------------------------------------------
+
+// Length of s[0..n) less a tail that a later id may still change: an incomplete UTF-8 sequence
+// (GPT-2's bytes) or replacement characters U+FFFD (what a tokenizer.json decoder makes of one).
+static size_t stable_length(const char *s, size_t n) {
+    static const char FFFD[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+    while (n >= 3 && memcmp(s + n - 3, FFFD, 3) == 0) n -= 3;
+    // an incomplete sequence: a lead byte within the last 3 bytes whose sequence runs past the end
+    for (size_t back = 1; back <= 3 && back <= n; back++) {
+        const unsigned char c = (unsigned char)s[n - back];
+        if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+        const size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? n - back : n;
     }
+    return n;
+}
+
+// Decode the whole list into s->text (GPT-2's decode is a concatenation: just add the last id).
+static void stream_decode(TokStream *s, const Tokenizer *t, bool only_last) {
+    if (t->gpt2 && only_last) {
+        tok_decode(t, &s->ids[arrlenu(s->ids) - 1], 1, false, &s->text);
+        return;
+    }
+    arrsetlen(s->text, 0);
+    tok_decode(t, s->ids, arrlenu(s->ids), false, &s->text);
+}
+
+void tok_stream_start(TokStream *s, const Tokenizer *t, const int *ids, size_t n) {
+    memset(s, 0, sizeof *s);
+    if (n) memcpy(arraddnptr(s->ids, n), ids, n * sizeof(int));
+    stream_decode(s, t, false);
+    s->given = stable_length(s->text, arrlenu(s->text));  // a prompt cut inside a character gets it whole
+}
+
+void tok_stream_push(TokStream *s, const Tokenizer *t, int id, char **out) {
+    arrput(s->ids, id);
+    stream_decode(s, t, true);
+    const size_t stable = stable_length(s->text, arrlenu(s->text));
+    if (stable <= s->given) return;
+    memcpy(arraddnptr(*out, stable - s->given), s->text + s->given, stable - s->given);
+    s->given = stable;
+}
+
+void tok_stream_finish(TokStream *s, char **out) {
+    const size_t n = arrlenu(s->text);
+    if (n > s->given) memcpy(arraddnptr(*out, n - s->given), s->text + s->given, n - s->given);
+    arrfree(s->ids);
+    arrfree(s->text);
+    memset(s, 0, sizeof *s);
 }

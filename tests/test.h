@@ -6,9 +6,11 @@
 #define QLORA_TEST_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int test_passed, test_failed, test_skipped;
 
@@ -61,6 +63,18 @@ __attribute__((unused)) static void expect_close_(const char *name, const float 
         printf(__VA_ARGS__);          \
         printf("\n");                 \
     } while (0)
+
+// Run the printf-formatted shell command; its exit status (128 + signal if it was killed).
+__attribute__((unused, format(printf, 1, 2))) static int test_sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
 
 static int test_summary(const char *name) {
     printf("%s: %d passed, %d failed, %d skipped\n", name, test_passed, test_failed, test_skipped);

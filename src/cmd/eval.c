@@ -25,8 +25,9 @@ static const CliCommand EVAL = {
     .name = "eval",
     .about =
     "Mean next-token loss and perplexity; give either --text FILE or --data FILE. --text: a\n"
-    "plain text; one longer than the window (n_positions, or --seq) is scored in windows that\n"
-    "advance by half a window, each token scored once with at least half a window of context.\n"
+    "plain text, tokenized with the tokenizer's special tokens (Llama 2's BOS, no EOS); one longer\n"
+    "than the window (n_positions, or --seq) is scored in windows that advance by half a window,\n"
+    "each token scored once with at least half a window of context.\n"
     "--data: a training dataset (.jsonl examples as `qlora train` reads them, scored on their\n"
     "labels; other files as text cut into windows). Last line: loss=<float> ppl=<float>\n"
     "tokens=<n>. --bf16 multiplies the frozen weights in bf16 with fp32 sums, as training with\n"
@@ -48,7 +49,7 @@ static int eval_dataset(const EvalArgs *a) {
     GPT2Config cfg;
     Error err = {0};
     if (!model_read_config(&cfg, a->m.model_dir, &err)) die_error(&err);
-    Tokenizer *tok = cmd_load_tokenizer(a->m.model_dir, cfg.vocab_size);
+    Tokenizer *tok = cmd_load_tokenizer(a->m.model_dir, &cfg);
     const size_t T = a->seq && a->seq < cfg.n_positions ? (size_t)a->seq : (size_t)cfg.n_positions;
     DataOptions dopt = {"", T, false, cfg.vocab_size};
     Dataset d;
@@ -115,13 +116,16 @@ static int eval_text(const EvalArgs *a) {
         GPT2Config cfg;
         Error err = {0};
         if (!model_read_config(&cfg, a->m.model_dir, &err)) die_error(&err);
-        tok = cmd_load_tokenizer(a->m.model_dir, cfg.vocab_size);  // cheap checks before the big load
+        tok = cmd_load_tokenizer(a->m.model_dir, &cfg);  // cheap checks before the big load
     }
     size_t len;
     char *text = cmd_read_text(a->text, &len);
     int *ids = NULL;
-    tok_encode(tok, text, len, &ids);
+    Error err = {0};
+    // with the post-processor's special tokens (Llama 2's BOS), as tokenizer(text) gives them
+    const bool ok = tok_encode_text(tok, a->text, text, len, true, &ids, &err);
     free(text);
+    if (!ok) die_error(&err);
     const size_t n = arrlenu(ids);
     if (n < 2) die(EXIT_BAD_INPUT, "%s: %zu tokens; at least 2 are needed to score one", a->text, n);
     Model m;

@@ -32,37 +32,46 @@ static const CliOption GENERATE_OPTIONS[] = {
 static const CliCommand GENERATE = {
     .name = "generate",
     .about =
-    "Streams a continuation of TEXT, stopping at <|endoftext|> or after N new tokens, with a KV\n"
-    "cache (each new token costs one position). Sampling defaults are Hugging Face's: temperature\n"
-    "1.0, top-k 50, top-p 1.0. --bf16: the prompt's products with the frozen weights in bf16\n"
-    "(each new token's one-row products stay fp32).\n",
+    "Streams a continuation of TEXT, stopping at the end-of-text token or after N new tokens, with\n"
+    "a KV cache (each new token costs one position). TEXT is tokenized as transformers' generate\n"
+    "gets it from tokenizer(TEXT): with the tokenizer's special tokens (Llama 2's BOS); an empty\n"
+    "TEXT starts from the BOS token. Generation stops at the tokenizer's EOS (tokenizer_config.json's\n"
+    "eos_token; GPT-2's <|endoftext|>) and at config.json's eos_token_id. Sampling defaults are\n"
+    "Hugging Face's: temperature 1.0, top-k 50, top-p 1.0. --bf16: the prompt's products with the\n"
+    "frozen weights in bf16 (each new token's one-row products stay fp32).\n",
     .options = GENERATE_OPTIONS};
 
-// The prompt's token ids (stb_ds), checked against the model's context: an empty prompt
-// starts from <|endoftext|>. Exits on bad input.
+// The prompt's token ids (stb_ds), with the tokenizer's special tokens, checked against the
+// model's context: an empty prompt starts from the BOS token. Exits on bad input.
 static int *prompt_ids(Tokenizer *tok, const char *prompt, int n_positions) {
     int *ids = NULL;
-    tok_encode(tok, prompt, strlen(prompt), &ids);
+    Error err = {0};
+    if (!tok_encode_text(tok, "--prompt", prompt, strlen(prompt), true, &ids, &err)) die_error(&err);
     if (arrlenu(ids) == 0) {
-        if (tok_eot(tok) < 0) die(EXIT_BAD_INPUT, "empty prompt and no <|endoftext|> token to start from");
-        arrput(ids, tok_eot(tok));
+        if (tok_bos(tok) < 0)
+            die(EXIT_BAD_INPUT, "empty prompt and no BOS token to start from (neither %s nor config.json names one "
+                "that the tokenizer has)", tok_path(tok));
+        arrput(ids, tok_bos(tok));
     }
     if (arrlenu(ids) >= (size_t)n_positions)
         die(EXIT_BAD_INPUT, "the prompt is %zu tokens; the model's context is %d", arrlenu(ids), n_positions);
     return ids;
 }
 
-// Sample and print tokens after the prompt's logits until <|endoftext|>, max_new tokens or
-// a full context. Returns the tokens made; failure[0..cap) receives a message (else "")
-// when the logits turn non-finite.
+// Sample and print tokens after the prompt's logits until an end-of-text id (the tokenizer's EOS
+// or config.json's eos_id), max_new tokens or a full context. Returns the tokens made;
+// failure[0..cap) receives a message (else "") when the logits turn non-finite.
 static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *lora, KVCache *kv,
-                          const Tokenizer *tok, float *logits, char *failure, size_t cap) {
+                          const Tokenizer *tok, const int *prompt, size_t n_prompt, float *logits, char *failure,
+                          size_t cap) {
     const int Vt = tok_vocab_size(tok);  // ids past the tokenizer (padding) are never sampled
     SampleCand *cand = xmalloc((size_t)Vt * sizeof(SampleCand));
     const SampleParams sp = {(float)a->temperature, (int)a->top_k, (float)a->top_p};
     Rng rng;
     rng_seed(&rng, (uint64_t)a->seed);
     char *bytes = NULL;
+    TokStream stream;  // the text of the prompt and what follows, decoded as one list
+    tok_stream_start(&stream, tok, prompt, n_prompt);
     long made = 0;
     failure[0] = '\0';
     while (made < a->max_new) {
@@ -74,15 +83,18 @@ static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *
             break;
         }
         int next = sample_next(logits, Vt, &sp, &rng, cand);
-        if (next == tok_eot(tok)) break;
+        if (next == tok_eos(tok) || next == m->cfg.eos_id) break;
         arrsetlen(bytes, 0);
-        tok_decode_append(tok, next, &bytes);
+        tok_stream_push(&stream, tok, next, &bytes);
         fwrite(bytes, 1, arrlenu(bytes), stdout);
         fflush(stdout);
         made++;
         if (kv_len(kv) >= kv_capacity(kv)) break;  // context full
         model_step(m, lora, kv, &next, 1, logits);
     }
+    arrsetlen(bytes, 0);
+    tok_stream_finish(&stream, &bytes);  // a character held back for a next token that never came
+    fwrite(bytes, 1, arrlenu(bytes), stdout);
     arrfree(bytes);
     free(cand);
     return made;
@@ -96,7 +108,7 @@ int cmd_generate(int argc, char **argv) {
     GPT2Config cfg;
     Error err = {0};
     if (!model_read_config(&cfg, a.m.model_dir, &err)) die_error(&err);
-    Tokenizer *tok = cmd_load_tokenizer(a.m.model_dir, cfg.vocab_size);
+    Tokenizer *tok = cmd_load_tokenizer(a.m.model_dir, &cfg);
     int *ids = prompt_ids(tok, a.prompt, cfg.n_positions);
     Model m;
     LoraSet lora;
@@ -112,7 +124,8 @@ int cmd_generate(int argc, char **argv) {
     double t_prompt = time_now() - t0;
     char failure[300];  // reported after freeing
     t0 = time_now();
-    long made = stream_tokens(&a, &m, has_lora ? &lora : NULL, kv, tok, logits, failure, sizeof failure);
+    long made = stream_tokens(&a, &m, has_lora ? &lora : NULL, kv, tok, ids, arrlenu(ids), logits, failure,
+                              sizeof failure);
     double t_gen = time_now() - t0;
     printf("\n");
     if (!failure[0])

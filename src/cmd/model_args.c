@@ -28,7 +28,8 @@ static const char *const QUANT_CHOICES[] = {"none", "nf4", "fp4", "int8", NULL};
 
 const CliOption MODEL_OPTIONS[] = {
     {"--model", CLI_STR(ModelArgs, model_dir), "DIR",
-     "model folder in the Hugging Face layout (config.json, model.safetensors, vocab.json, merges.txt)",
+     "model folder in the Hugging Face layout (config.json, model.safetensors, tokenizer.json or "
+     "vocab.json + merges.txt)",
      .flags = CLI_REQUIRED},
     {"--adapter", CLI_STR(ModelArgs, adapter_dir), "DIR", "a PEFT LoRA adapter folder to apply"},
     {"--quant", CLI_CHOICE(ModelArgs, quant), NULL, "storage of the frozen linear weights",
@@ -53,19 +54,19 @@ QuantConfig model_args_quant(const ModelArgs *a) {
     return q;
 }
 
-Tokenizer *cmd_load_tokenizer(const char *dir, int model_vocab) {
-    char vocab[4096], merges[4096];
-    snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
-    snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+Tokenizer *cmd_load_tokenizer(const char *dir, const GPT2Config *cfg) {
     Tokenizer *t;
     Error err = {0};
-    if (!tok_load(&t, vocab, merges, &err)) die_error(&err);
-    if (model_vocab > 0 && tok_vocab_size(t) > model_vocab) {
-        int n = tok_vocab_size(t);
+    if (!tok_load_dir(&t, dir, &err)) die_error(&err);
+    if (!cfg) return t;
+    const int n = tok_vocab_size(t);
+    if (n > cfg->vocab_size) {
+        char *path = xstrdup(tok_path(t));
         tok_free(t);
-        die(EXIT_BAD_INPUT, "%s: %d tokens, but %s/config.json has vocab_size %d (tokenizer "
-                            "and model do not belong together)", vocab, n, dir, model_vocab);
+        die(EXIT_BAD_INPUT, "%s: %d tokens, but %s/config.json has vocab_size %d (tokenizer and model do not "
+                            "belong together)", path, n, dir, cfg->vocab_size);
     }
+    tok_set_missing_specials(t, cfg->bos_id, cfg->eos_id);
     return t;
 }
 

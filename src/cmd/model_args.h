@@ -31,9 +31,11 @@ QuantConfig model_args_quant(const ModelArgs *a);
 // CliCallFn for --blocksize into a size_t: a power of two in [QUANT_MIN_BLOCK, QUANT_MAX_BLOCK].
 bool cli_parse_blocksize(const char *opt, const char *value, void *field, Error *err);
 
-// Load dir's vocab.json + merges.txt; with model_vocab > 0, refuse a tokenizer larger than
-// the model's vocabulary. Exits on bad input.
-Tokenizer *cmd_load_tokenizer(const char *dir, int model_vocab);
+// Load model folder dir's tokenizer (tokenizer.json, else vocab.json + merges.txt: tok_load_dir).
+// With the folder's config cfg (NULL: no checks): refuse a tokenizer larger than cfg->vocab_size,
+// and where the tokenizer's files name no BOS / EOS, take config.json's bos_token_id /
+// eos_token_id (tok_set_missing_specials). Exits on bad input.
+Tokenizer *cmd_load_tokenizer(const char *dir, const GPT2Config *cfg);
 // Load the model (and the adapter, if any; *has_lora says) as a says, set the thread count,
 // and print what was loaded to stderr. Exits on bad input.
 void cmd_load_model(const ModelArgs *a, Model *m, LoraSet *lora, bool *has_lora);
