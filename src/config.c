@@ -40,7 +40,7 @@ static const int LR_VALUES[] = {LR_CONSTANT, LR_LINEAR, LR_COSINE};
 #define CHOICE(f, values) K_CHOICE, offsetof(TrainConfig, f), 0, values
 #define NUM(t, f) t, offsetof(TrainConfig, f), 0, NULL
 static const KeySpec KEYS[] = {
-    {"base_model", STR(base_model), 0, 0, NULL, "", "model folder (HF layout: config.json, model.safetensors, vocab.json, merges.txt); required"},
+    {"base_model", STR(base_model), 0, 0, NULL, "", "model folder (HF layout: config.json, model.safetensors or shards, and tokenizer.json or vocab.json + merges.txt); required"},
     {"dataset", STR(dataset), 0, 0, NULL, "", "training data file; required"},
     {"dataset_format", ENUM(dataset_format), 0, 0, "text|jsonl", "", "text: plain text cut into sequence_len windows; jsonl: one example per line ({\"text\"}, {\"prompt\",\"completion\"} or {\"input_ids\"}); empty: .jsonl files are jsonl, others text"},
     {"val_set_size", NUM(K_FLOAT, val_set_size), 0, 1e9, NULL, "0", "held-out part of dataset: a fraction (< 1) or a number of examples (>= 1); 0 = none"},

@@ -19,18 +19,6 @@
 static const char *Q;
 static char tmp[] = "/tmp/qlora-test-train-XXXXXX";
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    fflush(stdout);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
-
 static const char *JOB =
     "base_model: tests/ref/tiny\n"
     "dataset: tests/ref/train_data.jsonl\n"
@@ -115,7 +103,7 @@ static bool same_losses(const char *a, const char *b) {
 static double eval_loss(const char *args) {
     char path[600];
     snprintf(path, sizeof path, "%s/eval.out", tmp);
-    if (sh("%s eval %s > %s 2>/dev/null", Q, args, path) != 0) return NAN;
+    if (test_sh("%s eval %s > %s 2>/dev/null", Q, args, path) != 0) return NAN;
     char *text;
     size_t len;
     Error err = {0};
@@ -161,18 +149,18 @@ static void poison_moments(const char *ckpt, float m, float v) {
 static void test_nonfinite_update(void) {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/nan", tmp);
-    EXPECT(sh("%s train %s/job.yaml --set max_steps=1 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+    EXPECT(test_sh("%s train %s/job.yaml --set max_steps=1 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
               Q, tmp, dir) == 0, "one step with a checkpoint");
     poison_moments(strcat(strcpy((char[700]){0}, dir), "/checkpoint-1"), 3e38f, 0.0f);
-    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set save_steps=1 --set output_dir=%s "
+    int rc = test_sh("%s train %s/job.yaml --set max_steps=3 --set save_steps=1 --set output_dir=%s "
                 "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, tmp);
-    EXPECT(rc == 1 && sh("grep -qF 'step 2: the AdamW update made' %s/err && "
+    EXPECT(rc == 1 && test_sh("grep -qF 'step 2: the AdamW update made' %s/err && "
                          "grep -qF 'last good checkpoint: %s/checkpoint-1 (lower learning_rate' %s/err",
                          tmp, dir, tmp) == 0, "an overflowing update stops the run with exit 1 (status %d)", rc);
-    EXPECT(sh("test ! -e %s/checkpoint-2 && test ! -e %s/checkpoint-3", dir, dir) == 0,
+    EXPECT(test_sh("test ! -e %s/checkpoint-2 && test ! -e %s/checkpoint-3", dir, dir) == 0,
            "no checkpoint is written from a non-finite state");
-    rc = sh("%s train %s/job.yaml --set adam_epsilon=0 --set output_dir=%s/eps0 > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'adam_epsilon: 0 is out of range [1e-30, 1]' %s/err", tmp) == 0,
+    rc = test_sh("%s train %s/job.yaml --set adam_epsilon=0 --set output_dir=%s/eps0 > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'adam_epsilon: 0 is out of range [1e-30, 1]' %s/err", tmp) == 0,
            "adam_epsilon 0 is refused (status %d)", rc);
 }
 
@@ -180,28 +168,28 @@ static void test_nonfinite_update(void) {
 // whose finite weights overflow), and dequantize with a NaN quant_map; an adapter whose
 // lora_alpha would overflow the scale is refused when it loads.
 static void test_nonfinite_results(void) {
-    sh("mkdir -p %s/hot && cp tests/ref/peft/* %s/hot/", tmp, tmp);
+    test_sh("mkdir -p %s/hot && cp tests/ref/peft/* %s/hot/", tmp, tmp);
     char path[700];
     snprintf(path, sizeof path, "%s/hot/adapter_model.safetensors", tmp);
     poison(path, "lora_", 1e30f);
-    int rc = sh("%s eval --model tests/ref/tiny --adapter %s/hot --data tests/ref/train_data.jsonl > %s/out 2> %s/err",
+    int rc = test_sh("%s eval --model tests/ref/tiny --adapter %s/hot --data tests/ref/train_data.jsonl > %s/out 2> %s/err",
                 Q, tmp, tmp, tmp);
-    EXPECT(rc == 1 && sh("grep -qF 'eval: the mean loss over' %s/err && ! grep -q loss= %s/out", tmp, tmp) == 0,
+    EXPECT(rc == 1 && test_sh("grep -qF 'eval: the mean loss over' %s/err && ! grep -q loss= %s/out", tmp, tmp) == 0,
            "eval with a non-finite loss exits 1 and prints no loss (status %d)", rc);
-    rc = sh("%s generate --model tests/ref/tiny --adapter %s/hot --prompt 'ab' > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 1 && sh("grep -qF 'generate: after 0 generated tokens the logit of token' %s/err", tmp) == 0,
+    rc = test_sh("%s generate --model tests/ref/tiny --adapter %s/hot --prompt 'ab' > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 1 && test_sh("grep -qF 'generate: after 0 generated tokens the logit of token' %s/err", tmp) == 0,
            "generate from non-finite logits exits 1 (status %d)", rc);
-    sh("mkdir -p %s/alpha && cp tests/ref/peft/* %s/alpha/ && sed -i 's/\"lora_alpha\": [0-9.]*/\"lora_alpha\": 1e300/' "
+    test_sh("mkdir -p %s/alpha && cp tests/ref/peft/* %s/alpha/ && sed -i 's/\"lora_alpha\": [0-9.]*/\"lora_alpha\": 1e300/' "
        "%s/alpha/adapter_config.json", tmp, tmp, tmp);
-    rc = sh("%s eval --model tests/ref/tiny --adapter %s/alpha --data tests/ref/train_data.jsonl > /dev/null 2> %s/err",
+    rc = test_sh("%s eval --model tests/ref/tiny --adapter %s/alpha --data tests/ref/train_data.jsonl > /dev/null 2> %s/err",
             Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF '\"lora_alpha\" must be a number in [-1e6, 1e6]' %s/err", tmp) == 0,
+    EXPECT(rc == 2 && test_sh("grep -qF '\"lora_alpha\" must be a number in [-1e6, 1e6]' %s/err", tmp) == 0,
            "lora_alpha 1e300 is refused (status %d)", rc);
-    EXPECT(sh("%s quantize tests/data/small.safetensors %s/q.safetensors > /dev/null 2>&1", Q, tmp) == 0, "quantize");
+    EXPECT(test_sh("%s quantize tests/data/small.safetensors %s/q.safetensors > /dev/null 2>&1", Q, tmp) == 0, "quantize");
     snprintf(path, sizeof path, "%s/q.safetensors", tmp);
     poison(path, ".quant_map", NAN);
-    rc = sh("%s dequantize %s/q.safetensors %s/d.safetensors > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF \".quant_map': element 0 is NaN\" %s/err && test ! -e %s/d.safetensors", tmp, tmp) == 0,
+    rc = test_sh("%s dequantize %s/q.safetensors %s/d.safetensors > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF \".quant_map': element 0 is NaN\" %s/err && test ! -e %s/d.safetensors", tmp, tmp) == 0,
            "dequantize with a NaN quant_map is refused (status %d)", rc);
 }
 
@@ -211,15 +199,15 @@ static void test_nonfinite_results(void) {
 static void test_latest(void) {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/latest", tmp);
-    EXPECT(sh("%s train %s/job.yaml --set max_steps=2 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
+    EXPECT(test_sh("%s train %s/job.yaml --set max_steps=2 --set save_steps=1 --set output_dir=%s > /dev/null 2>&1",
               Q, tmp, dir) == 0, "two steps with checkpoints");
-    sh("mv %s/checkpoint-2 %s/checkpoint-0002 && touch %s/checkpoint-100 && mkdir %s/checkpoint-50 "
+    test_sh("mv %s/checkpoint-2 %s/checkpoint-0002 && touch %s/checkpoint-100 && mkdir %s/checkpoint-50 "
        "%s/checkpoint-99999999999999999999", dir, dir, dir, dir, dir);
-    int rc = sh("%s train %s/job.yaml --set max_steps=3 --set output_dir=%s --set resume_from_checkpoint=latest "
+    int rc = test_sh("%s train %s/job.yaml --set max_steps=3 --set output_dir=%s --set resume_from_checkpoint=latest "
                 "> %s/out 2>&1", Q, tmp, dir, tmp);
-    EXPECT(rc == 0 && sh("grep -qF 'resuming from %s/checkpoint-0002 at step 2' %s/out", dir, tmp) == 0,
+    EXPECT(rc == 0 && test_sh("grep -qF 'resuming from %s/checkpoint-0002 at step 2' %s/out", dir, tmp) == 0,
            "latest is checkpoint-0002 (status %d)", rc);
-    if (rc != 0) sh("cat %s/out", tmp);
+    if (rc != 0) test_sh("cat %s/out", tmp);
 }
 
 // Messages that say what happened: a prompt longer than sequence_len, a 3-D adapter tensor
@@ -232,10 +220,10 @@ static void test_messages(void) {
     CHECK(f);
     fprintf(f, "{\"prompt\": \"%0100d\", \"completion\": \"b\"}\n", 0);
     fclose(f);
-    int rc = sh("%s train %s/job.yaml --set dataset=%s --set output_dir=%s/lp > /dev/null 2> %s/err", Q, tmp, path, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'longprompt.jsonl:1: the prompt fills all 32 tokens of sequence_len' %s/err", tmp) == 0,
+    int rc = test_sh("%s train %s/job.yaml --set dataset=%s --set output_dir=%s/lp > /dev/null 2> %s/err", Q, tmp, path, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'longprompt.jsonl:1: the prompt fills all 32 tokens of sequence_len' %s/err", tmp) == 0,
            "a prompt longer than sequence_len is named as such (status %d)", rc);
-    sh("mkdir -p %s/ad3 && cp tests/ref/peft/adapter_config.json %s/ad3/", tmp, tmp);
+    test_sh("mkdir -p %s/ad3 && cp tests/ref/peft/adapter_config.json %s/ad3/", tmp, tmp);
     StWriter w;
     st_writer_init(&w);
     static float zeros[4 * 64];
@@ -245,21 +233,21 @@ static void test_messages(void) {
     Error err = {0};
     CHECK(st_writer_write(&w, path, &err));
     st_writer_free(&w);
-    rc = sh("%s eval --model tests/ref/tiny --adapter %s/ad3 --data tests/ref/train_data.jsonl > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'expected shape [4, 64] (r=4), found [4, 64, 1]' %s/err", tmp) == 0,
+    rc = test_sh("%s eval --model tests/ref/tiny --adapter %s/ad3 --data tests/ref/train_data.jsonl > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'expected shape [4, 64] (r=4), found [4, 64, 1]' %s/err", tmp) == 0,
            "a 3-D adapter tensor is printed with its 3 dimensions (status %d)", rc);
-    rc = sh("%s train %s/job.yaml --set method=full --set max_steps=3 --set output_dir=%s/lora "
+    rc = test_sh("%s train %s/job.yaml --set method=full --set max_steps=3 --set output_dir=%s/lora "
             "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'the checkpoint was made with method lora, this job has method full' %s/err", tmp) == 0,
+    EXPECT(rc == 2 && test_sh("grep -qF 'the checkpoint was made with method lora, this job has method full' %s/err", tmp) == 0,
            "a method mismatch on resume is named (status %d)", rc);
-    rc = sh("%s train %s/job.yaml --set output_dir= > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'job.yaml with its --set overrides: output_dir must not be empty' %s/err", tmp) == 0,
+    rc = test_sh("%s train %s/job.yaml --set output_dir= > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'job.yaml with its --set overrides: output_dir must not be empty' %s/err", tmp) == 0,
            "an invalid --set value is not blamed on the job file alone (status %d)", rc);
-    sh("printf 'seed: 1\\nlora_r: 4\\nmax_steps: 3\\000\\n' > %s/nul.yaml", tmp);
-    rc = sh("%s train %s/nul.yaml > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'nul.yaml:3: invalid YAML: control characters' %s/err", tmp) == 0,
+    test_sh("printf 'seed: 1\\nlora_r: 4\\nmax_steps: 3\\000\\n' > %s/nul.yaml", tmp);
+    rc = test_sh("%s train %s/nul.yaml > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'nul.yaml:3: invalid YAML: control characters' %s/err", tmp) == 0,
            "a NUL byte is reported at its line (status %d)", rc);
-    EXPECT(sh("grep -qF 'no validation set, peak RSS' %s/lora.log && ! grep -q nan %s/lora.log", tmp, tmp) == 0,
+    EXPECT(test_sh("grep -qF 'no validation set, peak RSS' %s/lora.log && ! grep -q nan %s/lora.log", tmp, tmp) == 0,
            "without a validation set the summary says so instead of 'nan'");
 }
 
@@ -267,11 +255,11 @@ static void test_messages(void) {
 // that write returns EFBIG) stops training with exit 1 naming metrics.jsonl, instead of
 // training on without a history.
 static void test_full_disk(void) {
-    int rc = sh("sh -c \"trap '' XFSZ; ulimit -f 8; exec %s train %s/job.yaml --set max_steps=400 --set save_steps=0 "
+    int rc = test_sh("sh -c \"trap '' XFSZ; ulimit -f 8; exec %s train %s/job.yaml --set max_steps=400 --set save_steps=0 "
                 "--set output_dir=%s/full\" > /dev/null 2> %s/err", Q, tmp, tmp, tmp);
-    EXPECT(rc == 1 && sh("grep -qF 'full/metrics.jsonl: write failed at step' %s/err", tmp) == 0,
+    EXPECT(rc == 1 && test_sh("grep -qF 'full/metrics.jsonl: write failed at step' %s/err", tmp) == 0,
            "a failed metrics.jsonl write stops the run (status %d)", rc);
-    if (rc != 1) sh("cat %s/err", tmp);
+    if (rc != 1) test_sh("cat %s/err", tmp);
 }
 
 // Resume refuses a checkpoint whose run differs from this job in what it depends on (a
@@ -279,9 +267,9 @@ static void test_full_disk(void) {
 static void test_resume_mismatch(void) {
     char dir[600];
     snprintf(dir, sizeof dir, "%s/mm", tmp);
-    EXPECT(sh("%s train %s/job.yaml --set method=qlora --set max_steps=1 --set save_steps=1 --set output_dir=%s "
+    EXPECT(test_sh("%s train %s/job.yaml --set method=qlora --set max_steps=1 --set save_steps=1 --set output_dir=%s "
               "> /dev/null 2>&1", Q, tmp, dir) == 0, "one step with a checkpoint");
-    sh("cp -r tests/ref/tiny %s/tiny2 && cp tests/ref/train_data.jsonl %s/data2.jsonl", tmp, tmp);
+    test_sh("cp -r tests/ref/tiny %s/tiny2 && cp tests/ref/train_data.jsonl %s/data2.jsonl", tmp, tmp);
     const struct { const char *set, *phrase; } cases[] = {
         {"--set lora_r=16", "trainer_state.json: lora: the checkpoint was made with 'r 8 alpha 16"},
         {"--set seed=7", "seed: the checkpoint was made with '42', this job has '7'"},
@@ -294,11 +282,11 @@ static void test_resume_mismatch(void) {
         const char *t = strstr(cases[i].set, "TMP");
         if (t) snprintf(set, sizeof set, "%.*s%s%s", (int)(t - cases[i].set), cases[i].set, tmp, t + 3);
         else snprintf(set, sizeof set, "%s", cases[i].set);
-        int rc = sh("%s train %s/job.yaml --set method=qlora --set max_steps=2 --set output_dir=%s %s "
+        int rc = test_sh("%s train %s/job.yaml --set method=qlora --set max_steps=2 --set output_dir=%s %s "
                     "--set resume_from_checkpoint=latest > /dev/null 2> %s/err", Q, tmp, dir, set, tmp);
-        EXPECT(rc == 2 && sh("grep -qF \"%s\" %s/err", cases[i].phrase, tmp) == 0, "resume with %s is refused (status %d)",
+        EXPECT(rc == 2 && test_sh("grep -qF \"%s\" %s/err", cases[i].phrase, tmp) == 0, "resume with %s is refused (status %d)",
                cases[i].set, rc);
-        if (rc != 2) sh("cat %s/err", tmp);
+        if (rc != 2) test_sh("cat %s/err", tmp);
     }
 }
 
@@ -307,25 +295,25 @@ int main(void) {
     CHECK(mkdtemp(tmp));
     write_job("job.yaml", "");
     // 1. LoRA and full fine-tuning follow PyTorch's AdamW trajectories
-    EXPECT(sh("%s train %s/job.yaml --set output_dir=%s/lora > %s/lora.log 2>&1", Q, tmp, tmp, tmp) == 0, "train lora");
+    EXPECT(test_sh("%s train %s/job.yaml --set output_dir=%s/lora > %s/lora.log 2>&1", Q, tmp, tmp, tmp) == 0, "train lora");
     compare_trajectory("LoRA (fp32 base) 12 steps", strcat(strcpy((char[600]){0}, tmp), "/lora"), "lora");
-    EXPECT(sh("%s train %s/job.yaml --set method=full --set learning_rate=0.001 --set max_steps=6 "
+    EXPECT(test_sh("%s train %s/job.yaml --set method=full --set learning_rate=0.001 --set max_steps=6 "
               "--set output_dir=%s/full > %s/full.log 2>&1", Q, tmp, tmp, tmp) == 0, "train full");
     compare_trajectory("full fine-tuning 6 steps", strcat(strcpy((char[600]){0}, tmp), "/full"), "full");
 
     // 2. resume: QLoRA with dropout, shuffling and a validation split; keep checkpoint-5
     //    only and continue: identical losses and a byte-identical adapter
     const char *S = "--set method=qlora --set lora_dropout=0.1 --set shuffle=true --set save_steps=5 --set val_set_size=2";
-    sh("%s train %s/job.yaml %s --set output_dir=%s/a > /dev/null 2>&1", Q, tmp, S, tmp);
-    sh("%s train %s/job.yaml %s --set output_dir=%s/b > /dev/null 2>&1", Q, tmp, S, tmp);
-    sh("rm -rf %s/b/checkpoint-10 %s/b/checkpoint-12 %s/b/adapter_model.safetensors", tmp, tmp, tmp);
-    EXPECT(sh("%s train %s/job.yaml %s --set output_dir=%s/b --set resume_from_checkpoint=latest > %s/resume.log 2>&1",
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/a > /dev/null 2>&1", Q, tmp, S, tmp);
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/b > /dev/null 2>&1", Q, tmp, S, tmp);
+    test_sh("rm -rf %s/b/checkpoint-10 %s/b/checkpoint-12 %s/b/adapter_model.safetensors", tmp, tmp, tmp);
+    EXPECT(test_sh("%s train %s/job.yaml %s --set output_dir=%s/b --set resume_from_checkpoint=latest > %s/resume.log 2>&1",
               Q, tmp, S, tmp, tmp) == 0, "resume from the latest checkpoint");
     char a[600], b[600];
     snprintf(a, sizeof a, "%s/a", tmp);
     snprintf(b, sizeof b, "%s/b", tmp);
     EXPECT(same_losses(a, b), "resumed run logs the same losses as the uninterrupted one");
-    EXPECT(sh("cmp -s %s/adapter_model.safetensors %s/adapter_model.safetensors", a, b) == 0,
+    EXPECT(test_sh("cmp -s %s/adapter_model.safetensors %s/adapter_model.safetensors", a, b) == 0,
            "resumed run writes a byte-identical adapter");
     size_t ne;
     double *ev = metric(a, "eval_loss", &ne);
@@ -335,10 +323,10 @@ int main(void) {
 
     // 3. gradient checkpointing changes memory, not numbers; micro-batch 2 x accumulation 2
     //    equals micro-batch 4 x 1 up to summation order (loss normalised by all tokens)
-    sh("%s train %s/job.yaml %s --set output_dir=%s/ckpt --set gradient_checkpointing=true > /dev/null 2>&1", Q, tmp, S, tmp);
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/ckpt --set gradient_checkpointing=true > /dev/null 2>&1", Q, tmp, S, tmp);
     snprintf(b, sizeof b, "%s/ckpt", tmp);
     EXPECT(same_losses(a, b), "gradient_checkpointing gives bit-identical losses");
-    sh("%s train %s/job.yaml --set output_dir=%s/mb4 --set micro_batch_size=4 --set gradient_accumulation_steps=1 > /dev/null 2>&1", Q, tmp, tmp);
+    test_sh("%s train %s/job.yaml --set output_dir=%s/mb4 --set micro_batch_size=4 --set gradient_accumulation_steps=1 > /dev/null 2>&1", Q, tmp, tmp);
     size_t n1, n2;
     snprintf(a, sizeof a, "%s/lora", tmp);
     snprintf(b, sizeof b, "%s/mb4", tmp);
@@ -357,14 +345,14 @@ int main(void) {
     double with_adapter = eval_loss(args);
     double base = eval_loss("--model tests/ref/tiny --quant none --data tests/ref/train_data.jsonl");
     EXPECT(with_adapter < base - 0.1, "trained adapter lowers the training-set loss (%.4f -> %.4f)", base, with_adapter);
-    EXPECT(sh("%s merge --model tests/ref/tiny --adapter %s/lora --out %s/merged > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge");
+    EXPECT(test_sh("%s merge --model tests/ref/tiny --adapter %s/lora --out %s/merged > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge");
     snprintf(args, sizeof args, "--model %s/merged --quant none --data tests/ref/train_data.jsonl", tmp);
     double merged = eval_loss(args);
     // merging changes only the order of fp32 additions: 1e-5 relative
     EXPECT(fabs(merged - with_adapter) <= 1e-5 * with_adapter, "merged model loss %.6f == base + adapter %.6f", merged, with_adapter);
     snprintf(args, sizeof args, "--model tests/ref/tiny --quant nf4 --data tests/ref/train_data.jsonl --adapter %s/a", tmp);
     double nf4_adapter = eval_loss(args);
-    EXPECT(sh("%s merge --model tests/ref/tiny --adapter %s/a --dequantized --out %s/mergedq > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge --dequantized");
+    EXPECT(test_sh("%s merge --model tests/ref/tiny --adapter %s/a --dequantized --out %s/mergedq > /dev/null 2>&1", Q, tmp, tmp) == 0, "merge --dequantized");
     snprintf(args, sizeof args, "--model %s/mergedq --quant none --data tests/ref/train_data.jsonl", tmp);
     double mergedq = eval_loss(args);
     EXPECT(fabs(mergedq - nf4_adapter) <= 1e-5 * nf4_adapter, "merged-into-dequantized loss %.6f == NF4 base + adapter %.6f", mergedq, nf4_adapter);
@@ -388,36 +376,36 @@ int main(void) {
         FILE *f = fopen(path, "w");
         fputs(bad[i].yaml, f);
         fclose(f);
-        int rc = sh("%s train %s > /dev/null 2> %s/err", Q, path, tmp);
+        int rc = test_sh("%s train %s > /dev/null 2> %s/err", Q, path, tmp);
         snprintf(args, sizeof args, "grep -qF -- \"%s\" %s/err && test $(wc -l < %s/err) -eq 1", bad[i].phrase, tmp, tmp);
-        EXPECT(rc == 2 && sh("%s", args) == 0, "bad job %zu -> status %d, message with '%s'", i, rc, bad[i].phrase);
-        if (rc != 2 || sh("%s", args) != 0) sh("cat %s/err", tmp);
+        EXPECT(rc == 2 && test_sh("%s", args) == 0, "bad job %zu -> status %d, message with '%s'", i, rc, bad[i].phrase);
+        if (rc != 2 || test_sh("%s", args) != 0) test_sh("cat %s/err", tmp);
     }
-    int rc = sh("%s train %s/job.yaml --set lora_alpha=x > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF -- '--set lora_alpha: lora_alpha: expected a number' %s/err", tmp) == 0, "--set with a bad value");
+    int rc = test_sh("%s train %s/job.yaml --set lora_alpha=x > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF -- '--set lora_alpha: lora_alpha: expected a number' %s/err", tmp) == 0, "--set with a bad value");
     snprintf(path, sizeof path, "%s/bad.jsonl", tmp);
     FILE *f = fopen(path, "w");
     fputs("{\"text\": \"fine\"}\n\n{\"prompt\": \"q\"}\n", f);
     fclose(f);
-    rc = sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'bad.jsonl:3: \"prompt\" and \"completion\" must both be strings' %s/err", tmp) == 0,
+    rc = test_sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'bad.jsonl:3: \"prompt\" and \"completion\" must both be strings' %s/err", tmp) == 0,
            "bad jsonl line -> FILE:LINE (status %d)", rc);
     f = fopen(path, "w");
     fputs("{\"input_ids\": [1, 2, 99999]}\n", f);
     fclose(f);
-    rc = sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'bad.jsonl:1: \"input_ids\" must be an array of token ids in [0, 257)' %s/err", tmp) == 0,
+    rc = test_sh("%s train %s/job.yaml --set dataset=%s > /dev/null 2> %s/err", Q, tmp, path, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'bad.jsonl:1: \"input_ids\" must be an array of token ids in [0, 257)' %s/err", tmp) == 0,
            "out-of-vocabulary input_ids -> FILE:LINE");
-    rc = sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
+    rc = test_sh("%s train %s/job.yaml --set sequence_len=64 > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'sequence_len 64 exceeds the model' %s/err", tmp) == 0, "sequence_len beyond n_positions");
     // the model's limit is checked before memory is predicted from sequence_len, and a job
     // that sets no sequence_len uses the model's length (32 here, below the usual 512)
-    rc = sh("%s train %s/job.yaml --set sequence_len=1000000 --set micro_batch_size=65536 > /dev/null 2> %s/err", Q, tmp, tmp);
-    EXPECT(rc == 2 && sh("grep -qF 'sequence_len 1000000 exceeds the model' %s/err", tmp) == 0,
+    rc = test_sh("%s train %s/job.yaml --set sequence_len=1000000 --set micro_batch_size=65536 > /dev/null 2> %s/err", Q, tmp, tmp);
+    EXPECT(rc == 2 && test_sh("grep -qF 'sequence_len 1000000 exceeds the model' %s/err", tmp) == 0,
            "a huge sequence_len is a model limit, not a memory problem (status %d)", rc);
-    sh("grep -v '^sequence_len' %s/job.yaml > %s/noseq.yaml", tmp, tmp);
-    rc = sh("%s train %s/noseq.yaml --set max_steps=1 --set output_dir=%s/noseq > %s/out 2>&1", Q, tmp, tmp, tmp);
-    EXPECT(rc == 0 && sh("%s train %s/noseq/checkpoint-1/job.yaml --check | grep -q '^sequence_len: 32$'", Q, tmp) == 0,
+    test_sh("grep -v '^sequence_len' %s/job.yaml > %s/noseq.yaml", tmp, tmp);
+    rc = test_sh("%s train %s/noseq.yaml --set max_steps=1 --set output_dir=%s/noseq > %s/out 2>&1", Q, tmp, tmp, tmp);
+    EXPECT(rc == 0 && test_sh("%s train %s/noseq/checkpoint-1/job.yaml --check | grep -q '^sequence_len: 32$'", Q, tmp) == 0,
            "no sequence_len: the model's 32 positions are used (status %d)", rc);
 
     test_nonfinite_update();
@@ -427,6 +415,6 @@ int main(void) {
     test_full_disk();
     test_resume_mismatch();
 
-    sh("rm -rf %s", tmp);
+    test_sh("rm -rf %s", tmp);
     return test_summary("test_train");
 }

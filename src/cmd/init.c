@@ -90,14 +90,14 @@ static GPT2Config init_config(const InitArgs *a) {
     cfg.head_dim = cfg.n_embd / cfg.n_head;
     if (cfg.arch != ARCH_GPT2 && cfg.head_dim % 2)
         cli_usage_error("init", "head_dim n_embd / n_head = %d must be even (rotary pairs)", cfg.head_dim);
-    cfg.bos_id = cfg.eos_id = cfg.vocab_size - 1;
     return cfg;
 }
 
 // Create a->out (refusing to overwrite a model there without --force) and write the
 // tokenizer files into it: copied from --tokenizer, or the byte-level vocabulary. Checks
-// that they fit vocab_size. Exits on failure.
-static void init_folder(const InitArgs *a, int vocab_size) {
+// that they fit cfg's vocab_size and takes cfg's bos/eos ids from the tokenizer (-1 where it
+// has none). Exits on failure.
+static void init_folder(const InitArgs *a, GPT2Config *cfg) {
     if (mkdir(a->out, 0755) != 0 && errno != EEXIST)
         die(EXIT_RUNTIME, "%s: cannot create folder: %s", a->out, strerror(errno));
     char *path = path_join(a->out, "config.json");
@@ -123,11 +123,13 @@ static void init_folder(const InitArgs *a, int vocab_size) {
         die(EXIT_BAD_INPUT, "%s: no tokenizer files (vocab.json + merges.txt, or tokenizer.json)", a->tokenizer);
     if (!a->tokenizer) ok = write_byte_vocab(a->out, &err);
     if (!ok) die_error(&err);
-    Tokenizer *t = cmd_load_tokenizer(a->out, 0);
+    Tokenizer *t = cmd_load_tokenizer(a->out, NULL);
     const int n = tok_vocab_size(t);
+    cfg->bos_id = tok_bos(t);
+    cfg->eos_id = tok_eos(t);
     tok_free(t);
-    if (n > vocab_size)
-        die(EXIT_BAD_INPUT, "the tokenizer has %d tokens but the model's vocab_size is %d", n, vocab_size);
+    if (n > cfg->vocab_size)
+        die(EXIT_BAD_INPUT, "the tokenizer has %d tokens but the model's vocab_size is %d", n, cfg->vocab_size);
 }
 
 int cmd_init(int argc, char **argv) {
@@ -135,7 +137,7 @@ int cmd_init(int argc, char **argv) {
     int rc = cli_parse(&INIT, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
     GPT2Config cfg = init_config(&a);
-    init_folder(&a, cfg.vocab_size);
+    init_folder(&a, &cfg);
     double t0 = time_now();
     Error err = {0};
     if (!model_write_random(&cfg, a.out, (uint64_t)a.seed, &err)) die_error(&err);

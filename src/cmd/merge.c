@@ -94,7 +94,7 @@ int cmd_merge(int argc, char **argv) {
            a.dequantized ? "the dequantized" : "the original fp32", model_dir, (double)lora.scaling);
     for (int l = 0; l < m.cfg.n_layer; l++)
         printf("  layer %2d: %.3e\n", l, mc.w_sq[l] > 0 ? sqrt(mc.delta_sq[l] / mc.w_sq[l]) : 0.0);
-    printf("wrote %s (model.safetensors, config.json, vocab.json, merges.txt)\n", out);
+    printf("wrote %s (model.safetensors, config.json and the base folder's tokenizer files)\n", out);
     free(mc.delta_sq);
     free(mc.w_sq);
     lora_free(&lora);

@@ -21,6 +21,7 @@
 #include "ds.h"
 #include "gemm.h"
 #include "memory.h"
+#include "model_args.h"
 #include "model.h"
 #include "path.h"
 #include "report.h"
@@ -188,11 +189,7 @@ static void setup_data(Run *r) {
     if (c->sequence_len > mc.n_positions)  // a model limit, before any memory prediction uses it
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
     check_memory(c, &mc);
-    char *vocab = path_join(c->base_model, "vocab.json"), *merges = path_join(c->base_model, "merges.txt");
-    const bool tok_ok = tok_load(&r->tok, vocab, merges, &err);
-    free(vocab);
-    free(merges);
-    if (!tok_ok) die_error(&err);
+    r->tok = cmd_load_tokenizer(c->base_model, &mc);  // tokenizer.json, or vocab.json + merges.txt
     DataOptions dopt = {c->dataset_format, (size_t)c->sequence_len, c->train_on_inputs, mc.vocab_size};
     if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
     if (c->val_dataset[0]) {
