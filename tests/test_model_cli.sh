@@ -141,4 +141,29 @@ expect 2 "output_dir '$tmp/data' contains dataset" "$Q" train "$tmp/full.yaml" -
 expect 2 "OUT '$tmp/base/model.safetensors' is IN" "$Q" quantize "$tmp/base/model.safetensors" "$tmp/base/model.safetensors"
 cmp -s tests/ref/tiny/model.safetensors "$tmp/base/model.safetensors" && [ ! -e "$tmp/base/merged" ] && [ ! -e "$tmp/base/ckpt" ]
 check "the base model folder is untouched" $?
+# hostile LLaMA-family config.json variants (issue 15): one line naming config.json and the
+# field, exit 2; a python-free JSON edit with sed on the fixture llama_tied
+llama_bad() {  # NAME SED-EXPRESSION PHRASE
+    cp -r tests/ref/llama/llama_tied "$tmp/$1"
+    cp "$tmp/m/vocab.json" "$tmp/m/merges.txt" "$tmp/$1/"
+    sed -i "$2" "$tmp/$1/config.json"
+    expect 2 "$3" "$Q" eval --model "$tmp/$1" --quant none --text "$tmp/ab.txt"
+}
+llama_bad scaling 's/"rms_norm_eps"/"rope_scaling": {"type": "linear", "factor": 2.0}, "rms_norm_eps"/' \
+    'config.json: "rope_scaling" must be null'
+llama_bad ropetype 's/"rope_type": "default"/"rope_type": "yarn"/' '"rope_type" must be "default" (yarn is not supported)'
+llama_bad kvheads 's/"num_key_value_heads": 2/"num_key_value_heads": 3/' \
+    '"num_attention_heads" 4 is not a multiple of "num_key_value_heads" 3'
+llama_bad headdim 's/"head_dim": 16/"head_dim": 15/' '"head_dim" 15 must be even'
+llama_bad act 's/"hidden_act": "silu"/"hidden_act": "gelu"/' '"hidden_act" must be "silu" (found gelu)'
+llama_bad mlpbias 's/"mlp_bias": false/"mlp_bias": true/' '"mlp_bias": true is not supported'
+llama_bad noint 's/"intermediate_size": 96,//' 'config.json: missing "intermediate_size"'
+llama_bad theta 's/"rope_theta": 10000.0/"rope_theta": -1/' '"rope_theta" must be a number in (1, 1e12]'
+llama_bad eps 's/"rms_norm_eps": 1e-05/"rms_norm_eps": "small"/' '"rms_norm_eps" must be a number in (0, 1]'
+llama_bad drop 's/"attention_dropout": 0.0/"attention_dropout": 0.1/' '"attention_dropout" must be 0'
+llama_bad eosid 's/"eos_token_id": 2/"eos_token_id": "two"/' '"eos_token_id" must be a token id'
+llama_bad big 's/"hidden_size": 64/"hidden_size": 128/' "tensor 'model.embed_tokens.weight': shape [320, 64], config.json expects [320, 128]"
+# a LLaMA folder whose q_proj has the wrong shape for head_dim
+llama_bad qshape 's/"head_dim": 16/"head_dim": 8/' "tensor 'model.layers.0.self_attn.q_proj.weight': shape [64, 64], config.json expects [32, 64]"
+
 finish test_model_cli.sh
