@@ -72,6 +72,7 @@ static const KeySpec KEYS[] = {
     {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 1e-30, 1, NULL, "1e-08", "AdamW epsilon (> 0: with 0, a weight whose gradient is 0 gets 0/0)"},
     {"max_grad_norm", NUM(K_FLOAT, max_grad_norm), 0, 1e9, NULL, "1.0", "clip the global gradient norm to this; 0 = off"},
     {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion: also train on the prompt tokens"},
+    {"sample_packing", NUM(K_BOOL, sample_packing), 0, 0, NULL, "false", "pack several examples into each sequence_len row (first-fit decreasing), each attending only to itself with positions from 0; fewer, fuller rows per epoch"},
     {"shuffle", NUM(K_BOOL, shuffle), 0, 0, NULL, "true", "shuffle the training examples every epoch (seeded)"},
     {"seed", NUM(K_INT, seed), 0, 1e15, NULL, "42", "seed for LoRA init, shuffling, dropout and the validation split"},
     {"logging_steps", NUM(K_INT, logging_steps), 1, 1e12, NULL, "1", "log (metrics.jsonl, terminal) every this many steps"},

@@ -55,6 +55,7 @@ typedef struct {
     double adam_beta1, adam_beta2, adam_epsilon;
     double max_grad_norm;
     bool train_on_inputs;
+    bool sample_packing;          // several examples per sequence_len row (data.h, DataPlan)
     bool shuffle;
     long seed;
     long logging_steps;

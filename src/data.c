@@ -256,3 +256,114 @@ size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B,
     }
     return T;
 }
+
+// ---- rows and sample packing ---------------------------------------------------------------------
+
+// The leftmost of n slots whose free space is >= need, found in a max segment tree (tree[1] is
+// the root, leaves at [size, 2 size)); SIZE_MAX if none.
+static size_t tree_first_fit(const size_t *tree, size_t size, size_t need) {
+    if (tree[1] < need) return SIZE_MAX;
+    size_t i = 1;
+    while (i < size) i = tree[2 * i] >= need ? 2 * i : 2 * i + 1;
+    return i - size;
+}
+
+static void tree_set(size_t *tree, size_t size, size_t slot, size_t value) {
+    size_t i = slot + size;
+    tree[i] = value;
+    for (i /= 2; i >= 1; i /= 2) tree[i] = tree[2 * i] > tree[2 * i + 1] ? tree[2 * i] : tree[2 * i + 1];
+}
+
+// qsort's comparison of (length, position) pairs: longer first, then earlier first.
+static int by_length_desc(const void *a, const void *b) {
+    const size_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+// First-fit decreasing of the n examples order[0..n) into rows of capacity cap: row[k] receives
+// the row of example order[k]; returns the number of rows. A max tree over n candidate rows (all
+// free at first) finds the leftmost one with room, which is a new row when no open one has room.
+static size_t pack_rows(const Dataset *d, const size_t *order, size_t n, size_t cap, size_t *row) {
+    size_t *key = xmalloc(2 * (n ? n : 1) * sizeof(size_t)), size = 1, n_rows = 0;
+    for (size_t k = 0; k < n; k++) key[2 * k] = d->ex[order[k]].len, key[2 * k + 1] = k;
+    qsort(key, n, 2 * sizeof(size_t), by_length_desc);
+    while (size < n) size *= 2;
+    size_t *tree = xcalloc(2 * size, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) tree[size + i] = cap;
+    for (size_t i = size - 1; i >= 1; i--) tree[i] = tree[2 * i] > tree[2 * i + 1] ? tree[2 * i] : tree[2 * i + 1];
+    for (size_t j = 0; j < n; j++) {
+        const size_t len = key[2 * j], k = key[2 * j + 1], r = tree_first_fit(tree, size, len);
+        CHECK(len <= cap && r < n);  // examples are cut to seq_len at load
+        row[k] = r;
+        tree_set(tree, size, r, tree[size + r] - len);
+        if (r + 1 > n_rows) n_rows = r + 1;
+    }
+    free(tree);
+    free(key);
+    return n_rows;
+}
+
+void data_plan(DataPlan *p, const Dataset *d, bool pack, size_t seq_len, bool shuffle, uint64_t seed, size_t epoch) {
+    const size_t n = arrlenu(d->ex);
+    size_t *order = xmalloc((n ? n : 1) * sizeof(size_t));
+    data_epoch_order(n, shuffle, seed, epoch, order);
+    p->ex = xmalloc((n ? n : 1) * sizeof(size_t));
+    if (!pack) {
+        p->n_rows = n;
+        p->first = xmalloc((n + 1) * sizeof(size_t));
+        for (size_t k = 0; k <= n; k++) p->first[k] = k;
+        memcpy(p->ex, order, n * sizeof(size_t));
+        free(order);
+        return;
+    }
+    size_t *row = xmalloc((n ? n : 1) * sizeof(size_t));
+    p->n_rows = pack_rows(d, order, n, seq_len, row);
+    // the rows' order: shuffled with the epoch's seed (another stream than the examples' order)
+    size_t *rank = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    data_epoch_order(p->n_rows, shuffle, seed ^ 0x9ACCu, epoch, rank);  // rank[j] = the row placed j-th
+    size_t *place = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    for (size_t j = 0; j < p->n_rows; j++) place[rank[j]] = j;
+    p->first = xcalloc(p->n_rows + 1, sizeof(size_t));
+    for (size_t k = 0; k < n; k++) p->first[place[row[k]] + 1]++;
+    for (size_t j = 0; j < p->n_rows; j++) p->first[j + 1] += p->first[j];
+    size_t *fill = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    memcpy(fill, p->first, p->n_rows * sizeof(size_t));
+    for (size_t k = 0; k < n; k++) p->ex[fill[place[row[k]]]++] = order[k];  // a row keeps the epoch's order
+    free(fill);
+    free(place);
+    free(rank);
+    free(row);
+    free(order);
+}
+
+void data_plan_free(DataPlan *p) {
+    free(p->ex);
+    free(p->first);
+    memset(p, 0, sizeof *p);
+}
+
+size_t data_batch_rows(const Dataset *d, const DataPlan *p, size_t first, size_t B, int *tokens, int *targets,
+                       int *pos, size_t *n_predicted) {
+    size_t T = 0;
+    for (size_t b = 0; b < B; b++) {
+        size_t l = 0;
+        for (size_t k = p->first[first + b]; k < p->first[first + b + 1]; k++) l += d->ex[p->ex[k]].len;
+        if (l > T) T = l;
+    }
+    for (size_t b = 0; b < B; b++) {
+        size_t t = 0;
+        int *tk = tokens + b * T, *tg = targets + b * T, *ps = pos + b * T;
+        for (size_t k = p->first[first + b]; k < p->first[first + b + 1]; k++) {
+            const Example *e = &d->ex[p->ex[k]];
+            for (size_t i = 0; i < e->len; i++, t++) {
+                tk[t] = e->ids[i];
+                tg[t] = i + 1 < e->len ? e->labels[i + 1] : -1;
+                ps[t] = (int)i;
+            }
+            *n_predicted += e->n_predicted;
+        }
+        for (size_t i = 0; t < T; i++, t++) tk[t] = 0, tg[t] = -1, ps[t] = (int)i;
+    }
+    return T;
+}

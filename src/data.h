@@ -63,4 +63,30 @@ void data_epoch_order(size_t n, bool shuffle, uint64_t seed, size_t epoch, size_
 size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B, int *tokens,
                   int *targets, size_t *n_predicted);
 
+// An epoch's rows: row r holds the examples ex[first[r] .. first[r+1]) (indices into Dataset.ex)
+// back to back. Without packing every row is one example, in data_epoch_order's order. With
+// sample packing (docs/training.md, "Sample packing") the epoch's examples, in that order, are
+// placed first-fit decreasing into rows of capacity seq_len: longest first (equal lengths in epoch
+// order), each into the first row it fits, a new row when none does; then the rows are shuffled
+// with the epoch's seed (or kept in that order without shuffle). The number of rows depends only on
+// the examples' lengths, so it is the same every epoch.
+typedef struct {
+    size_t *ex;     // [n examples] row after row, owned
+    size_t *first;  // [n_rows + 1], owned
+    size_t n_rows;
+} DataPlan;
+
+// The plan of `epoch` for d (every example at most seq_len tokens with pack: CHECKed).
+void data_plan(DataPlan *p, const Dataset *d, bool pack, size_t seq_len, bool shuffle, uint64_t seed, size_t epoch);
+void data_plan_free(DataPlan *p);
+
+// Build a batch from rows [first, first + B) of p: tokens, targets and positions are (B, T_batch)
+// with T_batch = the longest row. In a row each example's tokens follow the previous one's, its
+// positions restart at 0 (what acts_set_positions takes) and its targets are its own next tokens'
+// labels (its last token's -1: no target crosses into the next example); padding after a row's
+// examples has token 0, target -1 and positions 0, 1, ... of its own. Returns T_batch and adds the
+// predicted tokens to *n_predicted.
+size_t data_batch_rows(const Dataset *d, const DataPlan *p, size_t first, size_t B, int *tokens, int *targets,
+                       int *pos, size_t *n_predicted);
+
 #endif

@@ -253,7 +253,7 @@ static void setup(Run *r) {
     resume_path(c, resume, sizeof resume);
     setup_model(r, resume);
     TrainerOptions o;
-    trainer_options(c, arrlenu(r->train.ex), &o);
+    trainer_options(c, &r->train, &o);
     trainer_init(&r->trainer, &r->model, r->full ? NULL : &r->lora, &r->train, r->dist, &o);
     if (resume[0] && !checkpoint_load_state(resume, &r->trainer, &err)) die_error(&err);
     if (r->dist.rank == 0) {
@@ -284,6 +284,11 @@ static void print_summary(const Run *r) {
            train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
            r->cfg.sequence_len, t->opt.total_steps, r->cfg.micro_batch_size,
            r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
+    if (t->opt.pack) {  // tokens over the rows' capacity: the share of each forward pass that is real
+        const double eff = (double)r->train.n_tokens / ((double)t->plan.n_rows * (double)r->cfg.sequence_len);
+        printf("sample packing: %zu examples (%zu tokens) in %zu rows of %ld tokens, packing efficiency %.1f%%\n",
+               arrlenu(r->train.ex), r->train.n_tokens, t->plan.n_rows, r->cfg.sequence_len, 100.0 * eff);
+    }
     printf("memory: base linears %s (%s), quant constants %s, embeddings+norms %s, activations %s\n",
            fmt_bytes((double)mb.linear_weights, b1, sizeof b1), quant_name(r->model.quant.type),
            fmt_bytes((double)mb.quant_constants, b2, sizeof b2),
@@ -347,7 +352,7 @@ static void log_step(Run *r, TrainLog *log, const StepResult *s, double eval_los
     const TrainConfig *c = &r->cfg;
     const Trainer *t = &r->trainer;
     const double elapsed = time_now() - log->t_start, tps = (double)log->tokens_seen / elapsed;
-    const double epoch_f = (double)t->epoch + (double)t->cursor / (double)arrlenu(r->train.ex);
+    const double epoch_f = (double)t->epoch + (double)t->cursor / (double)t->plan.n_rows;
     const double mean = log->log_loss / (double)log->log_count, dt = s->t_gradients + s->t_update;
     fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
                         "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
