@@ -4,9 +4,13 @@
 //          every token is a label;
 //   jsonl  one JSON object per line: {"text": s}, {"prompt": p, "completion": c} (labels on
 //          the completion and its EOS only, unless train_on_inputs), or {"input_ids": [...]}
-//          (pre-tokenized, optional "labels" with -100 = ignored). Longer examples are
-//          truncated to sequence_len (and counted). A bad line is an error naming FILE:LINE;
-//          blank lines are the only lines skipped.
+//          (pre-tokenized, optional "labels" with -100 = ignored);
+//   chat_template  one conversation per line, rendered with a chat template and labelled on
+//          the trained roles' contents and end-of-turn text (chat_data.h);
+//   alpaca  one {"instruction", "input", "output"} per line in axolotl's Alpaca prompt, as a
+//          prompt/completion pair (chat_data.h, chat_alpaca_prompt).
+// Longer examples are truncated to sequence_len, or with drop_long left out (both counted). A
+// bad line is an error naming FILE:LINE; blank lines are the only lines skipped.
 // A text is tokenized as transformers + axolotl do it (docs/training.md, "Datasets"): the
 // tokenizer's post-processor (Llama 2's BOS before the text; nothing for GPT-2, SmolLM2, Qwen2),
 // the text, then the tokenizer's EOS (tok_eos; GPT-2's <|endoftext|>). A prompt gets the
@@ -21,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat_data.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -29,19 +34,23 @@ typedef struct {
     int *labels;  // [len], -1 where not predicted, owned
     size_t len;
     size_t n_predicted;  // labels at positions >= 1 that are not -1 (what the loss counts)
+    size_t line;         // the jsonl line it came from (0: a text file's window)
 } Example;
 
 typedef struct {
     Example *ex;  // stb_ds array
     size_t n_truncated;
+    size_t n_dropped;  // longer than sequence_len, left out (drop_long)
     size_t n_tokens;
 } Dataset;
 
 typedef struct {
-    const char *format;    // "text", "jsonl" or "" (by extension)
+    const char *format;    // "text", "jsonl", "chat_template", "alpaca" or "" (by extension)
     size_t seq_len;
     bool train_on_inputs;
     int vocab_size;        // pre-tokenized ids must be below this
+    bool drop_long;        // leave out examples longer than seq_len instead of cutting them
+    const ChatOptions *chat;  // chat_template: the template, roles and end-of-turn labels (borrowed)
 } DataOptions;
 
 bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *o, Error *err);

@@ -44,7 +44,7 @@ static void make_dataset(Dataset *d, Tokenizer *tok, int vocab) {
         sb_appendf(&text, "%s", line);
         arrfree(line);
     }
-    DataOptions o = {"jsonl", SEQ, false, vocab};
+    DataOptions o = {.format = "jsonl", .seq_len = SEQ, .vocab_size = vocab};
     Error err = {0};
     CHECK(data_load_text(d, text, arrlenu(text) - 1, "packing.jsonl", tok, &o, &err));
     arrfree(text);
@@ -127,7 +127,7 @@ static void test_first_fit(Tokenizer *tok) {
         sb_appendf(&text, "]}\n");
     }
     Dataset d;
-    DataOptions o = {"jsonl", 10, false, 200};
+    DataOptions o = {.format = "jsonl", .seq_len = 10, .vocab_size = 200};
     Error err = {0};
     CHECK(data_load_text(&d, text, arrlenu(text) - 1, "ffd.jsonl", tok, &o, &err));
     DataPlan p;

@@ -332,6 +332,12 @@ int main(void) {
         {"seed: 'unterminated\n", "bad.yaml:2: invalid YAML"},
         {"seed:\n  value: 3\n", "bad.yaml:2: seed: expected a value, found a nested mapping"},
         {"lora_r: [1, 2]\n", "bad.yaml:1: lora_r: expected a single value, found a list"},
+        {"roles_to_train: [assistant, robot]\n", "bad.yaml:1: roles_to_train: expected system, user, assistant or tool, found 'robot'"},
+        {"train_on_eos: every\n", "bad.yaml:1: train_on_eos: expected one of turn|all|none|last, found 'every'"},
+        {"chat_template: vicuna\n", "bad.yaml:1: chat_template: expected one of tokenizer_default|chatml|llama3|mistral|zephyr|alpaca, found 'vicuna'"},
+        {"dataset_format: sharegpt\n", "bad.yaml:1: dataset_format: expected one of text|jsonl|chat_template|alpaca, found 'sharegpt'"},
+        {"drop_long: maybe\n", "bad.yaml:1: drop_long: expected true or false, found 'maybe'"},
+        {"base_model: m\ndataset: d\ndataset_format: chat_template\nroles_to_train: []\n", "roles_to_train is empty"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         FILE *f = fopen(path, "w");

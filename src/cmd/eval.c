@@ -55,7 +55,7 @@ static int eval_dataset(const EvalArgs *a) {
     if (!model_read_config(&cfg, a->m.model_dir, &err)) die_error(&err);
     Tokenizer *tok = cmd_load_tokenizer(a->m.model_dir, &cfg);
     const size_t T = a->seq && a->seq < cfg.n_positions ? (size_t)a->seq : (size_t)cfg.n_positions;
-    DataOptions dopt = {"", T, false, cfg.vocab_size};
+    DataOptions dopt = {.format = "", .seq_len = T, .vocab_size = cfg.vocab_size};
     Dataset d;
     if (!data_load(&d, a->data, tok, &dopt, &err)) die_error(&err);
     Model m;

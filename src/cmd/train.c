@@ -190,7 +190,8 @@ static void setup_data(Run *r) {
         die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
     check_memory(c, &mc);
     r->tok = cmd_load_tokenizer(c->base_model, &mc);  // tokenizer.json, or vocab.json + merges.txt
-    DataOptions dopt = {c->dataset_format, (size_t)c->sequence_len, c->train_on_inputs, mc.vocab_size};
+    DataOptions dopt = {.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
+                        .train_on_inputs = c->train_on_inputs, .vocab_size = mc.vocab_size, .drop_long = c->drop_long};
     if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
     if (c->val_dataset[0]) {
         if (!data_load(&r->val, c->val_dataset, r->tok, &dopt, &err)) die_error(&err);
@@ -279,10 +280,13 @@ static void print_summary(const Run *r) {
         printf("bf16: auto: fp32 here (%s)\n", r->full ? "method full trains every weight"
                                                        : "this CPU has no AVX512-BF16 or AMX-BF16");
     ModelBytes mb = model_bytes(&r->model);
-    printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
+    char dropped[64] = "";
+    if (r->cfg.drop_long)
+        snprintf(dropped, sizeof dropped, ", %zu longer ones dropped", r->train.n_dropped + r->val.n_dropped);
+    printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens%s), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
            train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
-           r->cfg.sequence_len, t->opt.total_steps, r->cfg.micro_batch_size,
+           r->cfg.sequence_len, dropped, t->opt.total_steps, r->cfg.micro_batch_size,
            r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
     if (t->opt.pack) {  // tokens over the rows' capacity: the share of each forward pass that is real
         const double eff = (double)r->train.n_tokens / ((double)t->plan.n_rows * (double)r->cfg.sequence_len);

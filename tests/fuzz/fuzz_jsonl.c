@@ -1,5 +1,6 @@
-// fuzz_jsonl.c: libFuzzer harness for jsonl dataset lines (and plain text), tokenized with
-// a byte-level vocabulary built in memory, then batched as training batches them.
+// fuzz_jsonl.c: libFuzzer harness for jsonl dataset lines (jsonl, alpaca, chat_template with a
+// ChatML renderer) and plain text, tokenized with a byte-level vocabulary built in memory, then
+// batched as training batches them.
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,11 +26,33 @@ static Tokenizer *byte_tokenizer(void) {
     return t;
 }
 
+// ChatML, for the chat_template lines.
+static bool render_chatml(const void *ctx, const char *const *roles, const char *const *contents, size_t n, bool gen,
+                          char **out, size_t *len, Error *err) {
+    (void)ctx;
+    (void)err;
+    char *sb = NULL;
+    for (size_t i = 0; i < n; i++) sb_appendf(&sb, "<|im_start|>%s\n%s<|im_end|>\n", roles[i], contents[i]);
+    if (gen) sb_appendf(&sb, "<|im_start|>assistant\n");
+    *len = arrlenu(sb);
+    *out = malloc(*len + 1);
+    if (*len) memcpy(*out, sb, *len);
+    (*out)[*len] = '\0';
+    arrfree(sb);
+    return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static Tokenizer *tok;
     if (!tok) tok = byte_tokenizer();
-    for (int f = 0; f < 2; f++) {
-        DataOptions o = {f ? "text" : "jsonl", 64, size % 2 == 0, 257};
+    static const char *const FORMATS[] = {"jsonl", "text", "alpaca", "chat_template"};
+    for (int f = 0; f < 4; f++) {
+        DataOptions o = {.format = FORMATS[f], .seq_len = 64, .train_on_inputs = size % 2 == 0, .vocab_size = 257,
+                         .drop_long = size % 3 == 0};
+        static const ChatRenderer chatml = {render_chatml, NULL, "<|im_end|>"};
+        static const char *const roles[] = {"assistant"};
+        const ChatOptions co = {&chatml, roles, 1, size % 2 == 0, (ChatEos)(size % 4)};
+        o.chat = &co;
         Dataset d;
         Error err = {0};
         if (!data_load_text(&d, (const char *)data, size, "fuzz.jsonl", tok, &o, &err)) continue;
