@@ -415,3 +415,22 @@ size_t data_batch_rows(const Dataset *d, const DataPlan *p, size_t first, size_t
     }
     return T;
 }
+
+// ---- preview -------------------------------------------------------------------------------------
+
+void data_example_text(const Tokenizer *tok, const Example *e, char **out) {
+    TokStream st;
+    tok_stream_start(&st, tok, NULL, 0);
+    bool open = false;
+    for (size_t i = 0; i < e->len; i++) {
+        const bool trained = i > 0 && e->labels[i] >= 0;  // the first token is never predicted
+        if (trained != open) {
+            const char *m = trained ? DATA_MARK_OPEN : DATA_MARK_CLOSE;
+            memcpy(arraddnptr(*out, strlen(m)), m, strlen(m));
+            open = trained;
+        }
+        tok_stream_push(&st, tok, e->ids[i], out);
+    }
+    tok_stream_finish(&st, out);
+    if (open) memcpy(arraddnptr(*out, strlen(DATA_MARK_CLOSE)), DATA_MARK_CLOSE, strlen(DATA_MARK_CLOSE));
+}

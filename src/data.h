@@ -72,6 +72,15 @@ void data_epoch_order(size_t n, bool shuffle, uint64_t seed, size_t epoch, size_
 size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B, int *tokens,
                   int *targets, size_t *n_predicted);
 
+// The text of example e as tok decodes it, with every run of trained tokens (a label at position
+// >= 1) between DATA_MARK_OPEN and DATA_MARK_CLOSE, appended to the stb_ds *out (no NUL): what
+// `qlora train --preview` prints. The text is decoded as one list (tok_stream), so a marker sits
+// between two tokens' text, except that a character split across tokens comes out whole after
+// the later one.
+#define DATA_MARK_OPEN "[["
+#define DATA_MARK_CLOSE "]]"
+void data_example_text(const Tokenizer *tok, const Example *e, char **out);
+
 // An epoch's rows: row r holds the examples ex[first[r] .. first[r+1]) (indices into Dataset.ex)
 // back to back. Without packing every row is one example, in data_epoch_order's order. With
 // sample packing (docs/training.md, "Sample packing") the epoch's examples, in that order, are

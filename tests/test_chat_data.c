@@ -6,11 +6,13 @@
 // concatenation of the pieces' own ids with labels exactly on the contents' ids and the trained
 // turns' <|im_end|>. Also: train_on_eos turn/all/none/last, roles_to_train, train_on_inputs,
 // ShareGPT == messages, a Metaspace token straddling the template and the content, truncation
-// and drop_long, the Alpaca prompt, and every bad line: exit status 2, FILE:LINE, what was
-// expected. (The real chat templates and transformers' ids: tests/test_chat_fixtures.c.)
+// and drop_long, the Alpaca prompt, every bad line (exit status 2, FILE:LINE, what was
+// expected), and what `qlora train --preview` prints. (The real chat templates and
+// transformers' ids: tests/test_chat_fixtures.c.)
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data.h"
 #include "ds.h"
@@ -169,6 +171,21 @@ static void test_chatml(void) {
         data_free(&d);
         arrfree(ids);
         arrfree(labels);
+    }
+    // what --preview prints: the text with the trained runs marked
+    {
+        ChatOptions co = {&CHATML, ASSISTANT, 1, false, CHAT_EOS_TURN};
+        Dataset d;
+        Error err;
+        char *text = NULL;
+        if (load(&d, t, "chat_template", &co, 512, false, CONV, &err)) data_example_text(t, &d.ex[0], &text);
+        arrput(text, '\0');
+        EXPECT(!strcmp(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHow will Monday be in Cairo?"
+                             "<|im_end|>\n<|im_start|>assistant\n[[Sunny, 31 C.<|im_end|>]]\n<|im_start|>user\nDo I need "
+                             "an umbrella?<|im_end|>\n<|im_start|>assistant\n[[No, it should stay dry.<|im_end|>]]\n"),
+               "data_example_text: the rendered conversation with [[trained]] runs: %s", text);
+        arrfree(text);
+        data_free(&d);
     }
     // ShareGPT's names give the same example
     ChatOptions co = {&CHATML, ASSISTANT, 1, false, CHAT_EOS_TURN};
@@ -329,7 +346,21 @@ static void test_errors(void) {
     tok_free(t);
 }
 
+// `qlora train JOB --preview N`: the first N examples with their counts, exit 0, nothing written.
+static void test_preview_cli(void) {
+    const char *Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
+    char out[200];
+    snprintf(out, sizeof out, "/tmp/qlora-test-preview-%d", (int)getpid());
+    const int rc = test_sh("%s train configs/demo.yaml --set output_dir=%s/never --preview 3 > %s.txt 2>&1", Q, out, out);
+    EXPECT(rc == 0 && test_sh("test $(grep -c '^--- example' %s.txt) -eq 3 && grep -q '^--- example 2 (data/demo/train.jsonl:2): "
+                              "[0-9]* tokens, [0-9]* trained$' %s.txt && grep -qF ':[[ ' %s.txt && grep -q '^--- 3 of 2000 "
+                              "examples shown' %s.txt && test ! -e %s/never", out, out, out, out, out) == 0,
+           "qlora train --preview 3: three marked examples with counts, a summary, exit 0 (%d), no output_dir", rc);
+    test_sh("rm -rf %s %s.txt", out, out);
+}
+
 int main(void) {
+    test_preview_cli();
     test_chatml();
     test_llama2();
     test_alpaca();

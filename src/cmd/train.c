@@ -98,6 +98,7 @@ typedef struct {
     const char *job;   // JOB.yaml
     const char **sets; // "key=value" overrides (stb_ds array), applied after the file in order
     bool check, list_keys;
+    long preview;      // examples to show (0: train)
 } TrainArgs;
 
 static const CliOption TRAIN_OPTIONS[] = {
@@ -105,6 +106,9 @@ static const CliOption TRAIN_OPTIONS[] = {
     {"--set", CLI_LIST(TrainArgs, sets), "KEY=VALUE", "override one job key (repeatable; YAML value)"},
     {"--check", CLI_FLAG(TrainArgs, check), NULL, "read and validate the job, print every key's value, and stop"},
     {"--list-keys", CLI_FLAG(TrainArgs, list_keys), NULL, "print every job key with its default and range"},
+    {"--preview", CLI_INT(TrainArgs, preview), "N",
+     "print the first N training examples as the model sees them (trained tokens between [[ and ]]) with their "
+     "token and label counts, and stop", .lo = 1, .hi = 1000000},
     CLI_END};
 
 static const CliCommand TRAIN = {
@@ -178,20 +182,29 @@ static void setup_output(Run *r) {
     if (r->dist.rank == 0) checkpoint_clean_stale(c->output_dir);
 }
 
+// The base model's config into mc (sequence_len defaulted and checked against it), the tokenizer
+// and how the datasets are read into dopt.
+static void setup_reading(Run *r, GPT2Config *mc, DataOptions *dopt) {
+    TrainConfig *c = &r->cfg;
+    Error err = {0};
+    if (!model_read_config(mc, c->base_model, &err) || !model_check_sizes(c->base_model, mc, &err)) die_error(&err);
+    if (c->sequence_len == 0) c->sequence_len = mc->n_positions < 512 ? mc->n_positions : 512;  // printed in the summary
+    if (c->sequence_len > mc->n_positions)  // a model limit, before any memory prediction uses it
+        die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc->n_positions);
+    r->tok = cmd_load_tokenizer(c->base_model, mc);  // tokenizer.json, or vocab.json + merges.txt
+    *dopt = (DataOptions){.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
+                          .train_on_inputs = c->train_on_inputs, .vocab_size = mc->vocab_size, .drop_long = c->drop_long};
+}
+
 // The base model's config (sequence_len defaulted and checked against it, the memory
 // prediction checked against the machine), the tokenizer and the datasets.
 static void setup_data(Run *r) {
     TrainConfig *c = &r->cfg;
     Error err = {0};
     GPT2Config mc;
-    if (!model_read_config(&mc, c->base_model, &err) || !model_check_sizes(c->base_model, &mc, &err)) die_error(&err);
-    if (c->sequence_len == 0) c->sequence_len = mc.n_positions < 512 ? mc.n_positions : 512;  // printed in the summary
-    if (c->sequence_len > mc.n_positions)  // a model limit, before any memory prediction uses it
-        die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
+    DataOptions dopt;
+    setup_reading(r, &mc, &dopt);
     check_memory(c, &mc);
-    r->tok = cmd_load_tokenizer(c->base_model, &mc);  // tokenizer.json, or vocab.json + merges.txt
-    DataOptions dopt = {.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
-                        .train_on_inputs = c->train_on_inputs, .vocab_size = mc.vocab_size, .drop_long = c->drop_long};
     if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
     if (c->val_dataset[0]) {
         if (!data_load(&r->val, c->val_dataset, r->tok, &dopt, &err)) die_error(&err);
@@ -330,6 +343,37 @@ static void print_resume_hint(const TrainArgs *a, const char *ckpt) {
     print_quoted(last);
     printf("\n");
     free(last);
+}
+
+// --preview N: the first n examples of the training file as the model gets them (trained tokens
+// marked), their counts, and the dataset's; nothing is written. Returns the exit status.
+static int preview(Run *r, long n) {
+    const TrainConfig *c = &r->cfg;
+    Error err = {0};
+    GPT2Config mc;
+    DataOptions dopt;
+    setup_reading(r, &mc, &dopt);
+    if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
+    const size_t shown = arrlenu(r->train.ex) < (size_t)n ? arrlenu(r->train.ex) : (size_t)n;
+    char *text = NULL;
+    for (size_t i = 0; i < shown; i++) {
+        const Example *e = &r->train.ex[i];
+        size_t labels = 0;
+        for (size_t k = 1; k < e->len; k++) labels += e->labels[k] >= 0;
+        if (e->line) printf("--- example %zu (%s:%zu): %zu tokens, %zu trained\n", i + 1, c->dataset, e->line, e->len, labels);
+        else printf("--- example %zu (%s, window %zu): %zu tokens, %zu trained\n", i + 1, c->dataset, i + 1, e->len, labels);
+        arrsetlen(text, 0);
+        data_example_text(r->tok, e, &text);
+        fwrite(text, 1, arrlenu(text), stdout);
+        printf("\n");
+    }
+    printf("--- %zu of %zu examples shown (%zu tokens, %zu truncated to %ld tokens, %zu longer ones dropped); trained "
+           "tokens are between " DATA_MARK_OPEN " and " DATA_MARK_CLOSE "\n",
+           shown, arrlenu(r->train.ex), r->train.n_tokens, r->train.n_truncated, c->sequence_len, r->train.n_dropped);
+    arrfree(text);
+    data_free(&r->train);
+    tok_free(r->tok);
+    return 0;
 }
 
 // Read the job file and the --set overrides into r->cfg and validate them.
@@ -495,6 +539,12 @@ int cmd_train(int argc, char **argv) {
         config_write_yaml(&r.cfg, stdout);
         arrfree(args.sets);
         return 0;
+    }
+    if (args.preview) {
+        const int rc = preview(&r, args.preview);
+        arrfree(args.sets);
+        dist_finalize();
+        return rc;
     }
     double t_setup = time_now();
     signal(SIGINT, on_signal);  // already during set-up: a stop then comes after the first step
