@@ -162,7 +162,8 @@ static void test_round_trip(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/round.gguf", tmpdir);
     Error err = {0};
-    EXPECT(gguf_write(w, path, &err), "write: %s", err.msg);
+    const bool wrote = gguf_write(w, path, &err);
+    EXPECT(wrote, "write: %s", err.msg);
     gguf_writer_free(w);
     GgufFile f;
     if (!gguf_open(&f, path, &err)) {
@@ -222,7 +223,8 @@ static void test_exact_bytes(void) {
     char path[256];
     snprintf(path, sizeof path, "%s/tiny.gguf", tmpdir);
     Error err = {0};
-    EXPECT(gguf_write(w, path, &err), "write tiny: %s", err.msg);
+    const bool wrote = gguf_write(w, path, &err);
+    EXPECT(wrote, "write tiny: %s", err.msg);
     gguf_writer_free(w);
     static const uint8_t head[] = {
         'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,  // v3, 1 tensor, 1 pair
