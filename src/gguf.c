@@ -36,6 +36,7 @@ static size_t gguf_scalar_bytes(GgufType t) {
     return bytes[t];
 }
 
+// "u8" ... "f64" for value type t, "unknown" past them.
 static const char *gguf_type_name(uint32_t t) {
     static const char *const names[GGUF_N_TYPES] = {"u8",  "i8",   "u16",    "i16",   "u32",
                                                     "i32", "f32",  "bool",   "string", "array",
@@ -94,6 +95,7 @@ struct GgufWriter {
     WTensor *tensors;
 };
 
+// Append n bytes, a little-endian u32 / u64, or a GGUF string (u64 length + bytes) to *b.
 static void put_bytes(uint8_t **b, const void *p, size_t n) {
     memcpy(arraddnptr(*b, n), p, n);
 }
@@ -174,6 +176,7 @@ void gguf_set_i32_array(GgufWriter *w, const char *key, const int32_t *v, size_t
     for (size_t i = 0; i < n; i++) put_u32(&w->kv, (uint32_t)v[i]);
 }
 
+// n rounded up to a multiple of a.
 static uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
 void gguf_add_tensor(GgufWriter *w, const char *name, GgmlType type, int n_dims,
@@ -290,6 +293,7 @@ __attribute__((format(printf, 2, 3))) static bool cur_fail(Cursor *c, const char
     return error_set(c->err, "%s: byte %zu: %s", c->f->name, c->pos, msg);
 }
 
+// Bytes after the cursor.
 static size_t cur_left(const Cursor *c) { return c->f->size - c->pos; }
 
 // Read n little-endian bytes as an unsigned integer; what names the field in the message.
@@ -302,6 +306,7 @@ static bool cur_uint(Cursor *c, int n, uint64_t *v, const char *what) {
     return true;
 }
 
+// cur_uint of 4 bytes into a u32 (*v untouched on failure).
 static bool cur_u32(Cursor *c, uint32_t *v, const char *what) {
     uint64_t x = 0;
     if (!cur_uint(c, 4, &x, what)) return false;
@@ -395,6 +400,7 @@ static uint32_t kv_u32_at(const GgufFile *f, const GgufKv *kv) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+// Magic, version and the two counts; allocates the pair and tensor tables.
 static bool read_header(Cursor *c) {
     GgufFile *f = (GgufFile *)c->f;
     uint32_t magic;

@@ -121,6 +121,7 @@ static const GgufTensorName *linear_name(const GgufArchSpec *s, int lin) {
     CHECK(0);
 }
 
+// True when s ends with suffix.
 static bool ends_with(const char *s, const char *suffix) {
     const size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -204,6 +205,7 @@ typedef struct {
     char **merges;    // stb_ds array of malloc'ed strings
 } GgufVocab;
 
+// Free v's arrays and zero it.
 static void vocab_free(GgufVocab *v) {
     gguf_free_strs(v->tokens);
     gguf_free_strs(v->merges);

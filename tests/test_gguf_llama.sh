@@ -45,6 +45,11 @@ expect 2 "token 257: expected a non-empty token, found \"\" (llama.cpp renames e
     "$Q" export-gguf --model "$tmp/empty-token" --out "$out"
 expect 2 "--adapter-only needs --adapter DIR" "$Q" export-gguf --model data/base-model --out "$out" --adapter-only
 expect 2 "--type must be" "$Q" export-gguf --model data/base-model --out "$out" --type q4_0
+cp -r data/base-model "$tmp/keep"
+expect 2 "--out must name a .gguf file, got '$tmp/keep/model.safetensors'" \
+    "$Q" export-gguf --model "$tmp/keep" --out "$tmp/keep/model.safetensors"
+cmp -s data/base-model/model.safetensors "$tmp/keep/model.safetensors"
+check "an --out that is not a .gguf file is refused before anything is written" $?
 "$Q" export-gguf --model data/base-model --out "$tmp/base.gguf" >"$tmp/log" 2>&1 && [ -s "$tmp/base.gguf" ] &&
     [ -z "$(ls "$tmp" | grep 'base.gguf.tmp')" ]
 check "export-gguf writes the base model (and leaves no temporary file): $(cat "$tmp/log")" $?

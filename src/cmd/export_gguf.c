@@ -17,7 +17,7 @@ static const CliOption EXPORT_OPTIONS[] = {
     {"--model", CLI_STR(ExportArgs, model), "DIR", "the model folder (with --adapter-only: whose config.json the adapter fits)",
      .flags = CLI_REQUIRED},
     {"--adapter", CLI_STR(ExportArgs, adapter), "DIR", "a PEFT adapter folder: merged into the model, or written alone"},
-    {"--out", CLI_STR(ExportArgs, out), "FILE.gguf", "the GGUF file to write", .flags = CLI_REQUIRED},
+    {"--out", CLI_STR(ExportArgs, out), "FILE.gguf", "the GGUF file to write (its name ends in .gguf)", .flags = CLI_REQUIRED},
     {"--type", CLI_CHOICE(ExportArgs, type), NULL, "the type of the weight matrices", .choices = EXPORT_TYPES},
     {"--adapter-only", CLI_FLAG(ExportArgs, adapter_only), NULL, "write the adapter as a GGUF LoRA file for llama.cpp's --lora"},
     CLI_END};
@@ -45,6 +45,10 @@ int cmd_export_gguf(int argc, char **argv) {
     const int rc = cli_parse(&EXPORT, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
     if (a.adapter_only && !a.adapter) cli_usage_error("export-gguf", "--adapter-only needs --adapter DIR");
+    // no input qlora reads ends so: a typo cannot replace a model's own files
+    const size_t n = strlen(a.out);
+    if (n < 6 || strcmp(a.out + n - 5, ".gguf") != 0)
+        cli_usage_error("export-gguf", "--out must name a .gguf file, got '%s'", a.out);
     const GgmlType type = export_type(a.type);
     if (a.adapter_only && type == GGML_TYPE_Q8_0)
         cli_usage_error("export-gguf", "--adapter-only writes f32 or f16, got --type q8_0");
