@@ -17,6 +17,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "test.h"
+#include "test_models.h"
 
 // fp32 vs transformers' fp32: the same math with other summation orders. Measured max abs
 // differences 1.7e-6 .. 6.2e-6 on logits up to ~9; the bound is 1e-4 relative, plus
@@ -184,20 +185,6 @@ static void check_kv_cache(const Model *m, const Batch *b, const float *logits, 
     }
     EXPECT(ok, "%s: KV-cache logits == full forward (max abs diff %.2e)", name, worst);
     free(step);
-}
-
-// Replace every quantized linear of m by fp32 holding its dequantized weights.
-static void dequantize_in_place(Model *m) {
-    const int n_lin = model_lora_shapes(&m->cfg).n;
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        for (int t = 0; t < n_lin; t++) {
-            QLinear *q = &m->blocks[l].lin[t];
-            float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
-            qlinear_rows(q, 0, q->out, w);
-            q4_free(&q->q4);
-            q->type = QUANT_NONE;
-            q->w = w;
-        }
 }
 
 // WeightDelta for model_save_hf: folds the adapter ctx into every linear (what qlora merge does).
