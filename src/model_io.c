@@ -212,6 +212,7 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     }
     arrfree(files);
     cJSON_Delete(js);
+    free(path);
     if (!ok) ckpt_close(ck);
     return ok;
 }
