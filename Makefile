@@ -75,7 +75,10 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libqlora.a | deps
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(OPENBLAS_CFLAGS) -Isrc $^ -o $@ $(LDLIBS)
 
-test: all $(TEST_BIN)
+# helpers the shell suites run (tests/*.c that are not tests themselves)
+TEST_HELPERS := $(BUILD)/tests/gguf_logprobs
+
+test: all $(TEST_BIN) $(TEST_HELPERS)
 	@QLORA=$(abspath $(BIN)) BUILD=$(BUILD) SANITIZE=$(SANITIZE) sh tests/run.sh $(TEST_BIN)
 
 demo: all

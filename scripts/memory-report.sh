@@ -44,6 +44,9 @@ for m in "full:--set method=full" "lora:--set method=lora" "qlora-nf4:--set meth
     echo "memory-report: $name done (peak RSS $rss MiB)"
 done
 date=$(date -u +%Y-%m-%d)
+# the hand-written part of docs/memory.md (the formulas, from its "## The formulas" heading on)
+# is kept as it is; only the measurements above it are rewritten
+sed -n '/^## The formulas/,$p' docs/memory.md >"$W/formulas.md"
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 {
     echo "# Memory: QLoRA's savings, measured"
@@ -70,6 +73,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
     echo "left; \`qlora memory --preset llama-65b\` shows the same accounting at paper scale. With"
     echo "gradient checkpointing (last row) only each block's input is kept and one block is"
     echo "recomputed at a time during the backward, which shrinks the activations the most."
+    if [ -s "$W/formulas.md" ]; then echo; cat "$W/formulas.md"; fi
 } >docs/memory.md
 # stacked bars (MiB) with awk
 echo "$rows" | awk -v out=docs/memory.svg 'NF {

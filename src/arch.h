@@ -209,6 +209,8 @@ struct cJSON;
 // error naming path and key if dflt < 0, meaning required).
 bool config_int(const struct cJSON *js, const char *key, const char *alias, long dflt, long lo,
                 long hi, int *out, const char *path, Error *err);
+// Write js as dir/config.json (atomically) and free js.
+bool config_write(struct cJSON *js, const char *dir, Error *err);
 // Fill cfg from a config.json object js (path names it in messages) whose model_type is
 // "gpt2" (model_io.c), or "llama", "mistral" or "qwen2" (llama.c). cfg is zeroed on entry.
 bool gpt2_parse_config(GPT2Config *cfg, const struct cJSON *js, const char *path, Error *err);

@@ -13,7 +13,6 @@
 #include "arch.h"
 #include "json.h"
 #include "ops.h"
-#include "path.h"
 
 // ---- parameters ------------------------------------------------------------------------------
 
@@ -265,11 +264,7 @@ static bool gpt2_write_config(const GPT2Config *cfg, const char *dir, Error *err
     cJSON_AddBoolToObject(js, "scale_attn_weights", true);
     cJSON_AddBoolToObject(js, "tie_word_embeddings", cfg->tied);
     cJSON_AddStringToObject(js, "torch_dtype", "float32");
-    char *path = path_join(dir, "config.json");
-    bool ok = json_write_file(path, js, err);
-    free(path);
-    cJSON_Delete(js);
-    return ok;
+    return config_write(js, dir, err);
 }
 
 const ArchOps GPT2_OPS = {

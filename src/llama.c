@@ -16,7 +16,6 @@
 #include "arch.h"
 #include "json.h"
 #include "ops.h"
-#include "path.h"
 
 // The block's linears in LoraTarget order.
 enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, N_LIN };
@@ -217,11 +216,7 @@ static bool write_config(const GPT2Config *c, const char *dir, Error *err) {
     if (c->eos_id >= 0) cJSON_AddNumberToObject(js, "eos_token_id", c->eos_id);
     cJSON_AddNumberToObject(js, "initializer_range", 0.02);
     cJSON_AddStringToObject(js, "torch_dtype", "float32");
-    char *path = path_join(dir, "config.json");
-    bool ok = json_write_file(path, js, err);
-    free(path);
-    cJSON_Delete(js);
-    return ok;
+    return config_write(js, dir, err);
 }
 
 // The RoPE tables of every position the model runs (derive).

@@ -16,6 +16,7 @@ typedef struct {
 static const Command COMMANDS[] = {
     {"train", cmd_train, "fine-tune a model as a YAML job file says (QLoRA, LoRA or full)"},
     {"merge", cmd_merge, "merge a LoRA adapter into the base weights (HF model folder)"},
+    {"export-gguf", cmd_export_gguf, "write the model (+ adapter) or the adapter as GGUF for llama.cpp"},
     {"eval", cmd_eval, "mean next-token loss and perplexity of a text"},
     {"generate", cmd_generate, "stream a continuation of a prompt (KV cache, sampling)"},
     {"memory", cmd_memory, "predict fine-tuning memory: full vs LoRA vs QLoRA, any GPT-2 or LLaMA size"},

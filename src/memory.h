@@ -16,20 +16,35 @@
 #include "model.h"
 #include "quant.h"
 
+// A model's shapes, as the formulas read them (docs/memory.md). GPT-2: LayerNorms, learned
+// positions, the four linears c_attn [C -> 3C], attn.c_proj, c_fc [C -> F], mlp.c_proj, all with
+// biases, tied head. The LLaMA family: RMSNorms, RoPE (no position parameters), the seven linears
+// q [C -> CQ], k, v [C -> CKV], o [CQ -> C], gate, up [C -> F], down [F -> C] with biases on
+// q, k, v (qwen2) or q, k, v, o (llama with attention_bias), tied head or not.
 typedef struct {
     char name[32];
-    bool llama;             // LLaMA block (q,k,v,o + SwiGLU gate/up/down, untied head)
-    double L, C, F, V, P, NH;
+    GPT2Config cfg;  // the config the shape describes (for the linears' names: --targets)
+    bool llama;      // a LLaMA-family block, else GPT-2's
+    bool tied;       // the output layer is the token embedding
+    // L layers, C width, F MLP width, V vocabulary, P positions, NH query heads, NKV key/value
+    // heads, HS head dim: CQ = NH*HS, CKV = NKV*HS (GPT-2: NKV = NH, HS = C/NH)
+    double L, C, F, V, P, NH, NKV, HS;
+    int n_lin;  // linears per block, in LoraTarget order: GPT-2's 4 or the LLaMA family's 7
+    double lin_in[LORA_N_TARGETS], lin_out[LORA_N_TARGETS];
+    bool lin_bias[LORA_N_TARGETS];
 } ModelShape;
 
-// Parameter counts of a shape: all, the block linears, and the rest.
+// Parameter counts of a shape: all, the block linears' weights, and the rest (embeddings,
+// an untied head, positions, norms, biases).
 double shape_params(const ModelShape *s);
 double shape_linear_params(const ModelShape *s);
-// Trainable LoRA parameters for rank r on the chosen modules (LLaMA: every linear).
+// Trainable LoRA parameters for rank r on the linears whose slots targets[0..n_lin) are set
+// (the architecture's LoraTarget numbering: GPT-2's LORA_QKV.., the LLaMA family's q..down).
 double shape_lora_params(const ModelShape *s, int r, const bool targets[LORA_N_TARGETS]);
 
-// The GPT-2 presets of model_preset ("gpt2" ... "gpt2-xl", "tiny") and "llama-7b",
-// "llama-13b", "llama-33b", "llama-65b"; false if unknown.
+// Every preset of model_preset (GPT-2 sizes, "tiny", "bench-tiny", the LLaMA-family
+// "smollm2-135m", "smollm2-360m", "qwen2.5-0.5b", "tinyllama-1.1b", "llama-tiny") and the
+// LLaMA-1 teaching shapes "llama-7b", "llama-13b", "llama-33b", "llama-65b"; false if unknown.
 bool shape_preset(const char *name, ModelShape *s);
 
 typedef enum {
@@ -46,12 +61,12 @@ typedef struct {
 typedef struct {
     size_t B, T;
     int lora_r;
-    bool targets[LORA_N_TARGETS];
+    bool targets[LORA_N_TARGETS];  // adapted linears, in the shape's LoraTarget slots
     bool gradient_checkpointing;
     size_t quant_blocksize;
 } MemJob;
 
-// The shape of a GPT-2 config (name left empty).
+// The shape of a config of any architecture (name left empty).
 ModelShape shape_from_config(const GPT2Config *c);
 // The row of memory_predict that describes qlora's own trainer for a method: full
 // fine-tuning, or LoRA on a base stored as q (QUANT_NONE = the fp32 base of method lora).
@@ -60,7 +75,9 @@ MemMethod memory_method(bool full, QuantType q, bool double_quant);
 // Predict all methods for shape s and job j into rows[MEM_N_METHODS].
 void memory_predict(const ModelShape *s, const MemJob *j, MemRow rows[MEM_N_METHODS]);
 
-// Activation bytes of qlora's own trainer (fp32) for this job: what acts_create allocates.
+// Activation bytes of qlora's own trainer (fp32) for this job: exactly what acts_create
+// allocates for ACTS_TRAIN (ACTS_CHECKPOINT with j->gradient_checkpointing), with LoRA
+// hiddens of rank j->lora_r when with_lora.
 double memory_activations_fp32(const ModelShape *s, const MemJob *j, bool with_lora);
 
 // Bits per parameter of NF4 with fp32 block scales and with double quantization.

@@ -84,6 +84,14 @@ bool gpt2_parse_config(GPT2Config *cfg, const cJSON *js, const char *path, Error
     return true;
 }
 
+bool config_write(cJSON *js, const char *dir, Error *err) {
+    char *path = path_join(dir, "config.json");
+    bool ok = json_write_file(path, js, err);
+    free(path);
+    cJSON_Delete(js);
+    return ok;
+}
+
 // *id = config.json's special token id `key`: an integer, or the first of a list (eos may be
 // several); absent or null -> -1.
 static bool token_id(const cJSON *js, const char *key, int *id, const char *path, Error *err) {
@@ -204,6 +212,7 @@ static bool ckpt_open(Checkpoint *ck, const char *dir, Error *err) {
     }
     arrfree(files);
     cJSON_Delete(js);
+    free(path);
     if (!ok) ckpt_close(ck);
     return ok;
 }

@@ -9,6 +9,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "test.h"
+#include "test_models.h"
 
 // fp32 backward vs float64 autograd through two layers: relative errors of a few 1e-6 on
 // typical entries; entries near zero need the absolute term. 1e-3 relative + 1e-6
@@ -103,19 +104,6 @@ static void test_full_grads(void) {
     free(grads);
     arrfree(params);
     model_free(&m);
-}
-
-// Replace every NF4 linear of m by fp32 holding its dequantized weights.
-static void dequantize_in_place(Model *m) {
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        for (int t = 0; t < model_lora_shapes(&m->cfg).n; t++) {
-            QLinear *q = &m->blocks[l].lin[t];
-            float *w = xmalloc_aligned(q->in * q->out * sizeof(float));
-            qlinear_rows(q, 0, q->out, w);
-            q4_free(&q->q4);
-            q->type = QUANT_NONE;
-            q->w = w;
-        }
 }
 
 // Central difference of the mean loss along direction d (over all LoRA parameters) vs the

@@ -1,6 +1,6 @@
 #!/bin/sh
 # valgrind.sh BINARY: memcheck on short real runs (training with dropout and a checkpoint,
-# resume, eval with an adapter, generation, quantize/dequantize); fails on any memory
+# resume, eval with an adapter, generation, quantize/dequantize, GGUF export); fails on any memory
 # error or definite leak.
 set -u
 Q=$1
@@ -32,4 +32,6 @@ run "$Q" generate --model tests/ref/tiny --adapter tests/ref/peft --prompt "The"
 run "$Q" quantize tests/data/small.safetensors "$tmp/q.safetensors"
 run "$Q" dequantize "$tmp/q.safetensors" "$tmp/d.safetensors"
 run "$Q" explain
+run "$Q" export-gguf --model tests/ref/tiny --adapter tests/ref/peft --out "$tmp/m.gguf" --type q8_0
+run "$Q" export-gguf --model tests/ref/tiny --adapter tests/ref/peft --out "$tmp/a.gguf" --adapter-only --type f16
 exit $status

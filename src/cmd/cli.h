@@ -55,6 +55,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
 int cmd_memory(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_export_gguf(int argc, char **argv);
 
 typedef enum {
     CLI_T_FLAG,    // bool; no value; set to true

@@ -86,7 +86,7 @@ static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *
         if (next == tok_eos(tok) || next == m->cfg.eos_id) break;
         arrsetlen(bytes, 0);
         tok_stream_push(&stream, tok, next, &bytes);
-        fwrite(bytes, 1, arrlenu(bytes), stdout);
+        if (arrlenu(bytes)) fwrite(bytes, 1, arrlenu(bytes), stdout);  // bytes may be NULL
         fflush(stdout);
         made++;
         if (kv_len(kv) >= kv_capacity(kv)) break;  // context full
@@ -94,7 +94,7 @@ static long stream_tokens(const GenerateArgs *a, const Model *m, const LoraSet *
     }
     arrsetlen(bytes, 0);
     tok_stream_finish(&stream, &bytes);  // a character held back for a next token that never came
-    fwrite(bytes, 1, arrlenu(bytes), stdout);
+    if (arrlenu(bytes)) fwrite(bytes, 1, arrlenu(bytes), stdout);
     arrfree(bytes);
     free(cand);
     return made;

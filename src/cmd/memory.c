@@ -8,24 +8,24 @@
 
 typedef struct {
     const char *model_dir, *preset, *format;
+    const char *targets;  // comma-separated LoRA targets, read against the model's linears
     long batch, seq, lora_r, blocksize;
-    bool targets[LORA_N_TARGETS];
     bool gradient_checkpointing;
     double params;  // 0: not asked
 } MemoryArgs;
 
-// CliCallFn for --targets: a comma-separated list of LoRA targets into bool[LORA_N_TARGETS]
-// (replacing the default, all linears).
-static bool parse_targets(const char *opt, const char *value, void *field, Error *err) {
-    bool *t = field;
+// targets[] = the linears of s that the comma-separated list names (PEFT's names for s's
+// architecture, or all-linear); exits with a usage error naming what is there otherwise.
+static void parse_targets(const char *value, const ModelShape *s, bool targets[LORA_N_TARGETS]) {
     char list[512];
     snprintf(list, sizeof list, "%s", value);
-    memset(t, 0, LORA_N_TARGETS * sizeof(bool));
+    memset(targets, 0, LORA_N_TARGETS * sizeof(bool));
     Error e = {0};
-    const LoraShapes gpt2 = model_lora_shapes(&(GPT2Config){.arch = ARCH_GPT2});
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","))
-        if (!lora_parse_target(&gpt2, tok, t, &e)) return error_set(err, "%s: %s", opt, e.msg);
-    return true;
+    const LoraShapes shapes = model_lora_shapes(&s->cfg);
+    int n = 0;
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ","), n++)
+        if (!lora_parse_target(&shapes, tok, targets, &e)) cli_usage_error("memory", "--targets: %s", e.msg);
+    if (n == 0) cli_usage_error("memory", "--targets needs at least one linear, got '%s'", value);
 }
 
 static const char *const FORMAT_CHOICES[] = {"text", "json", NULL};
@@ -33,13 +33,15 @@ static const char *const FORMAT_CHOICES[] = {"text", "json", NULL};
 static const CliOption MEMORY_OPTIONS[] = {
     {"--model", CLI_STR(MemoryArgs, model_dir), "DIR", "a model folder (its config.json)"},
     {"--preset", CLI_STR(MemoryArgs, preset), "NAME",
-     "gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-7b, llama-13b, llama-33b or llama-65b"},
+     "gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, bench-tiny, smollm2-135m, smollm2-360m, qwen2.5-0.5b, "
+     "tinyllama-1.1b, llama-tiny, or the LLaMA-1 shapes llama-7b, llama-13b, llama-33b, llama-65b"},
     {"--batch", CLI_INT(MemoryArgs, batch), "B", "examples per step", .lo = 1, .hi = 1 << 20},
     {"--seq", CLI_INT(MemoryArgs, seq), "T", "tokens per example", .lo = 1, .hi = 1 << 22},
     {"--lora-r", CLI_INT(MemoryArgs, lora_r), "R", "LoRA rank", .lo = 1, .hi = 65536},
-    {"--targets", CLI_CALL(MemoryArgs, targets), "LIST",
-     "comma-separated linears with adapters: c_attn, c_proj, attn.c_proj, mlp.c_proj, c_fc or all-linear "
-     "(default all-linear)", .call = parse_targets},
+    {"--targets", CLI_STR(MemoryArgs, targets), "LIST",
+     "comma-separated linears with adapters, by the model's names: GPT-2 c_attn, c_proj, attn.c_proj, "
+     "mlp.c_proj, c_fc; the LLaMA family q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; "
+     "or all-linear"},
     {"--gradient-checkpointing", CLI_FLAG(MemoryArgs, gradient_checkpointing), NULL,
      "keep one layer's activations at a time"},
     {"--blocksize", CLI_INT(MemoryArgs, blocksize), "N", "values per quantization block", .lo = QUANT_MIN_BLOCK,
@@ -132,30 +134,36 @@ static void print_formats(double n, size_t blocksize, bool json) {
            n * nf4 / 8 / gib, nf4, n * nf4_dq / 8 / gib, nf4_dq);
 }
 
+// The shape --preset or --model names; false when neither was given. Exits on a bad one.
+static bool memory_shape(const MemoryArgs *a, ModelShape *s) {
+    if (a->preset) {
+        if (!shape_preset(a->preset, s)) cli_usage_error("memory", "unknown preset '%s'", a->preset);
+        return true;
+    }
+    if (!a->model_dir) return false;
+    GPT2Config c;
+    Error err = {0};
+    if (!model_read_config(&c, a->model_dir, &err)) die_error(&err);
+    *s = shape_from_config(&c);
+    snprintf(s->name, sizeof s->name, "%.31s", a->model_dir);
+    return true;
+}
+
 int cmd_memory(int argc, char **argv) {
-    MemoryArgs a = {.format = "text", .batch = 1, .seq = 512, .lora_r = 8, .blocksize = QUANT_DEFAULT_BLOCK};
-    for (int t = 0; t < LORA_N_TARGETS; t++) a.targets[t] = true;  // every linear
+    MemoryArgs a = {.format = "text", .targets = "all-linear", .batch = 1, .seq = 512, .lora_r = 8,
+                    .blocksize = QUANT_DEFAULT_BLOCK};
     int rc = cli_parse(&MEMORY, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
     ModelShape s;
-    if (a.preset) {
-        if (!shape_preset(a.preset, &s)) cli_usage_error("memory", "unknown preset '%s'", a.preset);
-    } else if (a.model_dir) {
-        GPT2Config c;
-        Error err = {0};
-        if (!model_read_config(&c, a.model_dir, &err)) die_error(&err);
-        s = shape_from_config(&c);
-        snprintf(s.name, sizeof s.name, "%.31s", a.model_dir);
-    } else if (!a.params) {
-        cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");
-    }
+    const bool have_model = memory_shape(&a, &s);
+    if (!have_model && !a.params) cli_usage_error("memory", "give --model DIR, --preset NAME or --params N");
     const bool json = strcmp(a.format, "json") == 0;
     // JSON is one object: the formats of --params only when no model was asked for
-    if (a.params && (!json || (!a.preset && !a.model_dir))) print_formats(a.params, (size_t)a.blocksize, json);
-    if (!a.preset && !a.model_dir) return 0;
+    if (a.params && (!json || !have_model)) print_formats(a.params, (size_t)a.blocksize, json);
+    if (!have_model) return 0;
     MemJob j = {.B = (size_t)a.batch, .T = (size_t)a.seq, .lora_r = (int)a.lora_r,
                 .gradient_checkpointing = a.gradient_checkpointing, .quant_blocksize = (size_t)a.blocksize};
-    memcpy(j.targets, a.targets, sizeof j.targets);
+    parse_targets(a.targets, &s, j.targets);
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
     if (json) print_rows_json(&s, &j, rows);

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "gemm.h"
 #include "lora.h"
+#include "lora_merge.h"
 #include "model.h"
 #include "path.h"
 #include "quant.h"
@@ -53,22 +53,7 @@ typedef struct {
 // of the change per layer into the MergeCtx.
 static void merge_delta(void *vctx, int layer, int target, float *w) {
     MergeCtx *mc = vctx;
-    const LoraLinear *l = lora_get(mc->lora, layer, (LoraTarget)target);
-    double ws = 0, ds = 0;
-    if (l) {
-        const size_t R = (size_t)mc->lora->r;
-        float *delta = xmalloc(l->in * l->out * sizeof(float));
-        // delta [out, in] = scaling * B [out, r] . A [r, in]
-        matmul_nn(delta, l->B, l->A, l->out, l->in, R, mc->lora->scaling, 0.0f, R, l->in, l->in);
-        for (size_t i = 0; i < l->in * l->out; i++) {
-            ws += (double)w[i] * w[i];
-            ds += (double)delta[i] * delta[i];
-            w[i] += delta[i];
-        }
-        free(delta);
-    }
-    mc->w_sq[layer] += ws;
-    mc->delta_sq[layer] += ds;
+    lora_merge_into(mc->lora, layer, (LoraTarget)target, w, &mc->w_sq[layer], &mc->delta_sq[layer]);
 }
 
 int cmd_merge(int argc, char **argv) {
