@@ -7,6 +7,7 @@
 // sees the ones before it) must not. The model layer's own check is test_packing.c.
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "strbuf.h"
@@ -238,12 +239,15 @@ static void test_steps(Tokenizer *tok) {
 // The command: `qlora eval --data` gives the same loss with --sample-packing.
 static void test_eval_cli(void) {
     const char *Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
-    char out[2][200];
+    char out[2][200], data[200];
+    snprintf(data, sizeof data, "/tmp/qlora-test-pack-%d.jsonl", (int)getpid());
+    test_sh("head -n 24 data/demo/val.jsonl > %s", data);  // 24 forecasts: 12 rows of 256 tokens packed
     for (int k = 0; k < 2; k++) {
         snprintf(out[k], sizeof out[k], "/tmp/qlora-test-pack-%d-%d.txt", (int)getpid(), k);
-        test_sh("%s eval --model data/base-model --data data/demo/val.jsonl --seq 256 %s 2>/dev/null | tail -1 > %s",
-                Q, k ? "--sample-packing" : "", out[k]);
+        test_sh("%s eval --model data/base-model --data %s --seq 256 %s 2>/dev/null | tail -1 > %s", Q, data,
+                k ? "--sample-packing" : "", out[k]);
     }
+    remove(data);
     double l[2] = {-1, -2};
     size_t n[2] = {0, 1};
     for (int k = 0; k < 2; k++) {
