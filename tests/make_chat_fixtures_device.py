@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chat fine-tuning fixtures for qlora (issue 16), written by transformers itself.
 
-What it makes under OUTDIR (committed as tests/ref/chat/; tests/test_chat_fixtures.c reads it):
+What it makes under OUTDIR (committed as tests/ref/chat_data/; tests/test_chat_fixtures.c reads it):
   tok_NAME/        tokenizer.json and tokenizer_config.json of one case: the fixture tokenizers of
                    tests/ref/llama/tok_* (tok_llama3: tok_qwen2's with Llama 3's four special
                    tokens added) with a chat template written here in the style of the real
@@ -26,7 +26,7 @@ generation block to tokens with the fast tokenizer's char_to_token
 transformers' own answer.
 
 Run on the lent machine (CPU; no downloads: everything is built from files in the repository):
-    /opt/torch/.venv/bin/python3 tests/make_chat_fixtures_device.py tests/ref/chat
+    /opt/torch/.venv/bin/python3 tests/make_chat_fixtures_device.py tests/ref/chat_data
 Without transformers (a quick check of the templates with jinja2 alone):
     python3 tests/make_chat_fixtures_device.py --check-templates
 """
@@ -379,7 +379,7 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--check-templates":
         check_templates()
         return
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "ref", "chat")
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "tests", "ref", "chat_data")
     os.makedirs(out, exist_ok=True)
     import torch
     torch.set_num_threads(min(8, os.cpu_count() or 1))
