@@ -657,16 +657,21 @@ static Node *parse_subscript(Parser *P, Node *node) {
     return g;
 }
 
+// callee(args).
+static Node *parse_call(Parser *P, Node *callee) {
+    Node *c = new_node(P, E_CALL, cur(P)->line);
+    c->a = callee;
+    parse_call_args(P, c);
+    return c;
+}
+
 // Attribute, item and call suffixes, as many as follow.
 static Node *parse_postfix(Parser *P, Node *node) {
     for (const int base = P->depth;; enter(P)) {
         if (tok_op(cur(P), OP_DOT) || tok_op(cur(P), OP_LBRACKET)) {
             node = parse_subscript(P, node);
         } else if (tok_op(cur(P), OP_LPAREN)) {
-            Node *c = new_node(P, E_CALL, cur(P)->line);
-            c->a = node;
-            parse_call_args(P, c);
-            node = c;
+            node = parse_call(P, node);
         } else {
             P->depth = base;
             return node;
@@ -682,10 +687,7 @@ static Node *parse_filter_expr(Parser *P, Node *node) {
         } else if (tok_name(cur(P), "is")) {
             node = parse_test(P, node);
         } else if (tok_op(cur(P), OP_LPAREN)) {
-            Node *c = new_node(P, E_CALL, cur(P)->line);
-            c->a = node;
-            parse_call_args(P, c);
-            node = c;
+            node = parse_call(P, node);
         } else {
             P->depth = base;
             return node;
@@ -790,32 +792,33 @@ static Node *binary(Parser *P, int line, Op op, Node *a, Node *b) {
     return n;
 }
 
-// The precedence levels, loosest last: ** (left to right, as in jinja2), * / // %, ~, + -.
-// Every operator of a chain nests the tree one level deeper (a + b + c is (a + b) + c), so each
-// counts against CT_MAX_NEST like a bracket: the evaluator recurses as deep as the tree.
-static Node *parse_pow(Parser *P) {
+// The binary operator of a precedence level at token t, or -1: or, and, + -, * / // %, **.
+static int op_or(const Token *t) { return tok_name(t, "or") ? OP_OR : -1; }
+static int op_and(const Token *t) { return tok_name(t, "and") ? OP_AND : -1; }
+static int op_add(const Token *t) { return tok_op(t, OP_ADD) || tok_op(t, OP_SUB) ? t->op : -1; }
+static int op_mul(const Token *t) {
+    return tok_op(t, OP_MUL) || tok_op(t, OP_DIV) || tok_op(t, OP_FLOORDIV) || tok_op(t, OP_MOD) ? t->op : -1;
+}
+static int op_pow(const Token *t) { return tok_op(t, OP_POW) ? OP_POW : -1; }
+
+// operand (op operand)*, left to right (jinja2 groups ** that way too). Every operator nests the
+// tree one level deeper (a + b + c is (a + b) + c), so each counts against CT_MAX_NEST like a
+// bracket: the evaluator recurses as deep as the tree.
+static Node *parse_chain(Parser *P, Node *(*operand)(Parser *), int (*op_at)(const Token *)) {
     const int base = P->depth;
-    Node *left = parse_unary(P, true);
-    while (tok_op(cur(P), OP_POW)) {
+    Node *left = operand(P);
+    for (int op; (op = op_at(cur(P))) >= 0;) {
         enter(P);
         const int line = advance(P)->line; // before the operand: argument order is unspecified
-        left = binary(P, line, OP_POW, left, parse_unary(P, true));
+        left = binary(P, line, (Op)op, left, operand(P));
     }
     P->depth = base;
     return left;
 }
 
-static Node *parse_math2(Parser *P) {
-    const int base = P->depth;
-    Node *left = parse_pow(P);
-    while (tok_op(cur(P), OP_MUL) || tok_op(cur(P), OP_DIV) || tok_op(cur(P), OP_FLOORDIV) || tok_op(cur(P), OP_MOD)) {
-        enter(P);
-        const Token *t = advance(P);
-        left = binary(P, t->line, (Op)t->op, left, parse_pow(P));
-    }
-    P->depth = base;
-    return left;
-}
+static Node *parse_filtered_unary(Parser *P) { return parse_unary(P, true); }
+static Node *parse_pow(Parser *P) { return parse_chain(P, parse_filtered_unary, op_pow); }
+static Node *parse_math2(Parser *P) { return parse_chain(P, parse_pow, op_mul); }
 
 static Node *parse_concat(Parser *P) {
     Node *first = parse_math2(P);
@@ -829,17 +832,7 @@ static Node *parse_concat(Parser *P) {
     return c;
 }
 
-static Node *parse_math1(Parser *P) {
-    const int base = P->depth;
-    Node *left = parse_concat(P);
-    while (tok_op(cur(P), OP_ADD) || tok_op(cur(P), OP_SUB)) {
-        enter(P);
-        const Token *t = advance(P);
-        left = binary(P, t->line, (Op)t->op, left, parse_concat(P));
-    }
-    P->depth = base;
-    return left;
-}
+static Node *parse_math1(Parser *P) { return parse_chain(P, parse_concat, op_add); }
 
 // a == b < c in d not in e: Python's chained comparison.
 static Node *parse_compare(Parser *P) {
@@ -883,29 +876,8 @@ static Node *parse_not(Parser *P) {
     return n;
 }
 
-static Node *parse_and(Parser *P) {
-    const int base = P->depth;
-    Node *left = parse_not(P);
-    while (tok_name(cur(P), "and")) {
-        enter(P);
-        const int line = advance(P)->line;
-        left = binary(P, line, OP_AND, left, parse_not(P));
-    }
-    P->depth = base;
-    return left;
-}
-
-static Node *parse_or(Parser *P) {
-    const int base = P->depth;
-    Node *left = parse_and(P);
-    while (tok_name(cur(P), "or")) {
-        enter(P);
-        const int line = advance(P)->line;
-        left = binary(P, line, OP_OR, left, parse_and(P));
-    }
-    P->depth = base;
-    return left;
-}
+static Node *parse_and(Parser *P) { return parse_chain(P, parse_not, op_and); }
+static Node *parse_or(Parser *P) { return parse_chain(P, parse_and, op_or); }
 
 // a [if b [else c]]; without with_condexpr (if / for headers) only the `or` level.
 static Node *parse_expression(Parser *P, bool with_condexpr) {
@@ -1106,8 +1078,7 @@ static void check_list(Parser *P, Node *const *items, size_t count, bool soft) {
 static void check_names(Parser *P, const Node *n, bool soft) {
     if (!n) return;
     if ((n->kind == E_FILTER || n->kind == E_TEST) && !n->fn && !soft)
-        parse_fail(P, n->line, "the %s '%.*s' is not supported by qlora's chat templates (docs/chat.md lists those that are)",
-                   n->kind == E_FILTER ? "filter" : "test", (int)n->s.n, n->s.s);
+        parse_fail(P, n->line, CT_UNSUPPORTED_NAME, n->kind == E_FILTER ? "filter" : "test", (int)n->s.n, n->s.s);
     const bool cond = n->kind == N_IF || n->kind == E_COND;
     const bool strict = n->kind == N_FOR || n->kind == N_SET_BLOCK || n->kind == N_BLOCK;
     check_names(P, n->a, cond || soft);

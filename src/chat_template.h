@@ -9,9 +9,10 @@
 // strftime_now, namespace, range and dict, and a json.dumps-style tojson filter. Rendering
 // gives the bytes jinja2 gives for the same variables. What the subset lacks (macros, most
 // filters, Python methods beyond a few) is an error naming the construct and the template's
-// line, at parse time where the name alone tells, else when it runs: never a different text.
+// line (when the template is parsed, or, inside an if, when that part runs, as jinja2 does for
+// filters and tests it lacks): never a different text.
 //
-// Every input is untrusted: templates over 4 MiB, nesting deeper than 64, renders that
+// Every input is untrusted: templates over 4 MiB, nesting deeper than 128, renders that
 // allocate over 256 MiB, print over 64 MiB or take over 5 million steps (a node, or 64 bytes
 // scanned) are refused with
 // an error; nothing here exits or aborts on any input.

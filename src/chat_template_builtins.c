@@ -197,19 +197,9 @@ static void json_string(Render *r, const Node *at, Buf *b, Str s, bool ensure_as
         const unsigned char c = (unsigned char)s.s[i];
         char esc[16];
         const size_t k = char_len(s, i);
-        if (c == '"' || c == '\\')
-            snprintf(esc, sizeof esc, "\\%c", c);
-        else if (c == '\n')
-            strcpy(esc, "\\n");
-        else if (c == '\r')
-            strcpy(esc, "\\r");
-        else if (c == '\t')
-            strcpy(esc, "\\t");
-        else if (c == '\b')
-            strcpy(esc, "\\b");
-        else if (c == '\f')
-            strcpy(esc, "\\f");
-        else if (c < 0x20 || (ensure_ascii && c == 0x7F))
+        if (ct_short_escape(c, '"', esc) || c == '\b' || c == '\f') {
+            if (c == '\b' || c == '\f') snprintf(esc, sizeof esc, "\\%c", c == '\b' ? 'b' : 'f');
+        } else if (c < 0x20 || (ensure_ascii && c == 0x7F))
             snprintf(esc, sizeof esc, "\\u%04x", c);
         else if (ensure_ascii && c >= 0x80) {
             uint32_t cp = c & (k == 2 ? 0x1F : k == 3 ? 0x0F : 0x07);
@@ -707,7 +697,7 @@ static Value select_items(Render *r, const Node *at, Value v, const Args *a, boo
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const Value x = attr ? attr_path(r, at, items[i], a->pos[0]) : items[i];
-        if ((t ? t->fn(r, at, x, &rest) : ct_truthy(r, at, x)) == keep) out.u.l->items[k++] = items[i];
+        if ((t ? t->fn(r, at, t, x, &rest) : ct_truthy(r, at, x)) == keep) out.u.l->items[k++] = items[i];
     }
     out.u.l->n = k;
     return out;
@@ -784,177 +774,112 @@ static const FilterDef FILTERS[] = {
     {"upper", f_upper},
 };
 
-const FilterDef *ct_find_filter(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof FILTERS / sizeof FILTERS[0]; i++)
-        if (strlen(FILTERS[i].name) == n && memcmp(FILTERS[i].name, name, n) == 0) return &FILTERS[i];
+// The entry called name in a table of count entries of `size` bytes that each begin with their
+// name, or NULL.
+static const void *find_named(const void *table, size_t count, size_t size, const char *name, size_t n) {
+    for (size_t i = 0; i < count; i++) {
+        const char *entry = *(const char *const *)((const char *)table + i * size);
+        if (strlen(entry) == n && memcmp(entry, name, n) == 0) return (const char *)table + i * size;
+    }
     return NULL;
 }
 
-// ---- tests ---------------------------------------------------------------------------------
-static const Value *one_arg(Render *r, const Node *at, const Args *a, const char *what) {
-    check_args(r, at, a, what, 1, NULL);
-    if (!a->n_pos) ct_fail(r, at, "the test '%s' needs an argument", what);
-    return &a->pos[0];
+const FilterDef *ct_find_filter(const char *name, size_t n) {
+    return find_named(FILTERS, sizeof FILTERS / sizeof FILTERS[0], sizeof FILTERS[0], name, n);
 }
 
-// Refuse arguments to a test that takes none; true.
-static bool no_args(Render *r, const Node *at, const Args *a, const char *what) {
-    check_args(r, at, a, what, 0, NULL);
-    return true;
+// ---- tests ---------------------------------------------------------------------------------
+// A test's argument count checked: none, or exactly one (returned).
+static const Value *test_args(Render *r, const Node *at, const TestDef *t, const Args *a, bool one) {
+    check_args(r, at, a, t->name, one, NULL);
+    if (one && !a->n_pos) ct_fail(r, at, "the test '%s' needs an argument", t->name);
+    return one ? &a->pos[0] : NULL;
 }
+
+enum { TY_DEFINED, TY_UNDEFINED, TY_NONE, TY_BOOLEAN, TY_TRUE, TY_FALSE, TY_INTEGER, TY_FLOAT, TY_NUMBER, TY_STRING,
+       TY_MAPPING, TY_ITERABLE, TY_SEQUENCE, TY_CALLABLE };
 
 // The type and value tests: jinja2's, with Python's types (a bool is a number, not an integer).
-static bool t_defined(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "defined") && v.kind != V_UNDEF;
+// iterable: iter() works (on Undefined and loop objects too); sequence: len() and [] exist.
+static bool t_type(Render *r, const Node *at, const TestDef *t, Value v, const Args *a) {
+    test_args(r, at, t, a, false);
+    const bool seq = v.kind == V_LIST && (v.u.l->lkind == L_LIST || v.u.l->lkind == L_TUPLE);
+    switch (t->code) {
+    case TY_DEFINED: return v.kind != V_UNDEF;
+    case TY_UNDEFINED: return v.kind == V_UNDEF;
+    case TY_NONE: return v.kind == V_NONE;
+    case TY_BOOLEAN: return v.kind == V_BOOL;
+    case TY_TRUE: return v.kind == V_BOOL && v.u.b;
+    case TY_FALSE: return v.kind == V_BOOL && !v.u.b;
+    case TY_INTEGER: return v.kind == V_INT;
+    case TY_FLOAT: return v.kind == V_FLOAT;
+    case TY_NUMBER: return v.kind == V_INT || v.kind == V_FLOAT || v.kind == V_BOOL;
+    case TY_STRING: return v.kind == V_STR;
+    case TY_MAPPING: return v.kind == V_DICT;
+    case TY_ITERABLE: return v.kind == V_STR || v.kind == V_LIST || v.kind == V_DICT || v.kind == V_UNDEF || v.kind == V_LOOP;
+    case TY_SEQUENCE: return v.kind == V_STR || v.kind == V_DICT || v.kind == V_UNDEF || seq;
+    default: return v.kind == V_FUNC || v.kind == V_UNDEF || v.kind == V_LOOP;
+    }
 }
-static bool t_undefined(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "undefined") && v.kind == V_UNDEF;
-}
-static bool t_none(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "none") && v.kind == V_NONE;
-}
-static bool t_boolean(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "boolean") && v.kind == V_BOOL;
-}
-static bool t_true(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "true") && v.kind == V_BOOL && v.u.b;
-}
-static bool t_false(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "false") && v.kind == V_BOOL && !v.u.b;
-}
-static bool t_integer(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "integer") && v.kind == V_INT;
-}
-static bool t_float(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "float") && v.kind == V_FLOAT;
-}
-static bool t_string(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "string") && v.kind == V_STR;
-}
-static bool t_mapping(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "mapping") && v.kind == V_DICT;
-}
-static bool t_number(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "number") && (v.kind == V_INT || v.kind == V_FLOAT || v.kind == V_BOOL);
-}
-static bool t_callable(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "callable") && (v.kind == V_FUNC || v.kind == V_UNDEF || v.kind == V_LOOP);
-}
-// iterable: iter() works (Undefined and loop objects too); sequence: len() and [] exist.
-static bool t_iterable(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "iterable") &&
-           (v.kind == V_STR || v.kind == V_LIST || v.kind == V_DICT || v.kind == V_UNDEF || v.kind == V_LOOP);
-}
-static bool t_sequence(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "sequence") && (v.kind == V_STR || v.kind == V_DICT || v.kind == V_UNDEF ||
-                                             (v.kind == V_LIST && (v.u.l->lkind == L_LIST || v.u.l->lkind == L_TUPLE)));
+
+// Comparison tests and in (code: the operator).
+static bool t_compare(Render *r, const Node *at, const TestDef *t, Value v, const Args *a) {
+    const Value o = *test_args(r, at, t, a, true);
+    switch (t->code) {
+    case OP_EQ: return ct_equal(r, at, v, o);
+    case OP_NE: return !ct_equal(r, at, v, o);
+    case OP_LT: return ct_compare(r, at, v, o) < 0;
+    case OP_LE: return ct_compare(r, at, v, o) <= 0;
+    case OP_GT: return ct_compare(r, at, v, o) > 0;
+    case OP_GE: return ct_compare(r, at, v, o) >= 0;
+    default: return ct_contains(r, at, v, o);
+    }
 }
 
 // Python's `is`: only decidable here when one side is None, True or False.
-static bool t_sameas(Render *r, const Node *at, Value v, const Args *a) {
-    const Value o = *one_arg(r, at, a, "sameas");
+static bool t_sameas(Render *r, const Node *at, const TestDef *t, Value v, const Args *a) {
+    const Value o = *test_args(r, at, t, a, true);
     if (v.kind == V_NONE || v.kind == V_BOOL || o.kind == V_NONE || o.kind == V_BOOL)
         return v.kind == o.kind && (v.kind == V_NONE || v.u.b == o.u.b);
     ct_fail(r, at, "'sameas' is supported only against none, true and false");
 }
 
-// Comparison tests and in.
-static bool t_eq(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_equal(r, at, v, *one_arg(r, at, a, "eq"));
-}
-static bool t_ne(Render *r, const Node *at, Value v, const Args *a) {
-    return !ct_equal(r, at, v, *one_arg(r, at, a, "ne"));
-}
-static bool t_lt(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_compare(r, at, v, *one_arg(r, at, a, "lt")) < 0;
-}
-static bool t_le(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_compare(r, at, v, *one_arg(r, at, a, "le")) <= 0;
-}
-static bool t_gt(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_compare(r, at, v, *one_arg(r, at, a, "gt")) > 0;
-}
-static bool t_ge(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_compare(r, at, v, *one_arg(r, at, a, "ge")) >= 0;
-}
-static bool t_in(Render *r, const Node *at, Value v, const Args *a) {
-    return ct_contains(r, at, v, *one_arg(r, at, a, "in"));
+// odd (code 1), even (0), divisibleby(n) (-1): value % n == remainder, with Python's modulo.
+static bool t_divisible(Render *r, const Node *at, const TestDef *t, Value v, const Args *a) {
+    const Value *by = test_args(r, at, t, a, t->code < 0);
+    const Value m = ct_binary(r, at, OP_MOD, v, by ? *by : ct_int(2));
+    return ct_equal(r, at, m, ct_int(t->code < 0 ? 0 : t->code));
 }
 
-// value % by == rem, with Python's modulo.
-static bool divisible(Render *r, const Node *at, Value v, Value by, int64_t rem) {
-    const Value m = ct_binary(r, at, OP_MOD, v, by);
-    return ct_equal(r, at, m, ct_int(rem));
-}
-// odd, even, divisibleby(n).
-static bool t_odd(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "odd") && divisible(r, at, v, ct_int(2), 1);
-}
-static bool t_even(Render *r, const Node *at, Value v, const Args *a) {
-    return no_args(r, at, a, "even") && divisible(r, at, v, ct_int(2), 0);
-}
-static bool t_divisibleby(Render *r, const Node *at, Value v, const Args *a) {
-    return divisible(r, at, v, *one_arg(r, at, a, "divisibleby"), 0);
-}
-
-// str(value).islower() / isupper(): a cased letter, and no letter of the other case.
-static bool ascii_case(Render *r, const Node *at, Value v, const Args *a, bool lower) {
-    no_args(r, at, a, lower ? "lower" : "upper");
+// lower (code 1) / upper (0): str(value).islower() / isupper(): a cased letter, none of the other case.
+static bool t_case(Render *r, const Node *at, const TestDef *t, Value v, const Args *a) {
+    test_args(r, at, t, a, false);
     const Str s = ct_to_str(r, at, v);
-    need_ascii(r, at, s, lower ? "the test lower" : "the test upper");
+    need_ascii(r, at, s, t->code ? "the test lower" : "the test upper");
     bool cased = false;
     for (size_t i = 0; i < s.n; i++) {
         if (!letter(s.s[i])) continue;
-        if ((s.s[i] >= 'a') != lower) return false;
+        if ((s.s[i] >= 'a') != (t->code == 1)) return false;
         cased = true;
     }
     return cased;
 }
-// lower / upper: str(value).islower() / isupper().
-static bool t_lower(Render *r, const Node *at, Value v, const Args *a) { return ascii_case(r, at, v, a, true); }
-static bool t_upper(Render *r, const Node *at, Value v, const Args *a) { return ascii_case(r, at, v, a, false); }
 
 static const TestDef TESTS[] = {
-    {"defined", t_defined},
-    {"undefined", t_undefined},
-    {"none", t_none},
-    {"boolean", t_boolean},
-    {"true", t_true},
-    {"false", t_false},
-    {"integer", t_integer},
-    {"float", t_float},
-    {"number", t_number},
-    {"string", t_string},
-    {"mapping", t_mapping},
-    {"iterable", t_iterable},
-    {"sequence", t_sequence},
-    {"callable", t_callable},
-    {"sameas", t_sameas},
-    {"eq", t_eq},
-    {"equalto", t_eq},
-    {"==", t_eq},
-    {"ne", t_ne},
-    {"!=", t_ne},
-    {"lt", t_lt},
-    {"lessthan", t_lt},
-    {"<", t_lt},
-    {"le", t_le},
-    {"<=", t_le},
-    {"gt", t_gt},
-    {"greaterthan", t_gt},
-    {">", t_gt},
-    {"ge", t_ge},
-    {">=", t_ge},
-    {"in", t_in},
-    {"odd", t_odd},
-    {"even", t_even},
-    {"divisibleby", t_divisibleby},
-    {"lower", t_lower},
-    {"upper", t_upper},
+    {"defined", t_type, TY_DEFINED},     {"undefined", t_type, TY_UNDEFINED}, {"none", t_type, TY_NONE},
+    {"boolean", t_type, TY_BOOLEAN},     {"true", t_type, TY_TRUE},           {"false", t_type, TY_FALSE},
+    {"integer", t_type, TY_INTEGER},     {"float", t_type, TY_FLOAT},         {"number", t_type, TY_NUMBER},
+    {"string", t_type, TY_STRING},       {"mapping", t_type, TY_MAPPING},     {"iterable", t_type, TY_ITERABLE},
+    {"sequence", t_type, TY_SEQUENCE},   {"callable", t_type, TY_CALLABLE},   {"sameas", t_sameas, 0},
+    {"eq", t_compare, OP_EQ},            {"equalto", t_compare, OP_EQ},       {"==", t_compare, OP_EQ},
+    {"ne", t_compare, OP_NE},            {"!=", t_compare, OP_NE},            {"lt", t_compare, OP_LT},
+    {"lessthan", t_compare, OP_LT},      {"<", t_compare, OP_LT},             {"le", t_compare, OP_LE},
+    {"<=", t_compare, OP_LE},            {"gt", t_compare, OP_GT},            {"greaterthan", t_compare, OP_GT},
+    {">", t_compare, OP_GT},             {"ge", t_compare, OP_GE},            {">=", t_compare, OP_GE},
+    {"in", t_compare, OP_IN},            {"odd", t_divisible, 1},             {"even", t_divisible, 0},
+    {"divisibleby", t_divisible, -1},    {"lower", t_case, 1},                {"upper", t_case, 0},
 };
 
 const TestDef *ct_find_test(const char *name, size_t n) {
-    for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++)
-        if (strlen(TESTS[i].name) == n && memcmp(TESTS[i].name, name, n) == 0) return &TESTS[i];
-    return NULL;
+    return find_named(TESTS, sizeof TESTS / sizeof TESTS[0], sizeof TESTS[0], name, n);
 }

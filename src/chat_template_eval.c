@@ -60,23 +60,7 @@ static Scope *scope_new(Render *r, const Node *at, Scope *parent) {
 }
 
 // Set name in scope s (not its parents), as {% set %} does.
-static void scope_set(Render *r, const Node *at, Scope *s, Str name, Value v) {
-    ct_work(r, at, s->n);
-    for (size_t i = 0; i < s->n; i++)
-        if (ct_str_same(s->names[i], name)) {
-            s->vals[i] = v;
-            return;
-        }
-    if (s->n == s->cap) {
-        const size_t cap = s->cap ? 2 * s->cap : 8;
-        Str *n = ct_alloc(r, at, cap * sizeof *n);
-        Value *x = ct_alloc(r, at, cap * sizeof *x);
-        if (s->n) memcpy(n, s->names, s->n * sizeof *n), memcpy(x, s->vals, s->n * sizeof *x);
-        s->names = n, s->vals = x, s->cap = cap;
-    }
-    s->names[s->n] = name;
-    s->vals[s->n++] = v;
-}
+static void scope_set(Render *r, const Node *at, Scope *s, Str name, Value v) { ct_dict_set(r, at, &s->vars, name, v); }
 
 // The globals of transformers' environment; names jinja2 defines that qlora does not run are
 // functions that fail when called (so `is defined` still answers as jinja2 does).
@@ -101,9 +85,8 @@ static Value lookup_global(Str name) {
 // A name's value: the innermost scope that has it, then the globals, else undefined.
 static Value lookup(Render *r, const Node *at, const Scope *s, Str name) {
     for (; s; s = s->parent) {
-        ct_work(r, at, s->n);
-        for (size_t i = s->n; i-- > 0;)
-            if (ct_str_same(s->names[i], name)) return s->vals[i];
+        const Value *v = ct_dict_get(r, at, &s->vars, name);
+        if (v) return *v;
     }
     return lookup_global(name);
 }
@@ -214,21 +197,14 @@ static Value eval(Render *r, Scope *s, const Node *n) {
         const Args a = eval_args(r, s, n, NULL);
         return ct_call(r, n, fn, &a);
     }
-    case E_FILTER: {
-        const Value v = eval(r, s, n->a);
-        const Args a = eval_args(r, s, n, NULL);
-        if (!n->fn)
-            ct_fail(r, n, "the filter '%.*s' is not supported by qlora's chat templates (docs/chat.md lists those that are)",
-                    (int)n->s.n, n->s.s);
-        return ((const FilterDef *)n->fn)->fn(r, n, v, &a);
-    }
+    case E_FILTER:
     case E_TEST: {
         const Value v = eval(r, s, n->a);
         const Args a = eval_args(r, s, n, NULL);
-        if (!n->fn)
-            ct_fail(r, n, "the test '%.*s' is not supported by qlora's chat templates (docs/chat.md lists those that are)",
-                    (int)n->s.n, n->s.s);
-        return ct_bool(((const TestDef *)n->fn)->fn(r, n, v, &a));
+        if (!n->fn) ct_fail(r, n, CT_UNSUPPORTED_NAME, n->kind == E_FILTER ? "filter" : "test", (int)n->s.n, n->s.s);
+        if (n->kind == E_FILTER) return ((const FilterDef *)n->fn)->fn(r, n, v, &a);
+        const TestDef *t = n->fn;
+        return ct_bool(t->fn(r, n, t, v, &a));
     }
     case E_UNARY:
     case E_BINARY: return eval_operator(r, s, n);
@@ -269,7 +245,7 @@ static Flow exec_for(Render *r, Scope *s, const Node *n) {
         Scope *fs = scope_new(r, n, s);
         for (size_t i = 0; i < count; i++) {
             ct_step(r, n);
-            fs->n = 0; // nothing can hold on to a scope (there are no macros), so it is reused
+            fs->vars.n = 0; // nothing can hold on to a scope (there are no macros), so it is reused
             bind_targets(r, n, fs, n->c, items[i]);
             if (ct_truthy(r, n->b, eval(r, fs, n->b))) kept[k++] = items[i];
         }
@@ -284,7 +260,7 @@ static Flow exec_for(Render *r, Scope *s, const Node *n) {
     for (size_t i = 0; i < count; i++) {
         ct_step(r, n); // an empty body costs steps too
         loop->index0 = i;
-        is->n = 0; // a fresh scope for every iteration, in the same memory
+        is->vars.n = 0; // a fresh scope for every iteration, in the same memory
         scope_set(r, n, is, ct_cstr("loop"), lv);
         bind_targets(r, n, is, n->c, items[i]);
         if (exec_body(r, is, n->items, n->n_items) == FLOW_BREAK) break;

@@ -22,7 +22,7 @@
 #define CT_MAX_NEST 128                  // nesting: blocks, brackets, operators of a chain
 #define CT_MAX_POOL_BYTES (256u << 20)   // everything one render allocates
 #define CT_MAX_OUTPUT_BYTES (64u << 20)  // one rendering
-#define CT_MAX_STEPS 5000000ull           // steps of one render: nodes, and 64 bytes or items scanned
+#define CT_MAX_STEPS 5000000ull          // steps of one render: nodes, and 64 bytes or items scanned
 #define CT_MAX_VALUE_DEPTH 1000          // lists and dicts inside each other (JSON, or built)
 #define CT_MAX_RANGE 100000              // jinja2's sandbox refuses longer range()s too
 
@@ -235,9 +235,7 @@ struct ChatTemplate {
 typedef struct Scope Scope;
 struct Scope {
     Scope *parent;
-    Str *names;
-    Value *vals;
-    size_t n, cap;
+    Dict vars; // names and values, in the render's pool
 };
 
 typedef struct {
@@ -252,7 +250,7 @@ typedef struct {
     Error *err;
     uint64_t steps;
     int depth; // of the value being walked (printed, compared, dumped): at most CT_MAX_VALUE_DEPTH
-    Buf *out; // where output goes now ({% set x %} blocks swap it)
+    Buf *out;  // where output goes now ({% set x %} blocks swap it)
 } Render;
 
 typedef struct {
@@ -264,21 +262,27 @@ typedef struct {
 } Args;
 
 typedef Value (*FilterFn)(Render *r, const Node *at, Value v, const Args *a);
-typedef bool (*TestFn)(Render *r, const Node *at, Value v, const Args *a);
+typedef struct TestDef TestDef;
+typedef bool (*TestFn)(Render *r, const Node *at, const TestDef *t, Value v, const Args *a);
 typedef struct {
     const char *name;
     FilterFn fn;
 } FilterDef;
-typedef struct {
+struct TestDef {
     const char *name;
     TestFn fn;
-} TestDef;
+    int code; // which test of fn's family (a type, an operator, ...)
+};
 
 // ---- pool (chat_template.c) ----
 void ct_pool_init(Pool *p, size_t cap_bytes);
 void ct_pool_free(Pool *p);
 // Zeroed, 16-byte aligned; NULL once cap_bytes would be passed.
 void *ct_pool_try_alloc(Pool *p, size_t bytes);
+
+// The message of a filter or test qlora lacks: printf with "filter" or "test", then the name.
+#define CT_UNSUPPORTED_NAME                                                                                            \
+    "the %s '%.*s' is not supported by qlora's chat templates (docs/chat.md lists those that are)"
 
 // ---- filters and tests by name, NULL if qlora has none (chat_template_builtins.c) ----
 const FilterDef *ct_find_filter(const char *name, size_t n);
@@ -298,35 +302,14 @@ static inline void ct_leave(Render *r) { r->depth--; }
 void ct_work(Render *r, const Node *at, size_t units);
 
 // ---- values (chat_template_lib.c) ----
-static inline Value ct_undef(Str name) {
-    Value v = {.kind = V_UNDEF};
-    v.u.s = name;
-    return v;
-}
-static inline Value ct_none(void) {
-    Value v = {.kind = V_NONE};
-    return v;
-}
-static inline Value ct_bool(bool b) {
-    Value v = {.kind = V_BOOL};
-    v.u.b = b;
-    return v;
-}
-static inline Value ct_int(int64_t i) {
-    Value v = {.kind = V_INT};
-    v.u.i = i;
-    return v;
-}
-static inline Value ct_float(double f) {
-    Value v = {.kind = V_FLOAT};
-    v.u.f = f;
-    return v;
-}
-static inline Value ct_str(Str s) {
-    Value v = {.kind = V_STR};
-    v.u.s = s;
-    return v;
-}
+// clang-format off
+static inline Value ct_undef(Str name) { return (Value){.kind = V_UNDEF, .u = {.s = name}}; }
+static inline Value ct_none(void) { return (Value){.kind = V_NONE}; }
+static inline Value ct_bool(bool b) { return (Value){.kind = V_BOOL, .u = {.b = b}}; }
+static inline Value ct_int(int64_t i) { return (Value){.kind = V_INT, .u = {.i = i}}; }
+static inline Value ct_float(double f) { return (Value){.kind = V_FLOAT, .u = {.f = f}}; }
+static inline Value ct_str(Str s) { return (Value){.kind = V_STR, .u = {.s = s}}; }
+// clang-format on
 static inline Str ct_cstr(const char *s) {
     Str r = {s, strlen(s)};
     return r;
@@ -358,6 +341,9 @@ Str ct_to_str(Render *r, const Node *at, Value v);
 void ct_buf_put(Render *r, const Node *at, Buf *b, const char *s, size_t n);
 size_t ct_utf8_count(Str s); // code points of valid UTF-8
 bool ct_utf8_valid(const char *s, size_t n);
+// The two-character escape Python's repr and json.dumps share for c (the quote q, backslash,
+// \n, \r, \t) into out (NUL-terminated); false if c has none.
+bool ct_short_escape(unsigned char c, char q, char out[4]);
 size_t ct_space_len(const char *s, size_t n);  // bytes of one Python-whitespace character at s, 0 if none
 size_t ct_rstrip_len(const char *s, size_t n); // length of s without trailing Python whitespace
 

@@ -527,6 +527,16 @@ static void float_repr(double d, char out[48]) {
 }
 
 // Python's repr of an ASCII string (quotes chosen as Python chooses them).
+bool ct_short_escape(unsigned char c, char q, char out[4]) {
+    static const char FROM[] = "\\\n\r\t", TO[] = "\\nrt";
+    const char *hit = c ? strchr(FROM, c) : NULL;
+    if (c != (unsigned char)q && !hit) return false;
+    out[0] = '\\';
+    out[1] = c == (unsigned char)q ? q : TO[hit - FROM];
+    out[2] = '\0';
+    return true;
+}
+
 static void repr_str(Render *r, const Node *at, Buf *b, Str s) {
     const bool single = memchr(s.s, '\'', s.n) && !memchr(s.s, '"', s.n);
     const char q = single ? '"' : '\'';
@@ -538,18 +548,12 @@ static void repr_str(Render *r, const Node *at, Buf *b, Str s) {
             ct_fail(r, at,
                     "printing a list or dict that holds non-ASCII text is not supported "
                     "(Python's repr of it depends on the Python version)");
-        if (c == (unsigned char)q || c == '\\')
-            snprintf(esc, sizeof esc, "\\%c", c);
-        else if (c == '\n')
-            strcpy(esc, "\\n");
-        else if (c == '\r')
-            strcpy(esc, "\\r");
-        else if (c == '\t')
-            strcpy(esc, "\\t");
-        else if (c < 0x20 || c == 0x7F)
-            snprintf(esc, sizeof esc, "\\x%02x", c);
-        else
-            esc[0] = (char)c, esc[1] = '\0';
+        if (!ct_short_escape(c, q, esc)) {
+            if (c < 0x20 || c == 0x7F)
+                snprintf(esc, sizeof esc, "\\x%02x", c);
+            else
+                esc[0] = (char)c, esc[1] = '\0';
+        }
         buf_puts(r, at, b, esc);
     }
     ct_buf_put(r, at, b, &q, 1);

@@ -187,14 +187,17 @@ static void expect_render(const char *text, const char *vars, const char *want) 
 static void test_unsupported(void) {
     // like jinja2, a filter or test qlora lacks inside an if or a conditional expression fails only
     // where it runs; elsewhere (also in a loop or set block inside an if) the template is refused
-    expect_render("{% if false %}{{ x | wordcount }}{% elif false and x is escaped %}{% endif %}{{ x | nope if false }}ok",
-                  "{\"messages\": []}", "ok");
-    expect_error("{% if true %}\n{{ x | wordcount }}{% endif %}", "{\"messages\": []}", "t.jinja:2: the filter 'wordcount' is not supported");
+    expect_render(
+        "{% if false %}{{ x | wordcount }}{% elif false and x is escaped %}{% endif %}{{ x | nope if false }}ok",
+        "{\"messages\": []}", "ok");
+    expect_error("{% if true %}\n{{ x | wordcount }}{% endif %}", "{\"messages\": []}",
+                 "t.jinja:2: the filter 'wordcount' is not supported");
     expect_error("{% if false %}{% for a in [] %}\n{{ a is escaped }}{% endfor %}{% endif %}", "{\"messages\": []}",
                  "t.jinja:2: the test 'escaped' is not supported");
     expect_error("{% if false %}{% set b %}{{ a | nope }}{% endset %}{% endif %}", "{\"messages\": []}",
                  "t.jinja:1: the filter 'nope' is not supported");
-    expect_error("{% for a in [] if a | nope %}{% endfor %}", "{\"messages\": []}", "the filter 'nope' is not supported");
+    expect_error("{% for a in [] if a | nope %}{% endfor %}", "{\"messages\": []}",
+                 "the filter 'nope' is not supported");
     static const char *const CASES[][2] = {
         {"{% macro m() %}x{% endmacro %}", "t.jinja:1: the tag 'macro' is not supported"},
         {"a\n{% raw %}{{ x }}{% endraw %}", "t.jinja:2: the tag 'raw' is not supported"},
@@ -338,12 +341,15 @@ static void test_runtime_errors(void) {
     strcat(chain, " }}");
     expect_error(chain, "{\"messages\": []}", "expressions or blocks nest deeper than 128");
     free(chain);
-    expect_error("{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
-                 "{\"messages\": []}", "values nest deeper than 1000");
-    expect_error("{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x == ns.x }}",
-                 "{\"messages\": []}", "values nest deeper than 1000");
-    expect_error("{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}",
-                 "{\"messages\": []}", "values nest deeper than 1000");
+    expect_error(
+        "{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+        "{\"messages\": []}", "values nest deeper than 1000");
+    expect_error(
+        "{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x == ns.x }}",
+        "{\"messages\": []}", "values nest deeper than 1000");
+    expect_error(
+        "{% set ns = namespace(x=[]) %}{% for i in range(2000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}",
+        "{\"messages\": []}", "values nest deeper than 1000");
     const size_t big = (4u << 20) + 1;
     char *huge = malloc(big);
     memset(huge, 'a', big);

@@ -8,9 +8,11 @@
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const ChatMessage MSGS[] = {
-        {"system", " \u00a0sys\n"}, {"user", "Hi {{ x }} {% if %} \xc3\xa9\xf0\x9f\x98\x80\r\n\t'\"\\"},
-        {"assistant", ""}, {"user", "again"}, {"tool", "{\"a\": [1, 2.5, null]}"}};
+    static const ChatMessage MSGS[] = {{"system", " \u00a0sys\n"},
+                                       {"user", "Hi {{ x }} {% if %} \xc3\xa9\xf0\x9f\x98\x80\r\n\t'\"\\"},
+                                       {"assistant", ""},
+                                       {"user", "again"},
+                                       {"tool", "{\"a\": [1, 2.5, null]}"}};
     const char *text = (const char *)data;
     const char *nul = memchr(text, '\0', size);
     const size_t text_len = nul ? (size_t)(nul - text) : size;
