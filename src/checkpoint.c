@@ -49,9 +49,19 @@ static char *lora_shape(const TrainConfig *c) {
     return s;
 }
 
-// How the job turns its dataset into rows (a new string): what the cursor of a checkpoint counts.
+// How the job turns its dataset into examples and rows (a new string): what the examples' labels
+// and a checkpoint's cursor depend on beyond the file itself.
 static char *data_settings(const TrainConfig *c) {
-    return path_fmt("sample_packing %s", c->sample_packing ? "true" : "false");
+    static const char *const EOS[] = {"turn", "all", "none", "last"};
+    char roles[CFG_MAX_ROLES * 17 + 1] = "";
+    for (int i = 0; i < c->n_roles_to_train; i++)
+        snprintf(roles + strlen(roles), sizeof roles - strlen(roles), "%s%s", i ? "," : "", c->roles_to_train[i]);
+    const bool chat = strcmp(c->dataset_format, "chat_template") == 0;
+    return path_fmt("format %s%s%s%s%s%s%s, train_on_inputs %d, drop_long %d, sample_packing %d",
+                    c->dataset_format[0] ? c->dataset_format : "(by extension)", chat ? ", template " : "",
+                    chat ? c->chat_template : "", chat ? ", roles " : "", chat ? roles : "",
+                    chat ? ", train_on_eos " : "", chat ? EOS[c->train_on_eos] : "", c->train_on_inputs, c->drop_long,
+                    c->sample_packing);
 }
 
 // One new string per DEPENDS key for job c (free each).

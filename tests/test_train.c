@@ -237,6 +237,8 @@ static void test_resume_mismatch(void) {
         {"--set base_model=TMP/tiny2", "base_model: the checkpoint was made with"},
         {"--set dataset=TMP/data2.jsonl", "dataset: the checkpoint was made with"},
         {"--set quant=fp4", "quant: the checkpoint was made with 'nf4 blocksize 64 double_quant', this job has 'fp4"},
+        {"--set sample_packing=true", "data: the checkpoint was made with 'format (by extension), train_on_inputs 0, "
+                                      "drop_long 0, sample_packing 0', this job has '"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char set[700];
@@ -276,6 +278,17 @@ int main(void) {
     EXPECT(same_losses(a, b), "resumed run logs the same losses as the uninterrupted one");
     EXPECT(test_sh("cmp -s %s/adapter_model.safetensors %s/adapter_model.safetensors", a, b) == 0,
            "resumed run writes a byte-identical adapter");
+    // the same with sample packing: an epoch's rows are a function of (seed, epoch) too
+    const char *P = "--set method=qlora --set lora_dropout=0.1 --set shuffle=true --set save_steps=5 --set val_set_size=2 "
+                    "--set sample_packing=true";
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/pa > /dev/null 2>&1", Q, tmp, P, tmp);
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/pb > /dev/null 2>&1", Q, tmp, P, tmp);
+    test_sh("rm -rf %s/pb/checkpoint-10 %s/pb/checkpoint-12 %s/pb/adapter_model.safetensors", tmp, tmp, tmp);
+    EXPECT(test_sh("%s train %s/job.yaml %s --set output_dir=%s/pb --set resume_from_checkpoint=latest > /dev/null 2>&1",
+                   Q, tmp, P, tmp) == 0 &&
+               same_losses(strcat(strcpy((char[600]){0}, tmp), "/pa"), strcat(strcpy((char[600]){0}, tmp), "/pb")) &&
+               test_sh("cmp -s %s/pa/adapter_model.safetensors %s/pb/adapter_model.safetensors", tmp, tmp) == 0,
+           "sample packing: a resumed run logs the same losses and writes a byte-identical adapter");
     size_t ne;
     double *ev = metric_values(a, "eval_loss", &ne);
     EXPECT(ne == 2 && ev[1] < ev[0], "eval_loss logged at start and end, and it fell (%.4f -> %.4f)",
