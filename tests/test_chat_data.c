@@ -19,28 +19,13 @@
 #include "ds.h"
 #include "strbuf.h"
 #include "test.h"
+#include "test_chatml.h"
 #include "test_ids.h"
 #include "tokenizer.h"
 
 #define REF "tests/ref/llama"
 
 // ---- renderers ----------------------------------------------------------------------------------
-
-// ChatML: <|im_start|>ROLE\nCONTENT<|im_end|>\n per message (ctx unused).
-static bool render_chatml(const void *ctx, const char *const *roles, const char *const *contents, size_t n, bool gen,
-                          char **out, size_t *len, Error *err) {
-    (void)ctx;
-    (void)err;
-    char *sb = NULL;
-    for (size_t i = 0; i < n; i++) sb_appendf(&sb, "<|im_start|>%s\n%s<|im_end|>\n", roles[i], contents[i]);
-    if (gen) sb_appendf(&sb, "<|im_start|>assistant\n");
-    *len = arrlenu(sb);
-    *out = xmalloc(*len + 1);
-    if (*len) memcpy(*out, sb, *len);
-    (*out)[*len] = '\0';
-    arrfree(sb);
-    return true;
-}
 
 // Llama 2 style: <s>[INST] USER [/INST] ASSISTANT </s>..., contents trimmed (as `| trim` does).
 static bool render_llama2(const void *ctx, const char *const *roles, const char *const *contents, size_t n, bool gen,

@@ -7,6 +7,7 @@
 #include "data.h"
 #include "ds.h"
 #include "json.h"
+#include "../test_chatml.h"
 
 static Tokenizer *byte_tokenizer(void) {
     char *v = NULL;
@@ -24,22 +25,6 @@ static Tokenizer *byte_tokenizer(void) {
     if (!tok_load_memory(&t, v, arrlenu(v), "vocab.json", "", 0, "merges.txt", &err)) abort();
     arrfree(v);
     return t;
-}
-
-// ChatML, for the chat_template lines.
-static bool render_chatml(const void *ctx, const char *const *roles, const char *const *contents, size_t n, bool gen,
-                          char **out, size_t *len, Error *err) {
-    (void)ctx;
-    (void)err;
-    char *sb = NULL;
-    for (size_t i = 0; i < n; i++) sb_appendf(&sb, "<|im_start|>%s\n%s<|im_end|>\n", roles[i], contents[i]);
-    if (gen) sb_appendf(&sb, "<|im_start|>assistant\n");
-    *len = arrlenu(sb);
-    *out = malloc(*len + 1);
-    if (*len) memcpy(*out, sb, *len);
-    (*out)[*len] = '\0';
-    arrfree(sb);
-    return true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
