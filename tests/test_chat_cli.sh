@@ -42,6 +42,15 @@ sed -n 's/^eval_loss before training: \([0-9.]*\).*/\1/p; s/^done:.*final eval_l
 [ "$(wc -l <"$tmp/ev")" = 2 ] && awk 'NR == 1 { a = $1 } NR == 2 { exit !($1 < a) }' "$tmp/ev"
 check "eval_loss falls on the held-out conversations ($(tr '\n' ' ' <"$tmp/ev"))" $?
 
+# eval --data on conversations (the assistant's turns): the same loss packed
+l1=$("$Q" eval --model "$tmp/m" --data "$tmp/val.jsonl" --dataset-format chat_template 2>/dev/null | tail -n 1)
+l2=$("$Q" eval --model "$tmp/m" --data "$tmp/val.jsonl" --dataset-format chat_template --sample-packing --seq 512 \
+    2>"$tmp/ee" | tail -n 1)
+[ -n "$l1" ] && [ "$l1" = "$l2" ] && grep -q "in [0-9] rows" "$tmp/ee"
+check "eval --data --dataset-format chat_template: '$l1', packed into fewer rows '$l2'" $?
+expect 2 "--chat-template needs --dataset-format chat_template" \
+    "$Q" eval --model "$tmp/m" --data "$tmp/val.jsonl" --chat-template chatml
+
 # generate --chat: the conversation with the generation prompt, tokenized without special tokens
 rendered="<|im_start|>system
 $SYS<|im_end|>
