@@ -23,8 +23,8 @@ bool checkpoint_save_weights(const TrainConfig *c, const Trainer *t, const char 
 // Resuming with any of these changed would silently continue a different run (another base
 // model, method, quantization, adapter shape, seed or dataset). base_model and dataset are
 // resolved paths, the base model also identified by the size of its weights file.
-#define N_DEPENDS 6
-static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset"};
+#define N_DEPENDS 7
+static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset", "data"};
 
 // c's resolved path of `path` as a new string (the path itself if it cannot be resolved).
 static char *resolved(const char *path) {
@@ -49,6 +49,21 @@ static char *lora_shape(const TrainConfig *c) {
     return s;
 }
 
+// How the job turns its dataset into examples and rows (a new string): what the examples' labels
+// and a checkpoint's cursor depend on beyond the file itself.
+static char *data_settings(const TrainConfig *c) {
+    static const char *const EOS[] = {"turn", "all", "none", "last"};
+    char roles[CFG_MAX_ROLES * 17 + 1] = "";
+    for (int i = 0; i < c->n_roles_to_train; i++)
+        snprintf(roles + strlen(roles), sizeof roles - strlen(roles), "%s%s", i ? "," : "", c->roles_to_train[i]);
+    const bool chat = strcmp(c->dataset_format, "chat_template") == 0;
+    return path_fmt("format %s%s%s%s%s%s%s, train_on_inputs %d, drop_long %d, sample_packing %d",
+                    c->dataset_format[0] ? c->dataset_format : "(by extension)", chat ? ", template " : "",
+                    chat ? c->chat_template : "", chat ? ", roles " : "", chat ? roles : "",
+                    chat ? ", train_on_eos " : "", chat ? EOS[c->train_on_eos] : "", c->train_on_inputs, c->drop_long,
+                    c->sample_packing);
+}
+
 // One new string per DEPENDS key for job c (free each).
 static void job_depends(const TrainConfig *c, char *out[N_DEPENDS]) {
     char *base = resolved(c->base_model), *weights = path_join(base, "model.safetensors");
@@ -63,6 +78,7 @@ static void job_depends(const TrainConfig *c, char *out[N_DEPENDS]) {
     out[3] = lora_shape(c);
     out[4] = path_fmt("%ld", c->seed);
     out[5] = resolved(c->dataset);
+    out[6] = data_settings(c);
 }
 
 static void depends_free(char *d[N_DEPENDS]) {
@@ -250,10 +266,11 @@ bool checkpoint_load_state(const char *ckpt, Trainer *t, Error *err) {
     cJSON_Delete(js);
     const size_t have = arrlenu(t->data->ex);
     if (!ok) ok = error_set(err, "%s: expected global_step, epoch, cursor and n_train_examples", path);
-    else if (n_train != have || cursor >= n_train)
-        ok = error_set(err, "%s: the checkpoint was made with %llu training examples, this job has %zu "
-                            "(same dataset, val_set_size and sequence_len are needed to resume)",
-                       path, (unsigned long long)n_train, have);
+    else if (n_train != have || cursor >= t->plan.n_rows)  // the cursor counts rows of the epoch's plan
+        ok = error_set(err, "%s: the checkpoint was made with %llu training examples (at row %llu of the epoch), "
+                            "this job has %zu in %zu rows (same dataset, val_set_size, sequence_len and "
+                            "sample_packing are needed to resume)",
+                       path, (unsigned long long)n_train, (unsigned long long)cursor, have, t->plan.n_rows);
     free(path);
     if (!ok || !load_moments(ckpt, t, err)) return false;
     trainer_set_position(t, (long)step, (size_t)epoch, (size_t)cursor);

@@ -18,11 +18,20 @@
 // values[i] (or i without values) for the i-th spelling of `choices`.
 typedef enum { K_STR, K_ENUM, K_CHOICE, K_INT, K_FLOAT, K_BOOL, K_LIST } KeyType;
 
+// K_LIST: an array of item_size-byte strings at the key's offset, its length an int at
+// count_offset, at most max items, each checked by check (false with the reason in err).
+typedef struct {
+    size_t count_offset, item_size;
+    int max;
+    bool (*check)(const char *v, Error *err);
+} ListSpec;
+
 typedef struct {
     const char *name;
     KeyType type;
     size_t offset, size;   // into TrainConfig; size for strings
     const int *values;     // K_CHOICE: the enum value of each choice; NULL = its index
+    const ListSpec *list;  // K_LIST
     double lo, hi;         // numeric range (inclusive)
     const char *choices;   // K_ENUM, K_CHOICE: "a|b|c"
     const char *dflt;      // default, as YAML text
@@ -30,19 +39,35 @@ typedef struct {
 } KeySpec;
 
 _Static_assert(sizeof(TrainMethod) == sizeof(int) && sizeof(QuantType) == sizeof(int) &&
-                   sizeof(LrSchedule) == sizeof(int) && sizeof(Bf16Mode) == sizeof(int),
+                   sizeof(LrSchedule) == sizeof(int) && sizeof(Bf16Mode) == sizeof(int) && sizeof(ChatEos) == sizeof(int),
                "K_CHOICE fields are stored as int");
+
+// A lora_target_modules entry: a PEFT module name qlora knows.
+static bool check_target(const char *v, Error *err) { return model_lora_target_known(v, err); }
+
+// A roles_to_train entry: a message role.
+static bool check_role(const char *v, Error *err) {
+    return chat_role_known(v) || error_set(err, "expected system, user, assistant or tool, found '%.40s'", v);
+}
+
+static const ListSpec TARGETS_LIST = {offsetof(TrainConfig, n_lora_target_modules), 32, CFG_MAX_TARGETS, check_target};
+static const ListSpec ROLES_LIST = {offsetof(TrainConfig, n_roles_to_train), 16, CFG_MAX_ROLES, check_role};
 static const int QUANT_VALUES[] = {QUANT_NF4, QUANT_FP4, QUANT_INT8, QUANT_NONE};
 static const int LR_VALUES[] = {LR_CONSTANT, LR_LINEAR, LR_COSINE};
 
-#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL
-#define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL
-#define CHOICE(f, values) K_CHOICE, offsetof(TrainConfig, f), 0, values
-#define NUM(t, f) t, offsetof(TrainConfig, f), 0, NULL
+#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL, NULL
+#define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL, NULL
+#define CHOICE(f, values) K_CHOICE, offsetof(TrainConfig, f), 0, values, NULL
+#define NUM(t, f) t, offsetof(TrainConfig, f), 0, NULL, NULL
+#define LIST(f, spec) K_LIST, offsetof(TrainConfig, f), 0, NULL, &spec
 static const KeySpec KEYS[] = {
     {"base_model", STR(base_model), 0, 0, NULL, "", "model folder (HF layout: config.json, model.safetensors or shards, and tokenizer.json or vocab.json + merges.txt); required"},
     {"dataset", STR(dataset), 0, 0, NULL, "", "training data file; required"},
-    {"dataset_format", ENUM(dataset_format), 0, 0, "text|jsonl", "", "text: plain text cut into sequence_len windows; jsonl: one example per line ({\"text\"}, {\"prompt\",\"completion\"} or {\"input_ids\"}); empty: .jsonl files are jsonl, others text"},
+    {"dataset_format", ENUM(dataset_format), 0, 0, "text|jsonl|chat_template|alpaca", "", "text: plain text cut into sequence_len windows; jsonl: one example per line ({\"text\"}, {\"prompt\",\"completion\"} or {\"input_ids\"}); chat_template: one conversation per line ({\"messages\": [{\"role\",\"content\"}]} or ShareGPT {\"conversations\": [{\"from\",\"value\"}]}) rendered with chat_template; alpaca: {\"instruction\",\"input\",\"output\"} in the Alpaca prompt; empty: .jsonl files are jsonl, others text"},
+    {"chat_template", ENUM(chat_template), 0, 0, "tokenizer_default|chatml|llama3|mistral|zephyr|alpaca", "tokenizer_default", "chat_template data: the model folder's own template (chat_template.jinja or tokenizer_config.json) or a named one"},
+    {"roles_to_train", LIST(roles_to_train, ROLES_LIST), 0, 0, NULL, "[assistant]", "chat_template data: the roles (system, user, assistant, tool) whose message contents are trained"},
+    {"train_on_eos", CHOICE(train_on_eos, NULL), 0, 0, "turn|all|none|last", "turn", "chat_template data: train the end-of-turn token (ChatML's im_end, Llama 3's eot_id, else the EOS) after each trained turn, after every turn, never, or after the last trained turn only"},
+    {"drop_long", NUM(K_BOOL, drop_long), 0, 0, NULL, "false", "leave out jsonl examples longer than sequence_len (counted) instead of truncating them"},
     {"val_set_size", NUM(K_FLOAT, val_set_size), 0, 1e9, NULL, "0", "held-out part of dataset: a fraction (< 1) or a number of examples (>= 1); 0 = none"},
     {"val_dataset", STR(val_dataset), 0, 0, NULL, "", "separate validation file (same format as dataset); overrides val_set_size"},
     {"output_dir", STR(output_dir), 0, 0, NULL, "out", "where the adapter, checkpoints, metrics.jsonl and report.html go"},
@@ -53,7 +78,7 @@ static const KeySpec KEYS[] = {
     {"lora_r", NUM(K_INT, lora_r), 1, 4096, NULL, "8", "LoRA rank r"},
     {"lora_alpha", NUM(K_FLOAT, lora_alpha), 1e-6, 1e6, NULL, "16", "LoRA alpha; the update is scaled by lora_alpha / lora_r"},
     {"lora_dropout", NUM(K_FLOAT, lora_dropout), 0, 0.99, NULL, "0.05", "dropout on the LoRA branch's input (the base model's own dropouts are not applied)"},
-    {"lora_target_modules", K_LIST, offsetof(TrainConfig, lora_target_modules), 0, NULL, 0, 0, NULL, "[all-linear]", "linears that get adapters, by PEFT name: GPT-2 c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc; LLaMA family q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; or all-linear"},
+    {"lora_target_modules", LIST(lora_target_modules, TARGETS_LIST), 0, 0, NULL, "[all-linear]", "linears that get adapters, by PEFT name: GPT-2 c_attn, c_proj (both), attn.c_proj, mlp.c_proj, c_fc; LLaMA family q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; or all-linear"},
     {"lora_target_linear", NUM(K_BOOL, lora_target_linear), 0, 0, NULL, "false", "axolotl's switch: true = adapters on all linear layers"},
     {"use_rslora", NUM(K_BOOL, use_rslora), 0, 0, NULL, "false", "scale by lora_alpha / sqrt(lora_r) (rsLoRA)"},
     {"lora_model_dir", STR(lora_model_dir), 0, 0, NULL, "", "start from this PEFT adapter folder instead of a fresh one"},
@@ -71,7 +96,8 @@ static const KeySpec KEYS[] = {
     {"adam_beta2", NUM(K_FLOAT, adam_beta2), 0, 0.999999999, NULL, "0.999", "AdamW beta2"},
     {"adam_epsilon", NUM(K_FLOAT, adam_epsilon), 1e-30, 1, NULL, "1e-08", "AdamW epsilon (> 0: with 0, a weight whose gradient is 0 gets 0/0)"},
     {"max_grad_norm", NUM(K_FLOAT, max_grad_norm), 0, 1e9, NULL, "1.0", "clip the global gradient norm to this; 0 = off"},
-    {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion: also train on the prompt tokens"},
+    {"train_on_inputs", NUM(K_BOOL, train_on_inputs), 0, 0, NULL, "false", "jsonl prompt/completion and alpaca: also train on the prompt tokens; chat_template: on every message's content"},
+    {"sample_packing", NUM(K_BOOL, sample_packing), 0, 0, NULL, "false", "pack several examples into each sequence_len row (first-fit decreasing), each attending only to itself with positions from 0; fewer, fuller rows per epoch"},
     {"shuffle", NUM(K_BOOL, shuffle), 0, 0, NULL, "true", "shuffle the training examples every epoch (seeded)"},
     {"seed", NUM(K_INT, seed), 0, 1e15, NULL, "42", "seed for LoRA init, shuffling, dropout and the validation split"},
     {"logging_steps", NUM(K_INT, logging_steps), 1, 1e12, NULL, "1", "log (metrics.jsonl, terminal) every this many steps"},
@@ -86,6 +112,7 @@ static const KeySpec KEYS[] = {
 #undef ENUM
 #undef CHOICE
 #undef NUM
+#undef LIST
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
 static size_t levenshtein(const char *a, const char *b) {
@@ -211,13 +238,19 @@ static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const ch
     return false;
 }
 
-static bool add_target(TrainConfig *c, const char *v, const char *where, Error *err) {
+// The item count of list key k in c.
+static int *list_count(TrainConfig *c, const KeySpec *k) { return (int *)((char *)c + k->list->count_offset); }
+
+// Append v to list key k, checked.
+static bool add_item(TrainConfig *c, const KeySpec *k, const char *v, const char *where, Error *err) {
+    const ListSpec *l = k->list;
     Error e2 = {0};
-    if (strlen(v) >= 32) return error_set(err, "%s: lora_target_modules: '%.40s...' is longer than 31 bytes", where, v);
-    if (!model_lora_target_known(v, &e2)) return error_set(err, "%s: lora_target_modules: %s", where, e2.msg);
-    if (c->n_lora_target_modules >= CFG_MAX_TARGETS)
-        return error_set(err, "%s: lora_target_modules: more than %d entries", where, CFG_MAX_TARGETS);
-    snprintf(c->lora_target_modules[c->n_lora_target_modules++], 32, "%s", v);
+    int *n = list_count(c, k);
+    if (strlen(v) >= l->item_size)
+        return error_set(err, "%s: %s: '%.40s...' is longer than %zu bytes", where, k->name, v, l->item_size - 1);
+    if (!l->check(v, &e2)) return error_set(err, "%s: %s: %s", where, k->name, e2.msg);
+    if (*n >= l->max) return error_set(err, "%s: %s: more than %d entries", where, k->name, l->max);
+    snprintf((char *)c + k->offset + (size_t)(*n)++ * l->item_size, l->item_size, "%s", v);
     return true;
 }
 
@@ -267,7 +300,7 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
                                depth ? key : "document");
             else {
                 in_list = true;
-                c->n_lora_target_modules = 0;
+                *list_count(c, cur) = 0;
             }
             break;
         case YAML_SEQUENCE_END_EVENT:
@@ -279,7 +312,7 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
             if (depth == 0) {
                 if (!is_null(v)) ok = error_set(err, "%s: expected 'key: value' lines, found '%.40s'", where, v);
             } else if (in_list) {
-                ok = add_target(c, v, where, err);
+                ok = add_item(c, cur, v, where, err);
             } else if (!cur) {  // a key
                 snprintf(key, sizeof key, "%s", v);
                 cur = find_key(v);
@@ -293,8 +326,8 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
                 }
             } else {  // its value
                 if (cur->type == K_LIST) {
-                    c->n_lora_target_modules = 0;
-                    ok = is_null(v) || add_target(c, v, where, err);
+                    *list_count(c, cur) = 0;
+                    ok = is_null(v) || add_item(c, cur, v, where, err);
                 } else if (is_null(v) && (cur->type == K_STR || (cur->type == K_ENUM && !cur->dflt[0]))) {
                     ((char *)c + cur->offset)[0] = '\0';
                 } else {
@@ -378,6 +411,9 @@ bool config_validate(const TrainConfig *c, Error *err) {
         return error_set(err, "quant_blocksize %ld is not a power of two", c->quant_blocksize);
     if (c->sequence_len == 1)
         return error_set(err, "sequence_len: expected 0 (the model's length) or at least 2, found 1");
+    if (strcmp(c->dataset_format, "chat_template") == 0 && c->n_roles_to_train == 0 && !c->train_on_inputs)
+        return error_set(err, "roles_to_train is empty: no message of the conversations would be trained (add "
+                              "assistant, or set train_on_inputs: true)");
     return true;
 }
 
@@ -432,8 +468,8 @@ void config_write_yaml(const TrainConfig *c, FILE *fp) {
         case K_BOOL: fprintf(fp, "%s\n", *(const bool *)field ? "true" : "false"); break;
         case K_LIST:
             fprintf(fp, "[");
-            for (int j = 0; j < c->n_lora_target_modules; j++)
-                fprintf(fp, "%s%s", j ? ", " : "", c->lora_target_modules[j]);
+            for (int j = 0; j < *list_count((TrainConfig *)c, k); j++)
+                fprintf(fp, "%s%s", j ? ", " : "", field + (size_t)j * k->list->item_size);
             fprintf(fp, "]\n");
             break;
         }

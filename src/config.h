@@ -10,23 +10,31 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "chat_data.h"
 #include "optim.h"
 #include "quant.h"
 #include "util.h"
 
 #define CFG_MAX_TARGETS 8
+#define CFG_MAX_ROLES 4
 
 // The choice-valued keys are enums, decided once when the job is read; the spellings of
 // their values (the order of each list below) are the job file's.
 typedef enum { METHOD_QLORA, METHOD_LORA, METHOD_FULL } TrainMethod;  // qlora | lora | full
 typedef enum { BF16_AUTO, BF16_TRUE, BF16_FALSE } Bf16Mode;          // auto | true | false
+// train_on_eos (chat_data.h's ChatEos): turn | all | none | last
 const char *train_method_name(TrainMethod m);
 const char *bf16_mode_name(Bf16Mode b);
 
 typedef struct {
     char base_model[1024];
     char dataset[1024];
-    char dataset_format[16];      // "text" | "jsonl" | "" (by file extension)
+    char dataset_format[16];      // "text" | "jsonl" | "chat_template" | "alpaca" | "" (by file extension)
+    char chat_template[32];       // tokenizer_default | chatml | llama3 | mistral | zephyr | alpaca
+    char roles_to_train[CFG_MAX_ROLES][16];  // chat_template: the roles whose contents are trained
+    int n_roles_to_train;
+    ChatEos train_on_eos;         // chat_template: which end-of-turn texts are trained
+    bool drop_long;               // leave out examples longer than sequence_len (else cut them)
     double val_set_size;          // < 1: fraction of the training examples; >= 1: a count
     char val_dataset[1024];
     char output_dir[1024];
@@ -55,6 +63,7 @@ typedef struct {
     double adam_beta1, adam_beta2, adam_epsilon;
     double max_grad_norm;
     bool train_on_inputs;
+    bool sample_packing;          // several examples per sequence_len row (data.h, DataPlan)
     bool shuffle;
     long seed;
     long logging_steps;

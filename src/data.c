@@ -8,7 +8,7 @@
 #include "ds.h"
 #include "json.h"
 
-static void add_example(Dataset *d, int *ids, int *labels, size_t len, size_t seq_len) {
+static void add_example(Dataset *d, const int *ids, const int *labels, size_t len, size_t seq_len) {
     if (len > seq_len) {
         len = seq_len;
         d->n_truncated++;
@@ -69,72 +69,116 @@ static bool json_int_array(const cJSON *arr, int lo, int hi, int **out) {
     return true;
 }
 
-static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *where, Tokenizer *tok,
-                       const DataOptions *o, Error *err) {
-    cJSON *js = json_parse(line, len, 0, where, err);
-    if (!js) return false;
-    int *ids = NULL, *labels = NULL;
-    bool ok = true;
+// A pre-tokenized line: input_ids (and labels, -100 = ignored) into *ids / *labels.
+static bool pretokenized(const cJSON *input_ids, const cJSON *lab, const char *where, const DataOptions *o, int **ids,
+                         int **labels, Error *err) {
+    if (!cJSON_IsArray(input_ids) || !json_int_array(input_ids, 0, o->vocab_size, ids))
+        return error_set(err, "%s: \"input_ids\" must be an array of token ids in [0, %d)", where, o->vocab_size);
+    if (!lab) {
+        for (size_t i = 0; i < arrlenu(*ids); i++) arrput(*labels, (*ids)[i]);
+        return true;
+    }
+    if (!cJSON_IsArray(lab) || !json_int_array(lab, -100, o->vocab_size, labels) || arrlenu(*labels) != arrlenu(*ids))
+        return error_set(err, "%s: \"labels\" must be an array of ids (or -100) as long as \"input_ids\"", where);
+    for (size_t i = 0; i < arrlenu(*labels); i++) {
+        if ((*labels)[i] < 0 && (*labels)[i] != -100)
+            return error_set(err, "%s: \"labels\"[%zu] is %d; use -100 to ignore a token", where, i, (*labels)[i]);
+        if ((*labels)[i] < 0) (*labels)[i] = -1;
+    }
+    return true;
+}
+
+// A prompt and its completion, as axolotl tokenizes them: BOS + prompt (no EOS, labels -1 unless
+// train_on_inputs), then the completion without BOS + EOS (labels). field names the completion
+// in messages ("completion", "output").
+static bool prompt_pair(Tokenizer *tok, const char *where, const char *prompt, size_t plen, const char *comp,
+                        const char *field, bool train_on_inputs, int **ids, int **labels, Error *err) {
+    char what[1200];
+    snprintf(what, sizeof what, "%s: \"%s\"", where, field[0] == 'c' ? "prompt" : "instruction");
+    bool ok = encode_part(tok, what, prompt, plen, true, false, ids, err);
+    const size_t np = arrlenu(*ids);
+    snprintf(what, sizeof what, "%s: \"%s\"", where, field);
+    ok = ok && encode_part(tok, what, comp, strlen(comp), false, true, ids, err);
+    for (size_t i = 0; ok && i < arrlenu(*ids); i++) arrput(*labels, (i < np && !train_on_inputs) ? -1 : (*ids)[i]);
+    return ok;
+}
+
+// A line of dataset_format jsonl: text, prompt/completion or pre-tokenized ids.
+static bool jsonl_fields(const cJSON *js, const char *where, Tokenizer *tok, const DataOptions *o, int **ids,
+                         int **labels, Error *err) {
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(js, "text");
     const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(js, "prompt");
     const cJSON *completion = cJSON_GetObjectItemCaseSensitive(js, "completion");
     const cJSON *input_ids = cJSON_GetObjectItemCaseSensitive(js, "input_ids");
-    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(js, "labels");
-    char what[1200];  // names the field in tokenizer messages
-    if (!cJSON_IsObject(js)) {
-        ok = error_set(err, "%s: expected a JSON object", where);
-    } else if (input_ids) {
-        if (!cJSON_IsArray(input_ids) || !json_int_array(input_ids, 0, o->vocab_size, &ids))
-            ok = error_set(err, "%s: \"input_ids\" must be an array of token ids in [0, %d)", where, o->vocab_size);
-        else if (lab) {
-            if (!cJSON_IsArray(lab) || !json_int_array(lab, -100, o->vocab_size, &labels) ||
-                arrlenu(labels) != arrlenu(ids))
-                ok = error_set(err, "%s: \"labels\" must be an array of ids (or -100) as long as \"input_ids\"", where);
-            for (size_t i = 0; ok && i < arrlenu(labels); i++) {
-                if (labels[i] < 0 && labels[i] != -100)
-                    ok = error_set(err, "%s: \"labels\"[%zu] is %d; use -100 to ignore a token", where, i, labels[i]);
-                if (labels[i] < 0) labels[i] = -1;
-            }
-        } else {
-            for (size_t i = 0; i < arrlenu(ids); i++) arrput(labels, ids[i]);
-        }
-    } else if (prompt || completion) {
+    if (!cJSON_IsObject(js)) return error_set(err, "%s: expected a JSON object", where);
+    if (input_ids) return pretokenized(input_ids, cJSON_GetObjectItemCaseSensitive(js, "labels"), where, o, ids, labels, err);
+    if (prompt || completion) {
         if (!cJSON_IsString(prompt) || !cJSON_IsString(completion))
-            ok = error_set(err, "%s: \"prompt\" and \"completion\" must both be strings", where);
-        else {  // axolotl: BOS + prompt (no EOS), then the completion without BOS + EOS
-            snprintf(what, sizeof what, "%s: \"prompt\"", where);
-            ok = encode_part(tok, what, prompt->valuestring, strlen(prompt->valuestring), true, false, &ids, err);
-            const size_t np = arrlenu(ids);
-            snprintf(what, sizeof what, "%s: \"completion\"", where);
-            ok = ok && encode_part(tok, what, completion->valuestring, strlen(completion->valuestring), false, true,
-                                   &ids, err);
-            for (size_t i = 0; ok && i < arrlenu(ids); i++)
-                arrput(labels, (i < np && !o->train_on_inputs) ? -1 : ids[i]);
-        }
-    } else if (text) {
-        if (!cJSON_IsString(text))
-            ok = error_set(err, "%s: \"text\" must be a string", where);
-        else {
-            snprintf(what, sizeof what, "%s: \"text\"", where);
-            ok = encode_part(tok, what, text->valuestring, strlen(text->valuestring), true, true, &ids, err);
-            for (size_t i = 0; ok && i < arrlenu(ids); i++) arrput(labels, ids[i]);
-        }
-    } else {
-        ok = error_set(err, "%s: expected a \"text\", \"prompt\"/\"completion\" or \"input_ids\" field", where);
+            return error_set(err, "%s: \"prompt\" and \"completion\" must both be strings", where);
+        return prompt_pair(tok, where, prompt->valuestring, strlen(prompt->valuestring), completion->valuestring,
+                           "completion", o->train_on_inputs, ids, labels, err);
     }
-    if (ok) {
-        size_t n = arrlenu(ids), pred = 0;
-        for (size_t i = 1; i < n && i < o->seq_len; i++) pred += labels[i] >= 0;
-        size_t pred_all = 0;  // labelled tokens anywhere, also past sequence_len
-        for (size_t i = 1; i < n; i++) pred_all += labels[i] >= 0;
-        if (pred == 0 && pred_all > 0)
-            ok = error_set(err, "%s: the prompt fills all %zu tokens of sequence_len, leaving no completion token "
-                                "to predict (raise sequence_len or shorten the prompt)", where, o->seq_len);
-        else if (n < 2 || pred == 0)
-            ok = error_set(err, "%s: the example has no token to predict (%zu tokens)", where, n);
-        else
-            add_example(d, ids, labels, n, o->seq_len);
+    if (text) {
+        if (!cJSON_IsString(text)) return error_set(err, "%s: \"text\" must be a string", where);
+        char what[1200];
+        snprintf(what, sizeof what, "%s: \"text\"", where);
+        if (!encode_part(tok, what, text->valuestring, strlen(text->valuestring), true, true, ids, err)) return false;
+        for (size_t i = 0; i < arrlenu(*ids); i++) arrput(*labels, (*ids)[i]);
+        return true;
     }
+    if (cJSON_GetObjectItemCaseSensitive(js, "messages") || cJSON_GetObjectItemCaseSensitive(js, "conversations"))
+        return error_set(err, "%s: a conversation; set dataset_format: chat_template to train on it", where);
+    return error_set(err, "%s: expected a \"text\", \"prompt\"/\"completion\" or \"input_ids\" field", where);
+}
+
+// The ids and labels of one line js in o->format.
+static bool line_example(const cJSON *js, const char *where, Tokenizer *tok, const DataOptions *o, int **ids,
+                         int **labels, Error *err) {
+    if (strcmp(o->format, "chat_template") == 0) {
+        if (!o->chat) return error_set(err, "%s: dataset_format chat_template needs a chat template", where);
+        return chat_example(js, where, tok, o->chat, ids, labels, err);
+    }
+    if (strcmp(o->format, "alpaca") == 0) {
+        char *prompt = NULL;
+        const char *output;
+        bool ok = chat_alpaca_prompt(js, where, &prompt, &output, err) &&
+                  prompt_pair(tok, where, prompt ? prompt : "", arrlenu(prompt), output, "output", o->train_on_inputs,
+                              ids, labels, err);
+        arrfree(prompt);
+        return ok;
+    }
+    return jsonl_fields(js, where, tok, o, ids, labels, err);
+}
+
+// Keep the example ids/labels of line line_no: left out if longer than seq_len with drop_long,
+// else cut to seq_len; an error if nothing in what is kept is predicted.
+static bool keep_example(Dataset *d, const int *ids, const int *labels, size_t line_no, const char *where,
+                         const DataOptions *o, Error *err) {
+    const size_t n = arrlenu(ids);
+    if (n > o->seq_len && o->drop_long) {
+        d->n_dropped++;
+        return true;
+    }
+    size_t pred = 0, pred_all = 0;  // labels within sequence_len, and anywhere
+    for (size_t i = 1; i < n; i++) {
+        pred += i < o->seq_len && labels[i] >= 0;
+        pred_all += labels[i] >= 0;
+    }
+    if (pred == 0 && pred_all > 0)
+        return error_set(err, "%s: the prompt fills all %zu tokens of sequence_len, leaving no token to predict "
+                              "(raise sequence_len, shorten the prompt, or set drop_long: true)", where, o->seq_len);
+    if (n < 2 || pred == 0) return error_set(err, "%s: the example has no token to predict (%zu tokens)", where, n);
+    add_example(d, ids, labels, n, o->seq_len);
+    d->ex[arrlenu(d->ex) - 1].line = line_no;
+    return true;
+}
+
+static bool jsonl_line(Dataset *d, const char *line, size_t len, const char *where, size_t line_no, Tokenizer *tok,
+                       const DataOptions *o, Error *err) {
+    cJSON *js = json_parse(line, len, 0, where, err);
+    if (!js) return false;
+    int *ids = NULL, *labels = NULL;
+    bool ok = line_example(js, where, tok, o, &ids, &labels, err) && keep_example(d, ids, labels, line_no, where, o, err);
     arrfree(ids);
     arrfree(labels);
     cJSON_Delete(js);
@@ -155,11 +199,15 @@ static bool load_jsonl(Dataset *d, const char *text, size_t len, const char *pat
         if (!blank) {
             char where[1100];
             snprintf(where, sizeof where, "%s:%zu", path, line_no);
-            ok = jsonl_line(d, p, n, where, tok, o, err);
+            ok = jsonl_line(d, p, n, where, line_no, tok, o, err);
         }
         p = end + 1;
     }
-    if (ok && arrlenu(d->ex) == 0) ok = error_set(err, "%s: no examples", path);
+    if (ok && arrlenu(d->ex) == 0 && d->n_dropped)
+        ok = error_set(err, "%s: no examples: all %zu are longer than sequence_len %zu (drop_long)", path, d->n_dropped,
+                       o->seq_len);
+    else if (ok && arrlenu(d->ex) == 0)
+        ok = error_set(err, "%s: no examples", path);
     return ok;
 }
 
@@ -183,8 +231,8 @@ bool data_load(Dataset *d, const char *path, Tokenizer *tok, const DataOptions *
 bool data_load_text(Dataset *d, const char *text, size_t len, const char *name, Tokenizer *tok,
                     const DataOptions *o, Error *err) {
     memset(d, 0, sizeof *d);
-    bool ok = strcmp(o->format, "jsonl") == 0 ? load_jsonl(d, text, len, name, tok, o, err)
-                                              : load_text(d, text, len, name, tok, o, err);
+    bool ok = strcmp(o->format, "text") != 0 ? load_jsonl(d, text, len, name, tok, o, err)
+                                             : load_text(d, text, len, name, tok, o, err);
     if (!ok) data_free(d);
     return ok;
 }
@@ -255,4 +303,134 @@ size_t data_batch(const Dataset *d, const size_t *order, size_t first, size_t B,
         *n_predicted += e->n_predicted;
     }
     return T;
+}
+
+// ---- rows and sample packing ---------------------------------------------------------------------
+
+// The leftmost of n slots whose free space is >= need, found in a max segment tree (tree[1] is
+// the root, leaves at [size, 2 size)); SIZE_MAX if none.
+static size_t tree_first_fit(const size_t *tree, size_t size, size_t need) {
+    if (tree[1] < need) return SIZE_MAX;
+    size_t i = 1;
+    while (i < size) i = tree[2 * i] >= need ? 2 * i : 2 * i + 1;
+    return i - size;
+}
+
+static void tree_set(size_t *tree, size_t size, size_t slot, size_t value) {
+    size_t i = slot + size;
+    tree[i] = value;
+    for (i /= 2; i >= 1; i /= 2) tree[i] = tree[2 * i] > tree[2 * i + 1] ? tree[2 * i] : tree[2 * i + 1];
+}
+
+// qsort's comparison of (length, position) pairs: longer first, then earlier first.
+static int by_length_desc(const void *a, const void *b) {
+    const size_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+// First-fit decreasing of the n examples order[0..n) into rows of capacity cap: row[k] receives
+// the row of example order[k]; returns the number of rows. A max tree over n candidate rows (all
+// free at first) finds the leftmost one with room, which is a new row when no open one has room.
+static size_t pack_rows(const Dataset *d, const size_t *order, size_t n, size_t cap, size_t *row) {
+    size_t *key = xmalloc(2 * (n ? n : 1) * sizeof(size_t)), size = 1, n_rows = 0;
+    for (size_t k = 0; k < n; k++) key[2 * k] = d->ex[order[k]].len, key[2 * k + 1] = k;
+    qsort(key, n, 2 * sizeof(size_t), by_length_desc);
+    while (size < n) size *= 2;
+    size_t *tree = xcalloc(2 * size, sizeof(size_t));
+    for (size_t i = 0; i < n; i++) tree[size + i] = cap;
+    for (size_t i = size - 1; i >= 1; i--) tree[i] = tree[2 * i] > tree[2 * i + 1] ? tree[2 * i] : tree[2 * i + 1];
+    for (size_t j = 0; j < n; j++) {
+        const size_t len = key[2 * j], k = key[2 * j + 1], r = tree_first_fit(tree, size, len);
+        CHECK(len <= cap && r < n);  // examples are cut to seq_len at load
+        row[k] = r;
+        tree_set(tree, size, r, tree[size + r] - len);
+        if (r + 1 > n_rows) n_rows = r + 1;
+    }
+    free(tree);
+    free(key);
+    return n_rows;
+}
+
+void data_plan(DataPlan *p, const Dataset *d, bool pack, size_t seq_len, bool shuffle, uint64_t seed, size_t epoch) {
+    const size_t n = arrlenu(d->ex);
+    size_t *order = xmalloc((n ? n : 1) * sizeof(size_t));
+    data_epoch_order(n, shuffle, seed, epoch, order);
+    p->ex = xmalloc((n ? n : 1) * sizeof(size_t));
+    if (!pack) {
+        p->n_rows = n;
+        p->first = xmalloc((n + 1) * sizeof(size_t));
+        for (size_t k = 0; k <= n; k++) p->first[k] = k;
+        memcpy(p->ex, order, n * sizeof(size_t));
+        free(order);
+        return;
+    }
+    size_t *row = xmalloc((n ? n : 1) * sizeof(size_t));
+    p->n_rows = pack_rows(d, order, n, seq_len, row);
+    // the rows' order: shuffled with the epoch's seed (another stream than the examples' order)
+    size_t *rank = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    data_epoch_order(p->n_rows, shuffle, seed ^ 0x9ACCu, epoch, rank);  // rank[j] = the row placed j-th
+    size_t *place = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    for (size_t j = 0; j < p->n_rows; j++) place[rank[j]] = j;
+    p->first = xcalloc(p->n_rows + 1, sizeof(size_t));
+    for (size_t k = 0; k < n; k++) p->first[place[row[k]] + 1]++;
+    for (size_t j = 0; j < p->n_rows; j++) p->first[j + 1] += p->first[j];
+    size_t *fill = xmalloc((p->n_rows ? p->n_rows : 1) * sizeof(size_t));
+    memcpy(fill, p->first, p->n_rows * sizeof(size_t));
+    for (size_t k = 0; k < n; k++) p->ex[fill[place[row[k]]]++] = order[k];  // a row keeps the epoch's order
+    free(fill);
+    free(place);
+    free(rank);
+    free(row);
+    free(order);
+}
+
+void data_plan_free(DataPlan *p) {
+    free(p->ex);
+    free(p->first);
+    memset(p, 0, sizeof *p);
+}
+
+size_t data_batch_rows(const Dataset *d, const DataPlan *p, size_t first, size_t B, int *tokens, int *targets,
+                       int *pos, size_t *n_predicted) {
+    size_t T = 0;
+    for (size_t b = 0; b < B; b++) {
+        size_t l = 0;
+        for (size_t k = p->first[first + b]; k < p->first[first + b + 1]; k++) l += d->ex[p->ex[k]].len;
+        if (l > T) T = l;
+    }
+    for (size_t b = 0; b < B; b++) {
+        size_t t = 0;
+        int *tk = tokens + b * T, *tg = targets + b * T, *ps = pos + b * T;
+        for (size_t k = p->first[first + b]; k < p->first[first + b + 1]; k++) {
+            const Example *e = &d->ex[p->ex[k]];
+            for (size_t i = 0; i < e->len; i++, t++) {
+                tk[t] = e->ids[i];
+                tg[t] = i + 1 < e->len ? e->labels[i + 1] : -1;
+                ps[t] = (int)i;
+            }
+            *n_predicted += e->n_predicted;
+        }
+        for (size_t i = 0; t < T; i++, t++) tk[t] = 0, tg[t] = -1, ps[t] = (int)i;
+    }
+    return T;
+}
+
+// ---- preview -------------------------------------------------------------------------------------
+
+void data_example_text(const Tokenizer *tok, const Example *e, char **out) {
+    TokStream st;
+    tok_stream_start(&st, tok, NULL, 0);
+    bool open = false;
+    for (size_t i = 0; i < e->len; i++) {
+        const bool trained = i > 0 && e->labels[i] >= 0;  // the first token is never predicted
+        if (trained != open) {
+            const char *m = trained ? DATA_MARK_OPEN : DATA_MARK_CLOSE;
+            memcpy(arraddnptr(*out, strlen(m)), m, strlen(m));
+            open = trained;
+        }
+        tok_stream_push(&st, tok, e->ids[i], out);
+    }
+    tok_stream_finish(&st, out);
+    if (open) memcpy(arraddnptr(*out, strlen(DATA_MARK_CLOSE)), DATA_MARK_CLOSE, strlen(DATA_MARK_CLOSE));
 }

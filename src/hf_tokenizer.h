@@ -52,6 +52,17 @@ void hf_tok_free(HfTokenizer *t);
 // message does not name the text (the caller puts that in front); *ids may then hold a partial
 // result.
 bool hf_tok_encode(HfTokenizer *t, const char *text, size_t len, bool add_special, int **ids, Error *err);
+// The same, also appending to the stb_ds array *spans two offsets per id: the bytes [start, end) of
+// text the id came from. Through the pipeline every byte remembers its source bytes: a normalizer
+// or pre-tokenizer that inserts text (Prepend, ByteLevel's prefix space, Metaspace's prepended
+// replacement) gives it the span of the character it attaches to, a Replace match's replacement
+// the span of the last character it replaces, NFC's output characters the span of the input
+// character they come from (as the tokenizers library aligns them); an id's span is the
+// union of its bytes' (an added token: its match, lstrip / rstrip whitespace included; a
+// byte-fallback id: its byte; unk: the characters it stands for). Ids the
+// post-processor adds get an empty span at the start (before the text) or the end (after it).
+bool hf_tok_encode_spans(HfTokenizer *t, const char *text, size_t len, bool add_special, int **ids, size_t **spans,
+                         Error *err);
 
 // Append the decoded text of ids[0..n) to the stb_ds char array *out (UTF-8, no NUL added).
 // Ids with no token (outside 0..vocab_size-1) are skipped, as tokenizers does; with

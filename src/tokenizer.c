@@ -137,6 +137,29 @@ bool tok_encode_text(Tokenizer *t, const char *what, const char *text, size_t le
     return error_set(err, "%s: %s", what, e.msg);
 }
 
+bool tok_encode_spans(Tokenizer *t, const char *what, const char *text, size_t len, bool add_special, int **ids,
+                      size_t **spans, Error *err) {
+    if (t->hf) {
+        Error e = {0};
+        if (hf_tok_encode_spans(t->hf, text, len, add_special, ids, spans, &e)) return true;
+        return error_set(err, "%s: %s", what, e.msg);
+    }
+    const size_t from = arrlenu(*ids);
+    gpt2_tok_encode(t->gpt2, text, len, ids);
+    char *bytes = NULL;
+    size_t at = 0;  // each id's bytes, back to back, are the text
+    for (size_t i = from; i < arrlenu(*ids); i++) {
+        arrsetlen(bytes, 0);
+        gpt2_tok_decode_append(t->gpt2, (*ids)[i], &bytes);
+        arrput(*spans, at);
+        at += arrlenu(bytes);
+        arrput(*spans, at);
+    }
+    CHECK(at == len);
+    arrfree(bytes);
+    return true;
+}
+
 void tok_encode(Tokenizer *t, const char *text, size_t len, int **ids) {
     CHECK(t->gpt2 != NULL);  // tokenizer.json encoding can fail: tok_encode_text
     gpt2_tok_encode(t->gpt2, text, len, ids);

@@ -65,6 +65,13 @@ void tok_set_missing_specials(Tokenizer *t, int bos, int eos);
 // the result. GPT-2's kind encodes any bytes and never fails.
 bool tok_encode_text(Tokenizer *t, const char *what, const char *text, size_t len, bool add_special, int **ids,
                      Error *err);
+// tok_encode_text, also appending to the stb_ds array *spans two offsets per id appended: the bytes
+// [start, end) of text the id stands for (where a label boundary falls in a rendered chat). GPT-2's
+// kind: each id's bytes, back to back (decode(encode(s)) is s). tokenizer.json: hf_tokenizer.h's
+// hf_tok_encode_spans (a normalizer's inserted or replaced text takes the span of what it attaches
+// to or replaces; the post-processor's ids get empty spans at the start or end).
+bool tok_encode_spans(Tokenizer *t, const char *what, const char *text, size_t len, bool add_special, int **ids,
+                      size_t **spans, Error *err);
 // GPT-2's kind only (what tok_load / tok_load_memory give; CHECKed), which cannot fail: the ids
 // of text[0..len) appended to *ids, no special tokens.
 void tok_encode(Tokenizer *t, const char *text, size_t len, int **ids);

@@ -94,13 +94,14 @@ static void set_free(TrainableSet *s) {
 
 // ---- set-up ------------------------------------------------------------------------------------
 
-void trainer_options(const TrainConfig *c, size_t n_train, TrainerOptions *o) {
+void trainer_options(const TrainConfig *c, const Dataset *train, TrainerOptions *o) {
     memset(o, 0, sizeof *o);
     o->micro_batch = (size_t)c->micro_batch_size;
     o->accumulation = (size_t)c->gradient_accumulation_steps;
     o->seq_len = (size_t)c->sequence_len;
     o->acts_mode = c->gradient_checkpointing ? ACTS_CHECKPOINT : ACTS_TRAIN;
     o->shuffle = c->shuffle;
+    o->pack = c->sample_packing;
     o->seed = (uint64_t)c->seed;
     o->lora_dropout = c->method == METHOD_FULL ? 0.0f : (float)c->lora_dropout;
     o->max_grad_norm = (float)c->max_grad_norm;
@@ -109,8 +110,11 @@ void trainer_options(const TrainConfig *c, size_t n_train, TrainerOptions *o) {
     o->learning_rate = c->learning_rate;
     o->schedule = c->lr_scheduler;
     // an epoch is counted in one rank's steps (data parallel runs cover it sooner)
-    const size_t per_step = o->micro_batch * o->accumulation;
-    const long steps_per_epoch = (long)((n_train + per_step - 1) / per_step);
+    DataPlan plan;
+    data_plan(&plan, train, o->pack, o->seq_len, false, 0, 0);  // the same number of rows every epoch
+    const size_t per_step = o->micro_batch * o->accumulation, n_rows = plan.n_rows;
+    data_plan_free(&plan);
+    const long steps_per_epoch = (long)((n_rows + per_step - 1) / per_step);
     o->total_steps = c->max_steps > 0 ? c->max_steps : steps_per_epoch * c->num_epochs;
     o->warmup = c->warmup_steps > 0 ? c->warmup_steps : (long)ceil(c->warmup_ratio * (double)o->total_steps);
 }
@@ -124,12 +128,12 @@ void trainer_init(Trainer *t, Model *model, LoraSet *lora, const Dataset *data, 
     t->dist = dist;
     t->opt = *o;
     set_init(&t->set, model, lora);
-    const size_t n_train = arrlenu(data->ex), per_step = o->accumulation * (size_t)dist.size;
-    t->order = xmalloc((n_train ? n_train : 1) * sizeof(size_t));
-    data_epoch_order(n_train, o->shuffle, o->seed, 0, t->order);
+    const size_t per_step = o->accumulation * (size_t)dist.size;
+    data_plan(&t->plan, data, o->pack, o->seq_len, o->shuffle, o->seed, 0);
     t->acts = acts_create(model, lora, o->micro_batch, o->seq_len, o->acts_mode);
     t->tokens = xmalloc(o->micro_batch * o->seq_len * sizeof(int));
     t->targets = xmalloc(o->micro_batch * o->seq_len * sizeof(int));
+    t->pos = xmalloc(o->micro_batch * o->seq_len * sizeof(int));
     t->mb_first = xmalloc(per_step * sizeof(size_t));
     t->mb_size = xmalloc(per_step * sizeof(size_t));
 }
@@ -137,9 +141,10 @@ void trainer_init(Trainer *t, Model *model, LoraSet *lora, const Dataset *data, 
 void trainer_free(Trainer *t) {
     set_free(&t->set);
     acts_free(t->acts);
-    free(t->order);
+    data_plan_free(&t->plan);
     free(t->tokens);
     free(t->targets);
+    free(t->pos);
     free(t->mb_first);
     free(t->mb_size);
     memset(t, 0, sizeof *t);
@@ -149,27 +154,29 @@ void trainer_set_position(Trainer *t, long step, size_t epoch, size_t cursor) {
     t->step = step;
     t->epoch = epoch;
     t->cursor = cursor;
-    data_epoch_order(arrlenu(t->data->ex), t->opt.shuffle, t->opt.seed, epoch, t->order);
+    data_plan_free(&t->plan);
+    data_plan(&t->plan, t->data, t->opt.pack, t->opt.seq_len, t->opt.shuffle, t->opt.seed, epoch);
 }
 
 // ---- the step ----------------------------------------------------------------------------------
 
-// Plan the step's micro-batches from the data position (cut short at the end of an epoch)
-// into mb_first/mb_size and advance the cursor; returns their number and sets *pred to the
-// step's predicted tokens and *tokens to its tokens (all ranks).
+// Plan the step's micro-batches (rows of the epoch's plan) from the data position (cut short at
+// the end of an epoch) into mb_first/mb_size and advance the cursor; returns their number and sets
+// *pred to the step's predicted tokens and *tokens to its tokens (all ranks).
 static size_t plan_micro_batches(Trainer *t, size_t *pred, size_t *tokens) {
     const Dataset *d = t->data;
-    const size_t n_train = arrlenu(d->ex), B = t->opt.micro_batch;
+    const DataPlan *p = &t->plan;
+    const size_t n_rows = p->n_rows, B = t->opt.micro_batch;
     const size_t per_step = t->opt.accumulation * (size_t)t->dist.size;
     size_t n_mb = 0;
     *pred = *tokens = 0;
-    for (size_t k = 0; k < per_step && t->cursor < n_train; k++) {
-        const size_t b = n_train - t->cursor < B ? n_train - t->cursor : B;
+    for (size_t k = 0; k < per_step && t->cursor < n_rows; k++) {
+        const size_t b = n_rows - t->cursor < B ? n_rows - t->cursor : B;
         t->mb_first[n_mb] = t->cursor;
         t->mb_size[n_mb++] = b;
-        for (size_t j = 0; j < b; j++) {
-            *pred += d->ex[t->order[t->cursor + j]].n_predicted;
-            *tokens += d->ex[t->order[t->cursor + j]].len;
+        for (size_t j = p->first[t->cursor]; j < p->first[t->cursor + b]; j++) {
+            *pred += d->ex[p->ex[j]].n_predicted;
+            *tokens += d->ex[p->ex[j]].len;
         }
         t->cursor += b;
     }
@@ -180,7 +187,6 @@ static size_t plan_micro_batches(Trainer *t, size_t *pred, size_t *tokens) {
 // rank + size, ...) of the next step, the gradients and losses summed over the ranks;
 // advances the data position (and the epoch). Returns the mean loss per predicted token.
 static double step_gradients(Trainer *t, StepResult *out) {
-    const size_t n_train = arrlenu(t->data->ex);
     memset(t->set.grads, 0, t->set.grads_len * sizeof(float));
     size_t total_pred;
     const size_t n_mb = plan_micro_batches(t, &total_pred, &out->tokens);
@@ -188,17 +194,20 @@ static double step_gradients(Trainer *t, StepResult *out) {
     size_t count = 0;
     for (size_t k = (size_t)t->dist.rank; k < n_mb; k += (size_t)t->dist.size) {
         size_t pred = 0;
-        const size_t T = data_batch(t->data, t->order, t->mb_first[k], t->mb_size[k], t->tokens, t->targets, &pred);
+        const size_t T = data_batch_rows(t->data, &t->plan, t->mb_first[k], t->mb_size[k], t->tokens, t->targets,
+                                         t->pos, &pred);
+        acts_set_positions(t->acts, t->opt.pack ? t->pos : NULL);  // without packing: position t, as before
         TrainCtx tc = {.lora_dropout = t->opt.lora_dropout,
                        .dropout_seed = t->opt.seed * 0x9E3779B97F4A7C15ull + (uint64_t)t->step * 1000 + k,
                        .full_grads = t->lora ? NULL : t->set.grad_ptrs};
         loss_sum += model_forward_backward(t->model, t->lora, t->acts, t->tokens, t->targets, t->mb_size[k], T,
                                            1.0f / (float)total_pred, &tc, &count);
     }
-    if (t->cursor >= n_train) {  // next epoch
+    if (t->cursor >= t->plan.n_rows) {  // next epoch
         t->epoch++;
         t->cursor = 0;
-        data_epoch_order(n_train, t->opt.shuffle, t->opt.seed, t->epoch, t->order);
+        data_plan_free(&t->plan);
+        data_plan(&t->plan, t->data, t->opt.pack, t->opt.seq_len, t->opt.shuffle, t->opt.seed, t->epoch);
     }
     if (t->dist.size > 1) {  // sum gradients and losses over the ranks
         const double t0 = time_now();
@@ -291,17 +300,19 @@ StepStatus train_step(Trainer *t, StepResult *out) {
 }
 
 double trainer_eval_loss(Trainer *t, const Dataset *val) {
-    const size_t n = arrlenu(val->ex), B = t->opt.micro_batch;
-    if (n == 0) return NAN;
-    size_t *order = xmalloc(n * sizeof(size_t));
-    data_epoch_order(n, false, 0, 0, order);
+    const size_t B = t->opt.micro_batch;
+    if (arrlenu(val->ex) == 0) return NAN;
+    DataPlan plan;
+    data_plan(&plan, val, t->opt.pack, t->opt.seq_len, false, 0, 0);
     double total = 0;
     size_t count = 0;
-    for (size_t i = 0; i < n; i += B) {
-        size_t b = n - i < B ? n - i : B, pred = 0;
-        size_t T = data_batch(val, order, i, b, t->tokens, t->targets, &pred);
+    for (size_t i = 0; i < plan.n_rows; i += B) {
+        size_t b = plan.n_rows - i < B ? plan.n_rows - i : B, pred = 0;
+        size_t T = data_batch_rows(val, &plan, i, b, t->tokens, t->targets, t->pos, &pred);
+        acts_set_positions(t->acts, t->opt.pack ? t->pos : NULL);
         total += model_forward(t->model, t->lora, t->acts, t->tokens, t->targets, b, T, &count, NULL);
     }
-    free(order);
+    acts_set_positions(t->acts, NULL);
+    data_plan_free(&plan);
     return count ? total / (double)count : NAN;
 }

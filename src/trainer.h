@@ -53,6 +53,7 @@ typedef struct {
     size_t seq_len;         // the longest example a batch can hold
     ActsMode acts_mode;     // ACTS_TRAIN or ACTS_CHECKPOINT
     bool shuffle;
+    bool pack;              // sample packing: rows of several examples (data.h, DataPlan)
     uint64_t seed;          // shuffling and LoRA dropout masks
     float lora_dropout;
     float max_grad_norm;
@@ -71,9 +72,9 @@ typedef struct {
     TrainableSet set;
     Acts *acts;             // owned
     long step;              // optimizer steps done
-    size_t epoch, cursor;   // position of the next micro-batch
-    size_t *order;          // [n examples] this epoch's order, owned
-    int *tokens, *targets;  // [micro_batch * seq_len] batch buffers, owned
+    size_t epoch, cursor;   // position of the next micro-batch: a row of this epoch's plan
+    DataPlan plan;          // this epoch's rows (one example each without packing), owned
+    int *tokens, *targets, *pos;  // [micro_batch * seq_len] batch buffers, owned
     size_t *mb_first, *mb_size;  // [accumulation * ranks] the step's micro-batches, owned
 } Trainer;
 
@@ -95,9 +96,10 @@ typedef struct {
     char bad[200];
 } StepResult;
 
-// The step settings of job c for n_train examples: total steps from max_steps or
-// num_epochs, warm-up from warmup_steps or warmup_ratio, the schedule parsed.
-void trainer_options(const TrainConfig *c, size_t n_train, TrainerOptions *o);
+// The step settings of job c for the training examples train: total steps from max_steps or
+// num_epochs (an epoch is the rows of its plan: fewer with sample_packing), warm-up from
+// warmup_steps or warmup_ratio, the schedule parsed.
+void trainer_options(const TrainConfig *c, const Dataset *train, TrainerOptions *o);
 
 // Set up a trainer over model (and lora, NULL for method full; lora's gradients are
 // allocated here) on data: the trainable table, the activations, the first epoch's order.
@@ -106,8 +108,8 @@ void trainer_init(Trainer *t, Model *model, LoraSet *lora, const Dataset *data, 
                   const TrainerOptions *o);
 void trainer_free(Trainer *t);
 
-// Continue from a checkpoint's position: step optimizer steps done, at example `cursor` of
-// `epoch` (cursor < the number of examples, checked by the caller).
+// Continue from a checkpoint's position: step optimizer steps done, at row `cursor` of `epoch`'s
+// plan (cursor < its number of rows, checked by the caller).
 void trainer_set_position(Trainer *t, long step, size_t epoch, size_t cursor);
 
 // One optimizer step. On STEP_OK the parameters and moments are updated and t->step
@@ -115,8 +117,8 @@ void trainer_set_position(Trainer *t, long step, size_t epoch, size_t cursor);
 // data position has advanced; parameters may hold the failed update).
 StepStatus train_step(Trainer *t, StepResult *out);
 
-// Mean loss over every predicted token of val (in micro-batches, no dropout), or NaN when
-// val has none. Uses the trainer's activations and batch buffers.
+// Mean loss over every predicted token of val (in micro-batches of rows, packed as training packs
+// them; no dropout), or NaN when val has none. Uses the trainer's activations and batch buffers.
 double trainer_eval_loss(Trainer *t, const Dataset *val);
 
 // The first trainable tensor holding a NaN/Inf in its parameters or moments, its name into

@@ -35,7 +35,7 @@ static int *ref_ids(const char *name, const char *text, bool special) {
 
 // Load text[0..) as format into *d with tok (sequence_len 256); prints the error if any.
 static bool load(Dataset *d, Tokenizer *tok, const char *format, const char *text, bool train_on_inputs) {
-    DataOptions o = {format, 256, train_on_inputs, tok_vocab_size(tok)};
+    DataOptions o = {.format = format, .seq_len = 256, .train_on_inputs = train_on_inputs, .vocab_size = tok_vocab_size(tok)};
     Error err = {0};
     const bool ok = data_load_text(d, text, strlen(text), format[0] == 'j' ? "data.jsonl" : "data.txt", tok, &o, &err);
     if (!ok) printf("    %s\n", err.msg);
@@ -180,7 +180,7 @@ static void test_gpt2(void) {
 static void test_errors(void) {
     Tokenizer *t = load_dir("tok_llama2");
     Dataset d;
-    DataOptions o = {"text", 256, false, tok_vocab_size(t)};
+    DataOptions o = {.format = "text", .seq_len = 256, .vocab_size = tok_vocab_size(t)};
     Error err = {0};
     EXPECT(!data_load_text(&d, "abc\xff", 4, "notes.txt", t, &o, &err) && err.status == EXIT_BAD_INPUT &&
                strstr(err.msg, "notes.txt: byte 3 is not valid UTF-8"),

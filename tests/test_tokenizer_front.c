@@ -250,6 +250,75 @@ static void test_stream(void) {
     tok_free(t);
 }
 
+// Whether spans (2 per id of ids[0..n)) are well formed for a text of len bytes: inside it,
+// start <= end, starts never decreasing; with tile, back to back from 0 to len (byte-level BPE
+// without a normalizer: every byte in exactly one id).
+static bool spans_ok(const size_t *sp, size_t n, size_t len, bool tile) {
+    for (size_t i = 0; i < n; i++) {
+        if (sp[2 * i] > sp[2 * i + 1] || sp[2 * i + 1] > len || (i && sp[2 * i] < sp[2 * i - 2])) return false;
+        if (tile && sp[2 * i] != (i ? sp[2 * i - 1] : 0)) return false;
+    }
+    return !tile || (n ? sp[2 * n - 1] : 0) == len;
+}
+
+// tok_encode_spans: the ids of tok_encode_text and well-formed spans for every fixture case, with
+// and without special tokens (the comparison with the tokenizers library's offsets is in
+// test_hf_tokenizer.c); a few spans by hand.
+static void test_spans(void) {
+    Error err = {0};
+    cJSON *root = json_parse_file(REF "/tokenizer_cases.json", &err);
+    CHECK(root != NULL);
+    for (const cJSON *e = cJSON_GetObjectItem(root, "tokenizers")->child; e; e = e->next) {
+        char dir[200];
+        snprintf(dir, sizeof dir, REF "/%s", cJSON_GetObjectItem(e, "folder")->valuestring);
+        Tokenizer *t = load_dir(dir);
+        const bool tile = strcmp(e->string, "smollm2") == 0;  // no normalizer, byte-level
+        int bad = 0, n = 0;
+        for (const cJSON *c = cJSON_GetObjectItem(e, "cases")->child; c; c = c->next, n++) {
+            const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
+            for (int special = 0; special < 2; special++) {
+                int *a = NULL, *b = NULL;
+                size_t *sp = NULL;
+                const bool ok = tok_encode_text(t, "case", text, strlen(text), special, &a, &err) &&
+                                tok_encode_spans(t, "case", text, strlen(text), special, &b, &sp, &err) &&
+                                ids_equal(a, arrlenu(a), b, arrlenu(b)) && arrlenu(sp) == 2 * arrlenu(b) &&
+                                spans_ok(sp, arrlenu(b), strlen(text), tile && !special);
+                if (!ok && !bad++) printf("  %s case %d (special %d) '%s'\n", e->string, n, special, text);
+                arrfree(a);
+                arrfree(b);
+                arrfree(sp);
+            }
+        }
+        EXPECT(t && bad == 0, "%s: tok_encode_spans gives tok_encode_text's ids and ordered spans inside the text%s "
+               "on %d cases (%d bad)", e->string, tile ? ", back to back" : "", n, bad);
+        tok_free(t);
+    }
+    cJSON_Delete(root);
+    // by hand: Llama 2's Prepend attaches the first "▁" to "H", the Replace'd space belongs to
+    // "▁the"; <s> gets an empty span at the start; GPT-2's ids tile the text
+    Tokenizer *t = load_dir(REF "/tok_llama2");
+    int *ids = NULL;
+    size_t *sp = NULL;
+    const char *text = "Hi there<|im_end|>";
+    CHECK(tok_encode_spans(t, "x", text, strlen(text), true, &ids, &sp, &err));
+    const int want_ids[] = {1, 343, 289, 313, 351, 345, 560};
+    const size_t want[] = {0, 0, 0, 1, 0, 1, 1, 2, 2, 6, 6, 8, 8, 18};
+    EXPECT(ids_equal(ids, arrlenu(ids), want_ids, 7) && !memcmp(sp, want, sizeof want),
+           "llama2: '<s>' [0,0) '▁' [0,1) 'H' [0,1) 'i' [1,2) '▁the' [2,6) 're' [6,8) '<|im_end|>' [8,18)");
+    tok_free(t);
+    arrfree(ids);
+    arrfree(sp);
+    ids = NULL;
+    sp = NULL;
+    t = load_dir("tests/ref/tiny");
+    text = "caf\xc3\xa9 <|endoftext|>\xff";
+    CHECK(tok_encode_spans(t, "x", text, strlen(text), true, &ids, &sp, &err));
+    EXPECT(spans_ok(sp, arrlenu(ids), strlen(text), true), "GPT-2: the ids' bytes tile the text, invalid UTF-8 included");
+    tok_free(t);
+    arrfree(ids);
+    arrfree(sp);
+}
+
 int main(void) {
     Q = getenv("QLORA") ? getenv("QLORA") : "./qlora";
     CHECK(mkdtemp(tmp));
@@ -257,6 +326,7 @@ int main(void) {
     test_specials();
     test_load_dir();
     test_stream();
+    test_spans();
     test_sh("rm -rf %s", tmp);
     return test_summary("test_tokenizer_front");
 }

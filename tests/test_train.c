@@ -237,6 +237,8 @@ static void test_resume_mismatch(void) {
         {"--set base_model=TMP/tiny2", "base_model: the checkpoint was made with"},
         {"--set dataset=TMP/data2.jsonl", "dataset: the checkpoint was made with"},
         {"--set quant=fp4", "quant: the checkpoint was made with 'nf4 blocksize 64 double_quant', this job has 'fp4"},
+        {"--set sample_packing=true", "data: the checkpoint was made with 'format (by extension), train_on_inputs 0, "
+                                      "drop_long 0, sample_packing 0', this job has '"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char set[700];
@@ -276,6 +278,17 @@ int main(void) {
     EXPECT(same_losses(a, b), "resumed run logs the same losses as the uninterrupted one");
     EXPECT(test_sh("cmp -s %s/adapter_model.safetensors %s/adapter_model.safetensors", a, b) == 0,
            "resumed run writes a byte-identical adapter");
+    // the same with sample packing: an epoch's rows are a function of (seed, epoch) too
+    const char *P = "--set method=qlora --set lora_dropout=0.1 --set shuffle=true --set save_steps=5 --set val_set_size=2 "
+                    "--set sample_packing=true";
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/pa > /dev/null 2>&1", Q, tmp, P, tmp);
+    test_sh("%s train %s/job.yaml %s --set output_dir=%s/pb > /dev/null 2>&1", Q, tmp, P, tmp);
+    test_sh("rm -rf %s/pb/checkpoint-10 %s/pb/checkpoint-12 %s/pb/adapter_model.safetensors", tmp, tmp, tmp);
+    EXPECT(test_sh("%s train %s/job.yaml %s --set output_dir=%s/pb --set resume_from_checkpoint=latest > /dev/null 2>&1",
+                   Q, tmp, P, tmp) == 0 &&
+               same_losses(strcat(strcpy((char[600]){0}, tmp), "/pa"), strcat(strcpy((char[600]){0}, tmp), "/pb")) &&
+               test_sh("cmp -s %s/pa/adapter_model.safetensors %s/pb/adapter_model.safetensors", tmp, tmp) == 0,
+           "sample packing: a resumed run logs the same losses and writes a byte-identical adapter");
     size_t ne;
     double *ev = metric_values(a, "eval_loss", &ne);
     EXPECT(ne == 2 && ev[1] < ev[0], "eval_loss logged at start and end, and it fell (%.4f -> %.4f)",
@@ -332,6 +345,12 @@ int main(void) {
         {"seed: 'unterminated\n", "bad.yaml:2: invalid YAML"},
         {"seed:\n  value: 3\n", "bad.yaml:2: seed: expected a value, found a nested mapping"},
         {"lora_r: [1, 2]\n", "bad.yaml:1: lora_r: expected a single value, found a list"},
+        {"roles_to_train: [assistant, robot]\n", "bad.yaml:1: roles_to_train: expected system, user, assistant or tool, found 'robot'"},
+        {"train_on_eos: every\n", "bad.yaml:1: train_on_eos: expected one of turn|all|none|last, found 'every'"},
+        {"chat_template: vicuna\n", "bad.yaml:1: chat_template: expected one of tokenizer_default|chatml|llama3|mistral|zephyr|alpaca, found 'vicuna'"},
+        {"dataset_format: sharegpt\n", "bad.yaml:1: dataset_format: expected one of text|jsonl|chat_template|alpaca, found 'sharegpt'"},
+        {"drop_long: maybe\n", "bad.yaml:1: drop_long: expected true or false, found 'maybe'"},
+        {"base_model: m\ndataset: d\ndataset_format: chat_template\nroles_to_train: []\n", "roles_to_train is empty"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         FILE *f = fopen(path, "w");

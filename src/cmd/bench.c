@@ -167,7 +167,7 @@ static void bench_parse(int argc, char **argv, BenchOpts *o) {
 static void random_dataset(Dataset *d, size_t B, size_t T, int vocab, Rng *rng) {
     memset(d, 0, sizeof *d);
     for (size_t b = 0; b < B; b++) {
-        Example e = {xmalloc(T * sizeof(int)), xmalloc(T * sizeof(int)), T, T - 1};
+        Example e = {.ids = xmalloc(T * sizeof(int)), .labels = xmalloc(T * sizeof(int)), .len = T, .n_predicted = T - 1};
         for (size_t i = 0; i < T; i++) e.ids[i] = e.labels[i] = (int)(rng_u64(rng) % (uint64_t)vocab);
         arrput(d->ex, e);
         d->n_tokens += T;

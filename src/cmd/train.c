@@ -39,6 +39,9 @@ typedef struct {
     Model model;
     LoraSet lora;    // unused with full
     Tokenizer *tok;
+    ChatSetup chat;            // dataset_format chat_template: the template (else unused)
+    ChatOptions chat_opts;     // what DataOptions.chat points to
+    const char *roles[CFG_MAX_ROLES];
     Dataset train, val;
     Trainer trainer;
     FILE *metrics;   // rank 0 only
@@ -98,6 +101,7 @@ typedef struct {
     const char *job;   // JOB.yaml
     const char **sets; // "key=value" overrides (stb_ds array), applied after the file in order
     bool check, list_keys;
+    long preview;      // examples to show (0: train)
 } TrainArgs;
 
 static const CliOption TRAIN_OPTIONS[] = {
@@ -105,6 +109,9 @@ static const CliOption TRAIN_OPTIONS[] = {
     {"--set", CLI_LIST(TrainArgs, sets), "KEY=VALUE", "override one job key (repeatable; YAML value)"},
     {"--check", CLI_FLAG(TrainArgs, check), NULL, "read and validate the job, print every key's value, and stop"},
     {"--list-keys", CLI_FLAG(TrainArgs, list_keys), NULL, "print every job key with its default and range"},
+    {"--preview", CLI_INT(TrainArgs, preview), "N",
+     "print the first N training examples as the model sees them (trained tokens between [[ and ]]) with their "
+     "token and label counts, and stop", .lo = 1, .hi = 1000000},
     CLI_END};
 
 static const CliCommand TRAIN = {
@@ -178,19 +185,35 @@ static void setup_output(Run *r) {
     if (r->dist.rank == 0) checkpoint_clean_stale(c->output_dir);
 }
 
+// The base model's config into mc (sequence_len defaulted and checked against it), the tokenizer
+// and how the datasets are read into dopt.
+static void setup_reading(Run *r, GPT2Config *mc, DataOptions *dopt) {
+    TrainConfig *c = &r->cfg;
+    Error err = {0};
+    if (!model_read_config(mc, c->base_model, &err) || !model_check_sizes(c->base_model, mc, &err)) die_error(&err);
+    if (c->sequence_len == 0) c->sequence_len = mc->n_positions < 512 ? mc->n_positions : 512;  // printed in the summary
+    if (c->sequence_len > mc->n_positions)  // a model limit, before any memory prediction uses it
+        die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc->n_positions);
+    r->tok = cmd_load_tokenizer(c->base_model, mc);  // tokenizer.json, or vocab.json + merges.txt
+    *dopt = (DataOptions){.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
+                          .train_on_inputs = c->train_on_inputs, .vocab_size = mc->vocab_size, .drop_long = c->drop_long};
+    if (strcmp(c->dataset_format, "chat_template") != 0) return;
+    if (!chat_setup(&r->chat, c->chat_template, c->base_model, r->tok, &err)) die_error(&err);
+    for (int i = 0; i < c->n_roles_to_train; i++) r->roles[i] = c->roles_to_train[i];
+    r->chat_opts = (ChatOptions){&r->chat.renderer, r->roles, (size_t)c->n_roles_to_train, c->train_on_inputs,
+                                 c->train_on_eos};
+    dopt->chat = &r->chat_opts;
+}
+
 // The base model's config (sequence_len defaulted and checked against it, the memory
 // prediction checked against the machine), the tokenizer and the datasets.
 static void setup_data(Run *r) {
     TrainConfig *c = &r->cfg;
     Error err = {0};
     GPT2Config mc;
-    if (!model_read_config(&mc, c->base_model, &err) || !model_check_sizes(c->base_model, &mc, &err)) die_error(&err);
-    if (c->sequence_len == 0) c->sequence_len = mc.n_positions < 512 ? mc.n_positions : 512;  // printed in the summary
-    if (c->sequence_len > mc.n_positions)  // a model limit, before any memory prediction uses it
-        die(EXIT_BAD_INPUT, "sequence_len %ld exceeds the model's n_positions %d", c->sequence_len, mc.n_positions);
+    DataOptions dopt;
+    setup_reading(r, &mc, &dopt);
     check_memory(c, &mc);
-    r->tok = cmd_load_tokenizer(c->base_model, &mc);  // tokenizer.json, or vocab.json + merges.txt
-    DataOptions dopt = {c->dataset_format, (size_t)c->sequence_len, c->train_on_inputs, mc.vocab_size};
     if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
     if (c->val_dataset[0]) {
         if (!data_load(&r->val, c->val_dataset, r->tok, &dopt, &err)) die_error(&err);
@@ -253,7 +276,7 @@ static void setup(Run *r) {
     resume_path(c, resume, sizeof resume);
     setup_model(r, resume);
     TrainerOptions o;
-    trainer_options(c, arrlenu(r->train.ex), &o);
+    trainer_options(c, &r->train, &o);
     trainer_init(&r->trainer, &r->model, r->full ? NULL : &r->lora, &r->train, r->dist, &o);
     if (resume[0] && !checkpoint_load_state(resume, &r->trainer, &err)) die_error(&err);
     if (r->dist.rank == 0) {
@@ -279,11 +302,26 @@ static void print_summary(const Run *r) {
         printf("bf16: auto: fp32 here (%s)\n", r->full ? "method full trains every weight"
                                                        : "this CPU has no AVX512-BF16 or AMX-BF16");
     ModelBytes mb = model_bytes(&r->model);
-    printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens), %ld steps "
+    char dropped[64] = "";
+    if (r->cfg.drop_long)
+        snprintf(dropped, sizeof dropped, ", %zu longer ones dropped", r->train.n_dropped + r->val.n_dropped);
+    printf("job: method %s, %zu train / %zu val examples (%zu truncated to %ld tokens%s), %ld steps "
            "(micro batch %ld x %ld accumulation), lr %g %s, warm-up %ld\n",
            train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
-           r->cfg.sequence_len, t->opt.total_steps, r->cfg.micro_batch_size,
+           r->cfg.sequence_len, dropped, t->opt.total_steps, r->cfg.micro_batch_size,
            r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
+    if (r->chat.tmpl) {
+        printf("chat: template %s, end of turn %s, roles_to_train [", r->chat.origin, r->chat.eot ? r->chat.eot : "(none)");
+        for (int i = 0; i < r->cfg.n_roles_to_train; i++) printf("%s%s", i ? ", " : "", r->cfg.roles_to_train[i]);
+        static const char *const EOS[] = {"turn", "all", "none", "last"};
+        printf("]%s, train_on_eos %s\n", r->cfg.train_on_inputs ? " (train_on_inputs: every role)" : "",
+               EOS[r->cfg.train_on_eos]);
+    }
+    if (t->opt.pack) {  // tokens over the rows' capacity: the share of each forward pass that is real
+        const double eff = (double)r->train.n_tokens / ((double)t->plan.n_rows * (double)r->cfg.sequence_len);
+        printf("sample packing: %zu examples (%zu tokens) in %zu rows of %ld tokens, packing efficiency %.1f%%\n",
+               arrlenu(r->train.ex), r->train.n_tokens, t->plan.n_rows, r->cfg.sequence_len, 100.0 * eff);
+    }
     printf("memory: base linears %s (%s), quant constants %s, embeddings+norms %s, activations %s\n",
            fmt_bytes((double)mb.linear_weights, b1, sizeof b1), quant_name(r->model.quant.type),
            fmt_bytes((double)mb.quant_constants, b2, sizeof b2),
@@ -323,6 +361,39 @@ static void print_resume_hint(const TrainArgs *a, const char *ckpt) {
     free(last);
 }
 
+// --preview N: the first n examples of the training file as the model gets them (trained tokens
+// marked), their counts, and the dataset's; nothing is written. Returns the exit status.
+static int preview(Run *r, long n) {
+    const TrainConfig *c = &r->cfg;
+    Error err = {0};
+    GPT2Config mc;
+    DataOptions dopt;
+    setup_reading(r, &mc, &dopt);
+    if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
+    const size_t shown = arrlenu(r->train.ex) < (size_t)n ? arrlenu(r->train.ex) : (size_t)n;
+    if (r->chat.tmpl) printf("--- chat template %s, end of turn %s\n", r->chat.origin, r->chat.eot ? r->chat.eot : "(none)");
+    char *text = NULL;
+    for (size_t i = 0; i < shown; i++) {
+        const Example *e = &r->train.ex[i];
+        size_t labels = 0;
+        for (size_t k = 1; k < e->len; k++) labels += e->labels[k] >= 0;
+        if (e->line) printf("--- example %zu (%s:%zu): %zu tokens, %zu trained\n", i + 1, c->dataset, e->line, e->len, labels);
+        else printf("--- example %zu (%s, window %zu): %zu tokens, %zu trained\n", i + 1, c->dataset, i + 1, e->len, labels);
+        arrsetlen(text, 0);
+        data_example_text(r->tok, e, &text);
+        fwrite(text, 1, arrlenu(text), stdout);
+        printf("\n");
+    }
+    printf("--- %zu of %zu examples shown (%zu tokens, %zu truncated to %ld tokens, %zu longer ones dropped); trained "
+           "tokens are between " DATA_MARK_OPEN " and " DATA_MARK_CLOSE "\n",
+           shown, arrlenu(r->train.ex), r->train.n_tokens, r->train.n_truncated, c->sequence_len, r->train.n_dropped);
+    arrfree(text);
+    data_free(&r->train);
+    chat_setup_free(&r->chat);
+    tok_free(r->tok);
+    return 0;
+}
+
 // Read the job file and the --set overrides into r->cfg and validate them.
 static void read_job(Run *r, const TrainArgs *a) {
     Error err = {0};
@@ -347,7 +418,7 @@ static void log_step(Run *r, TrainLog *log, const StepResult *s, double eval_los
     const TrainConfig *c = &r->cfg;
     const Trainer *t = &r->trainer;
     const double elapsed = time_now() - log->t_start, tps = (double)log->tokens_seen / elapsed;
-    const double epoch_f = (double)t->epoch + (double)t->cursor / (double)arrlenu(r->train.ex);
+    const double epoch_f = (double)t->epoch + (double)t->cursor / (double)t->plan.n_rows;
     const double mean = log->log_loss / (double)log->log_count, dt = s->t_gradients + s->t_update;
     fprintf(r->metrics, "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.6g, "
                         "\"grad_norm\": %.6f, \"tokens_per_s\": %.1f, \"step_time_s\": %.4f",
@@ -411,6 +482,7 @@ static void run_free(Run *r) {
     model_free(&r->model);
     data_free(&r->train);
     data_free(&r->val);
+    chat_setup_free(&r->chat);
     tok_free(r->tok);
     dist_finalize();
 }
@@ -486,6 +558,12 @@ int cmd_train(int argc, char **argv) {
         config_write_yaml(&r.cfg, stdout);
         arrfree(args.sets);
         return 0;
+    }
+    if (args.preview) {
+        const int rc = preview(&r, args.preview);
+        arrfree(args.sets);
+        dist_finalize();
+        return rc;
     }
     double t_setup = time_now();
     signal(SIGINT, on_signal);  // already during set-up: a stop then comes after the first step

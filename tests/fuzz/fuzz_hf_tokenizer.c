@@ -1,6 +1,7 @@
 // fuzz_hf_tokenizer.c: libFuzzer harness for tokenizer.json (hf_tokenizer.h). The input is the
 // file up to the first 0xFF byte (JSON text never needs one); what follows is text to encode,
-// with and without special tokens, and to decode back. Every id must be in range.
+// with and without special tokens (also with spans: the same ids, each span inside the text), and
+// to decode back. Every id must be in range.
 #include <string.h>
 
 #include "ds.h"
@@ -21,6 +22,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (hf_tok_encode(t, text, tlen, special, &ids, &err)) {
             for (size_t i = 0; i < arrlenu(ids); i++) CHECK(ids[i] >= 0 && ids[i] < hf_tok_vocab_size(t));
             hf_tok_decode(t, ids, arrlenu(ids), special, &out);
+            // the same ids with spans, each inside the text
+            int *ids2 = NULL;
+            size_t *sp = NULL;
+            CHECK(hf_tok_encode_spans(t, text, tlen, special, &ids2, &sp, &err));
+            CHECK(arrlenu(ids2) == arrlenu(ids) && arrlenu(sp) == 2 * arrlenu(ids));
+            for (size_t i = 0; i < arrlenu(ids); i++)
+                CHECK(ids2[i] == ids[i] && sp[2 * i] <= sp[2 * i + 1] && sp[2 * i + 1] <= tlen);
+            arrfree(ids2);
+            arrfree(sp);
         }
         arrfree(ids);
         arrfree(out);

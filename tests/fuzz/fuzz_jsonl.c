@@ -1,11 +1,13 @@
-// fuzz_jsonl.c: libFuzzer harness for jsonl dataset lines (and plain text), tokenized with
-// a byte-level vocabulary built in memory, then batched as training batches them.
+// fuzz_jsonl.c: libFuzzer harness for jsonl dataset lines (jsonl, alpaca, chat_template with a
+// ChatML renderer) and plain text, tokenized with a byte-level vocabulary built in memory, then
+// batched as training batches them.
 #include <stdlib.h>
 #include <string.h>
 
 #include "data.h"
 #include "ds.h"
 #include "json.h"
+#include "../test_chatml.h"
 
 static Tokenizer *byte_tokenizer(void) {
     char *v = NULL;
@@ -28,8 +30,14 @@ static Tokenizer *byte_tokenizer(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static Tokenizer *tok;
     if (!tok) tok = byte_tokenizer();
-    for (int f = 0; f < 2; f++) {
-        DataOptions o = {f ? "text" : "jsonl", 64, size % 2 == 0, 257};
+    static const char *const FORMATS[] = {"jsonl", "text", "alpaca", "chat_template"};
+    for (int f = 0; f < 4; f++) {
+        DataOptions o = {.format = FORMATS[f], .seq_len = 64, .train_on_inputs = size % 2 == 0, .vocab_size = 257,
+                         .drop_long = size % 3 == 0};
+        static const ChatRenderer chatml = {render_chatml, NULL, "<|im_end|>"};
+        static const char *const roles[] = {"assistant"};
+        const ChatOptions co = {&chatml, roles, 1, size % 2 == 0, (ChatEos)(size % 4)};
+        o.chat = &co;
         Dataset d;
         Error err = {0};
         if (!data_load_text(&d, (const char *)data, size, "fuzz.jsonl", tok, &o, &err)) continue;
