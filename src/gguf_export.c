@@ -10,8 +10,8 @@
 #include "json.h"
 #include "lora_merge.h"
 #include "model.h"
+#include "gguf_vocab.h"
 #include "path.h"
-#include "tokenizer.h"
 
 // How a tensor's GGUF shape follows from its model_params entry of n floats.
 typedef enum {
@@ -37,7 +37,6 @@ typedef struct {
     const GgufTensorName *globals, *block;
     size_t n_globals, n_block;
     const char *eps_key;             // the norm epsilon's key after "<name>."
-    const char *tokenizer_pre;       // tokenizer.ggml.pre: which pre-tokenizer regex llama.cpp runs
     const char *missing;
 } GgufArchSpec;
 
@@ -71,7 +70,7 @@ static const GgufTensorName GPT2_BLOCK[] = {
 #define LLAMA_MISSING "its tensor table and keys (docs/gguf.md, \"Adding an architecture\")"
 static const GgufArchSpec ARCHS[] = {
     {ARCH_GPT2, "gpt2", "gpt2", "h.", GPT2_GLOBALS, GPT2_BLOCK, LEN(GPT2_GLOBALS), LEN(GPT2_BLOCK),
-     "attention.layer_norm_epsilon", "gpt-2", NULL},
+     "attention.layer_norm_epsilon", NULL},
     {ARCH_LLAMA, "llama or mistral", .missing = LLAMA_MISSING},
     {ARCH_QWEN2, "qwen2", .missing = LLAMA_MISSING},
     {ARCH_LLAMA_ATTN_BIAS, "llama with attention_bias", .missing = LLAMA_MISSING},
@@ -197,121 +196,6 @@ static void add_hparams(GgufWriter *w, const GgufArchSpec *s, const GPT2Config *
     gguf_set_f32(w, k, c->eps);
 }
 
-// The tokenizer as llama.cpp's GPT-2 style BPE: tokens in id order with their types, merges in
-// rank order, and the special ids.
-typedef struct {
-    char **tokens;    // stb_ds array of malloc'ed strings
-    int32_t *types;   // stb_ds array
-    char **merges;    // stb_ds array of malloc'ed strings
-} GgufVocab;
-
-// Free v's arrays and zero it.
-static void vocab_free(GgufVocab *v) {
-    gguf_free_strs(v->tokens);
-    gguf_free_strs(v->merges);
-    arrfree(v->types);
-    memset(v, 0, sizeof *v);
-}
-
-// Refuse a token llama.cpp cannot hold as written (status 2): an empty one (it renames those)
-// or one that is not UTF-8 (its tokenizer reads tokens as UTF-8 text).
-static bool token_expressible(const char *tok, int id, const char *path, Error *err) {
-    const size_t n = strlen(tok);
-    if (n == 0)
-        return error_set(err, "%s: token %d: expected a non-empty token, found \"\" (llama.cpp renames empty tokens)",
-                         path, id);
-    for (size_t i = 0; i < n;) {
-        const size_t k = utf8_seq_len((const uint8_t *)tok + i, n - i);
-        if (!k)
-            return error_set(err, "%s: token %d: expected UTF-8 text, found byte 0x%02x at %zu (llama.cpp reads "
-                                  "tokens as UTF-8)", path, id, (unsigned char)tok[i], i);
-        i += k;
-    }
-    return true;
-}
-
-// vocab.json's tokens in id order (tokenizer.c has checked ids 0..n-1 each used once), padded
-// to vocab_size with "[PAD<id>]" tokens of type UNUSED as llama.cpp's converter pads; eot is
-// CONTROL (as the converter marks GPT-2's special tokens), the others NORMAL.
-static bool read_vocab(const char *path, int vocab_size, int eot, GgufVocab *v, Error *err) {
-    cJSON *root = json_parse_file(path, err);
-    if (!root) return false;
-    const int n = cJSON_GetArraySize(root);
-    bool ok = n <= vocab_size ||
-              error_set(err, "%s: expected at most config.json's vocab_size %d tokens (one embedding row each), "
-                             "found %d", path, vocab_size, n);
-    if (ok) {
-        arrsetlen(v->tokens, vocab_size);
-        arrsetlen(v->types, vocab_size);
-        memset(v->tokens, 0, (size_t)vocab_size * sizeof(char *));
-    }
-    for (const cJSON *kv = ok ? root->child : NULL; kv; kv = kv->next) {
-        uint64_t id;
-        CHECK(json_as_u64(kv, &id) && id < (uint64_t)n);  // tok_load has checked the ids
-        v->tokens[id] = xstrdup(kv->string);
-    }
-    cJSON_Delete(root);
-    for (int i = 0; ok && i < vocab_size; i++) {
-        if (!v->tokens[i]) {
-            v->tokens[i] = path_fmt("[PAD%d]", i);
-            v->types[i] = GGUF_TOKEN_UNUSED;
-        } else {
-            v->types[i] = i == eot ? GGUF_TOKEN_CONTROL : GGUF_TOKEN_NORMAL;
-            ok = token_expressible(v->tokens[i], i, path, err);
-        }
-    }
-    return ok;
-}
-
-// merges.txt's merges in rank order, read as tokenizer.c reads them (an optional "#version"
-// first line, blank lines skipped, "\r\n" line ends); tokenizer.c has checked each line.
-static bool read_merges(const char *path, GgufVocab *v, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(path, &text, &len, err)) return false;
-    int line_no = 0;
-    for (char *p = text, *end = text + len; p < end;) {
-        char *nl = memchr(p, '\n', (size_t)(end - p)), *line_end = nl ? nl : end;
-        line_no++;
-        if (line_end > p && line_end[-1] == '\r') line_end[-1] = '\0';
-        *line_end = '\0';
-        if (p[0] != '\0' && !(line_no == 1 && strncmp(p, "#version", 8) == 0)) arrput(v->merges, xstrdup(p));
-        p = line_end + 1;
-    }
-    free(text);
-    return true;
-}
-
-// dir's vocab.json + merges.txt (checked by tokenizer.c first) as tokenizer.ggml.* keys.
-static bool add_gpt2_tokenizer(GgufWriter *w, const char *dir, const GPT2Config *c, const GgufArchSpec *s,
-                               GgufExportInfo *info, Error *err) {
-    char *vocab_path = path_join(dir, "vocab.json"), *merges_path = path_join(dir, "merges.txt");
-    Tokenizer *tok = NULL;
-    GgufVocab v = {0};
-    bool ok = tok_load(&tok, vocab_path, merges_path, err);
-    const int eot = ok ? tok_eot(tok) : -1;
-    ok = ok && read_vocab(vocab_path, c->vocab_size, eot, &v, err) && read_merges(merges_path, &v, err);
-    if (ok) {
-        gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-        gguf_set_str(w, "tokenizer.ggml.pre", s->tokenizer_pre);
-        gguf_set_str_array(w, "tokenizer.ggml.tokens", (const char *const *)v.tokens, arrlenu(v.tokens));
-        gguf_set_i32_array(w, "tokenizer.ggml.token_type", v.types, arrlenu(v.types));
-        gguf_set_str_array(w, "tokenizer.ggml.merges", (const char *const *)v.merges, arrlenu(v.merges));
-        // config.json's ids; GPT-2's end-of-text token where it names none (llama.cpp would
-        // otherwise take id 11)
-        const int bos = c->bos_id >= 0 ? c->bos_id : eot, eos = c->eos_id >= 0 ? c->eos_id : eot;
-        if (bos >= 0 && bos < c->vocab_size) gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
-        if (eos >= 0 && eos < c->vocab_size) gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
-        info->n_tokens = (int)arrlenu(v.tokens);
-        info->n_merges = (int)arrlenu(v.merges);
-    }
-    tok_free(tok);
-    vocab_free(&v);
-    free(vocab_path);
-    free(merges_path);
-    return ok;
-}
-
 // GGUF shape of entry tn for a parameter of n floats into ne; returns the number of dimensions.
 static int tensor_ne(const GgufTensorName *tn, size_t n, const GPT2Config *c, const LoraShapes *sh, uint64_t ne[2]) {
     switch (tn->shape) {
@@ -386,7 +270,7 @@ bool gguf_export_model(const char *model_dir, const char *adapter_dir, GgmlType 
     GgufWriter *w = gguf_writer_new();
     add_general(w, s, model_dir, type);
     add_hparams(w, s, &cfg);
-    bool ok = add_gpt2_tokenizer(w, model_dir, &cfg, s, &inf, err);  // cheap checks before the weights
+    bool ok = gguf_vocab_add(w, model_dir, &cfg, &inf.vocab, err);  // cheap checks before the weights
     Model m = {0};
     LoraSet lora = {0};
     const QuantConfig q = {QUANT_NONE, 64, false};

@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "gguf.h"
+#include "gguf_vocab.h"
 #include "util.h"
 
 // What a written file holds, for the command's report.
@@ -27,7 +28,7 @@ typedef struct {
     size_t n_f32_kept;      // of them kept in F32 although another type was asked for
     size_t n_f16_fallback;  // Q8_0 asked, F16 written (rows not a multiple of 32)
     uint64_t data_bytes;    // tensor data, padding included
-    int n_tokens, n_merges; // tokenizer (model files only)
+    GgufVocabInfo vocab;    // tokenizer (model files only)
     size_t n_lora_pairs;    // adapter slots merged in, or written as .lora_a / .lora_b
     float lora_alpha;       // adapter.lora.alpha written (adapter files only)
 } GgufExportInfo;

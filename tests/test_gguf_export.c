@@ -120,7 +120,7 @@ static void test_merged_f32(void) {
     GgufExportInfo info;
     const bool ok = gguf_export_model(TINY, PEFT, GGML_TYPE_F32, out, &info, &err);
     EXPECT(ok, "export tiny + PEFT adapter: %s", err.msg);
-    EXPECT(info.n_tensors == 28 && info.n_lora_pairs == 8 && info.n_tokens == 257 && info.n_merges == 0 &&
+    EXPECT(info.n_tensors == 28 && info.n_lora_pairs == 8 && info.vocab.n_tokens == 257 && info.vocab.n_merges == 0 &&
                info.n_f32_kept == 0, "info: 28 tensors, 8 linears merged, 257 tokens");
     GgufFile f;
     if (!gguf_open(&f, out, &err)) {

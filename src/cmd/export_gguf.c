@@ -66,7 +66,7 @@ int cmd_export_gguf(int argc, char **argv) {
         printf("wrote %s: %s, %zu tensors, %s of weights (%s", a.out, info.arch, info.n_tensors, size, a.type);
         if (info.n_f32_kept) printf("; %zu norms, biases and position embeddings kept in f32", info.n_f32_kept);
         if (info.n_f16_fallback) printf("; %zu in f16, their rows not whole q8_0 blocks", info.n_f16_fallback);
-        printf("), tokenizer %d tokens + %d merges", info.n_tokens, info.n_merges);
+        printf("), tokenizer %d tokens + %d merges", info.vocab.n_tokens, info.vocab.n_merges);
         if (a.adapter) printf(", %s merged into %zu linears", a.adapter, info.n_lora_pairs);
         printf("\n");
     }
