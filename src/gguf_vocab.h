@@ -15,10 +15,12 @@
 
 // What was written, for the command's report.
 typedef struct {
-    const char *model;   // tokenizer.ggml.model: "gpt2" (byte-level BPE)
+    const char *model;   // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style)
     const char *pre;     // tokenizer.ggml.pre: the pre-tokenizer llama.cpp runs
     int n_tokens;        // tokens, the padding up to the embedding's rows included
-    int n_merges;        // merges, in rank order
+    int n_merges;        // merges, in rank order ("llama" has scores instead)
+    bool add_bos;        // tokenizer.ggml.add_bos_token
+    bool chat_template;  // tokenizer.chat_template written
 } GgufVocabInfo;
 
 // Add dir's tokenizer to w for a model of config c (whose vocab_size rows the token list fills,
