@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "ds.h"
+#include "path.h"
 #include "strbuf.h"
 
 const char *const CHAT_ROLES[] = {"system", "user", "assistant", "tool", NULL};
@@ -278,4 +281,97 @@ bool chat_example(const cJSON *js, const char *where, Tokenizer *tok, const Chat
     arrfree(roles);
     arrfree(contents);
     return ok;
+}
+
+// ---- a model folder's template -------------------------------------------------------------------
+
+// The renderer over a ChatSetup (chat_template_render with its tokens).
+static bool render_setup(const void *ctx, const char *const *roles, const char *const *contents, size_t n,
+                         bool add_generation_prompt, char **out, size_t *out_len, Error *err) {
+    const ChatSetup *s = ctx;
+    ChatMessage *m = xmalloc((n ? n : 1) * sizeof(ChatMessage));
+    for (size_t i = 0; i < n; i++) m[i] = (ChatMessage){roles[i], contents[i]};
+    const ChatRenderArgs a = {m, n, s->bos, s->eos, add_generation_prompt};
+    const bool ok = chat_template_render(s->tmpl, &a, out, out_len, err);
+    free(m);
+    return ok;
+}
+
+// Whether dir has file name.
+static bool has_file(const char *dir, const char *name) {
+    char *p = path_join(dir, name);
+    struct stat st;
+    const bool yes = stat(p, &st) == 0;
+    free(p);
+    return yes;
+}
+
+// The text of token id (a copy), or NULL for -1.
+static char *token_text(const Tokenizer *tok, int id) {
+    if (id < 0) return NULL;
+    char *t = NULL;
+    tok_decode(tok, &id, 1, false, &t);
+    char *s = xmalloc(arrlenu(t) + 1);
+    if (arrlenu(t)) memcpy(s, t, arrlenu(t));
+    s[arrlenu(t)] = '\0';
+    arrfree(t);
+    return s;
+}
+
+bool chat_setup(ChatSetup *s, const char *which, const char *dir, const Tokenizer *tok, Error *err) {
+    memset(s, 0, sizeof *s);
+    ChatTemplateSource src = {0};
+    s->tmpl = chat_template_load(which, dir, &src, err);
+    if (!s->tmpl) {
+        chat_template_source_free(&src);
+        return false;
+    }
+    snprintf(s->origin, sizeof s->origin, "%s", strcmp(which, "tokenizer_default") == 0 && src.origin ? src.origin : which);
+    if (has_file(dir, "tokenizer_config.json") || has_file(dir, "special_tokens_map.json")) {
+        s->bos = src.bos_token ? xstrdup(src.bos_token) : NULL;
+        s->eos = src.eos_token ? xstrdup(src.eos_token) : NULL;
+    } else {  // no file names them: the tokenizer's own (GPT-2: <|endoftext|>, as GPT2Tokenizer)
+        s->bos = token_text(tok, tok_bos(tok));
+        s->eos = token_text(tok, tok_eos(tok));
+    }
+    chat_template_source_free(&src);
+    const char *eot = strcmp(which, "chatml") == 0 ? "<|im_end|>" : strcmp(which, "llama3") == 0 ? "<|eot_id|>" : s->eos;
+    s->eot = eot ? xstrdup(eot) : NULL;
+    s->renderer = (ChatRenderer){render_setup, s, s->eot};
+    return true;
+}
+
+void chat_setup_free(ChatSetup *s) {
+    chat_template_free(s->tmpl);
+    free(s->bos);
+    free(s->eos);
+    free(s->eot);
+    memset(s, 0, sizeof *s);
+}
+
+bool chat_prompt_ids(const ChatSetup *s, Tokenizer *tok, const char *const *roles, const char *const *contents,
+                     size_t n, const char *where, int **ids, Error *err) {
+    char *text = NULL, what[1200];
+    size_t len = 0;
+    Error e = {0};
+    if (!s->renderer.render(s->renderer.ctx, roles, contents, n, true, &text, &len, &e))
+        return error_set(err, "%s: %s", where, e.msg);
+    snprintf(what, sizeof what, "%s: the rendered conversation", where);
+    const bool ok = tok_encode_text(tok, what, text, len, false, ids, err);
+    free(text);
+    return ok;
+}
+
+size_t chat_reply_final(const char *text, size_t n, size_t printed, const char *stop, bool end, bool *stopped) {
+    const size_t sl = stop ? strlen(stop) : 0;
+    if (!sl || n <= printed) return n > printed ? n : printed;
+    const char *hit = memmem(text + printed, n - printed, stop, sl);
+    if (hit) {
+        *stopped = true;
+        return (size_t)(hit - text);
+    }
+    if (end) return n;
+    for (size_t k = sl - 1 < n - printed ? sl - 1 : n - printed; k > 0; k--)  // the longest tail that begins a stop
+        if (memcmp(text + n - k, stop, k) == 0) return n - k;
+    return n;
 }

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "chat_template.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -73,6 +74,39 @@ bool chat_example_messages(const char *const *roles, const char *const *contents
 // The roles and contents of conversation line js (pointers into js, valid while it lives), into
 // stb_ds arrays *roles and *contents (ShareGPT's names mapped). False with "WHERE: ..." as above.
 bool chat_parse(const cJSON *js, const char *where, const char ***roles, const char ***contents, Error *err);
+
+// A chat template ready to render for a model folder (what train, its --preview and generate
+// --chat use): the parsed template, the bos / eos strings it is given, the end-of-turn text, and
+// a ChatRenderer over them. The renderer points into the struct: do not copy it.
+typedef struct {
+    ChatTemplate *tmpl;
+    char *bos, *eos;        // owned; NULL: left undefined, as transformers leaves an unset token
+    char *eot;              // the end-of-turn text (owned; NULL: none)
+    char origin[1100];      // where the template came from, for messages ("DIR/tokenizer_config.json", "chatml")
+    ChatRenderer renderer;  // ctx = this struct
+} ChatSetup;
+
+// Load template `which` (tokenizer_default: the folder's own; or chatml, llama3, mistral, zephyr,
+// alpaca) for model folder dir, whose tokenizer is tok. bos / eos: the folder's
+// tokenizer_config.json (or special_tokens_map.json) tokens, as transformers gives them to the
+// template; a folder with neither file (GPT-2's vocab.json + merges.txt) gets the tokenizer's
+// (GPT2Tokenizer's <|endoftext|>). The end of a turn: <|im_end|> for chatml, <|eot_id|> for
+// llama3, the eos string for the others and the folder's own. False (status 2) naming the file
+// when the template is missing, malformed or unsupported.
+bool chat_setup(ChatSetup *s, const char *which, const char *dir, const Tokenizer *tok, Error *err);
+void chat_setup_free(ChatSetup *s);
+
+// The ids of the conversation rendered with its generation prompt, appended to *ids: what
+// transformers' apply_chat_template(messages, add_generation_prompt=True, tokenize=True) gives
+// (no special tokens added: the template writes BOS). where names the conversation in messages.
+bool chat_prompt_ids(const ChatSetup *s, Tokenizer *tok, const char *const *roles, const char *const *contents,
+                     size_t n, const char *where, int **ids, Error *err);
+
+// Generation that stops at a text (an end of turn that is no single token): of the reply
+// text[0..n), printed[0..printed) already out, how much may be printed now. Up to the first stop
+// (then *stopped is set); otherwise all of it at the end, else all but a tail that may begin a
+// stop. stop NULL or "": all of it.
+size_t chat_reply_final(const char *text, size_t n, size_t printed, const char *stop, bool end, bool *stopped);
 
 // axolotl's Alpaca prompt (prompters.py, AlpacaPrompter, instruct style) for an
 // {"instruction", "input", "output"} line: the prompt text into the stb_ds *prompt (no NUL) and

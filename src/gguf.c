@@ -176,6 +176,17 @@ void gguf_set_i32_array(GgufWriter *w, const char *key, const int32_t *v, size_t
     for (size_t i = 0; i < n; i++) put_u32(&w->kv, (uint32_t)v[i]);
 }
 
+void gguf_set_f32_array(GgufWriter *w, const char *key, const float *v, size_t n) {
+    put_key(w, key, GGUF_ARRAY);
+    put_u32(&w->kv, GGUF_F32);
+    put_u64(&w->kv, n);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &v[i], 4);
+        put_u32(&w->kv, bits);
+    }
+}
+
 // n rounded up to a multiple of a.
 static uint64_t align_up(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
 
@@ -618,6 +629,14 @@ bool gguf_get_str_array(const GgufFile *f, const char *key, char ***out, Error *
 
 bool gguf_get_i32_array(const GgufFile *f, const char *key, int32_t **out, Error *err) {
     const GgufKv *kv = want_kv(f, key, GGUF_ARRAY, GGUF_I32, err);
+    if (!kv) return false;
+    *out = NULL;
+    memcpy(arraddnptr(*out, kv->n), f->bytes + kv->at, (size_t)kv->n * 4);
+    return true;
+}
+
+bool gguf_get_f32_array(const GgufFile *f, const char *key, float **out, Error *err) {
+    const GgufKv *kv = want_kv(f, key, GGUF_ARRAY, GGUF_F32, err);
     if (!kv) return false;
     *out = NULL;
     memcpy(arraddnptr(*out, kv->n), f->bytes + kv->at, (size_t)kv->n * 4);

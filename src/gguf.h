@@ -88,9 +88,10 @@ void gguf_set_i32(GgufWriter *w, const char *key, int32_t v);
 void gguf_set_f32(GgufWriter *w, const char *key, float v);
 void gguf_set_bool(GgufWriter *w, const char *key, bool v);
 void gguf_set_str(GgufWriter *w, const char *key, const char *v);
-// Arrays of n strings (NUL-terminated, copied) or n int32 values (copied).
+// Arrays of n strings (NUL-terminated, copied), n int32 values or n float values (copied).
 void gguf_set_str_array(GgufWriter *w, const char *key, const char *const *v, size_t n);
 void gguf_set_i32_array(GgufWriter *w, const char *key, const int32_t *v, size_t n);
+void gguf_set_f32_array(GgufWriter *w, const char *key, const float *v, size_t n);
 
 // A tensor of shape ne[0..n_dims) (ne[0] contiguous) from fp32 values in that order, stored
 // as type when the file is written. data is borrowed: it must live until gguf_write returns.
@@ -163,9 +164,10 @@ bool gguf_get_bool(const GgufFile *f, const char *key, bool *out, Error *err);
 // A string value as a new NUL-terminated malloc'ed copy (free it).
 bool gguf_get_str(const GgufFile *f, const char *key, char **out, Error *err);
 // An array of strings as an stb_ds array of malloc'ed copies (gguf_free_strs frees both), or
-// of i32 values as an stb_ds array (arrfree).
+// of i32 or f32 values as an stb_ds array (arrfree).
 bool gguf_get_str_array(const GgufFile *f, const char *key, char ***out, Error *err);
 bool gguf_get_i32_array(const GgufFile *f, const char *key, int32_t **out, Error *err);
+bool gguf_get_f32_array(const GgufFile *f, const char *key, float **out, Error *err);
 void gguf_free_strs(char **strs);
 
 // The tensor named name, or NULL.

@@ -8,10 +8,10 @@
 
 #include "ds.h"
 #include "json.h"
+#include "gguf_vocab.h"
 #include "lora_merge.h"
 #include "model.h"
 #include "path.h"
-#include "tokenizer.h"
 
 // How a tensor's GGUF shape follows from its model_params entry of n floats.
 typedef enum {
@@ -20,15 +20,20 @@ typedef enum {
     GT_LINEAR,     // a block linear's weight [out, in]: ne = {in, out}
 } GgufShape;
 
+// Rows of a tensor that llama.cpp's `llama` rotary embedding wants in another order: the query
+// or the key projection's (weight rows or bias values), in heads of head_dim rows.
+typedef enum { PERM_NONE, PERM_Q, PERM_K } GgufRopeRows;
+
 typedef struct {
     const char *param;  // model_params' name: a global's, or in a block table what follows
                         // "<block prefix><layer>."
     const char *gguf;   // llama.cpp's name; in a block table what follows "blk.<layer>."
     GgufShape shape;
     int lin;            // GT_LINEAR: which of the block's linears (its LoRA target)
+    GgufRopeRows rope;  // rows to reorder where the architecture's rope_rows is set
 } GgufTensorName;
 
-// One architecture as llama.cpp knows it. name == NULL: not exportable yet, for missing's reason.
+// One architecture as llama.cpp knows it.
 typedef struct {
     Arch arch;
     const char *model_type;          // config.json's, for messages
@@ -37,54 +42,87 @@ typedef struct {
     const GgufTensorName *globals, *block;
     size_t n_globals, n_block;
     const char *eps_key;             // the norm epsilon's key after "<name>."
-    const char *tokenizer_pre;       // tokenizer.ggml.pre: which pre-tokenizer regex llama.cpp runs
-    const char *missing;
+    bool llama_family;               // grouped-query heads and rotary positions: head_count_kv,
+                                     // rope.freq_base, key/value lengths
+    bool rope_rows;                  // q and k rows reordered from transformers' rotate-half
+                                     // layout to llama.cpp's interleaved pairs; rope.dimension_count
+                                     // and vocab_size written (llama.cpp's converter for `llama`)
 } GgufArchSpec;
 
 // GPT-2 as llama.cpp's converter writes it (the tensor names of its gpt2 architecture).
 static const GgufTensorName GPT2_GLOBALS[] = {
-    {"wte.weight", "token_embd.weight", GT_ROWS_OF_C, -1},
-    {"wpe.weight", "position_embd.weight", GT_ROWS_OF_C, -1},
-    {"ln_f.weight", "output_norm.weight", GT_VECTOR, -1},
-    {"ln_f.bias", "output_norm.bias", GT_VECTOR, -1},
-    {"lm_head.weight", "output.weight", GT_ROWS_OF_C, -1},  // only when untied
+    {"wte.weight", "token_embd.weight", GT_ROWS_OF_C, -1, PERM_NONE},
+    {"wpe.weight", "position_embd.weight", GT_ROWS_OF_C, -1, PERM_NONE},
+    {"ln_f.weight", "output_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"ln_f.bias", "output_norm.bias", GT_VECTOR, -1, PERM_NONE},
+    {"lm_head.weight", "output.weight", GT_ROWS_OF_C, -1, PERM_NONE},  // only when untied
 };
 static const GgufTensorName GPT2_BLOCK[] = {
-    {"ln_1.weight", "attn_norm.weight", GT_VECTOR, -1},
-    {"ln_1.bias", "attn_norm.bias", GT_VECTOR, -1},
-    {"ln_2.weight", "ffn_norm.weight", GT_VECTOR, -1},
-    {"ln_2.bias", "ffn_norm.bias", GT_VECTOR, -1},
-    {"attn.c_attn.weight", "attn_qkv.weight", GT_LINEAR, LORA_QKV},
-    {"attn.c_proj.weight", "attn_output.weight", GT_LINEAR, LORA_ATTN_PROJ},
-    {"mlp.c_fc.weight", "ffn_up.weight", GT_LINEAR, LORA_FC},
-    {"mlp.c_proj.weight", "ffn_down.weight", GT_LINEAR, LORA_MLP_PROJ},
-    {"attn.c_attn.bias", "attn_qkv.bias", GT_VECTOR, -1},
-    {"attn.c_proj.bias", "attn_output.bias", GT_VECTOR, -1},
-    {"mlp.c_fc.bias", "ffn_up.bias", GT_VECTOR, -1},
-    {"mlp.c_proj.bias", "ffn_down.bias", GT_VECTOR, -1},
+    {"ln_1.weight", "attn_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"ln_1.bias", "attn_norm.bias", GT_VECTOR, -1, PERM_NONE},
+    {"ln_2.weight", "ffn_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"ln_2.bias", "ffn_norm.bias", GT_VECTOR, -1, PERM_NONE},
+    {"attn.c_attn.weight", "attn_qkv.weight", GT_LINEAR, LORA_QKV, PERM_NONE},
+    {"attn.c_proj.weight", "attn_output.weight", GT_LINEAR, LORA_ATTN_PROJ, PERM_NONE},
+    {"mlp.c_fc.weight", "ffn_up.weight", GT_LINEAR, LORA_FC, PERM_NONE},
+    {"mlp.c_proj.weight", "ffn_down.weight", GT_LINEAR, LORA_MLP_PROJ, PERM_NONE},
+    {"attn.c_attn.bias", "attn_qkv.bias", GT_VECTOR, -1, PERM_NONE},
+    {"attn.c_proj.bias", "attn_output.bias", GT_VECTOR, -1, PERM_NONE},
+    {"mlp.c_fc.bias", "ffn_up.bias", GT_VECTOR, -1, PERM_NONE},
+    {"mlp.c_proj.bias", "ffn_down.bias", GT_VECTOR, -1, PERM_NONE},
 };
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-// The LLaMA family still needs: q and k rows permuted for llama.cpp's rotary layout (llama
-// only; qwen2 rotates as transformers does), the rope and grouped-query keys, and its vocabulary
-// from tokenizer.json.
-#define LLAMA_MISSING "its tensor table and keys (docs/gguf.md, \"Adding an architecture\")"
-static const GgufArchSpec ARCHS[] = {
-    {ARCH_GPT2, "gpt2", "gpt2", "h.", GPT2_GLOBALS, GPT2_BLOCK, LEN(GPT2_GLOBALS), LEN(GPT2_BLOCK),
-     "attention.layer_norm_epsilon", "gpt-2", NULL},
-    {ARCH_LLAMA, "llama or mistral", .missing = LLAMA_MISSING},
-    {ARCH_QWEN2, "qwen2", .missing = LLAMA_MISSING},
-    {ARCH_LLAMA_ATTN_BIAS, "llama with attention_bias", .missing = LLAMA_MISSING},
+// The LLaMA family as llama.cpp's converter writes it (LlamaModel, Qwen2Model; the names of its
+// llama and qwen2 architectures). The block's linears in LoraTarget order (lora.h): q, k, v, o,
+// gate, up, down; add_model_tensors checks each row against model_lora_shapes' module paths.
+static const GgufTensorName LLAMA_GLOBALS[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", GT_ROWS_OF_C, -1, PERM_NONE},
+    {"model.norm.weight", "output_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"lm_head.weight", "output.weight", GT_ROWS_OF_C, -1, PERM_NONE},  // only when untied
+};
+static const GgufTensorName LLAMA_BLOCK[] = {
+    {"input_layernorm.weight", "attn_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", GT_VECTOR, -1, PERM_NONE},
+    {"self_attn.q_proj.weight", "attn_q.weight", GT_LINEAR, 0, PERM_Q},
+    {"self_attn.k_proj.weight", "attn_k.weight", GT_LINEAR, 1, PERM_K},
+    {"self_attn.v_proj.weight", "attn_v.weight", GT_LINEAR, 2, PERM_NONE},
+    {"self_attn.o_proj.weight", "attn_output.weight", GT_LINEAR, 3, PERM_NONE},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", GT_LINEAR, 4, PERM_NONE},
+    {"mlp.up_proj.weight", "ffn_up.weight", GT_LINEAR, 5, PERM_NONE},
+    {"mlp.down_proj.weight", "ffn_down.weight", GT_LINEAR, 6, PERM_NONE},
+    // biases: qwen2's q, k, v; llama's four with attention_bias
+    {"self_attn.q_proj.bias", "attn_q.bias", GT_VECTOR, -1, PERM_Q},
+    {"self_attn.k_proj.bias", "attn_k.bias", GT_VECTOR, -1, PERM_K},
+    {"self_attn.v_proj.bias", "attn_v.bias", GT_VECTOR, -1, PERM_NONE},
+    {"self_attn.o_proj.bias", "attn_output.bias", GT_VECTOR, -1, PERM_NONE},
 };
 
-// The table entry of cfg's architecture, or NULL (status 2) when it cannot be exported yet.
+#define LLAMA_EPS "attention.layer_norm_rms_epsilon"
+static const GgufArchSpec ARCHS[] = {
+    {ARCH_GPT2, "gpt2", "gpt2", "h.", GPT2_GLOBALS, GPT2_BLOCK, LEN(GPT2_GLOBALS), LEN(GPT2_BLOCK),
+     "attention.layer_norm_epsilon", false, false},
+    {ARCH_LLAMA, "llama or mistral", "llama", "model.layers.", LLAMA_GLOBALS, LLAMA_BLOCK, LEN(LLAMA_GLOBALS),
+     LEN(LLAMA_BLOCK), LLAMA_EPS, true, true},
+    {ARCH_LLAMA_ATTN_BIAS, "llama with attention_bias", "llama", "model.layers.", LLAMA_GLOBALS, LLAMA_BLOCK,
+     LEN(LLAMA_GLOBALS), LEN(LLAMA_BLOCK), LLAMA_EPS, true, true},
+    // qwen2 rotates as transformers does (llama.cpp's NEOX rope): no reordering
+    {ARCH_QWEN2, "qwen2", "qwen2", "model.layers.", LLAMA_GLOBALS, LLAMA_BLOCK, LEN(LLAMA_GLOBALS),
+     LEN(LLAMA_BLOCK), LLAMA_EPS, true, false},
+};
+
+// The table entry of cfg's architecture, or NULL (status 2) when llama.cpp cannot run it as it
+// is: its qwen2 architecture sizes the query and output projections from embedding_length.
 static const GgufArchSpec *arch_spec(const GPT2Config *cfg, const char *model_dir, Error *err) {
     for (size_t i = 0; i < LEN(ARCHS); i++) {
         if (ARCHS[i].arch != cfg->arch) continue;
-        if (!ARCHS[i].name)
-            error_set(err, "%s/config.json: model_type %s: export-gguf writes gpt2 so far; this one lacks %s",
-                      model_dir, ARCHS[i].model_type, ARCHS[i].missing);
-        return ARCHS[i].name ? &ARCHS[i] : NULL;
+        if (cfg->arch == ARCH_QWEN2 && cfg->n_head * cfg->head_dim != cfg->n_embd) {
+            error_set(err, "%s/config.json: head_dim: expected hidden_size / num_attention_heads = %d / %d for "
+                           "llama.cpp's qwen2 architecture (it sizes q and o from the width), found %d", model_dir,
+                      cfg->n_embd, cfg->n_head, cfg->head_dim);
+            return NULL;
+        }
+        return &ARCHS[i];
     }
     error_set(err, "%s/config.json: architecture %d: export-gguf has no table for it", model_dir, (int)cfg->arch);
     return NULL;
@@ -185,131 +223,42 @@ static void set_arch_u32(GgufWriter *w, const GgufArchSpec *s, const char *key, 
     gguf_set_u32(w, k, (uint32_t)v);
 }
 
-// The hyperparameters llama.cpp reads for every architecture, and the norm epsilon.
+// "<arch>.<key>" = v (f32).
+static void set_arch_f32(GgufWriter *w, const GgufArchSpec *s, const char *key, float v) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", s->name, key);
+    gguf_set_f32(w, k, v);
+}
+
+// The context length the file states: the positions the model was trained for, or Mistral's
+// sliding window when narrower. llama.cpp's llama architecture reads no window and attends to
+// every earlier position, which gives the model's own results as long as the context is no
+// longer than the window.
+static int context_length(const GPT2Config *c) {
+    return c->window > 0 && c->window < c->n_positions ? c->window : c->n_positions;
+}
+
+// The hyperparameters llama.cpp reads (docs/gguf.md): every architecture's, the LLaMA family's
+// grouped-query and rotary ones, and the norm epsilon.
 static void add_hparams(GgufWriter *w, const GgufArchSpec *s, const GPT2Config *c) {
-    set_arch_u32(w, s, "context_length", c->n_positions);
+    set_arch_u32(w, s, "context_length", context_length(c));
     set_arch_u32(w, s, "embedding_length", c->n_embd);
     set_arch_u32(w, s, "feed_forward_length", c->n_inner);
     set_arch_u32(w, s, "block_count", c->n_layer);
     set_arch_u32(w, s, "attention.head_count", c->n_head);
-    char k[128];
-    snprintf(k, sizeof k, "%s.%s", s->name, s->eps_key);
-    gguf_set_f32(w, k, c->eps);
-}
-
-// The tokenizer as llama.cpp's GPT-2 style BPE: tokens in id order with their types, merges in
-// rank order, and the special ids.
-typedef struct {
-    char **tokens;    // stb_ds array of malloc'ed strings
-    int32_t *types;   // stb_ds array
-    char **merges;    // stb_ds array of malloc'ed strings
-} GgufVocab;
-
-// Free v's arrays and zero it.
-static void vocab_free(GgufVocab *v) {
-    gguf_free_strs(v->tokens);
-    gguf_free_strs(v->merges);
-    arrfree(v->types);
-    memset(v, 0, sizeof *v);
-}
-
-// Refuse a token llama.cpp cannot hold as written (status 2): an empty one (it renames those)
-// or one that is not UTF-8 (its tokenizer reads tokens as UTF-8 text).
-static bool token_expressible(const char *tok, int id, const char *path, Error *err) {
-    const size_t n = strlen(tok);
-    if (n == 0)
-        return error_set(err, "%s: token %d: expected a non-empty token, found \"\" (llama.cpp renames empty tokens)",
-                         path, id);
-    for (size_t i = 0; i < n;) {
-        const size_t k = utf8_seq_len((const uint8_t *)tok + i, n - i);
-        if (!k)
-            return error_set(err, "%s: token %d: expected UTF-8 text, found byte 0x%02x at %zu (llama.cpp reads "
-                                  "tokens as UTF-8)", path, id, (unsigned char)tok[i], i);
-        i += k;
-    }
-    return true;
-}
-
-// vocab.json's tokens in id order (tokenizer.c has checked ids 0..n-1 each used once), padded
-// to vocab_size with "[PAD<id>]" tokens of type UNUSED as llama.cpp's converter pads; eot is
-// CONTROL (as the converter marks GPT-2's special tokens), the others NORMAL.
-static bool read_vocab(const char *path, int vocab_size, int eot, GgufVocab *v, Error *err) {
-    cJSON *root = json_parse_file(path, err);
-    if (!root) return false;
-    const int n = cJSON_GetArraySize(root);
-    bool ok = n <= vocab_size ||
-              error_set(err, "%s: expected at most config.json's vocab_size %d tokens (one embedding row each), "
-                             "found %d", path, vocab_size, n);
-    if (ok) {
-        arrsetlen(v->tokens, vocab_size);
-        arrsetlen(v->types, vocab_size);
-        memset(v->tokens, 0, (size_t)vocab_size * sizeof(char *));
-    }
-    for (const cJSON *kv = ok ? root->child : NULL; kv; kv = kv->next) {
-        uint64_t id;
-        CHECK(json_as_u64(kv, &id) && id < (uint64_t)n);  // tok_load has checked the ids
-        v->tokens[id] = xstrdup(kv->string);
-    }
-    cJSON_Delete(root);
-    for (int i = 0; ok && i < vocab_size; i++) {
-        if (!v->tokens[i]) {
-            v->tokens[i] = path_fmt("[PAD%d]", i);
-            v->types[i] = GGUF_TOKEN_UNUSED;
-        } else {
-            v->types[i] = i == eot ? GGUF_TOKEN_CONTROL : GGUF_TOKEN_NORMAL;
-            ok = token_expressible(v->tokens[i], i, path, err);
+    if (s->llama_family) {
+        set_arch_u32(w, s, "attention.head_count_kv", c->n_kv_head);
+        set_arch_f32(w, s, "rope.freq_base", c->rope_theta);
+        if (c->head_dim != c->n_embd / c->n_head) {  // llama.cpp's default head size
+            set_arch_u32(w, s, "attention.key_length", c->head_dim);
+            set_arch_u32(w, s, "attention.value_length", c->head_dim);
         }
     }
-    return ok;
-}
-
-// merges.txt's merges in rank order, read as tokenizer.c reads them (an optional "#version"
-// first line, blank lines skipped, "\r\n" line ends); tokenizer.c has checked each line.
-static bool read_merges(const char *path, GgufVocab *v, Error *err) {
-    char *text;
-    size_t len;
-    if (!file_read_all(path, &text, &len, err)) return false;
-    int line_no = 0;
-    for (char *p = text, *end = text + len; p < end;) {
-        char *nl = memchr(p, '\n', (size_t)(end - p)), *line_end = nl ? nl : end;
-        line_no++;
-        if (line_end > p && line_end[-1] == '\r') line_end[-1] = '\0';
-        *line_end = '\0';
-        if (p[0] != '\0' && !(line_no == 1 && strncmp(p, "#version", 8) == 0)) arrput(v->merges, xstrdup(p));
-        p = line_end + 1;
+    if (s->rope_rows) {
+        set_arch_u32(w, s, "rope.dimension_count", c->head_dim);
+        set_arch_u32(w, s, "vocab_size", c->vocab_size);
     }
-    free(text);
-    return true;
-}
-
-// dir's vocab.json + merges.txt (checked by tokenizer.c first) as tokenizer.ggml.* keys.
-static bool add_gpt2_tokenizer(GgufWriter *w, const char *dir, const GPT2Config *c, const GgufArchSpec *s,
-                               GgufExportInfo *info, Error *err) {
-    char *vocab_path = path_join(dir, "vocab.json"), *merges_path = path_join(dir, "merges.txt");
-    Tokenizer *tok = NULL;
-    GgufVocab v = {0};
-    bool ok = tok_load(&tok, vocab_path, merges_path, err);
-    const int eot = ok ? tok_eot(tok) : -1;
-    ok = ok && read_vocab(vocab_path, c->vocab_size, eot, &v, err) && read_merges(merges_path, &v, err);
-    if (ok) {
-        gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-        gguf_set_str(w, "tokenizer.ggml.pre", s->tokenizer_pre);
-        gguf_set_str_array(w, "tokenizer.ggml.tokens", (const char *const *)v.tokens, arrlenu(v.tokens));
-        gguf_set_i32_array(w, "tokenizer.ggml.token_type", v.types, arrlenu(v.types));
-        gguf_set_str_array(w, "tokenizer.ggml.merges", (const char *const *)v.merges, arrlenu(v.merges));
-        // config.json's ids; GPT-2's end-of-text token where it names none (llama.cpp would
-        // otherwise take id 11)
-        const int bos = c->bos_id >= 0 ? c->bos_id : eot, eos = c->eos_id >= 0 ? c->eos_id : eot;
-        if (bos >= 0 && bos < c->vocab_size) gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
-        if (eos >= 0 && eos < c->vocab_size) gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
-        info->n_tokens = (int)arrlenu(v.tokens);
-        info->n_merges = (int)arrlenu(v.merges);
-    }
-    tok_free(tok);
-    vocab_free(&v);
-    free(vocab_path);
-    free(merges_path);
-    return ok;
+    set_arch_f32(w, s, s->eps_key, c->eps);
 }
 
 // GGUF shape of entry tn for a parameter of n floats into ne; returns the number of dimensions.
@@ -332,6 +281,33 @@ static int tensor_ne(const GgufTensorName *tn, size_t n, const GPT2Config *c, co
     CHECK(0);
 }
 
+// x [heads * hd, row] (row floats a row) with its rows reordered from transformers'
+// rotate-half layout, where dims j and j + hd/2 of a head rotate together, to the interleaved
+// pairs (2j, 2j + 1) of llama.cpp's `llama` rotary embedding, as llama.cpp's converter does
+// (LlamaModel.permute): row h*hd + 2j + s of the result is row h*hd + s*hd/2 + j of x, s = 0, 1.
+// Dot products of reordered queries and keys are unchanged. A new malloc'ed array.
+static float *rope_rows(const float *x, size_t heads, size_t hd, size_t row) {
+    float *out = xmalloc(heads * hd * row * sizeof(float));
+    for (size_t h = 0; h < heads; h++)
+        for (size_t j = 0; j < hd / 2; j++)
+            for (size_t k = 0; k < 2; k++)
+                memcpy(out + (h * hd + 2 * j + k) * row, x + (h * hd + k * hd / 2 + j) * row, row * sizeof(float));
+    return out;
+}
+
+// x (n floats of entry tn) added to w as tensor name, its q or k rows reordered first where s
+// wants (into a copy the writer owns; else x is borrowed).
+static void add_rope_tensor(GgufWriter *w, const GgufArchSpec *s, const GgufTensorName *tn, const GPT2Config *c,
+                            const char *name, GgmlType t, int nd, const uint64_t *ne, const float *x, size_t n) {
+    if (!s->rope_rows || tn->rope == PERM_NONE) {
+        gguf_add_tensor(w, name, t, nd, ne, x);
+        return;
+    }
+    const size_t heads = (size_t)(tn->rope == PERM_Q ? c->n_head : c->n_kv_head), hd = (size_t)c->head_dim;
+    CHECK(n % (heads * hd) == 0);
+    gguf_add_tensor_owned(w, name, t, nd, ne, rope_rows(x, heads, hd, n / (heads * hd)));
+}
+
 // Every model parameter as a tensor of w (borrowing m's arrays), each linear weight merged
 // with lora's adapter first when lora is non-NULL (in place: m is the caller's to discard).
 static bool add_model_tensors(GgufWriter *w, const Model *m, const LoraSet *lora, const GgufArchSpec *s,
@@ -350,6 +326,8 @@ static bool add_model_tensors(GgufWriter *w, const Model *m, const LoraSet *lora
                                p->name, s->name);
             break;
         }
+        // the table's linear numbers are the architecture's LoRA targets
+        CHECK(tn->shape != GT_LINEAR || strncmp(tn->param, sh.path[tn->lin], strlen(sh.path[tn->lin])) == 0);
         if (lora && tn->shape == GT_LINEAR && lora_get(lora, layer, tn->lin)) {
             lora_merge_into(lora, layer, tn->lin, p->p, NULL, NULL);
             info->n_lora_pairs++;
@@ -359,7 +337,7 @@ static bool add_model_tensors(GgufWriter *w, const Model *m, const LoraSet *lora
         const GgmlType t = tensor_type(name, nd, ne[0], want, info);
         ok = check_values(p->p, p->n, t, lora && tn->shape == GT_LINEAR ? "the merged model" : model_dir, p->name,
                           name, err);
-        if (ok) gguf_add_tensor(w, name, t, nd, ne, p->p);
+        if (ok) add_rope_tensor(w, s, tn, &m->cfg, name, t, nd, ne, p->p, p->n);
     }
     arrfree(params);
     return ok;
@@ -386,7 +364,9 @@ bool gguf_export_model(const char *model_dir, const char *adapter_dir, GgmlType 
     GgufWriter *w = gguf_writer_new();
     add_general(w, s, model_dir, type);
     add_hparams(w, s, &cfg);
-    bool ok = add_gpt2_tokenizer(w, model_dir, &cfg, s, &inf, err);  // cheap checks before the weights
+    inf.context_length = context_length(&cfg);
+    inf.context_is_window = inf.context_length < cfg.n_positions;
+    bool ok = gguf_vocab_add(w, model_dir, &cfg, &inf.vocab, err);  // cheap checks before the weights
     Model m = {0};
     LoraSet lora = {0};
     const QuantConfig q = {QUANT_NONE, 64, false};
@@ -403,22 +383,24 @@ bool gguf_export_model(const char *model_dir, const char *adapter_dir, GgmlType 
 }
 
 // Each adapted linear of lora as "<weight name>.lora_a" (A [r, in]: ne {in, r}) and ".lora_b"
-// (B [out, r]: ne {r, out}), borrowing lora's arrays.
-static bool add_lora_tensors(GgufWriter *w, const LoraSet *lora, const GgufArchSpec *s, GgmlType type,
-                             const char *adapter_dir, GgufExportInfo *info, Error *err) {
+// (B [out, r]: ne {r, out}), borrowing lora's arrays; B's rows reordered as its weight's are
+// (llama's q and k), since they are the rows of the update B A.
+static bool add_lora_tensors(GgufWriter *w, const LoraSet *lora, const GgufArchSpec *s, const GPT2Config *c,
+                             GgmlType type, const char *adapter_dir, GgufExportInfo *info, Error *err) {
     for (int l = 0; l < lora->n_layer; l++)
         for (int t = 0; t < lora->shapes.n; t++) {
             const LoraLinear *lin = lora_get(lora, l, t);
             if (!lin) continue;
+            const GgufTensorName *tn = linear_name(s, t);
             char a[2 * GGUF_MAX_NAME], b[2 * GGUF_MAX_NAME];  // gguf_add_tensor checks the length
-            snprintf(a, sizeof a, "blk.%d.%s.lora_a", l, linear_name(s, t)->gguf);
-            snprintf(b, sizeof b, "blk.%d.%s.lora_b", l, linear_name(s, t)->gguf);
+            snprintf(a, sizeof a, "blk.%d.%s.lora_a", l, tn->gguf);
+            snprintf(b, sizeof b, "blk.%d.%s.lora_b", l, tn->gguf);
             const uint64_t ne_a[2] = {lin->in, (uint64_t)lora->r}, ne_b[2] = {(uint64_t)lora->r, lin->out};
             if (!check_values(lin->A, lin->in * (size_t)lora->r, type, adapter_dir, "lora_A", a, err) ||
                 !check_values(lin->B, lin->out * (size_t)lora->r, type, adapter_dir, "lora_B", b, err))
                 return false;
             gguf_add_tensor(w, a, type, 2, ne_a, lin->A);
-            gguf_add_tensor(w, b, type, 2, ne_b, lin->B);
+            add_rope_tensor(w, s, tn, c, b, type, 2, ne_b, lin->B, lin->out * (size_t)lora->r);
             info->n_lora_pairs++;
         }
     return true;
@@ -444,7 +426,7 @@ bool gguf_export_adapter(const char *model_dir, const char *adapter_dir, GgmlTyp
     // scaling exactly, rsLoRA's alpha / sqrt(r) included
     inf.lora_alpha = lora.scaling * (float)lora.r;
     gguf_set_f32(w, "adapter.lora.alpha", inf.lora_alpha);
-    const bool ok = add_lora_tensors(w, &lora, s, type, adapter_dir, &inf, err) && finish(w, out, s, &inf, info, err);
+    const bool ok = add_lora_tensors(w, &lora, s, &cfg, type, adapter_dir, &inf, err) && finish(w, out, s, &inf, info, err);
     gguf_writer_free(w);
     lora_free(&lora);
     return ok;

@@ -2,7 +2,8 @@
 // real llama.cpp (the npm package node-llama-cpp, CPU only) and, for each text DIR/N.txt
 // (N = 0 .. COUNT-1), prints its tokenization by llama.cpp and, with --logprobs, the
 // next-token log-probabilities llama.cpp gives the ids in DIR/N.ids (qlora's tokenization):
-//   tokens N: ID ID ...
+//   tokens N: ID ID ...          (with the BOS / EOS the model file asks llama.cpp to add, as
+//                                 llama_tokenize with add_special does)
 //   logprobs N: LP LP ...        (for ids[1..n-1], each given the ids before it)
 // Usage: node tests/gguf_llama.mjs PACKAGE_DIR MODEL.gguf [--lora FILE.gguf] [--logprobs] DIR COUNT
 // llama.cpp runs with its defaults otherwise (CPU, 2 threads, the model's context length).
@@ -50,7 +51,10 @@ async function scoreIds(ids) {
 
 for (let n = 0; n < Number(count); n++) {
     const text = fs.readFileSync(path.join(dir, `${n}.txt`), 'utf8');
-    console.log(`tokens ${n}: ${model.tokenize(text).join(' ')}`);
+    // node-llama-cpp's tokenize(text) adds no special tokens; the file's add_bos / add_eos do
+    const bos = model.tokens.shouldPrependBosToken && model.tokens.bos !== null ? [model.tokens.bos] : [];
+    const eos = model.tokens.shouldAppendEosToken && model.tokens.eos !== null ? [model.tokens.eos] : [];
+    console.log(`tokens ${n}: ${[...bos, ...model.tokenize(text), ...eos].join(' ')}`);
     if (logprobs) {
         const ids = fs.readFileSync(path.join(dir, `${n}.ids`), 'utf8').trim().split(/\s+/).map(Number);
         const lp = await scoreIds(ids);

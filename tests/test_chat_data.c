@@ -7,7 +7,8 @@
 // turns' <|im_end|>. Also: train_on_eos turn/all/none/last, roles_to_train, train_on_inputs,
 // ShareGPT == messages, a Metaspace token straddling the template and the content, truncation
 // and drop_long, the Alpaca prompt, every bad line (exit status 2, FILE:LINE, what was
-// expected), and what `qlora train --preview` prints. (The real chat templates and
+// expected), what `qlora train --preview` prints, chat_setup's ends of turn and tokens, and the
+// stop at an end-of-turn text in generation. (The real chat templates and
 // transformers' ids: tests/test_chat_fixtures.c.)
 #include <ctype.h>
 #include <stdlib.h>
@@ -344,7 +345,59 @@ static void test_preview_cli(void) {
     test_sh("rm -rf %s %s.txt", out, out);
 }
 
+// chat_setup: which end of turn and which bos / eos each template and folder gets.
+static void test_setup(void) {
+    static const struct { const char *which, *dir, *eot, *bos; } V[] = {
+        {"chatml", "tests/ref/tiny", "<|im_end|>", "<|endoftext|>"},     // GPT-2 folder: GPT2Tokenizer's tokens
+        {"llama3", REF "/tok_llama2", "<|eot_id|>", "<s>"},
+        {"mistral", REF "/tok_llama2", "</s>", "<s>"},
+        {"zephyr", "tests/ref/tiny", "<|endoftext|>", "<|endoftext|>"},
+        {"alpaca", REF "/tok_qwen2", "<|endoftext|>", NULL},               // Qwen2: bos_token null stays undefined
+    };
+    for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
+        Tokenizer *t = load_dir(V[k].dir);
+        ChatSetup cs;
+        Error err = {0};
+        const bool ok = chat_setup(&cs, V[k].which, V[k].dir, t, &err);
+        EXPECT(ok && cs.eot && !strcmp(cs.eot, V[k].eot) && (V[k].bos ? cs.bos && !strcmp(cs.bos, V[k].bos) : !cs.bos),
+               "chat_setup %s on %s: end of turn %s, bos %s (%s)", V[k].which, V[k].dir, V[k].eot,
+               V[k].bos ? V[k].bos : "undefined", err.msg);
+        if (ok) chat_setup_free(&cs);
+        tok_free(t);
+    }
+    Tokenizer *t = load_dir("tests/ref/tiny");
+    ChatSetup cs;
+    Error err = {0};
+    EXPECT(!chat_setup(&cs, "tokenizer_default", "tests/ref/tiny", t, &err) && err.status == EXIT_BAD_INPUT &&
+               strstr(err.msg, "tests/ref/tiny") && strstr(err.msg, "chatml"),
+           "tokenizer_default without a template: exit 2 naming the folder and the named templates: %s", err.msg);
+    tok_free(t);
+}
+
+// chat_reply_final: generation that stops at an end-of-turn text.
+static void test_reply_final(void) {
+    static const struct { const char *text; size_t printed; bool end; size_t want; bool stopped; } V[] = {
+        {"Hello<|im", 0, false, 5, false},        // a tail that may begin the stop is held back
+        {"Hello<|im", 0, true, 9, false},         // ... until the end
+        {"Hello<|im_end|> more", 5, false, 5, true},
+        {"a<b", 0, false, 3, false},              // "<b" begins no stop
+        {"x<|im_end", 1, false, 1, false},
+        {"<|im_end|>", 0, false, 0, true},
+    };
+    for (size_t k = 0; k < sizeof V / sizeof V[0]; k++) {
+        bool stopped = false;
+        const size_t got = chat_reply_final(V[k].text, strlen(V[k].text), V[k].printed, "<|im_end|>", V[k].end, &stopped);
+        EXPECT(got == V[k].want && stopped == V[k].stopped, "chat_reply_final('%s', printed %zu%s) = %zu%s (want %zu%s)",
+               V[k].text, V[k].printed, V[k].end ? ", end" : "", got, stopped ? ", stopped" : "", V[k].want,
+               V[k].stopped ? ", stopped" : "");
+    }
+    bool stopped = false;
+    EXPECT(chat_reply_final("abc", 3, 1, NULL, false, &stopped) == 3 && !stopped, "without a stop text all is final");
+}
+
 int main(void) {
+    test_setup();
+    test_reply_final();
     test_preview_cli();
     test_chatml();
     test_llama2();

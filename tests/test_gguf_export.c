@@ -4,7 +4,8 @@
 // metadata and tokenizer keys, every tensor's name, shape and type, the merged weights against
 // W^T + (alpha/r) B A computed here from the safetensors files, the f16 and q8_0 files against
 // the f32 one, the F16 fallback of q8_0 rows that are not whole blocks, the adapter file, and
-// the inputs that are refused. Whether llama.cpp agrees: tests/test_gguf_llama.sh.
+// the inputs that are refused. Whether llama.cpp agrees: tests/test_gguf_llama.sh. The LLaMA
+// family: tests/test_gguf_export_llama.c.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -120,7 +121,7 @@ static void test_merged_f32(void) {
     GgufExportInfo info;
     const bool ok = gguf_export_model(TINY, PEFT, GGML_TYPE_F32, out, &info, &err);
     EXPECT(ok, "export tiny + PEFT adapter: %s", err.msg);
-    EXPECT(info.n_tensors == 28 && info.n_lora_pairs == 8 && info.n_tokens == 257 && info.n_merges == 0 &&
+    EXPECT(info.n_tensors == 28 && info.n_lora_pairs == 8 && info.vocab.n_tokens == 257 && info.vocab.n_merges == 0 &&
                info.n_f32_kept == 0, "info: 28 tensors, 8 linears merged, 257 tokens");
     GgufFile f;
     if (!gguf_open(&f, out, &err)) {
@@ -250,9 +251,8 @@ static void test_fallback_and_refusals(void) {
     EXPECT(!nan_ok && err.status == 2 && strstr(err.msg, "tensor 'wte.weight': element 0 is NaN"),
            "a NaN weight refused (by the model loader, before the export's own check): %s", err.msg);
     r = gguf_export_model("tests/ref/llama/llama_tied", NULL, GGML_TYPE_F32, out, NULL, &err);
-    EXPECT(!r && err.status == 2 &&
-               strstr(err.msg, "llama_tied/config.json: model_type llama or mistral: export-gguf writes gpt2 so far"),
-           "a LLaMA folder refused until its table exists: %s", err.msg);
+    EXPECT(!r && err.status == 2 && strstr(err.msg, "llama_tied: no tokenizer: expected tokenizer.json, or vocab.json"),
+           "a folder without a tokenizer is refused: %s", err.msg);
     free(d48);
     free(big);
     free(nan);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_data.h"
 #include "cmd/model_args.h"
 #include "data.h"
 #include "ds.h"
@@ -12,7 +13,12 @@ typedef struct {
     const char *text, *data;
     long seq;  // 0 = the model's n_positions
     bool pack;
+    const char *format;         // --dataset-format (NULL: by extension)
+    const char *chat_template;  // --chat-template (chat_template data)
 } EvalArgs;
+
+static const char *const FORMATS[] = {"text", "jsonl", "chat_template", "alpaca", NULL};
+static const char *const TEMPLATES[] = {"tokenizer_default", "chatml", "llama3", "mistral", "zephyr", "alpaca", NULL};
 
 static const CliOption EVAL_OPTIONS[] = {
     CLI_GROUP(EvalArgs, m, MODEL_OPTIONS),
@@ -22,6 +28,11 @@ static const CliOption EVAL_OPTIONS[] = {
      .hi = 1 << 20},
     {"--sample-packing", CLI_FLAG(EvalArgs, pack), NULL,
      "--data: pack several examples into each row of T tokens, as training with sample_packing does"},
+    {"--dataset-format", CLI_CHOICE(EvalArgs, format), NULL, "--data: as the job key (default: .jsonl files jsonl, others text)",
+     .choices = FORMATS},
+    {"--chat-template", CLI_CHOICE(EvalArgs, chat_template), NULL,
+     "--dataset-format chat_template: the template (default tokenizer_default); the loss is on the assistant's turns",
+     .choices = TEMPLATES},
     CLI_END};
 
 static const CliCommand EVAL = {
@@ -55,7 +66,15 @@ static int eval_dataset(const EvalArgs *a) {
     if (!model_read_config(&cfg, a->m.model_dir, &err)) die_error(&err);
     Tokenizer *tok = cmd_load_tokenizer(a->m.model_dir, &cfg);
     const size_t T = a->seq && a->seq < cfg.n_positions ? (size_t)a->seq : (size_t)cfg.n_positions;
-    DataOptions dopt = {.format = "", .seq_len = T, .vocab_size = cfg.vocab_size};
+    DataOptions dopt = {.format = a->format ? a->format : "", .seq_len = T, .vocab_size = cfg.vocab_size};
+    ChatSetup cs = {0};
+    static const char *const ASSISTANT[] = {"assistant"};
+    ChatOptions co = {&cs.renderer, ASSISTANT, 1, false, CHAT_EOS_TURN};
+    if (a->format && strcmp(a->format, "chat_template") == 0) {  // what a job's defaults train on
+        if (!chat_setup(&cs, a->chat_template ? a->chat_template : "tokenizer_default", a->m.model_dir, tok, &err))
+            die_error(&err);
+        dopt.chat = &co;
+    }
     Dataset d;
     if (!data_load(&d, a->data, tok, &dopt, &err)) die_error(&err);
     Model m;
@@ -84,6 +103,7 @@ static int eval_dataset(const EvalArgs *a) {
     data_plan_free(&plan);
     acts_free(acts);
     data_free(&d);
+    chat_setup_free(&cs);
     if (has_lora) lora_free(&lora);
     model_free(&m);
     tok_free(tok);
@@ -158,5 +178,8 @@ int cmd_eval(int argc, char **argv) {
     int rc = cli_parse(&EVAL, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
     if (!a.text == !a.data) cli_usage_error("eval", "give either --text FILE or --data FILE");
+    if ((a.format || a.chat_template) && !a.data) cli_usage_error("eval", "--dataset-format and --chat-template go with --data");
+    if (a.chat_template && (!a.format || strcmp(a.format, "chat_template") != 0))
+        cli_usage_error("eval", "--chat-template needs --dataset-format chat_template");
     return a.data ? eval_dataset(&a) : eval_text(&a);
 }

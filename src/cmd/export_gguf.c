@@ -26,13 +26,15 @@ static const CliCommand EXPORT = {
     .name = "export-gguf",
     .about =
     "Writes a GGUF file that llama.cpp (and what is built on it: Ollama, LM Studio,\n"
-    "node-llama-cpp) loads: the model with the tokenizer (vocab.json + merges.txt), its\n"
-    "linear weights merged with --adapter when given (W + (alpha/r) B A, from the original\n"
-    "fp32 weights, as `qlora merge`). --type sets the weight matrices' type (f32, f16 or q8_0);\n"
-    "norms, biases and position embeddings stay f32, as llama.cpp's converter keeps them.\n"
-    "With --adapter-only, the adapter alone as a GGUF LoRA file (f32 or f16) to apply at run\n"
-    "time (llama-completion -m BASE.gguf --lora FILE.gguf). Architectures: gpt2. The file\n"
-    "appears whole or not at all (written to a temporary name, then renamed).\n",
+    "node-llama-cpp) loads: the model with its tokenizer (tokenizer.json, or vocab.json +\n"
+    "merges.txt) and chat template, its linear weights merged with --adapter when given\n"
+    "(W + (alpha/r) B A, from the original fp32 weights, as `qlora merge`). --type sets the\n"
+    "weight matrices' type (f32, f16 or q8_0); norms and biases stay f32, as llama.cpp's\n"
+    "converter keeps them. With --adapter-only, the adapter alone as a GGUF LoRA file (f32 or\n"
+    "f16) to apply at run time (llama-completion -m BASE.gguf --lora FILE.gguf).\n"
+    "Architectures: gpt2, llama (model_type llama and mistral), qwen2. A tokenizer llama.cpp\n"
+    "would split differently is refused, with the reason (docs/gguf.md). The file appears\n"
+    "whole or not at all (written to a temporary name, then renamed).\n",
     .options = EXPORT_OPTIONS};
 
 // Parse the type name (one of EXPORT_TYPES).
@@ -66,7 +68,12 @@ int cmd_export_gguf(int argc, char **argv) {
         printf("wrote %s: %s, %zu tensors, %s of weights (%s", a.out, info.arch, info.n_tensors, size, a.type);
         if (info.n_f32_kept) printf("; %zu norms, biases and position embeddings kept in f32", info.n_f32_kept);
         if (info.n_f16_fallback) printf("; %zu in f16, their rows not whole q8_0 blocks", info.n_f16_fallback);
-        printf("), tokenizer %d tokens + %d merges", info.n_tokens, info.n_merges);
+        printf("), tokenizer %s/%s with %d tokens", info.vocab.model, info.vocab.pre, info.vocab.n_tokens);
+        if (info.vocab.n_merges) printf(" + %d merges", info.vocab.n_merges);
+        if (info.vocab.chat_template) printf(" and a chat template");
+        if (info.context_is_window)
+            printf(", context length %d: the sliding window (llama.cpp's llama architecture has none)",
+                   info.context_length);
         if (a.adapter) printf(", %s merged into %zu linears", a.adapter, info.n_lora_pairs);
         printf("\n");
     }

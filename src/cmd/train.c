@@ -39,6 +39,9 @@ typedef struct {
     Model model;
     LoraSet lora;    // unused with full
     Tokenizer *tok;
+    ChatSetup chat;            // dataset_format chat_template: the template (else unused)
+    ChatOptions chat_opts;     // what DataOptions.chat points to
+    const char *roles[CFG_MAX_ROLES];
     Dataset train, val;
     Trainer trainer;
     FILE *metrics;   // rank 0 only
@@ -194,6 +197,12 @@ static void setup_reading(Run *r, GPT2Config *mc, DataOptions *dopt) {
     r->tok = cmd_load_tokenizer(c->base_model, mc);  // tokenizer.json, or vocab.json + merges.txt
     *dopt = (DataOptions){.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
                           .train_on_inputs = c->train_on_inputs, .vocab_size = mc->vocab_size, .drop_long = c->drop_long};
+    if (strcmp(c->dataset_format, "chat_template") != 0) return;
+    if (!chat_setup(&r->chat, c->chat_template, c->base_model, r->tok, &err)) die_error(&err);
+    for (int i = 0; i < c->n_roles_to_train; i++) r->roles[i] = c->roles_to_train[i];
+    r->chat_opts = (ChatOptions){&r->chat.renderer, r->roles, (size_t)c->n_roles_to_train, c->train_on_inputs,
+                                 c->train_on_eos};
+    dopt->chat = &r->chat_opts;
 }
 
 // The base model's config (sequence_len defaulted and checked against it, the memory
@@ -301,6 +310,13 @@ static void print_summary(const Run *r) {
            train_method_name(r->cfg.method), arrlenu(r->train.ex), arrlenu(r->val.ex), r->train.n_truncated,
            r->cfg.sequence_len, dropped, t->opt.total_steps, r->cfg.micro_batch_size,
            r->cfg.gradient_accumulation_steps, r->cfg.learning_rate, lr_schedule_name(r->cfg.lr_scheduler), t->opt.warmup);
+    if (r->chat.tmpl) {
+        printf("chat: template %s, end of turn %s, roles_to_train [", r->chat.origin, r->chat.eot ? r->chat.eot : "(none)");
+        for (int i = 0; i < r->cfg.n_roles_to_train; i++) printf("%s%s", i ? ", " : "", r->cfg.roles_to_train[i]);
+        static const char *const EOS[] = {"turn", "all", "none", "last"};
+        printf("]%s, train_on_eos %s\n", r->cfg.train_on_inputs ? " (train_on_inputs: every role)" : "",
+               EOS[r->cfg.train_on_eos]);
+    }
     if (t->opt.pack) {  // tokens over the rows' capacity: the share of each forward pass that is real
         const double eff = (double)r->train.n_tokens / ((double)t->plan.n_rows * (double)r->cfg.sequence_len);
         printf("sample packing: %zu examples (%zu tokens) in %zu rows of %ld tokens, packing efficiency %.1f%%\n",
@@ -355,6 +371,7 @@ static int preview(Run *r, long n) {
     setup_reading(r, &mc, &dopt);
     if (!data_load(&r->train, c->dataset, r->tok, &dopt, &err)) die_error(&err);
     const size_t shown = arrlenu(r->train.ex) < (size_t)n ? arrlenu(r->train.ex) : (size_t)n;
+    if (r->chat.tmpl) printf("--- chat template %s, end of turn %s\n", r->chat.origin, r->chat.eot ? r->chat.eot : "(none)");
     char *text = NULL;
     for (size_t i = 0; i < shown; i++) {
         const Example *e = &r->train.ex[i];
@@ -372,6 +389,7 @@ static int preview(Run *r, long n) {
            shown, arrlenu(r->train.ex), r->train.n_tokens, r->train.n_truncated, c->sequence_len, r->train.n_dropped);
     arrfree(text);
     data_free(&r->train);
+    chat_setup_free(&r->chat);
     tok_free(r->tok);
     return 0;
 }
@@ -464,6 +482,7 @@ static void run_free(Run *r) {
     model_free(&r->model);
     data_free(&r->train);
     data_free(&r->val);
+    chat_setup_free(&r->chat);
     tok_free(r->tok);
     dist_finalize();
 }
