@@ -273,11 +273,16 @@ def make_tokenizer_folder(out, name, tmpl, src, bos, eos):
 
 
 def load_tokenizer(d):
-    from transformers import PreTrainedTokenizerFast
+    """The folder's tokenizer.json as it is (transformers' generic fast tokenizer; 5.x's
+    LlamaTokenizer would rebuild Llama 2's pre-tokenizer), with the case's bos / eos."""
+    try:
+        from transformers import PreTrainedTokenizerFast as Fast
+    except ImportError:  # the 5.x name
+        from transformers import TokenizersBackend as Fast
     with open(os.path.join(d, "tokenizer_config.json"), encoding="utf-8") as f:
         cfg = json.load(f)
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"), bos_token=cfg.get("bos_token"),
-                                  eos_token=cfg.get("eos_token"))
+    tok = Fast(tokenizer_file=os.path.join(d, "tokenizer.json"), bos_token=cfg.get("bos_token"),
+               eos_token=cfg.get("eos_token"))
     tok.chat_template = cfg["chat_template"]
     return tok
 
