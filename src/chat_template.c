@@ -923,6 +923,7 @@ static Node *parse_if(Parser *P, int line) {
         n->items = body.p, n->n_items = body.n;
         if (end == 0) { // elif: an if alone in the else branch
             Node *e = new_node(P, N_IF, cur(P)->line);
+            e->flag = true;
             n->items2 = palloc(P, &P->t->pool, sizeof(Node *));
             n->items2[0] = e;
             n->n_items2 = 1;
@@ -1117,6 +1118,8 @@ ChatTemplate *chat_template_parse(const char *text, size_t len, const char *name
         P->t->root->items = body.p;
         P->t->root->n_items = body.n;
         check_list(P, body.p, body.n, false);
+        char msg[200];
+        if (!ct_scope_analyze(P->t, &P->tmp, msg, sizeof msg)) parse_fail(P, 1, "%s", msg);
         t = P->t;
     } else {
         chat_template_free(P->t);

@@ -226,6 +226,11 @@ typedef enum { FLOW_NEXT, FLOW_BREAK, FLOW_CONTINUE } Flow;
 
 static Flow exec_body(Render *r, Scope *s, Node *const *body, size_t n);
 
+// A block's scope starts with the names jinja2 starts undefined in it (chat_template_scope.c).
+static void bind_undefined(Render *r, const Node *at, Scope *s, const Str *names, size_t n) {
+    for (size_t i = 0; i < n; i++) scope_set(r, at, s, names[i], ct_undef(names[i]));
+}
+
 // Bind a loop item to the loop's names: one name takes it whole, several unpack it.
 static void bind_targets(Render *r, const Node *at, Scope *s, const Node *targets, Value item) {
     if (targets->n_items == 1) return scope_set(r, at, s, targets->items[0]->s, item);
@@ -263,9 +268,14 @@ static Flow exec_for(Render *r, Scope *s, const Node *n) {
         is->vars.n = 0; // a fresh scope for every iteration, in the same memory
         scope_set(r, n, is, ct_cstr("loop"), lv);
         bind_targets(r, n, is, n->c, items[i]);
+        bind_undefined(r, n, is, n->undef, n->n_undef);
         if (exec_body(r, is, n->items, n->n_items) == FLOW_BREAK) break;
     }
-    if (!count && n->n_items2) exec_body(r, scope_new(r, n, s), n->items2, n->n_items2);
+    if (!count && n->n_items2) {
+        Scope *es = scope_new(r, n, s);
+        bind_undefined(r, n, es, n->undef2, n->n_undef2);
+        exec_body(r, es, n->items2, n->n_items2);
+    }
     return FLOW_NEXT;
 }
 
@@ -289,17 +299,23 @@ static Flow exec(Render *r, Scope *s, const Node *n) {
         ct_dict_set(r, n, ns.u.d, n->name, v);
         return FLOW_NEXT;
     }
-    case N_SET_BLOCK: {
+    case N_SET_BLOCK: { // its body is a block of its own: what it sets stays inside
         Buf b = {0}, *saved = r->out;
         r->out = &b;
-        const Flow f = exec_body(r, s, n->items, n->n_items);
+        Scope *inner = scope_new(r, n, s);
+        bind_undefined(r, n, inner, n->undef, n->n_undef);
+        const Flow f = exec_body(r, inner, n->items, n->n_items);
         r->out = saved;
         scope_set(r, n, s, n->s, ct_str((Str){b.p ? b.p : "", b.n}));
         return f;
     }
     case N_BREAK: return FLOW_BREAK;
     case N_CONTINUE: return FLOW_CONTINUE;
-    case N_BLOCK: return exec_body(r, s, n->items, n->n_items);
+    case N_BLOCK: { // {% generation %}: a block of its own too
+        Scope *inner = scope_new(r, n, s);
+        bind_undefined(r, n, inner, n->undef, n->n_undef);
+        return exec_body(r, inner, n->items, n->n_items);
+    }
     default: ct_fail(r, n, "internal: node %d is not a statement", n->kind);
     }
 }
@@ -402,6 +418,7 @@ static bool render(const ChatTemplate *t, const Vars *v, char **out, size_t *out
         r->out = &b;
         Scope *root = scope_new(r, NULL, NULL);
         bind_vars(r, root, v);
+        bind_undefined(r, NULL, root, t->root->undef, t->root->n_undef);
         exec_body(r, root, t->root->items, t->root->n_items);
         *out = xmalloc(b.n + 1);
         if (b.n) memcpy(*out, b.p, b.n);

@@ -211,7 +211,7 @@ typedef struct Node Node;
 struct Node {
     uint8_t kind; // NodeKind
     uint8_t op;   // Op for E_UNARY / E_BINARY
-    bool flag;    // N_SET: target is an attribute (ns.name); E_TEST: negated
+    bool flag;    // N_SET: target is an attribute (ns.name); N_IF: an elif
     int line;
     Str s;
     Str name; // N_SET's attribute name
@@ -222,6 +222,10 @@ struct Node {
     size_t n_items, n_items2;
     uint8_t *ops;   // E_COMPARE: one Op per item
     const void *fn; // E_FILTER / E_TEST: the library entry, resolved at parse time
+    // A block with a scope of its own (the root N_BLOCK, an N_FOR's body and else, an N_SET_BLOCK,
+    // a {% generation %} N_BLOCK): the names that start undefined in it (chat_template_scope.c).
+    Str *undef, *undef2; // undef2: an N_FOR's else block
+    size_t n_undef, n_undef2;
 };
 
 // ---- a parsed template ---------------------------------------------------------------------
@@ -283,6 +287,11 @@ void *ct_pool_try_alloc(Pool *p, size_t bytes);
 // The message of a filter or test qlora lacks: printf with "filter" or "test", then the name.
 #define CT_UNSUPPORTED_NAME                                                                                            \
     "the %s '%.*s' is not supported by qlora's chat templates (docs/chat.md lists those that are)"
+
+// ---- scopes (chat_template_scope.c) ----
+// Fill the undef lists of t's blocks by jinja2's rules for names a block assigns; temporary
+// memory from tmp. False with msg filled if the template is too large to analyse.
+bool ct_scope_analyze(ChatTemplate *t, Pool *tmp, char *msg, size_t cap);
 
 // ---- filters and tests by name, NULL if qlora has none (chat_template_builtins.c) ----
 const FilterDef *ct_find_filter(const char *name, size_t n);
