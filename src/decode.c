@@ -54,7 +54,7 @@ void kv_attend(KVCache *kv, int l, float *out, const float *q, size_t q_stride, 
     const size_t P = (size_t)kv->P, CKV = NKV * HS, G = NH / NKV;
     const float *K = kv->k + (size_t)l * P * CKV, *Vc = kv->v + (size_t)l * P * CKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    // one (head, query) per task; a softmax over keys 0..t, as attention_forward's
+    // one (head, query) per task; a softmax over keys j0..t (the window's), as the training kernels'
     #pragma omp parallel for schedule(static)
     for (size_t task = 0; task < NH * N; task++) {
         const size_t h = task / N, i = task % N, t = pos0 + i, g = h / G;
