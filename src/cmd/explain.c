@@ -11,7 +11,6 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bgemm.h"
@@ -226,8 +225,8 @@ int cmd_explain(int argc, char **argv) {
                      .blocksize = QUANT_DEFAULT_BLOCK, .number = 0.3457, .params = 7e9};
     int rc = cli_parse(&EXPLAIN, &a, argc, argv);
     if (rc != CLI_RUN) return rc;
-    if (a.out && mkdir(a.out, 0755) != 0 && errno != EEXIST)
-        die(EXIT_RUNTIME, "%s: cannot create folder: %s", a.out, strerror(errno));
+    Error err = {0};
+    if (a.out && !path_mkdir_p(a.out, &err)) die_error(&err);
     Lesson *l = xcalloc(1, sizeof *l);
     l->a = a;
     doc_init(&l->doc);
