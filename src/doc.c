@@ -36,6 +36,15 @@ static const char DOC_CSS[] =
     "@media (max-width:600px){body{font-size:16px;padding:0 .7em 2em}nav ol{columns:1}"
     "table{font-size:.8em}th,td{padding:.2em .35em}}";
 
+// The printf-style arguments that follow fmt, formatted into the array buf (cut to its size).
+#define FORMAT_ARGS(buf, fmt)                   \
+    do {                                        \
+        va_list ap_;                            \
+        va_start(ap_, fmt);                     \
+        vsnprintf(buf, sizeof buf, fmt, ap_);   \
+        va_end(ap_);                            \
+    } while (0)
+
 void doc_init(Doc *d) { memset(d, 0, sizeof *d); }
 
 void doc_free(Doc *d) {
@@ -159,17 +168,19 @@ void doc_subhead(Doc *d, const char *title) {
     put(&d->body, "</h3>\n");
 }
 
+// A paragraph from its text.
+static void para(Doc *d, const char *text) {
+    arrput(d->text, '\n');
+    put_wrapped(&d->text, text, "");
+    put(&d->body, d->n_sections ? "<p>" : "<p class=\"intro\">");
+    put_inline_html(&d->body, text);
+    put(&d->body, "</p>\n");
+}
+
 void doc_para(Doc *d, const char *fmt, ...) {
     char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    arrput(d->text, '\n');
-    put_wrapped(&d->text, buf, "");
-    put(&d->body, d->n_sections ? "<p>" : "<p class=\"intro\">");
-    put_inline_html(&d->body, buf);
-    put(&d->body, "</p>\n");
+    FORMAT_ARGS(buf, fmt);
+    para(d, buf);
 }
 
 void doc_formula(Doc *d, const char *plain, const char *mathml) {
@@ -181,15 +192,11 @@ void doc_formula(Doc *d, const char *plain, const char *mathml) {
     put(&d->body, "</math></div>\n");
 }
 
-void doc_pre(Doc *d, const char *fmt, ...) {
-    char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
+// Preformatted lines from their text.
+static void pre(Doc *d, const char *text) {
     arrput(d->text, '\n');
     put(&d->body, "<pre>");
-    for (const char *line = buf; *line;) {
+    for (const char *line = text; *line;) {
         const size_t n = strcspn(line, "\n");
         put(&d->text, "  ");
         put_clean(&d->text, line, n, false);
@@ -212,6 +219,12 @@ void doc_pre(Doc *d, const char *fmt, ...) {
     put(&d->body, "</pre>\n");
 }
 
+void doc_pre(Doc *d, const char *fmt, ...) {
+    char buf[8192];
+    FORMAT_ARGS(buf, fmt);
+    pre(d, buf);
+}
+
 void doc_table_begin(DocTable *t, const char *align, const char *header) {
     memset(t, 0, sizeof *t);
     snprintf(t->align, sizeof t->align, "%s", align);
@@ -222,10 +235,7 @@ void doc_table_begin(DocTable *t, const char *align, const char *header) {
 
 void doc_row(DocTable *t, const char *fmt, ...) {
     char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
+    FORMAT_ARGS(buf, fmt);
     const char *p = buf;
     for (int c = 0; c < t->n_cols; c++) {  // missing cells are empty, extra ones dropped
         const size_t n = strcspn(p, "\t");

@@ -493,22 +493,18 @@ static void figure_step(Doc *d, const StepTrace *s, size_t in, size_t out, int r
     svg_begin(&g, 760, 330, title);
     svg_text(&g, 20, 62, "start", 12, "#1f77b4", "forward");
     svg_text(&g, 20, 232, "start", 12, "#d62728", "backward");
-    box(&g, 140, 110, "#eeeeee", "x (input)", a[0]);
-    box(&g, 380, 80, "#c6dbef", "W: decoded in the product", a[1]);
-    box(&g, 380, 150, "#fdd0a2", "(α/r) B (A x)", a[2]);
-    box(&g, 620, 110, "#eeeeee", "y = x Wᵀ + b + LoRA", a[3]);
-    arrow(&g, 222, 104, 298, 84, "#1f77b4");
-    arrow(&g, 222, 116, 298, 146, "#1f77b4");
-    arrow(&g, 462, 84, 538, 104, "#1f77b4");
-    arrow(&g, 462, 146, 538, 116, "#1f77b4");
-    box(&g, 620, 260, "#eeeeee", "dy (from above)", a[3]);
-    box(&g, 380, 220, "#c6dbef", "dx += dy W", a[5]);
-    box(&g, 380, 290, "#fdd0a2", "LoRA backward", a[4]);
-    box(&g, 140, 260, "#eeeeee", "dx (to the layer below)", a[0]);
-    arrow(&g, 538, 254, 462, 224, "#d62728");
-    arrow(&g, 538, 266, 462, 286, "#d62728");
-    arrow(&g, 298, 224, 222, 254, "#d62728");
-    arrow(&g, 298, 286, 222, 266, "#d62728");
+    const struct { double x, y; const char *fill, *l1, *l2; } boxes[8] = {
+        {140, 110, "#eeeeee", "x (input)", a[0]},     {380, 80, "#c6dbef", "W: decoded in the product", a[1]},
+        {380, 150, "#fdd0a2", "(α/r) B (A x)", a[2]}, {620, 110, "#eeeeee", "y = x Wᵀ + b + LoRA", a[3]},
+        {620, 260, "#eeeeee", "dy (from above)", a[3]}, {380, 220, "#c6dbef", "dx += dy W", a[5]},
+        {380, 290, "#fdd0a2", "LoRA backward", a[4]}, {140, 260, "#eeeeee", "dx (to the layer below)", a[0]}};
+    for (int i = 0; i < 8; i++) box(&g, boxes[i].x, boxes[i].y, boxes[i].fill, boxes[i].l1, boxes[i].l2);
+    // forward: x to W and to the adapter, both to y; backward: dy to both, both to dx
+    const double arrows[8][4] = {{222, 104, 298, 84},  {222, 116, 298, 146}, {462, 84, 538, 104},
+                                 {462, 146, 538, 116}, {538, 254, 462, 224}, {538, 266, 462, 286},
+                                 {298, 224, 222, 254}, {298, 286, 222, 266}};
+    for (int i = 0; i < 8; i++)
+        arrow(&g, arrows[i][0], arrows[i][1], arrows[i][2], arrows[i][3], i < 4 ? "#1f77b4" : "#d62728");
     doc_figure(d, &g, "Forward, the input goes through the frozen NF4 weight and the adapter; backward, the "
                       "gradient goes through both to the input, but only A and B get gradients");
 }
