@@ -277,8 +277,8 @@ static void column_widths(const DocTable *t, size_t *width) {
         if (w > width[c]) width[c] = w;
         if (i >= (size_t)t->n_cols && w > body[c]) body[c] = w;
         for (size_t k = 0; i < (size_t)t->n_cols && k < arrlenu(plain);) {  // the header's longest word
-            const size_t left = arrlenu(plain) - k, sp = strcspn(plain + k, " ");
-            const size_t n = sp < left ? sp : left;
+            size_t n = 0;  // plain has no NUL: the word ends at a space or at the end
+            while (k + n < arrlenu(plain) && plain[k + n] != ' ') n++;
             const size_t ww = text_width(plain + k, n);
             if (ww > word[c]) word[c] = ww;
             k += n + 1;
