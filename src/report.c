@@ -13,16 +13,11 @@
 #include "strbuf.h"
 #include "svg.h"
 
-typedef struct {
-    const char *method;
-    double measured[6], predicted[6];
-} MemAccount;
-static const char *const MEM_CAT[6] = {"frozen weights", "quant constants", "trainable", "gradients",
-                                       "optimizer", "activations"};
+const char *const REPORT_MEM_CATEGORY[REPORT_MEM_N] = {"frozen weights", "quant constants", "trainable",
+                                                      "gradients", "optimizer", "activations"};
 
-// The trainer's own allocations by category next to `qlora memory`'s prediction for the
-// same job (tests hold them within 5% of each other).
-static MemAccount memory_account(const TrainConfig *c, const Trainer *t) {
+// See report.h; tests hold the two within 5% of each other.
+MemAccount report_memory_account(const TrainConfig *c, const Trainer *t) {
     const bool full = t->lora == NULL;
     const GPT2Config *mc = &t->model->cfg;
     const ModelShape s = shape_from_config(mc);
@@ -43,11 +38,12 @@ static MemAccount memory_account(const TrainConfig *c, const Trainer *t) {
 }
 
 void report_print_memory(const TrainConfig *c, const Trainer *t) {
-    MemAccount a = memory_account(c, t);
+    MemAccount a = report_memory_account(c, t);
     double tm = 0, tp = 0;
     printf("memory account (%s): %-16s %12s %12s\n", a.method, "category", "allocated", "predicted");
     for (int k = 0; k < 6; k++) {
-        printf("memory account (%s): %-16s %12.0f %12.0f\n", a.method, MEM_CAT[k], a.measured[k], a.predicted[k]);
+        printf("memory account (%s): %-16s %12.0f %12.0f\n", a.method, REPORT_MEM_CATEGORY[k], a.measured[k],
+               a.predicted[k]);
         tm += a.measured[k];
         tp += a.predicted[k];
     }
@@ -158,13 +154,13 @@ static void page_head(char **page, const TrainConfig *c, const Trainer *t, const
 
 // The memory account as a table, the peak RSS and the job's settings as YAML.
 static void page_tail(char **page, const TrainConfig *c, const Trainer *t) {
-    MemAccount a = memory_account(c, t);
+    MemAccount a = report_memory_account(c, t);
     sb_appendf(page, "<h2>Memory account (%s)</h2>\n<table><tr><th>category</th><th>allocated (MiB)</th>"
                      "<th>predicted by qlora memory (MiB)</th></tr>\n", a.method);
     double tm = 0, tp = 0;
     for (int k = 0; k < 6; k++) {
-        sb_appendf(page, "<tr><td style=\"text-align:left\">%s</td><td>%.3f</td><td>%.3f</td></tr>\n", MEM_CAT[k],
-                   a.measured[k] / 1048576.0, a.predicted[k] / 1048576.0);
+        sb_appendf(page, "<tr><td style=\"text-align:left\">%s</td><td>%.3f</td><td>%.3f</td></tr>\n",
+                   REPORT_MEM_CATEGORY[k], a.measured[k] / 1048576.0, a.predicted[k] / 1048576.0);
         tm += a.measured[k];
         tp += a.predicted[k];
     }

@@ -12,6 +12,16 @@
 #include "trainer.h"
 #include "util.h"
 
+// The memory account of trainer t running job c: per category (REPORT_MEM_CATEGORY), the bytes
+// the trainer allocated next to `qlora memory`'s prediction for the same job (memory.h).
+enum { REPORT_MEM_N = 6 };
+extern const char *const REPORT_MEM_CATEGORY[REPORT_MEM_N];
+typedef struct {
+    const char *method;  // the prediction's row: "qlora nf4+dq", "lora fp32 base", ...
+    double measured[REPORT_MEM_N], predicted[REPORT_MEM_N];
+} MemAccount;
+MemAccount report_memory_account(const TrainConfig *c, const Trainer *t);
+
 // Print the memory account of trainer t running job c, one line per category.
 void report_print_memory(const TrainConfig *c, const Trainer *t);
 

@@ -31,7 +31,7 @@ run "$Q" eval --model tests/ref/tiny --adapter tests/ref/peft --data tests/ref/t
 run "$Q" generate --model tests/ref/tiny --adapter tests/ref/peft --prompt "The" --max-new-tokens 8
 run "$Q" quantize tests/data/small.safetensors "$tmp/q.safetensors"
 run "$Q" dequantize "$tmp/q.safetensors" "$tmp/d.safetensors"
-run "$Q" explain
+run "$Q" explain --model tests/ref/tiny --job "$tmp/job.yaml" --steps 1 --out "$tmp/explain"
 run "$Q" export-gguf --model tests/ref/tiny --adapter tests/ref/peft --out "$tmp/m.gguf" --type q8_0
 run "$Q" export-gguf --model tests/ref/tiny --adapter tests/ref/peft --out "$tmp/a.gguf" --adapter-only --type f16
 exit $status
