@@ -76,6 +76,21 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
+def profile_step(model, params, opt, idx, tgt, amp):
+    """One training step under torch.profiler; prints the 25 slowest operators by self time,
+    grouped by input shapes (matrix products are aten::mm / addmm / bmm)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        opt.zero_grad(set_to_none=True)
+        with amp():
+            loss = model(idx, tgt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25,
+                                                           max_name_column_width=40, max_shapes_column_width=70))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="gpt2")
@@ -85,6 +100,9 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="forward + loss under torch.autocast(cpu, bfloat16)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timed steps, one more step under torch.profiler: its operators by input "
+                         "shape, slowest first (ms for that step)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -107,6 +125,8 @@ def main():
         opt.step()
         if s:
             times.append(time.perf_counter() - t0)
+    if a.profile:
+        profile_step(model, params, opt, idx, tgt, amp)
     times.sort()
     med = times[len(times) // 2]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

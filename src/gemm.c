@@ -14,19 +14,49 @@
 // The engine behind matmul_*: -1 = not chosen yet (auto on first use).
 static int engine = -1;
 
-// Time inside products (gemm_timing); t_start returns 0 when timing is off.
+// Time inside products (gemm_timing), in total and per shape; t_start returns 0 when timing
+// is off. The per-shape table is a short list searched linearly (a step has a few dozen
+// shapes); it is only touched while timing is on.
 static bool timing_on;
 static double timing_sum;
+static GemmShapeTime *shape_times;
+static size_t n_shape_times, cap_shape_times;
+
 static double t_start(void) { return timing_on ? time_now() : 0.0; }
-static void t_stop(double t0) {
-    if (timing_on) timing_sum += time_now() - t0;
+
+// Add the time since t0 to the total and to the entry of this shape (made on first sight).
+static void t_stop(double t0, const char *kind, bool ta, bool tb, size_t M, size_t N, size_t K,
+                   size_t batch) {
+    if (!timing_on) return;
+    const double dt = time_now() - t0;
+    timing_sum += dt;
+    GemmShapeTime key = {kind, ta, tb, M, N, K, batch, 0, 0.0};
+    size_t i = 0;
+    while (i < n_shape_times && !(shape_times[i].kind == kind && shape_times[i].ta == ta &&
+                                  shape_times[i].tb == tb && shape_times[i].M == M && shape_times[i].N == N &&
+                                  shape_times[i].K == K && shape_times[i].batch == batch))
+        i++;
+    if (i == n_shape_times) {
+        if (n_shape_times == cap_shape_times) {
+            cap_shape_times = cap_shape_times ? 2 * cap_shape_times : 64;
+            shape_times = xrealloc(shape_times, cap_shape_times * sizeof *shape_times);
+        }
+        shape_times[n_shape_times++] = key;
+    }
+    shape_times[i].calls++;
+    shape_times[i].seconds += dt;
 }
 
 void gemm_timing(bool on) {
     timing_on = on;
-    timing_sum = 0.0;
+    if (on) timing_sum = 0.0, n_shape_times = 0;
 }
 double gemm_seconds(void) { return timing_sum; }
+
+const GemmShapeTime *gemm_shape_times(size_t *n) {
+    *n = n_shape_times;
+    return shape_times;
+}
 
 // OpenBLAS core types whose kernels use 512-bit vectors.
 static bool openblas_has_avx512_kernels(void) {
@@ -83,7 +113,7 @@ static void product(bool ta, bool tb, float *C, const float *A, const float *B, 
     else
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                     (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-    t_stop(t0);
+    t_stop(t0, "fp32", ta, tb, M, N, K, 1);
 }
 
 void matmul_nt(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
@@ -115,7 +145,7 @@ void matmul_batch(const char *op, size_t count, float *const *C, const float *co
     }
     const double t0 = t_start();
     sgemm_native_batch(ta, tb, count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    t_stop(t0);
+    t_stop(t0, "fp32", ta, tb, M, N, K, count);
 }
 
 void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
@@ -123,21 +153,21 @@ void matmul_panels(size_t M, size_t N, size_t K, float alpha, const float *A, si
     CHECK(gemm_native_for_rows(M));
     const double t0 = t_start();
     sgemm_native_b(false, M, N, K, alpha, A, lda, B, beta, C, ldc);
-    t_stop(t0);
+    t_stop(t0, "fp32 panels", false, false, M, N, K, 1);
 }
 
 void matmul_bf16(bool tb, float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
                  float alpha, float beta, size_t lda, size_t ldb, size_t ldc) {
     const double t0 = t_start();
     bgemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    t_stop(t0);
+    t_stop(t0, "bf16", false, tb, M, N, K, 1);
 }
 
 void matmul_bf16_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                         const struct BgemmPanelSource *B, float beta, float *C, size_t ldc) {
     const double t0 = t_start();
     bgemm_b(M, N, K, alpha, A, lda, B, beta, C, ldc);
-    t_stop(t0);
+    t_stop(t0, "bf16 panels", false, false, M, N, K, 1);
 }
 
 // The references accumulate in double so that they are a stricter standard than BLAS.

@@ -83,6 +83,19 @@ void matmul_bf16_panels(size_t M, size_t N, size_t K, float alpha, const float *
 void gemm_timing(bool on);
 double gemm_seconds(void);
 
+// The same time split by shape: one entry per distinct (kind, ta, tb, M, N, K, batch) seen
+// while timing was on, kind being "fp32", "fp32 panels" (B from a panel source), "bf16" or
+// "bf16 panels" (a static string, compared by address). batch > 1: matmul_batch's count.
+typedef struct {
+    const char *kind;
+    bool ta, tb;
+    size_t M, N, K, batch;
+    long calls;
+    double seconds;
+} GemmShapeTime;
+// The table, valid until the next gemm_timing call or timed product; *n entries.
+const GemmShapeTime *gemm_shape_times(size_t *n);
+
 // Set the thread count of both OpenMP and OpenBLAS (the one `threads` setting).
 void threads_set(int n);
 // A one-line description of the BLAS build and thread count (for startup logs).

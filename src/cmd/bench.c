@@ -135,7 +135,7 @@ static const CliOption BENCH_OPTIONS[] = {
     {"--bf16", CLI_FLAG(BenchOpts, bf16), NULL,
      "multiply the frozen weights in bf16 with fp32 sums (AVX512-BF16 or AMX; an error without them; "
      "QLORA_BF16_ISA=avx512bf16 picks the former where both exist)"},
-    {"--per-shape", CLI_FLAG(BenchOpts, per_shape), NULL, "list the time alone of each matrix shape of the step"},
+    {"--per-shape", CLI_FLAG(BenchOpts, per_shape), NULL, "list each matrix shape of the step with its time inside the step and alone"},
     CLI_END};
 
 static const CliCommand BENCH = {
@@ -221,6 +221,30 @@ static void bench_run_steps(Trainer *t, long steps, BenchTiming *out) {
     gemm_timing(false);
     out->rss = (double)peak_rss_bytes() / 1048576.0;
     qsort(out->times, (size_t)steps, sizeof(double), cmp_double);
+}
+
+// Each matrix shape's time inside the timed steps (gemm.h's table, read before the products
+// are timed alone), per step, slowest first: where the step's products lose against the
+// same shapes alone.
+static void print_step_shapes(long steps) {
+    size_t n;
+    const GemmShapeTime *all = gemm_shape_times(&n);
+    GemmShapeTime *g = xmalloc((n ? n : 1) * sizeof *g);
+    memcpy(g, all, n * sizeof *g);
+    for (size_t i = 1; i < n; i++)  // insertion sort by seconds, descending
+        for (size_t j = i; j > 0 && g[j].seconds > g[j - 1].seconds; j--) {
+            const GemmShapeTime x = g[j];
+            g[j] = g[j - 1], g[j - 1] = x;
+        }
+    printf("products inside the step, by shape (ms/step):\n");
+    for (size_t i = 0; i < n; i++) {
+        const double flop = 2.0 * (double)g[i].M * (double)g[i].N * (double)g[i].K * (double)g[i].batch;
+        printf("  %-11s %c%c %6zu x %6zu x %6zu  batch %3zu  x%-5.1f %7.1f GFLOP/s  %7.1f ms/step\n", g[i].kind,
+               g[i].ta ? 't' : 'n', g[i].tb ? 't' : 'n', g[i].M, g[i].N, g[i].K, g[i].batch,
+               (double)g[i].calls / (double)steps, flop * (double)g[i].calls / g[i].seconds / 1e9,
+               1e3 * g[i].seconds / (double)steps);
+    }
+    free(g);
 }
 
 // The step's matrix shapes timed alone (bf16 where the step runs them so): their FLOP and
@@ -330,6 +354,7 @@ int cmd_bench(int argc, char **argv) {
     bench_trainer(&t, &m, &lora, &data, &o, &rng);
     BenchTiming bt;
     bench_run_steps(&t, o.steps, &bt);
+    if (o.per_shape) print_step_shapes(o.steps);
     GemmShape *shapes = step_shapes(&m.cfg, (size_t)o.B, (size_t)o.T, full, o.bf16);
     double flops, t_alone;
     time_shapes_alone(shapes, o.per_shape, &flops, &t_alone);
