@@ -3,6 +3,8 @@
 // thread count given (default: 1 and 2). Both engines run the same products in the same
 // run, so the ratio is meaningful on a noisy machine. A benchmark, not a test.
 //   build/bench/bench_sgemm [THREADS...]      e.g. bench_sgemm 1 2 4 8 16
+// BENCH_NATIVE_ONLY=1 skips OpenBLAS (its column then reads 1.0): where OpenBLAS runs its
+// generic kernels they take most of the run. bench/torch_mm.py times PyTorch on the same shapes.
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -42,6 +44,10 @@ int main(int argc, char **argv) {
         {"c_fc input grad 1024x768x3072 (nn)", false, false, 1024, 768, 3072},
         {"c_fc weight grad 3072x768x1024 (tn)", true, false, 3072, 768, 1024},
         {"logits 512x50257x768 (nt)", false, true, 512, 50257, 768},
+        {"logits dx 512x768x50257 (nn)", false, false, 512, 768, 50257},
+        {"logits dx 1024x768x50257 (nn)", false, false, 1024, 768, 50257},
+        {"c_attn forward 1024x2304x768 (nt)", false, true, 1024, 2304, 768},
+        {"attn proj 1024x768x768 (nn)", false, false, 1024, 768, 768},
     };
     int threads[16] = {1, 2}, n_threads = 2;
     if (argc > 1) {
@@ -67,7 +73,7 @@ int main(int argc, char **argv) {
             const Shape *s = &shapes[i];
             const double flops = 2.0 * (double)s->M * (double)s->N * (double)s->K;
             const double gn = have_native ? flops / best_seconds(s, true, A, B, C) / 1e9 : 0.0;
-            const double go = flops / best_seconds(s, false, A, B, C) / 1e9;
+            const double go = getenv("BENCH_NATIVE_ONLY") ? 1.0 : flops / best_seconds(s, false, A, B, C) / 1e9;
             printf("%-38s %7d %12.1f %12.1f %7.2f\n", s->what, threads[t], gn, go, gn / go);
         }
     }
