@@ -8,10 +8,12 @@
 // multiply-adds per 14 loads. One A micro-panel (12 x KC floats, 12 KiB) stays in L1 while
 // a thread walks the B panels of the block (KC x NC floats, 1 MiB) from its L2.
 //
-// Three schedules share the packing and the kernel: product() splits each block's tiles
+// Four schedules share the packing and the kernel: product() splits each block's tiles
 // over the team (B block shared); product_colsplit() gives each thread its own columns of a
-// wide product (B never shared); sgemm_native_batch() runs whole small products one per
-// thread. None splits K, so results do not depend on the thread count.
+// wide product (B never shared); driver_ksplit() cuts a very deep product with a small
+// output into 16 slices of K, fixed by the shape, one whole product each; and
+// sgemm_native_batch() runs whole small products one per thread. None lets the thread count
+// decide how K is summed, so results do not depend on it.
 //
 // References: tests/test_sgemm.c holds every schedule to a double-precision product within
 // the float-summation error bound, and test_ops.c/test_sgemm.c compare it with OpenBLAS.
@@ -278,10 +280,60 @@ static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha,
 static float *colsplit_buf;
 static size_t colsplit_floats;
 
+// Products whose depth dwarfs their output (the logits' input gradient, 512 x 768 x 50257)
+// leave each of 16 threads a few tiles per K block between two barriers. They are split
+// over K instead, into KSPLIT slices fixed by the shape alone: slice s (K / KSPLIT deep,
+// rounded up) is a whole product of its own on one thread, into its own partial C, and the
+// partials are added in slice order. Results are therefore the same for every thread count.
+// Error: a slice's sum has at most ceil(K / KSPLIT) terms and the final sum KSPLIT more, so
+// the usual bound for a K-term float sum still holds.
+enum { KSPLIT = 16, KSPLIT_MIN_K = 16384 };
+
+// True when the K-split schedule runs (matrix operands only: slices offset the pointers).
+static bool use_ksplit(size_t M, size_t N, size_t K, const BOperand *b) {
+    return !b->src && K >= KSPLIT_MIN_K && K >= KSPLIT * (M > N ? M : N);
+}
+
+// Partial sums and per-thread packing buffers of the K-split schedule, kept like packed_a.
+static float *ksplit_buf, *ksplit_pack;
+static size_t ksplit_floats, ksplit_pack_floats;
+
+// C = alpha * sum over slices of op(A)[:, slice] op(B)[slice, :] + beta * C (see KSPLIT).
+static void driver_ksplit(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
+                          size_t lda, const BOperand *b, float beta, float *C, size_t ldc) {
+    const size_t len = (K + KSPLIT - 1) / KSPLIT, mn = M * N;
+    const size_t fa = ((min_sz(MC, M) + MR - 1) / MR * MR * KC + 15) / 16 * 16;
+    const size_t per_thread = fa + (min_sz(NC, N) + NR - 1) / NR * NR * KC;
+    const size_t nth = (size_t)omp_get_max_threads();
+    float *part = scratch(&ksplit_buf, &ksplit_floats, KSPLIT * mn);
+    float *pack = scratch(&ksplit_pack, &ksplit_pack_floats, per_thread * nth);
+    #pragma omp parallel for schedule(static)
+    for (size_t sl = 0; sl < KSPLIT; sl++) {
+        const size_t p0 = sl * len, kl = p0 < K ? min_sz(len, K - p0) : 0;
+        float *ps = part + sl * mn, *pa = pack + (size_t)omp_get_thread_num() * per_thread;
+        if (kl == 0) {
+            scale_c(M, N, 0.0f, ps, N);
+            continue;
+        }
+        const BOperand bs = {b->tb, b->tb ? b->B + p0 : b->B + p0 * b->ldb, b->ldb, NULL};
+        product(ta, M, N, kl, 1.0f, ta ? A + p0 * lda : A + p0, lda, &bs, 0.0f, ps, N, pa, pa + fa, 1, 0);
+    }
+    #pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < M; i++) {  // slice 0's row accumulates the others, in order
+        float *acc = part + i * N, *c = C + i * ldc;
+        for (size_t sl = 1; sl < KSPLIT; sl++) {
+            const float *ps = part + sl * mn + i * N;
+            for (size_t j = 0; j < N; j++) acc[j] += ps[j];
+        }
+        for (size_t j = 0; j < N; j++) c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+    }
+}
+
 static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const BOperand *b, float beta, float *C, size_t ldc) {
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == 0.0f) return scale_c(M, N, beta, C, ldc);
+    if (use_ksplit(M, N, K, b)) return driver_ksplit(ta, M, N, K, alpha, A, lda, b, beta, C, ldc);
     const int nth = threads_for(M, N, K);
     // column split for wide products whose A block fits L2 beside a thread's B block, when
     // every thread gets at least 4 panels (128 columns) of B; measured on the 2-core

@@ -1,7 +1,7 @@
 // test_sgemm.c: qlora's own AVX-512 sgemm (src/sgemm.c) against a double-precision
 // reference with a rigorous error bound, on every transpose, sizes that cross each
-// blocking boundary (MR = 12, NR = 32, KC = 256, NC = 1024, MC = 4092), row strides, alpha
-// and beta; plus beta = 0 over NaN, untouched padding, identical results for any thread
+// blocking boundary (MR = 12, NR = 32, KC = 256, NC = 1024, MC = 4092) and the K-split
+// schedule of deep products, row strides, alpha and beta; plus beta = 0 over NaN, untouched padding, identical results for any thread
 // count, and the engine switch (QLORA_GEMM).
 #include <math.h>
 #include <omp.h>
@@ -72,6 +72,7 @@ static void test_shapes(void) {
         {1, 1, 1},    {12, 32, 16},  {13, 33, 17}, {11, 31, 257}, {5, 70, 600}, {40, 1100, 24},
         {4100, 20, 9}, {64, 64, 256}, {30, 8, 300}, {8, 100, 130},
         {100, 2000, 300},  // wide: the column-split schedule on 2+ threads
+        {20, 30, 20000}, {13, 40, 16400},  // deep: the K-split schedule (16 slices, ragged last)
     };
     uint64_t seed = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -119,6 +120,21 @@ static void test_thread_invariance(void) {
         EXPECT(memcmp(C1, C2, m * n * 4) == 0, "%zu x %zu: 1 and 3 threads give bit-identical products", m, n);
     }
     omp_set_num_threads(saved);
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+    // the K-split schedule: slices fixed by the shape, whichever thread runs them
+    const size_t m = 24, n = 40, k = 20000;
+    A = malloc(m * k * 4), B = malloc(k * n * 4), C1 = malloc(m * n * 4), C2 = malloc(m * n * 4);
+    fill(A, m * k, 9);
+    fill(B, k * n, 10);
+    omp_set_num_threads(1);
+    sgemm_native(false, false, m, n, k, 1.0f, A, k, B, n, 0.0f, C1, n);
+    omp_set_num_threads(3);
+    sgemm_native(false, false, m, n, k, 1.0f, A, k, B, n, 0.0f, C2, n);
+    omp_set_num_threads(saved);
+    EXPECT(memcmp(C1, C2, m * n * 4) == 0, "%zu x %zu x %zu (K split): 1 and 3 threads give bit-identical products", m, n, k);
     free(A);
     free(B);
     free(C1);
