@@ -311,13 +311,24 @@ TARGET_AMX static void amx_begin(void) {
 TARGET_AMX static void amx_end(void) { _tile_release(); }
 
 // One 32 x 32 tile with TDPBF16PS, per 32-deep step two A tiles, two B tiles, four products.
-// Ap: the AMX A panel; Bp: the B panel. Writes as store_tile.
+// Ap: the AMX A panel; Bp: the B panel. Writes as store_tile. A whole tile with alpha 1 and
+// beta 0 or 1 (every product of a training step) never passes through memory of its own:
+// the C tiles start from C (beta 1) or zero and are stored straight back into C, which saves
+// a 4 KiB round trip per K block (at AMX speed, a fifth of a 512-deep tile's time).
 TARGET_AMX static void kernel_amx(size_t kcp, const uint16_t *Ap, const uint16_t *Bp, float *C,
                                   size_t ldc, size_t m, size_t n, float alpha, float beta) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    const bool direct = m == MR_AMX && n == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+    if (direct && beta == 1.0f) {
+        _tile_loadd(0, C, ldc * sizeof(float));
+        _tile_loadd(1, C + 16, ldc * sizeof(float));
+        _tile_loadd(2, C + 16 * ldc, ldc * sizeof(float));
+        _tile_loadd(3, C + 16 * ldc + 16, ldc * sizeof(float));
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (size_t s = 0; s < kcp / KSTEP; s++) {
         const uint16_t *a = Ap + s * MR_AMX * KSTEP, *b = Bp + s * KSTEP * NR;
         _tile_loadd(4, a, 64);
@@ -328,6 +339,13 @@ TARGET_AMX static void kernel_amx(size_t kcp, const uint16_t *Ap, const uint16_t
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+    }
+    if (direct) {
+        _tile_stored(0, C, ldc * sizeof(float));
+        _tile_stored(1, C + 16, ldc * sizeof(float));
+        _tile_stored(2, C + 16 * ldc, ldc * sizeof(float));
+        _tile_stored(3, C + 16 * ldc + 16, ldc * sizeof(float));
+        return;
     }
     float tile[MR_AMX * NR] __attribute__((aligned(64)));
     _tile_stored(0, tile, NR * 4);
