@@ -1,15 +1,17 @@
 // bgemm.c: see bgemm.h.
 //
-// The blocking and the two schedules are sgemm.c's (packed panels per KC-deep block; output
-// tiles split over the team, or each thread its own columns for wide products; never K),
-// with bf16 panels: values are rounded to bf16 while they are packed, and
-// a pair of consecutive k values sits side by side, the layout both instruction sets read.
+// The blocking and the three schedules are sgemm.c's (packed panels per KC-deep block; output
+// tiles split over the team, or each thread its own columns for wide products, or one whole
+// product per thread for a batch; never K), with bf16 panels: values are rounded to bf16
+// while they are packed, and a pair of consecutive k values sits side by side, the layout
+// both instruction sets read.
 //   B panel (both ISAs): BGEMM_NR = 32 columns; pair-row q holds (k = 2q, 2q+1) of each
 //     column: 64 bf16 (128 bytes) per pair-row, kcp / 2 pair-rows (kcp = kc rounded up to 32).
 //   A panel, AVX512-BF16: 12 rows; per pair-row q the 12 rows' pairs (48 bytes), broadcast
 //     one at a time by the 12 x 32 kernel (VDPBF16PS: 16 lanes, each a dot of one pair).
 //   A panel, AMX: 32 rows as two 16-row tiles per 32-deep step: 16 rows x 32 bf16 (1 KiB)
 //     each, the layout TDPBF16PS reads from A; the 32 x 32 kernel keeps 4 C tiles.
+// A batch's transposed A (attention's P^T, dS^T) is packed into the same A panels from A^T.
 // Each tile product is summed in fp32 per KC block; later blocks accumulate through C.
 //
 // References: bgemm_ref below (double sums of the same rounded inputs) and
@@ -37,17 +39,29 @@ float bf16_round(float x) {
     return x;
 }
 
-void bgemm_ref(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-               const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+// One product of the references: op(A), op(B) rounded to bf16, summed in double.
+static void ref_one(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     for (size_t i = 0; i < M; i++)
         for (size_t j = 0; j < N; j++) {
             double s = 0.0;
             for (size_t k = 0; k < K; k++)
-                s += (double)bf16_round(A[i * lda + k]) *
+                s += (double)bf16_round(ta ? A[k * lda + i] : A[i * lda + k]) *
                      (double)bf16_round(tb ? B[j * ldb + k] : B[k * ldb + j]);
             const double old = beta == 0.0f ? 0.0 : (double)beta * C[i * ldc + j];
             C[i * ldc + j] = (float)((double)alpha * s + old);
         }
+}
+
+void bgemm_ref(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+               const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    ref_one(false, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void bgemm_batch_ref(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                     const float *const *A, size_t lda, const float *const *B, size_t ldb,
+                     float beta, float *const *C, size_t ldc) {
+    for (size_t i = 0; i < count; i++) ref_one(ta, tb, M, N, K, alpha, A[i], lda, B[i], ldb, beta, C[i], ldc);
 }
 
 bool bgemm_mode(const char *mode, bool *on, Error *err) {
@@ -232,6 +246,56 @@ TARGET_BF16 static void pack_a_amx(const float *A, size_t lda, size_t i0, size_t
         }
 }
 
+// pack_a_vec's panel from a transposed A, op(A)[i][k] = A[k * lda + i]: memory rows k and
+// k + 1 hold the panel's rows side by side, so one rounding of the pair gives pair-row k / 2.
+TARGET_BF16 static void pack_a_vec_t(const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                                     size_t kc, size_t ip, uint16_t *dst) {
+    const size_t kcp = round_up(kc, KSTEP), r0 = ip * MR_VEC, rows = min_sz(MR_VEC, m - r0);
+    const __mmask16 mask = (__mmask16)((1u << rows) - 1);
+    const float *s = A + p0 * lda + i0 + r0;
+    uint32_t *d = (uint32_t *)(dst + ip * MR_VEC * kcp);
+    for (size_t k = 0; k < kcp; k += 2) {
+        const __m512 lo = k < kc ? _mm512_maskz_loadu_ps(mask, s + k * lda) : _mm512_setzero_ps();
+        const __m512 hi = k + 1 < kc ? _mm512_maskz_loadu_ps(mask, s + (k + 1) * lda) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(d + (k / 2) * MR_VEC, 0x0FFF, round_pairs(lo, hi));
+    }
+}
+
+// pack_a_amx's panel from a transposed A: per 32-deep step and 16 rows, the 16 pair-rows are
+// rounded (lane i: row i's pair) and the 16 x 16 block of pairs transposed into tile rows.
+TARGET_BF16 static void pack_a_amx_t(const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                                     size_t kc, size_t ip, uint16_t *dst) {
+    const size_t kcp = round_up(kc, KSTEP), r0 = ip * MR_AMX, rows = min_sz(MR_AMX, m - r0);
+    const float *s = A + p0 * lda + i0 + r0;
+    uint16_t *d = dst + ip * MR_AMX * kcp;
+    for (size_t k = 0; k < kcp; k += KSTEP)
+        for (size_t h = 0; h < MR_AMX; h += 16) {
+            const size_t n = rows > h ? min_sz(16, rows - h) : 0;
+            const __mmask16 mask = (__mmask16)((1u << n) - 1);
+            __m512i r[16];
+            for (size_t q = 0; q < 16; q++) {
+                const size_t k0 = k + 2 * q;
+                const __m512 lo = k0 < kc ? _mm512_maskz_loadu_ps(mask, s + k0 * lda + h) : _mm512_setzero_ps();
+                const __m512 hi = k0 + 1 < kc ? _mm512_maskz_loadu_ps(mask, s + (k0 + 1) * lda + h)
+                                              : _mm512_setzero_ps();
+                r[q] = round_pairs(lo, hi);
+            }
+            simd_transpose16x32(r);  // r[i]: row h + i's 16 pairs, one tile row
+            for (size_t i = 0; i < 16; i++)
+                _mm512_store_si512(d + (k / KSTEP) * MR_AMX * KSTEP + (h + i) * KSTEP, r[i]);
+        }
+}
+
+// Row panel ip of op(A)'s block (rows i0.., m of them; columns p0..p0+kc) in the layout of the
+// AMX or the AVX512-BF16 kernel, from A as stored (ta) or not.
+static void pack_a(bool amx, bool ta, const float *A, size_t lda, size_t i0, size_t m, size_t p0,
+                   size_t kc, size_t ip, uint16_t *dst) {
+    if (amx)
+        (ta ? pack_a_amx_t : pack_a_amx)(A, lda, i0, m, p0, kc, ip, dst);
+    else
+        (ta ? pack_a_vec_t : pack_a_vec)(A, lda, i0, m, p0, kc, ip, dst);
+}
+
 // ---- micro-kernels --------------------------------------------------------------------------
 
 // C[0..m, 0..n) = alpha * acc + beta * C for a tile held in memory (acc: rows of NR floats).
@@ -385,28 +449,32 @@ static int threads_for(size_t M, size_t N, size_t K) {
     return omp_get_max_threads() < useful ? omp_get_max_threads() : useful;
 }
 
-// The blocked product, run by thread tid of nth inside the driver's parallel region (the
-// same split as sgemm.c's product()). pa, pb: the team's packing buffers.
-static void product(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
+// Columns of B per block: with one or two threads, a core walks all of A's block (up to
+// 4 MiB) against the B block, so B is kept to 256 KiB to stay in L2 beside the A panel in
+// use; with more, each core reads a share of A and the larger block saves barriers.
+static size_t b_block_cols(size_t nth) { return nth <= 2 ? NC / 4 : NC; }
+
+// The blocked product, run by thread tid of nth (the same split as sgemm.c's product()):
+// inside the driver's parallel region, or with nth == 1 one whole product by one thread
+// (bgemm_batch; no barriers then). op(A) = ta ? A^T : A. pa, pb: packing buffers (the team's).
+static void product(bool amx, bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const BOperand *b, float beta, float *C, size_t ldc, uint16_t *pa,
                     uint16_t *pb, size_t nth, size_t tid) {
-    // columns of B per block: with one or two threads, a core walks all of A's block (up to
-    // 4 MiB) against the B block, so B is kept to 256 KiB to stay in L2 beside the A panel in
-    // use; with more, each core reads a share of A and the larger block saves barriers
-    const size_t ncb = nth <= 2 ? NC / 4 : NC;
-    const size_t mr = amx ? MR_AMX : MR_VEC;
+    const size_t ncb = b_block_cols(nth), mr = amx ? MR_AMX : MR_VEC;
     for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = min_sz(MC, M - i0), mpanels = (mc + mr - 1) / mr;
         for (size_t p0 = 0; p0 < K; p0 += KC) {
             const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
             const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
             for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
-                (amx ? pack_a_amx : pack_a_vec)(A, lda, i0, mc, p0, kc, ip, pa);
+                pack_a(amx, ta, A, lda, i0, mc, p0, kc, ip, pa);
             for (size_t j0 = 0; j0 < N; j0 += ncb) {
                 const size_t nc = min_sz(ncb, N - j0), npanels = (nc + NR - 1) / NR;
                 for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
                     pack_b(b, j0, nc, p0, kc, jp, pb + jp * NR * kcp);
-                #pragma omp barrier
+                if (nth > 1) {
+                    #pragma omp barrier
+                }
                 const size_t tiles = mpanels * npanels;
                 for (size_t t = tiles * tid / nth; t < tiles * (tid + 1) / nth; t++) {
                     const size_t ip = t / npanels, jp = t % npanels, r = ip * mr, c = jp * NR;
@@ -415,7 +483,9 @@ static void product(bool amx, size_t M, size_t N, size_t K, float alpha, const f
                                                     min_sz(mr, mc - r), min_sz(NR, nc - c),
                                                     alpha, beta_k);
                 }
-                #pragma omp barrier
+                if (nth > 1) {
+                    #pragma omp barrier
+                }
             }
         }
     }
@@ -438,7 +508,7 @@ static void product_colsplit(bool amx, size_t M, size_t N, size_t K, float alpha
         const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
         const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
-            (amx ? pack_a_amx : pack_a_vec)(A, lda, 0, M, p0, kc, ip, pa);
+            pack_a(amx, false, A, lda, 0, M, p0, kc, ip, pa);
         #pragma omp barrier
         for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
             const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
@@ -456,6 +526,12 @@ static void product_colsplit(bool amx, size_t M, size_t N, size_t K, float alpha
     }
 }
 
+// C = beta * C (K == 0 or alpha == 0); beta == 0 never reads C.
+static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
 // Packing buffers, allocated once at their largest and kept (callers are single-threaded);
 // colsplit_buf holds one NCS x KC buffer per thread, grown on demand.
 static uint16_t *packed_a, *packed_b, *colsplit_buf;
@@ -466,8 +542,7 @@ static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, si
     CHECK(bgemm_available());
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == 0.0f) {
-        for (size_t i = 0; i < M; i++)
-            for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        scale_c(M, N, beta, C, ldc);
         return;
     }
     if (!packed_a) {
@@ -491,7 +566,7 @@ static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, si
             product_colsplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a,
                              colsplit_buf + t * NCS * KC, n, t);
         else
-            product(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a, packed_b, n, t);
+            product(amx, false, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a, packed_b, n, t);
         if (amx) amx_end();
     }
 }
@@ -506,6 +581,51 @@ void bgemm_b(size_t M, size_t N, size_t K, float alpha, const float *A, size_t l
              const BgemmPanelSource *B, float beta, float *C, size_t ldc) {
     const BOperand b = {false, NULL, 0, B};
     driver(M, N, K, alpha, A, lda, &b, beta, C, ldc);
+}
+
+// Per-thread packing buffers of bgemm_batch, grown on demand and kept (as packed_a/packed_b),
+// so that a training step's hundreds of batches allocate nothing.
+static uint16_t *batch_buf;
+static size_t batch_buf_elems;
+
+void bgemm_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                 const float *const *A, size_t lda, const float *const *B, size_t ldb, float beta,
+                 float *const *C, size_t ldc) {
+    CHECK(bgemm_available());
+    if (count == 0 || M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0.0f) {
+        for (size_t i = 0; i < count; i++) scale_c(M, N, beta, C[i], ldc);
+        return;
+    }
+    const bool amx = bgemm_isa() == BGEMM_AMX;
+    const size_t mr = amx ? MR_AMX : MR_VEC, kcp = round_up(min_sz(KC, K), KSTEP);
+    // what product() packs with one thread: an A block of whole panels and one B block (both
+    // multiples of 32 elements, so every buffer stays 64-byte aligned)
+    const size_t ea = round_up(min_sz(MC, M), mr) * kcp, eb = round_up(min_sz(b_block_cols(1), N), NR) * kcp;
+    const size_t max_th = (size_t)omp_get_max_threads(), nth = count < max_th ? count : max_th;
+    if (batch_buf_elems < (ea + eb) * nth) {
+        free(batch_buf);
+        batch_buf = xmalloc_aligned((ea + eb) * nth * sizeof(uint16_t));
+        batch_buf_elems = (ea + eb) * nth;
+    }
+    #pragma omp parallel num_threads((int)nth)
+    {
+        uint16_t *pa = batch_buf + (size_t)omp_get_thread_num() * (ea + eb), *pb = pa + ea;
+        if (amx) amx_begin();
+        #pragma omp for schedule(static)
+        for (size_t i = 0; i < count; i++) {
+            const BOperand b = {tb, B[i], ldb, NULL};
+            product(amx, ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, pa, pb, 1, 0);
+        }
+        if (amx) amx_end();
+    }
+}
+
+void bgemm_pack_a(BgemmIsa isa, bool ta, const float *A, size_t lda, size_t m, size_t kc,
+                  uint16_t *dst) {
+    CHECK(isa != BGEMM_NONE && bgemm_available() && m <= MC && kc <= KC);
+    const size_t mr = isa == BGEMM_AMX ? MR_AMX : MR_VEC;
+    for (size_t ip = 0; ip < (m + mr - 1) / mr; ip++) pack_a(isa == BGEMM_AMX, ta, A, lda, 0, m, 0, kc, ip, dst);
 }
 
 #else  // not an x86-64 build with AVX-512: no bf16 kernels, callers stay on fp32
@@ -535,6 +655,20 @@ void bgemm_b(size_t M, size_t N, size_t K, float alpha, const float *A, size_t l
     (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B, (void)beta, (void)C;
     (void)ldc;
     CHECK(!"bgemm_b called in a build without bf16 kernels");
+}
+
+void bgemm_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                 const float *const *A, size_t lda, const float *const *B, size_t ldb, float beta,
+                 float *const *C, size_t ldc) {
+    (void)ta, (void)tb, (void)count, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda;
+    (void)B, (void)ldb, (void)beta, (void)C, (void)ldc;
+    CHECK(!"bgemm_batch called in a build without bf16 kernels");
+}
+
+void bgemm_pack_a(BgemmIsa isa, bool ta, const float *A, size_t lda, size_t m, size_t kc,
+                  uint16_t *dst) {
+    (void)isa, (void)ta, (void)A, (void)lda, (void)m, (void)kc, (void)dst;
+    CHECK(!"bgemm_pack_a called in a build without bf16 kernels");
 }
 
 #endif

@@ -8,7 +8,7 @@
 // Without either, bgemm_available() is false and callers stay on the fp32 path.
 //
 // Contract, row-major, as sgemm.h's apart from the rounding, with A never transposed
-// (the activations or output gradients, rows = tokens):
+// (the activations or output gradients, rows = tokens; bgemm_batch below also takes A^T):
 //   C[M,N] = alpha * bf16(A)[M,K] . bf16(op(B))[K,N] + beta * C,   A[i][k] = A[i*lda + k]
 //   op(B)[k][j] = tb ? B[j*ldb + k] : B[k*ldb + j]
 // bf16(x) rounds an fp32 value to the nearest bf16 (ties to even), as the CPU's
@@ -76,8 +76,33 @@ void bgemm(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
 void bgemm_b(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
              const BgemmPanelSource *B, float beta, float *C, size_t ldc);
 
-// Plain reference: the same rounding of A and B, products summed in double. For tests.
+// count independent products of one shape with shared strides (attention's one product per
+// (sequence, head)), item i
+//   C[i] = alpha * bf16(op(A[i]))[M,K] . bf16(op(B[i]))[K,N] + beta * C[i],
+//   op(A)[r][k] = ta ? A[k*lda + r] : A[r*lda + k],   op(B) as above,
+// as sgemm_native_batch (sgemm.h) does in fp32. The items are spread over the OpenMP threads,
+// each product whole on one thread (never split, over K or otherwise), so results do not
+// depend on the thread count. beta == 0 overwrites C[i] (never read: NaN there is harmless);
+// beta == 1 accumulates. The C[i] must not overlap each other or the inputs. Packing buffers
+// are per thread, kept across calls (no allocation once they have grown). Requires
+// bgemm_available(); never inside a parallel region.
+void bgemm_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                 const float *const *A, size_t lda, const float *const *B, size_t ldb, float beta,
+                 float *const *C, size_t ldc);
+
+// Plain references: the same rounding of op(A) and op(B), products summed in double. For tests.
 void bgemm_ref(bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+void bgemm_batch_ref(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, float alpha,
+                     const float *const *A, size_t lda, const float *const *B, size_t ldb,
+                     float beta, float *const *C, size_t ldc);
+
+// For tests: rows [0, m) and columns [0, kc) of op(A) (m <= 4032, kc <= BGEMM_KC) packed as the
+// kernel of isa reads them, every row panel of the block (round_up(m, 12) x kcp bf16 for
+// AVX512-BF16, round_up(m, 32) x kcp for AMX; kcp = round_up(kc, 32)), zeros past m and kc.
+// The packing uses AVX512-BF16 instructions only, so the AMX layout (transposed A included)
+// can be checked on CPUs without AMX. dst 64-byte aligned. Requires bgemm_available().
+void bgemm_pack_a(BgemmIsa isa, bool ta, const float *A, size_t lda, size_t m, size_t kc,
+                  uint16_t *dst);
 
 #endif

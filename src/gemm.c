@@ -232,3 +232,13 @@ const char *blas_kernel_hint(void) {
                "for faster matrix products";
     return NULL;
 }
+
+// matmul_batch in bf16 (bgemm_batch), timed as "bf16" with the batch count.
+void matmul_batch_bf16(const char *op, size_t count, float *const *C, const float *const *A,
+                       const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
+                       size_t lda, size_t ldb, size_t ldc) {
+    CHECK(strlen(op) == 2 && (op[0] == 'n' || op[0] == 't') && (op[1] == 'n' || op[1] == 't'));
+    const double t0 = t_start();
+    bgemm_batch(op[0] == 't', op[1] == 't', count, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    t_stop(t0, "bf16", op[0] == 't', op[1] == 't', M, N, K, count);
+}

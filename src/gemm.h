@@ -77,6 +77,12 @@ void matmul_bf16(bool tb, float *C, const float *A, const float *B, size_t M, si
                  float alpha, float beta, size_t lda, size_t ldb, size_t ldc);
 void matmul_bf16_panels(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                         const struct BgemmPanelSource *B, float beta, float *C, size_t ldc);
+// matmul_batch's products in bf16 (bgemm_batch: op(A) and op(B) rounded to bf16, fp32 sums,
+// one whole product per thread), for attention when the model runs in bf16. Callers check
+// bgemm_available().
+void matmul_batch_bf16(const char *op, size_t count, float *const *C, const float *const *A,
+                       const float *const *B, size_t M, size_t N, size_t K, float alpha, float beta,
+                       size_t lda, size_t ldb, size_t ldc);
 
 // Wall time spent inside matrix products (every matmul_* call), summed while enabled; for
 // qlora bench's "products vs everything else" split. gemm_timing(true) resets the sum.

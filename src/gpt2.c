@@ -171,7 +171,7 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
     float **h = &a->lora_h[(size_t)l * (size_t)a->n_lin];
     layernorm_forward(x.ln1, x.ln1_mean, x.ln1_rstd, a->resid[l], blk->ln1_w, blk->ln1_b, N, C, c->eps);
     block_linear_forward(m, lora, l, LORA_QKV, x.qkv, x.ln1, N, h[LORA_QKV], a->tile, a->xd, tc, a->prof);
-    PROF_PHASE(a->prof, attention_fwd, attention_forward(x.atty, x.att, x.qkv, B, T, C, NH, a->pos));
+    PROF_PHASE(a->prof, attention_fwd, attention_forward(x.atty, x.att, x.qkv, B, T, C, NH, a->pos, m->bf16));
     block_linear_forward(m, lora, l, LORA_ATTN_PROJ, a->tmp, x.atty, N, h[LORA_ATTN_PROJ], a->tile,
                          a->xd, tc, a->prof);
     residual_forward(x.resid_mid, a->resid[l], a->tmp, N * C);
@@ -204,7 +204,7 @@ static void block_backward(const Model *m, LoraSet *lora, Acts *a, int l, size_t
     zero_floats(x.datty, N * C);
     block_linear_backward(m, lora, a, l, LORA_ATTN_PROJ, x.datty, a->dresid, x.atty, N, tc);
     zero_floats(x.dqkv, N * 3 * C);
-    attention_backward(x.dqkv, x.datt, x.datty, x.qkv, x.att, B, T, C, NH);
+    attention_backward(x.dqkv, x.datt, x.datty, x.qkv, x.att, B, T, C, NH, m->bf16);
     if (need_dinput) zero_floats(a->dln, N * C);
     block_linear_backward(m, lora, a, l, LORA_QKV, need_dinput ? a->dln : NULL, x.dqkv, x.ln1, N, tc);
     if (need_dinput)

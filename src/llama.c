@@ -345,7 +345,7 @@ static void block_forward(const Model *m, const LoraSet *lora, Acts *a, int l, s
                rope_forward(x.q, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ, a->pos);
                rope_forward(x.k, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV, a->pos);
                attention_gqa_forward(x.atty, x.att, x.q, x.k, x.v, CQ, CKV, B, T, NH, NKV, HS,
-                                     (size_t)c->window, a->pos));
+                                     (size_t)c->window, a->pos, m->bf16));
     lin_fwd(m, lora, a, l, LIN_O, a->tmp, x.atty, N, tc);
     residual_forward(x.resid_mid, a->resid[l], a->tmp, N * C);
     rmsnorm_forward(x.ln2, x.rstd2, x.resid_mid, blk->ln2_w, N, C, c->eps);
@@ -389,7 +389,7 @@ static void block_backward(const Model *m, LoraSet *lora, Acts *a, int l, size_t
     zero_floats(x.dk, N * CKV);
     zero_floats(x.dv, N * CKV);
     attention_gqa_backward(x.dq, x.dk, x.dv, x.datt, x.datty, x.q, x.k, x.v, x.att, CQ, CKV, B, T,
-                           NH, NKV, HS);
+                           NH, NKV, HS, m->bf16);
     rope_backward(x.dq, m->rope_cos, m->rope_sin, B, T, NH, HS, CQ, a->pos);
     rope_backward(x.dk, m->rope_cos, m->rope_sin, B, T, NKV, HS, CKV, a->pos);
     float *dln = need_dinput ? a->dln : NULL;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bgemm.h"
 #include "gemm.h"
 #include "util.h"
 
@@ -226,14 +227,15 @@ static void head_ptrs(const float **out, const float *base, size_t B, size_t NH,
 }
 
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
-                       size_t NH, const int *pos) {
-    attention_gqa_forward(out, att, qkv, qkv + C, qkv + 2 * C, 3 * C, 3 * C, B, T, NH, NH, C / NH, 0, pos);
+                       size_t NH, const int *pos, bool bf16) {
+    attention_gqa_forward(out, att, qkv, qkv + C, qkv + 2 * C, 3 * C, 3 * C, B, T, NH, NH, C / NH, 0, pos,
+                          bf16);
 }
 
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                        const float *att, size_t B, size_t T, size_t C, size_t NH) {
+                        const float *att, size_t B, size_t T, size_t C, size_t NH, bool bf16) {
     attention_gqa_backward(dqkv, dqkv + C, dqkv + 2 * C, datt, dout, qkv, qkv + C, qkv + 2 * C, att, 3 * C,
-                           3 * C, B, T, NH, NH, C / NH);
+                           3 * C, B, T, NH, NH, C / NH, bf16);
 }
 
 double softmax_xent(float *logits, const int *targets, size_t n, size_t V, float dlogits_scale,
@@ -502,35 +504,62 @@ static void shift_ptrs(const float **out, const float *const *in, size_t n, size
     for (size_t i = 0; i < n; i++) out[i] = in[i] + off;
 }
 
+// One of attention's batched products, C[i] = alpha op(A[i]) op(B[i]) + beta C[i] over n
+// items (op: "nt", "nn" or "tn", as matmul_batch), whose M = T output rows are cut into causal
+// blocks [r0, r1) (att_block); the keys it runs over shrink with the block:
+typedef enum {
+    ATT_COLS_UPTO,  // N = r1 columns (keys [0, r1): scores, dP; the rest of the row is masked)
+    ATT_SUM_UPTO,   // K = r1 (keys [0, r1): P v, dS k; later keys have probability 0)
+    ATT_SUM_FROM,   // K = T - r0 from row r0 of op(B) (queries t >= r0: P^T dO, dS^T q; earlier
+                    // queries have zeros in these keys' columns)
+} AttCut;
+typedef struct {
+    const char *op;
+    AttCut cut;
+    size_t n, dim;  // items; the size that is not cut (HS: K for ATT_COLS_UPTO, else N)
+    const float *const *C, *const *A, *const *B;  // the items' whole (T-row) operands
+    size_t ldc, lda, ldb;
+    float alpha, beta;
+} AttProduct;
+
+// Runs p block by block, in bf16 (matmul_batch_bf16: inputs rounded, fp32 sums) or fp32
+// (matmul_batch); sp: scratch for 3 n item pointers.
+static void att_product(const AttProduct *p, size_t T, bool bf16, const float **sp) {
+    const bool ta = p->op[0] == 't', tb = p->op[1] == 't';
+    const size_t n = p->n, blk = att_block(T);
+    const float **c = sp, **a = sp + n, **b = sp + 2 * n;
+    for (size_t r0 = 0; r0 < T; r0 += blk) {
+        const size_t r1 = r0 + blk < T ? r0 + blk : T, k0 = p->cut == ATT_SUM_FROM ? r0 : 0;
+        const size_t N = p->cut == ATT_COLS_UPTO ? r1 : p->dim;
+        const size_t K = p->cut == ATT_COLS_UPTO ? p->dim : p->cut == ATT_SUM_UPTO ? r1 : T - r0;
+        shift_ptrs(c, p->C, n, r0 * p->ldc);                                   // rows r0..
+        shift_ptrs(a, p->A, n, ta ? r0 + k0 * p->lda : r0 * p->lda + k0);     // op(A) rows r0.., k0..
+        shift_ptrs(b, p->B, n, tb ? k0 : k0 * p->ldb);                         // op(B) rows k0..
+        (bf16 ? matmul_batch_bf16 : matmul_batch)(p->op, n, (float *const *)c, a, b, r1 - r0, N, K, p->alpha,
+                                                  p->beta, p->lda, p->ldb, p->ldc);
+    }
+}
+
 void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                           size_t HS, size_t window, const int *pos) {
+                           size_t HS, size_t window, const int *pos, bool bf16) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, blk = att_block(T);
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH;
     const float scale = 1.0f / sqrtf((float)HS);
-    const float **qp = xmalloc(7 * n * sizeof *qp), **kp = qp + n, **vp = qp + 2 * n, **a = qp + 3 * n;
-    const float **o = qp + 4 * n, **x = qp + 5 * n, **y = qp + 6 * n;  // x, y: a block's operands
+    const bool b16 = bf16 && bgemm_available();
+    const float **qp = xmalloc(8 * n * sizeof *qp), **kp = qp + n, **vp = qp + 2 * n, **a = qp + 3 * n;
+    const float **o = qp + 4 * n, **sp = qp + 5 * n;  // sp: 3n, a block's operands
     head_ptrs(qp, q, B, NH, T * ldq, HS);
     kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
     kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(a, att, B, NH, NH * T * T, T * T);
     head_ptrs(o, out, B, NH, T * CQ, HS);
-    // scores of rows [r0, r1) = scale * q_h k_{h/G}^T over keys [0, r1); several items read
-    // one k (reads only). Columns past r1 are left as they are: the softmax zeroes them.
-    for (size_t r0 = 0; r0 < T; r0 += blk) {
-        const size_t r1 = r0 + blk < T ? r0 + blk : T;
-        shift_ptrs(x, a, n, r0 * T);
-        shift_ptrs(y, qp, n, r0 * ldq);
-        matmul_batch("nt", n, (float *const *)x, y, kp, r1 - r0, r1, HS, scale, 0.0f, ldq, ldkv, T);
-    }
+    // scores = scale * q_h k_{h/G}^T; several items read one k (reads only). Columns past a
+    // block's keys are left as they are: the softmax zeroes them.
+    att_product(&(AttProduct){"nt", ATT_COLS_UPTO, n, HS, a, qp, kp, T, ldq, ldkv, scale, 0.0f}, T, b16, sp);
     causal_softmax_rows(att, B, NH, T, window, pos);
-    // out rows [r0, r1) = P v over keys [0, r1) (the later keys' probabilities are zero)
-    for (size_t r0 = 0; r0 < T; r0 += blk) {
-        const size_t r1 = r0 + blk < T ? r0 + blk : T;
-        shift_ptrs(x, o, n, r0 * CQ);
-        shift_ptrs(y, a, n, r0 * T);
-        matmul_batch("nn", n, (float *const *)x, y, vp, r1 - r0, HS, r1, 1.0f, 0.0f, T, ldkv, CQ);
-    }
+    // out_h = P_h v_{h/G}
+    att_product(&(AttProduct){"nn", ATT_SUM_UPTO, n, HS, o, a, vp, CQ, T, ldkv, 1.0f, 0.0f}, T, b16, sp);
     free(qp);
 }
 
@@ -550,62 +579,48 @@ static void causal_softmax_backward_rows(float *datt, const float *att, size_t n
 }
 
 // dkv (one kv head per item) += sum over the group slots j of P_h^T D_h, P the probabilities
-// (or score gradients) att and D = dsrc (row stride ld_src) of the slot's query heads, in key
-// blocks [c0, c1) summing rows t >= c0 only (earlier rows have zeros in those columns).
-static void gqa_key_grads(const float *const *dkv, const float **sA, const float **sB, const float **x,
-                          const float **y, const float *att, const float *dsrc, size_t ld_src, size_t sb_src,
-                          size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV, size_t HS) {
-    const size_t G = NH / NKV, m = B * NKV, blk = att_block(T);
+// (or score gradients) att and D = dsrc (row stride ld_src) of the slot's query heads, summing
+// in each key block rows t >= the block's first key only (earlier rows have zeros in those
+// columns). sA, sB: m item pointers each; sp: 3m.
+static void gqa_key_grads(const float *const *dkv, const float **sA, const float **sB, const float **sp,
+                          const float *att, const float *dsrc, size_t ld_src, size_t sb_src, size_t ldkv,
+                          size_t B, size_t T, size_t NH, size_t NKV, size_t HS, bool bf16) {
+    const size_t G = NH / NKV, m = B * NKV;
     for (size_t j = 0; j < G; j++) {  // items of one call write distinct kv heads
         group_slot_ptrs(sA, att, B, NKV, G, j, NH * T * T, T * T);
         group_slot_ptrs(sB, dsrc, B, NKV, G, j, sb_src, HS);
-        for (size_t c0 = 0; c0 < T; c0 += blk) {
-            const size_t c1 = c0 + blk < T ? c0 + blk : T;
-            shift_ptrs(x, sA, m, c0 * T + c0);
-            shift_ptrs(y, sB, m, c0 * ld_src);
-            const float **c = x + m;
-            shift_ptrs(c, dkv, m, c0 * ldkv);
-            matmul_batch("tn", m, (float *const *)c, x, y, c1 - c0, HS, T - c0, 1.0f, 1.0f, T, ld_src, ldkv);
-        }
+        att_product(&(AttProduct){"tn", ATT_SUM_FROM, m, HS, dkv, sA, sB, ldkv, T, ld_src, 1.0f, 1.0f}, T,
+                    bf16, sp);
     }
 }
 
 void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                            size_t HS) {
+                            size_t HS, bool bf16) {
     CHECK(NKV > 0 && NH % NKV == 0);
-    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, m = B * NKV, blk = att_block(T);
+    const size_t G = NH / NKV, CQ = NH * HS, n = B * NH, m = B * NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-    const float **p = xmalloc((8 * n + 5 * m) * sizeof *p);
+    const bool b16 = bf16 && bgemm_available();
+    const float **p = xmalloc((8 * n + 3 * m) * sizeof *p);
     const float **kp = p, **vp = p + n, **dA = p + 2 * n, **dO = p + 3 * n, **dqp = p + 4 * n;
-    const float **x = p + 5 * n, **y = p + 6 * n, **z = p + 7 * n;  // a block's operands
-    const float **dkv = p + 8 * n, **sA = dkv + m, **sB = sA + m, **bx = sB + m;  // bx: 2m
+    const float **sp = p + 5 * n;  // 3n: a block's operands
+    const float **dkv = p + 8 * n, **sA = dkv + m, **sB = sA + m;
     kv_head_ptrs(kp, k, B, NH, G, T * ldkv, HS);
     kv_head_ptrs(vp, v, B, NH, G, T * ldkv, HS);
     head_ptrs(dA, datt, B, NH, NH * T * T, T * T);
     head_ptrs(dO, dout, B, NH, T * CQ, HS);
     head_ptrs(dqp, dq, B, NH, T * ldq, HS);
-    // dP rows [r0, r1) = dout_h v_{h/G}^T over keys [0, r1) (the rest is masked)
-    for (size_t r0 = 0; r0 < T; r0 += blk) {
-        const size_t r1 = r0 + blk < T ? r0 + blk : T;
-        shift_ptrs(x, dA, n, r0 * T);
-        shift_ptrs(y, dO, n, r0 * CQ);
-        matmul_batch("nt", n, (float *const *)x, y, vp, r1 - r0, r1, HS, 1.0f, 0.0f, CQ, ldkv, T);
-    }
+    // dP = dout_h v_{h/G}^T (masked past each row's keys)
+    att_product(&(AttProduct){"nt", ATT_COLS_UPTO, n, HS, dA, dO, vp, T, CQ, ldkv, 1.0f, 0.0f}, T, b16, sp);
     // dv_g += sum over the group's query heads of P_h^T dout_h
     head_ptrs(dkv, dv, B, NKV, T * ldkv, HS);
-    gqa_key_grads(dkv, sA, sB, bx, y, att, dout, CQ, T * CQ, ldkv, B, T, NH, NKV, HS);
+    gqa_key_grads(dkv, sA, sB, sp, att, dout, CQ, T * CQ, ldkv, B, T, NH, NKV, HS, b16);
     causal_softmax_backward_rows(datt, att, B * NH * T, T, scale);
-    // dq_h rows [r0, r1) += dS_h k_{h/G} over keys [0, r1)
-    for (size_t r0 = 0; r0 < T; r0 += blk) {
-        const size_t r1 = r0 + blk < T ? r0 + blk : T;
-        shift_ptrs(x, dqp, n, r0 * ldq);
-        shift_ptrs(z, dA, n, r0 * T);
-        matmul_batch("nn", n, (float *const *)x, z, kp, r1 - r0, HS, r1, 1.0f, 1.0f, T, ldkv, ldq);
-    }
+    // dq_h += dS_h k_{h/G}
+    att_product(&(AttProduct){"nn", ATT_SUM_UPTO, n, HS, dqp, dA, kp, ldq, T, ldkv, 1.0f, 1.0f}, T, b16, sp);
     // dk_g += sum over slots of dS_h^T q_h
     head_ptrs(dkv, dk, B, NKV, T * ldkv, HS);
-    gqa_key_grads(dkv, sA, sB, bx, y, datt, q, ldq, T * ldq, ldkv, B, T, NH, NKV, HS);
+    gqa_key_grads(dkv, sA, sB, sp, datt, q, ldq, T * ldq, ldkv, B, T, NH, NKV, HS, b16);
     free(p);
 }

@@ -8,6 +8,7 @@
 #ifndef QLORA_OPS_H
 #define QLORA_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 // out[b,t,:] = wte[tokens[b,t],:] + wpe[p,:], p = pos[b*T + t] (the token's position in its
@@ -45,10 +46,10 @@ void bias_backward(float *dbias, const float *dout, size_t N, size_t OC);
 // attention_gqa_forward) a token sees only the earlier tokens of its own sequence. The
 // grouped-query kernels below with NKV == NH.
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
-                       size_t NH, const int *pos);
+                       size_t NH, const int *pos, bool bf16);
 // dqkv accumulates; datt is scratch of att's size (overwritten).
 void attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
-                        const float *att, size_t B, size_t T, size_t C, size_t NH);
+                        const float *att, size_t B, size_t T, size_t C, size_t NH, bool bf16);
 
 // Cross-entropy over rows of logits (n,V) with targets (n; negative = ignored).
 // Returns the summed loss over non-ignored rows (in double) and adds their count to
@@ -115,9 +116,13 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 // (each sequence attends to itself). att (B,NH,T,T) receives the probabilities (zeros elsewhere),
 // out (B,T,NH*HS) the heads concatenated; both overwritten. NH % NKV == 0 (checked). With
 // NKV == NH on a fused qkv this is attention_forward with C = NH*HS, bit for bit.
+// bf16 (the model's frozen products in bf16, Model.bf16): where bgemm_available(), the two
+// products here and the four of the backward round their inputs to bf16 and sum in fp32, as
+// PyTorch's bf16 autocast runs attention's matmuls (docs/bf16.md); the scale, the softmax and
+// its backward stay fp32. false: every product fp32 (matmul_batch).
 void attention_gqa_forward(float *out, float *att, const float *q, const float *k, const float *v,
                            size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                           size_t HS, size_t window, const int *pos);
+                           size_t HS, size_t window, const int *pos, bool bf16);
 // dq, dk, dv (laid out as q, k, v) ACCUMULATE; a kv head's dk/dv sum over its NH/NKV query
 // heads in a fixed order (one product per group slot, so no two threads write one element).
 // datt is scratch of att's size (overwritten). The window and pos need no argument: the keys
@@ -125,7 +130,7 @@ void attention_gqa_forward(float *out, float *att, const float *q, const float *
 void attention_gqa_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             size_t ldq, size_t ldkv, size_t B, size_t T, size_t NH, size_t NKV,
-                            size_t HS);
+                            size_t HS, bool bf16);
 
 // Plain scalar twins of the two vectorised/parallel kernels above (double inside, libm expf),
 // for tests. rope_forward is already a plain loop and has no twin.

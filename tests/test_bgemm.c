@@ -8,6 +8,11 @@
 // - the same products against the fp32 product of the unrounded inputs, within the
 //   bound that bf16's input rounding allows (derived below);
 // - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance;
+// - bgemm_batch on every op combination (A and B transposed or not), ragged shapes, beta 0
+//   over NaN and 1, one item and more items than threads: both bounds against
+//   bgemm_batch_ref, 1 and 2 threads bit-identical;
+// - both kernels' A panels (from A and from A^T) element by element, the AMX one included
+//   on CPUs without AMX (the packing needs AVX512-BF16 only);
 // - qlinear's bf16 forward and input gradient for every storage type (fp32, NF4, FP4, INT8).
 #include <math.h>
 #include <omp.h>
@@ -66,54 +71,166 @@ static void test_pack_rounding(void) {
     free(p);
 }
 
-// Checks bgemm on one shape against (a) the double sum of the bf16-rounded inputs and (b) the
-// double sum of the unrounded inputs.
+// Errors of one computed product C (M x N, from C0 before it) against (a) the reference R
+// (bgemm_ref / bgemm_batch_ref: the double sum of the bf16-rounded inputs, rounded to fp32)
+// and (b) the double sum of the unrounded inputs, as multiples of their bounds:
 // (a) Products of two bf16 values are exact in fp32 (8 + 8 significant bits), so the only
 //     error is the fp32 summation: |err| <= gamma (|alpha| sum |a~ b~| + |beta c|), gamma =
 //     (K + 3) u, u = 2^-24, as for sgemm (Higham 3.1; +3 for alpha, beta and the K-block
-//     accumulation through C).
+//     accumulation through C), plus u |R| for R's own rounding to fp32.
 // (b) a~ = a (1 + d), |d| <= 2^-8 (bf16 keeps 8 significant bits), so
 //     |a~ b~ - a b| <= (2^-7 + 2^-16) |a b|, and |sum a~ b~| <= (1 + 2^-7 + 2^-16) sum |a b|:
 //     |err| <= |alpha| (2^-7 + 2^-16 + gamma (1 + 2^-7 + 2^-16)) sum |a b| + gamma |beta c|.
+// Counts elements outside each bound, the worst ratio of each, and padding columns of C
+// (j in [N, ldc)) that changed.
+typedef struct {
+    size_t bad_a, bad_b, pad_changed;
+    double worst_a, worst_b;
+} Errs;
+static void measure(Errs *e, bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, float beta,
+                    const float *A, size_t lda, const float *B, size_t ldb, const float *C0, const float *C,
+                    const float *R, size_t ldc) {
+    const double u = ldexp(1.0, -24), gamma = (double)(K + 3) * u, rb = ldexp(1.0, -7) + ldexp(1.0, -16);
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double sa = 0, x = 0, xa = 0;
+            for (size_t k = 0; k < K; k++) {
+                const float a = ta ? A[k * lda + i] : A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
+                const double p = (double)bf16_round(a) * (double)bf16_round(b), q = (double)a * b;
+                sa += fabs(p), x += q, xa += fabs(q);
+            }
+            const double c0 = beta == 0.0f ? 0.0 : (double)beta * C0[i * ldc + j], c = C[i * ldc + j];
+            const double r = R[i * ldc + j];
+            const double bound_a = gamma * (fabs(alpha) * sa + fabs(c0)) + u * fabs(r) + 1e-30;
+            const double bound_b = fabs(alpha) * (rb + gamma * (1 + rb)) * xa + gamma * fabs(c0) + 1e-30;
+            const double ea = fabs(c - r) / bound_a, eb = fabs(c - (alpha * x + c0)) / bound_b;
+            e->worst_a = ea > e->worst_a ? ea : e->worst_a;
+            e->worst_b = eb > e->worst_b ? eb : e->worst_b;
+            e->bad_a += !(ea <= 1.0);
+            e->bad_b += !(eb <= 1.0);
+        }
+        for (size_t j = N; j < ldc; j++)
+            e->pad_changed += memcmp(&C[i * ldc + j], &C0[i * ldc + j], sizeof(float)) != 0;  // NaN too
+    }
+}
+
+// The A panels of both kernels, from A and from A^T (bgemm_batch's ta), element by element
+// against bf16_round: AVX512-BF16 puts (i, k) at panel i / 12, pair-row k / 2, row i % 12,
+// half k % 2; AMX at panel i / 32, 32-deep step k / 32, tile row i % 32, column k % 32; zeros
+// past m and kc, every element written. The packing needs AVX512-BF16 only, so this checks
+// the AMX layout (the transposed packing is new for it) on CPUs without AMX too.
+static void test_pack_a(void) {
+    static const size_t shapes[][2] = {{1, 1}, {13, 17}, {32, 32}, {45, 70}, {12, 33}, {70, 100}};
+    for (int amx = 0; amx < 2; amx++)
+        for (int ta = 0; ta < 2; ta++) {
+            const size_t mr = amx ? 32 : 12;
+            size_t bad = 0, n_el = 0;
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+                const size_t m = shapes[s][0], kc = shapes[s][1], kcp = (kc + 31) / 32 * 32;
+                const size_t mp = (m + mr - 1) / mr * mr, lda = (ta ? m : kc) + 3;
+                float *A = malloc((ta ? kc : m) * lda * 4);
+                uint16_t *p = xmalloc_aligned(mp * kcp * 2);
+                fill(A, (ta ? kc : m) * lda, 900 + s);
+                memset(p, 0xFF, mp * kcp * 2);  // NaN bits: an element never written shows
+                bgemm_pack_a(amx ? BGEMM_AMX : BGEMM_AVX512BF16, ta, A, lda, m, kc, p);
+                for (size_t i = 0; i < mp; i++)
+                    for (size_t k = 0; k < kcp; k++) {
+                        const size_t at = amx ? (i / 32) * 32 * kcp + (k / 32) * 32 * 32 + (i % 32) * 32 + k % 32
+                                              : (i / 12) * 12 * kcp + (k / 2) * 24 + (i % 12) * 2 + k % 2;
+                        const float x = i < m && k < kc ? bf16_round(ta ? A[k * lda + i] : A[i * lda + k]) : 0.0f;
+                        bad += p[at] != (uint16_t)(bits(x) >> 16);
+                        n_el++;
+                    }
+                free(A), free(p);
+            }
+            EXPECT(bad == 0, "%s A panels from %s: %zu of %zu packed elements wrong",
+                   amx ? "AMX" : "AVX512-BF16", ta ? "A^T" : "A", bad, n_el);
+        }
+}
+
+// Checks bgemm on one shape against both bounds of measure().
 static void check_one(const char *isa, bool tb, size_t M, size_t N, size_t K, float alpha,
                       float beta, int pad, uint64_t seed) {
     const size_t lda = K + (size_t)pad, ldb = (tb ? K : N) + (size_t)pad, ldc = N + (size_t)pad;
     const size_t na = M * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
     float *A = malloc((na + 1) * 4), *B = malloc((nb + 1) * 4), *C = malloc(nc * 4), *C0 = malloc(nc * 4);
+    float *R = malloc(nc * 4);
     fill(A, na, seed);
     fill(B, nb, seed + 1);
     fill(C0, nc, seed + 2);
     memcpy(C, C0, nc * 4);
+    memcpy(R, C0, nc * 4);
     bgemm(tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    const double u = ldexp(1.0, -24), gamma = (double)(K + 3) * u, rb = ldexp(1.0, -7) + ldexp(1.0, -16);
-    size_t bad_a = 0, bad_b = 0, pad_changed = 0;
-    double worst_a = 0, worst_b = 0;
-    for (size_t i = 0; i < M; i++) {
-        for (size_t j = 0; j < N; j++) {
-            double s = 0, sa = 0, x = 0, xa = 0;
-            for (size_t k = 0; k < K; k++) {
-                const float a = A[i * lda + k], b = tb ? B[j * ldb + k] : B[k * ldb + j];
-                const double p = (double)bf16_round(a) * (double)bf16_round(b), q = (double)a * b;
-                s += p, sa += fabs(p), x += q, xa += fabs(q);
-            }
-            const double c0 = beta == 0.0f ? 0.0 : (double)beta * C0[i * ldc + j], c = C[i * ldc + j];
-            const double bound_a = gamma * (fabs(alpha) * sa + fabs(c0)) + 1e-30;
-            const double bound_b = fabs(alpha) * (rb + gamma * (1 + rb)) * xa + gamma * fabs(c0) + 1e-30;
-            const double ea = fabs(c - (alpha * s + c0)) / bound_a, eb = fabs(c - (alpha * x + c0)) / bound_b;
-            worst_a = ea > worst_a ? ea : worst_a;
-            worst_b = eb > worst_b ? eb : worst_b;
-            bad_a += !(ea <= 1.0);
-            bad_b += !(eb <= 1.0);
-        }
-        for (size_t j = N; j < ldc; j++) pad_changed += C[i * ldc + j] != C0[i * ldc + j];
-    }
-    EXPECT(bad_a == 0 && pad_changed == 0,
+    bgemm_ref(tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+    Errs e = {0};
+    measure(&e, false, tb, M, N, K, alpha, beta, A, lda, B, ldb, C0, C, R, ldc);
+    EXPECT(e.bad_a == 0 && e.pad_changed == 0,
            "%s tb=%d %zux%zux%zu alpha %g beta %g pad %d vs rounded inputs: %zu outside the bound "
            "(worst %.2f of it), %zu padding values changed", isa, tb, M, N, K, alpha, beta, pad,
-           bad_a, worst_a, pad_changed);
-    EXPECT(bad_b == 0, "%s tb=%d %zux%zux%zu vs the fp32 inputs: %zu outside the bf16 bound (worst %.2f of it)",
-           isa, tb, M, N, K, bad_b, worst_b);
-    free(A), free(B), free(C), free(C0);
+           e.bad_a, e.worst_a, e.pad_changed);
+    EXPECT(e.bad_b == 0, "%s tb=%d %zux%zux%zu vs the fp32 inputs: %zu outside the bf16 bound (worst %.2f of it)",
+           isa, tb, M, N, K, e.bad_b, e.worst_b);
+    free(A), free(B), free(C), free(C0), free(R);
+}
+
+// bgemm_batch on one shape: count items with their own inputs and outputs (one allocation
+// each, items `stride` floats apart, strides padded by pad), checked item by item against
+// bgemm_batch_ref with both bounds of measure(); C starts as NaN when beta == 0 (never read),
+// padding columns keep their value; 1 and 2 threads give the same bits.
+static void check_batch(const char *isa, bool ta, bool tb, size_t count, size_t M, size_t N, size_t K,
+                        float alpha, float beta, int pad, uint64_t seed) {
+    const size_t lda = (ta ? M : K) + (size_t)pad, ldb = (tb ? K : N) + (size_t)pad, ldc = N + (size_t)pad;
+    const size_t sa = (ta ? K : M) * lda, sb = (tb ? N : K) * ldb, sc = M * ldc;
+    float *A = malloc(count * sa * 4), *B = malloc(count * sb * 4), *C0 = malloc(count * sc * 4);
+    float *C = malloc(count * sc * 4), *C1 = malloc(count * sc * 4), *R = malloc(count * sc * 4);
+    fill(A, count * sa, seed);
+    fill(B, count * sb, seed + 1);
+    fill(C0, count * sc, seed + 2);
+    if (beta == 0.0f)
+        for (size_t i = 0; i < count * sc; i++) C0[i] = NAN;
+    const float **pa = malloc(3 * count * sizeof *pa), **pb = pa + count;
+    float **pc = malloc(3 * count * sizeof *pc), **pc1 = pc + count, **pr = pc + 2 * count;
+    for (size_t i = 0; i < count; i++)
+        pa[i] = A + i * sa, pb[i] = B + i * sb, pc[i] = C + i * sc, pc1[i] = C1 + i * sc, pr[i] = R + i * sc;
+    memcpy(C, C0, count * sc * 4);
+    memcpy(C1, C0, count * sc * 4);
+    memcpy(R, C0, count * sc * 4);
+    const int nt = omp_get_max_threads();
+    omp_set_num_threads(2);
+    bgemm_batch(ta, tb, count, M, N, K, alpha, pa, lda, pb, ldb, beta, pc, ldc);
+    omp_set_num_threads(1);
+    bgemm_batch(ta, tb, count, M, N, K, alpha, pa, lda, pb, ldb, beta, pc1, ldc);
+    omp_set_num_threads(nt);
+    bgemm_batch_ref(ta, tb, count, M, N, K, alpha, pa, lda, pb, ldb, beta, pr, ldc);
+    Errs e = {0};
+    for (size_t i = 0; i < count; i++)
+        measure(&e, ta, tb, M, N, K, alpha, beta, pa[i], lda, pb[i], ldb, C0 + i * sc, pc[i], pr[i], ldc);
+    const char *op = ta ? (tb ? "tt" : "tn") : (tb ? "nt" : "nn");
+    EXPECT(e.bad_a == 0 && e.bad_b == 0 && e.pad_changed == 0,
+           "%s batch %s %zu x %zux%zux%zu alpha %g beta %g pad %d: %zu outside the bound vs bgemm_batch_ref "
+           "(worst %.2f of it), %zu outside the bf16 bound vs fp32 inputs (worst %.2f), %zu padding values "
+           "changed", isa, op, count, M, N, K, alpha, beta, pad, e.bad_a, e.worst_a, e.bad_b, e.worst_b,
+           e.pad_changed);
+    EXPECT(memcmp(C, C1, count * sc * 4) == 0, "%s batch %s %zu x %zux%zux%zu: 1 and 2 threads bit-identical",
+           isa, op, count, M, N, K);
+    free(A), free(B), free(C0), free(C), free(C1), free(R), free(pa), free(pc);
+}
+
+// Every op combination of bgemm_batch on ragged shapes: M, N, K off the tile sizes (12 / 32
+// rows, 32 columns, 32-deep steps), K < 32, odd K (a half pair), K across KC (512: the second
+// block accumulates through C), N across the 1-thread B block (256), attention's own shapes;
+// beta 0 (over NaN) and 1, alpha 1 and not; one item, and more items than threads.
+static void test_batch(const char *isa) {
+    static const size_t shapes[][4] = {  // {count, M, N, K}
+        {1, 1, 1, 1},   {5, 13, 33, 17}, {3, 37, 45, 70},  {7, 33, 65, 31},
+        {1, 64, 64, 64}, {3, 5, 70, 600}, {2, 45, 300, 33}, {9, 100, 64, 100},
+    };
+    uint64_t seed = 500;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int op = 0; op < 4; op++)
+            check_batch(isa, op & 2, op & 1, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                        (s + (size_t)op) % 2 ? 0.125f : 1.0f, (s + (size_t)op / 2) % 2 ? 1.0f : 0.0f,
+                        (int)(s % 3) * 3, seed += 10);
 }
 
 static void test_shapes(const char *isa) {
@@ -245,6 +362,7 @@ static int run_isa(BgemmIsa isa, int n_per_isa) {
     const int before = test_passed + test_failed;
     printf("%s kernel:\n", name);
     test_shapes(name);
+    test_batch(name);
     test_beta_zero(name);
     test_source_and_threads(name);
     test_qlinear(name);
@@ -254,10 +372,11 @@ static int run_isa(BgemmIsa isa, int n_per_isa) {
 int main(void) {
     test_round();
     if (!bgemm_available()) {
-        SKIP(123, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
+        SKIP(255, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
         return test_summary("test_bgemm");
     }
     test_pack_rounding();
+    test_pack_a();
     // every CPU with AMX-BF16 has AVX512-BF16 too, so the first set always runs
     const int n_per_isa = run_isa(BGEMM_AVX512BF16, 0);
     run_isa(BGEMM_AMX, n_per_isa);

@@ -401,7 +401,8 @@ static double gqa_loss(const double *p, const void *ctx) {
 static void gqa_fused_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
                               size_t NH, size_t NKV, size_t HS) {
     const size_t QKV = (NH + 2 * NKV) * HS, CQ = NH * HS, CKV = NKV * HS;
-    attention_gqa_forward(out, att, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, B, T, NH, NKV, HS, 0, NULL);
+    attention_gqa_forward(out, att, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, B, T, NH, NKV, HS, 0, NULL,
+                          false);
 }
 
 static void gqa_fused_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
@@ -409,7 +410,7 @@ static void gqa_fused_backward(float *dqkv, float *datt, const float *dout, cons
                                size_t HS) {
     const size_t QKV = (NH + 2 * NKV) * HS, CQ = NH * HS, CKV = NKV * HS;
     attention_gqa_backward(dqkv, dqkv + CQ, dqkv + CQ + CKV, datt, dout, qkv, qkv + CQ,
-                           qkv + CQ + CKV, att, QKV, QKV, B, T, NH, NKV, HS);
+                           qkv + CQ + CKV, att, QKV, QKV, B, T, NH, NKV, HS, false);
 }
 
 // T > 512 runs the kernels' causal blocks of 64 rows (a partial last one at T = 550).
@@ -458,9 +459,9 @@ static void test_gqa(void) {
     fill(qkv, T * QKV, 1.0f, 0.0f, 61);
     fill(dout, T * CQ, 1.0f, 0.0f, 62);
     const size_t CKV = NKV * HS;
-    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos);
+    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos, false);
     attention_gqa_backward(d1, d1 + CQ, d1 + CQ + CKV, s1, dout, qkv, qkv + CQ, qkv + CQ + CKV, a1, QKV, QKV,
-                           1, T, NH, NKV, HS);
+                           1, T, NH, NKV, HS, false);
     for (size_t part = 0; part < 2; part++) {  // each sequence on its own, written in place
         const size_t r0 = part ? L1 : 0, len = part ? L2 : L1;
         const float *x = qkv + r0 * QKV;
@@ -473,7 +474,7 @@ static void test_gqa(void) {
     EXPECT_CLOSE("attention_gqa_forward, two packed sequences == each alone", o1, o2, T * CQ, 1e-6, 1e-6);
     EXPECT_CLOSE("attention_gqa_backward, two packed sequences == each alone", d1, d2, T * QKV, 1e-6, 1e-6);
     // no probability crosses from one sequence to the other (a1 was reused above: again)
-    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos);
+    attention_gqa_forward(o1, a1, qkv, qkv + CQ, qkv + CQ + CKV, QKV, QKV, 1, T, NH, NKV, HS, 0, pos, false);
     bool blocked = true;
     for (size_t h = 0; h < NH; h++)
         for (size_t t = L1; t < T; t++)

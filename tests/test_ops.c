@@ -170,7 +170,7 @@ static void test_attention(void) {
     float *qkv = malloc(B * T * 3 * C * 4), *out = malloc(B * T * C * 4), *att = malloc(B * NH * T * T * 4);
     float *ref = malloc(B * T * C * 4);
     fill(qkv, B * T * 3 * C, 1, 9);
-    attention_forward(out, att, qkv, B, T, C, NH, NULL);
+    attention_forward(out, att, qkv, B, T, C, NH, NULL, false);
     for (size_t b = 0; b < B; b++)
         for (size_t h = 0; h < NH; h++)
             for (size_t t = 0; t < T; t++) {
