@@ -537,6 +537,66 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
 static uint16_t *packed_a, *packed_b, *colsplit_buf;
 static size_t colsplit_threads;
 
+// Very deep products with a small output (the logits' input gradient, 512 x 768 x 50257) are
+// split over K as sgemm.c splits them: KSPLIT slices fixed by the shape alone, each a whole
+// product on one thread into its own partial C, the partials added in slice order, so the
+// result is the same for every thread count and within the usual K-term summation bound.
+enum { KSPLIT = 16, KSPLIT_MIN_K = 16384 };
+
+// True when the K-split schedule runs (matrix operands only: slices offset the pointers).
+static bool use_ksplit(size_t M, size_t N, size_t K, const BOperand *b) {
+    return !b->src && K >= KSPLIT_MIN_K && K >= KSPLIT * (M > N ? M : N);
+}
+
+// Partial sums and per-thread packing buffers of the K-split schedule, grown and kept.
+static float *ksplit_part;
+static uint16_t *ksplit_pack;
+static size_t ksplit_part_elems, ksplit_pack_elems;
+
+// C = alpha * sum over slices of bf16(A)[:, slice] bf16(op(B))[slice, :] + beta * C.
+static void driver_ksplit(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
+                          size_t lda, const BOperand *b, float beta, float *C, size_t ldc) {
+    const size_t len = (K + KSPLIT - 1) / KSPLIT, mn = M * N, mr = amx ? MR_AMX : MR_VEC;
+    const size_t ea = round_up(min_sz(MC, M), mr) * KC, per = ea + round_up(min_sz(b_block_cols(1), N), NR) * KC;
+    const size_t nth = (size_t)omp_get_max_threads();
+    if (ksplit_part_elems < KSPLIT * mn) {
+        free(ksplit_part);
+        ksplit_part = xmalloc_aligned(KSPLIT * mn * sizeof(float));
+        ksplit_part_elems = KSPLIT * mn;
+    }
+    if (ksplit_pack_elems < per * nth) {
+        free(ksplit_pack);
+        ksplit_pack = xmalloc_aligned(per * nth * sizeof(uint16_t));
+        ksplit_pack_elems = per * nth;
+    }
+    #pragma omp parallel
+    {
+        uint16_t *pa = ksplit_pack + (size_t)omp_get_thread_num() * per;
+        if (amx) amx_begin();
+        #pragma omp for schedule(static)
+        for (size_t sl = 0; sl < KSPLIT; sl++) {
+            const size_t p0 = sl * len, kl = p0 < K ? min_sz(len, K - p0) : 0;
+            float *ps = ksplit_part + sl * mn;
+            if (kl == 0) {
+                scale_c(M, N, 0.0f, ps, N);
+                continue;
+            }
+            const BOperand bs = {b->tb, b->tb ? b->B + p0 : b->B + p0 * b->ldb, b->ldb, NULL};
+            product(amx, false, M, N, kl, 1.0f, A + p0, lda, &bs, 0.0f, ps, N, pa, pa + ea, 1, 0);
+        }
+        if (amx) amx_end();
+        #pragma omp for schedule(static)
+        for (size_t i = 0; i < M; i++) {  // slice 0's row accumulates the others, in order
+            float *acc = ksplit_part + i * N, *c = C + i * ldc;
+            for (size_t sl = 1; sl < KSPLIT; sl++) {
+                const float *ps = ksplit_part + sl * mn + i * N;
+                for (size_t j = 0; j < N; j++) acc[j] += ps[j];
+            }
+            for (size_t j = 0; j < N; j++) c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+        }
+    }
+}
+
 static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    const BOperand *b, float beta, float *C, size_t ldc) {
     CHECK(bgemm_available());
@@ -550,6 +610,7 @@ static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, si
         packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(uint16_t));
     }
     const bool amx = bgemm_isa() == BGEMM_AMX;
+    if (use_ksplit(M, N, K, b)) return driver_ksplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc);
     const int nth = threads_for(M, N, K);
     // as sgemm.c: wide products whose A block is small, at least 4 panels per thread
     const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;

@@ -7,7 +7,8 @@
 //   KSTEP 32, KC 512, NC 1024 (256 on 1-2 threads), MC 4032), both layouts of B, strides, alpha, beta;
 // - the same products against the fp32 product of the unrounded inputs, within the
 //   bound that bf16's input rounding allows (derived below);
-// - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance;
+// - beta = 0 over NaN, panel sources equal to the matrix form, thread-count invariance (the
+//   K-split schedule of very deep products too);
 // - bgemm_batch on every op combination (A and B transposed or not), ragged shapes, beta 0
 //   over NaN and 1, one item and more items than threads: both bounds against
 //   bgemm_batch_ref, 1 and 2 threads bit-identical;
@@ -251,6 +252,9 @@ static void test_shapes(const char *isa) {
     check_one(isa, false, 96, 64, 1100, 1.0f, 1.0f, 0, 900);
     check_one(isa, true, 64, 96, 1100, 1.0f, 1.0f, 3, 901);
     check_one(isa, true, 64, 96, 600, 1.0f, 0.0f, 3, 902);
+    // deep with a small output: the K-split schedule (16 slices, the last one ragged)
+    check_one(isa, false, 20, 30, 20000, 1.0f, 0.0f, 0, 903);
+    check_one(isa, true, 33, 40, 16401, 0.7f, 0.5f, 5, 904);
 }
 
 // beta = 0 never reads C: NaN there must not leak into the result.
@@ -295,6 +299,18 @@ static void test_source_and_threads(const char *isa) {
     EXPECT(memcmp(C1, C2, M * N * 4) == 0, "%s: panel source equals the matrix form bit for bit", isa);
     EXPECT(memcmp(C1, C3, M * N * 4) == 0, "%s: 1 thread and %d threads give identical results", isa, nt);
     free(A), free(W), free(C1), free(C2), free(C3);
+    // the K-split schedule: its slices are fixed by the shape, whichever thread runs them
+    const size_t m = 24, n = 40, k = 20000;
+    A = malloc(m * k * 4), W = malloc(k * n * 4), C1 = malloc(m * n * 4), C3 = malloc(m * n * 4);
+    fill(A, m * k, 5);
+    fill(W, k * n, 6);
+    bgemm(false, m, n, k, 1.0f, A, k, W, n, 0.0f, C1, n);
+    omp_set_num_threads(1);
+    bgemm(false, m, n, k, 1.0f, A, k, W, n, 0.0f, C3, n);
+    omp_set_num_threads(nt);
+    EXPECT(memcmp(C1, C3, m * n * 4) == 0, "%s: %zu x %zu x %zu (K split): 1 and %d threads give identical results",
+           isa, m, n, k, nt);
+    free(A), free(W), free(C1), free(C3);
 }
 
 // A frozen linear layer in bf16 (qlinear.c), every storage type: the forward and the input
@@ -372,7 +388,7 @@ static int run_isa(BgemmIsa isa, int n_per_isa) {
 int main(void) {
     test_round();
     if (!bgemm_available()) {
-        SKIP(255, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
+        SKIP(265, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
         return test_summary("test_bgemm");
     }
     test_pack_rounding();
