@@ -26,10 +26,10 @@ bool checkpoint_save_weights(const TrainConfig *c, const Trainer *t, const char 
 #define N_DEPENDS 7
 static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset", "data"};
 
-// c's resolved path of `path` as a new string (the path itself if it cannot be resolved).
+// The resolved form of path as a new string (the path itself if it cannot be resolved).
 static char *resolved(const char *path) {
-    char buf[4400];
-    return xstrdup(path_resolve(path, buf, sizeof buf) ? buf : path);
+    char *r = path_resolve(path);
+    return r ? r : xstrdup(path);
 }
 
 // The adapter's shape as recorded: "r R alpha A[ rslora] targets T..." or "none".

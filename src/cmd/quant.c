@@ -7,6 +7,7 @@
 
 #include "cmd/model_args.h"
 #include "ds.h"
+#include "path.h"
 #include "qstore.h"
 
 // The dtypes quantize turns into 4-bit codes (the others are copied).
