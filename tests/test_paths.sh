@@ -43,6 +43,39 @@ check "the refused output_dir inside the model folder was not created" $?
 expect 2 "OUT 'model/model.safetensors' is IN 'model/model.safetensors'" \
     in_deep "$Q" quantize model/model.safetensors model/model.safetensors
 
+# A job's paths longer than the 1,023 bytes the job once held: base_model, dataset and output_dir
+# about 2,300 bytes long, written whole into the checkpoint's job.yaml
+mid="$tmp/mid"
+i=0
+while [ "$i" -lt 9 ]; do mid="$mid/$seg"; i=$((i + 1)); done
+mkdir -p "$mid" && cp -r tests/ref/tiny "$mid/model" && cp tests/ref/train_data.jsonl "$mid/data.jsonl"
+printf 'base_model: tests/ref/tiny\ndataset: tests/ref/train_data.jsonl\nmax_steps: 2\nsequence_len: 32\nsave_steps: 1\n' >"$tmp/job.yaml"
+"$Q" train "$tmp/job.yaml" --set base_model="$mid/model" --set dataset="$mid/data.jsonl" --set output_dir="$mid/out" \
+    >"$tmp/out" 2>&1 && [ -s "$mid/out/adapter_model.safetensors" ] &&
+    grep -qxF "base_model: \"$mid/model\"" "$mid/out/checkpoint-2/job.yaml" &&
+    grep -qxF "output_dir: \"$mid/out\"" "$mid/out/checkpoint-2/job.yaml"
+check "train with base_model, dataset and output_dir of ${#mid}+ bytes: $(tail -n 1 "$tmp/out" | cut -c1-80)" $?
+
+# output_dir: as long as leaves room for the files a run writes in it under PATH_MAX, and no longer
+# dir_of_length N: a new folder path of exactly N bytes below $tmp/len
+dir_of_length() {
+    p="$tmp/len"
+    while [ $((${#p} + 256)) -lt "$1" ]; do p="$p/$seg"; done
+    printf '%s/%s\n' "$p" "$(printf '%0*d' $(($1 - ${#p} - 1)) 0 | tr 0 q)"
+}
+expect 2 "(PATH_MAX); choose a shorter output_dir" "$Q" train "$tmp/job.yaml" --set output_dir="$deep/out"
+grep -q "output_dir '.*': expected at most [0-9]* bytes, found $((${#deep} + 4)): the files a run writes there" "$tmp/err"
+check "an output_dir longer than PATH_MAX is refused before anything is written, with the most it may be" $?
+most=$(sed -n 's/.*expected at most \([0-9]*\) bytes.*/\1/p' "$tmp/err")
+at_most=$(dir_of_length "${most:-4000}")
+"$Q" train "$tmp/job.yaml" --set output_dir="$at_most" >"$tmp/out" 2>&1 && [ -s "$at_most/checkpoint-2/optimizer.safetensors" ] &&
+    [ "${#at_most}" = "$most" ] && [ "$most" -ge 3900 ]
+check "output_dir of the longest length accepted ($most bytes) trains and checkpoints: $(tail -n 1 "$tmp/out" | cut -c1-60)" $?
+over=$(dir_of_length $((${most:-4000} + 1)))
+expect 2 "expected at most $most bytes, found $((most + 1))" "$Q" train "$tmp/job.yaml" --set output_dir="$over"
+[ ! -e "$over" ]
+check "the refused output_dir was not created" $?
+
 # ---- what the system refuses: one line that keeps its reason ----------------------------------
 expect 2 "/config.json: cannot open: File name too long" "$Q" eval --model "$deep/model" --text README.md
 grep -q "bytes left out ...\]" "$tmp/err"

@@ -5,6 +5,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -174,13 +175,31 @@ static bool check_output_dir(const TrainConfig *c, Error *err) {
     return true;
 }
 
-// The output folder (refused if it overlaps an input; created, locked, cleaned of a killed
-// run's leftovers) and the thread count.
+// The most bytes a run appends to output_dir in a path it writes: "/checkpoint-STEP.tmp-PID/"
+// + the longest file name ("special_tokens_map.json" ... at most 32 bytes) + an atomic write's
+// ".tmp.PID", with STEP and PID of at most 19 and 10 digits.
+#define OUTPUT_DIR_ROOM (sizeof "/checkpoint-.tmp-/.tmp." - 1 + 19 + 10 + 32 + 10)
+
+// Refuse an output_dir so long that the files a run writes in it would pass the system's limit
+// on a path (PATH_MAX): found now, not at the first checkpoint after hours of training.
+static bool check_output_room(const TrainConfig *c, Error *err) {
+    const size_t n = strlen(c->output_dir);
+    if (n + OUTPUT_DIR_ROOM < PATH_MAX) return true;
+    return error_set(err, "output_dir '%s': expected at most %zu bytes, found %zu: the files a run writes there "
+                          "(checkpoint-STEP.tmp-PID/adapter_model.safetensors.tmp.PID, up to %zu bytes more) must "
+                          "stay within the system's limit of %d bytes per path (PATH_MAX); choose a shorter output_dir "
+                          "(a relative one counts from the current folder)",
+                     c->output_dir, (size_t)PATH_MAX - 1 - OUTPUT_DIR_ROOM, n, OUTPUT_DIR_ROOM, PATH_MAX);
+}
+
+// The output folder (refused if it overlaps an input or is too long; created, locked, cleaned
+// of a killed run's leftovers) and the thread count.
 static void setup_output(Run *r) {
     const TrainConfig *c = &r->cfg;
     Error err = {0};
     if (c->threads) threads_set((int)c->threads);
-    if (!check_output_dir(c, &err) || !path_mkdir_p(c->output_dir, &err)) die_error(&err);
+    if (!check_output_room(c, &err) || !check_output_dir(c, &err) || !path_mkdir_p(c->output_dir, &err))
+        die_error(&err);
     if (r->dist.rank == 0 && !dir_lock(c->output_dir, &err)) die_error(&err);
     if (r->dist.rank == 0) checkpoint_clean_stale(c->output_dir);
 }
@@ -391,6 +410,7 @@ static int preview(Run *r, long n) {
     data_free(&r->train);
     chat_setup_free(&r->chat);
     tok_free(r->tok);
+    config_free(&r->cfg);
     return 0;
 }
 
@@ -484,6 +504,7 @@ static void run_free(Run *r) {
     data_free(&r->val);
     chat_setup_free(&r->chat);
     tok_free(r->tok);
+    config_free(&r->cfg);
     dist_finalize();
 }
 
@@ -556,6 +577,7 @@ int cmd_train(int argc, char **argv) {
     read_job(&r, &args);
     if (args.check) {
         config_write_yaml(&r.cfg, stdout);
+        config_free(&r.cfg);
         arrfree(args.sets);
         return 0;
     }
