@@ -55,6 +55,24 @@ printf 'base_model: tests/ref/tiny\ndataset: tests/ref/train_data.jsonl\nmax_ste
     grep -qxF "base_model: \"$mid/model\"" "$mid/out/checkpoint-2/job.yaml" &&
     grep -qxF "output_dir: \"$mid/out\"" "$mid/out/checkpoint-2/job.yaml"
 check "train with base_model, dataset and output_dir of ${#mid}+ bytes: $(tail -n 1 "$tmp/out" | cut -c1-80)" $?
+grep -qF "\"base_model_name_or_path\":	\"$mid/model\"" "$mid/out/adapter_config.json"
+check "adapter_config.json names the whole base_model path (${#mid}+ bytes)" $?
+"$Q" train "$tmp/job.yaml" --set base_model="$mid/model" --set dataset="$mid/data.jsonl" --set output_dir="$mid/out" \
+    --set max_steps=3 --set resume_from_checkpoint="$mid/out/checkpoint-1" >"$tmp/out" 2>&1 &&
+    grep -qF "resuming from $mid/out/checkpoint-1 at step 1" "$tmp/out" && [ -d "$mid/out/checkpoint-3" ]
+check "resume_from_checkpoint with a ${#mid}+ byte path: $(tail -n 1 "$tmp/out" | cut -c1-80)" $?
+# a base_model of 512..1023 bytes, which the adapter's name field once cut to 511
+short=$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$mid")")")")")")
+cp -r tests/ref/tiny "$short/model"
+"$Q" train "$tmp/job.yaml" --set base_model="$short/model" --set output_dir="$short/out" >"$tmp/out" 2>&1 &&
+    grep -qF "\"base_model_name_or_path\":	\"$short/model\"" "$short/out/adapter_config.json"
+check "adapter_config.json names a base_model of ${#short}+ bytes whole" $?
+
+# a run inside the deep folder, its checkpoints' full paths over PATH_MAX: saved and resumed from
+in_deep "$Q" train job.yaml --set output_dir=out >"$tmp/out" 2>&1 &&
+    in_deep "$Q" train job.yaml --set output_dir=out --set max_steps=3 --set resume_from_checkpoint=latest >"$tmp/out" 2>&1 &&
+    grep -q "resuming from out/checkpoint-2 at step 2" "$tmp/out" && in_deep test -s out/checkpoint-3/trainer_state.json
+check "train and resume latest inside the deep folder: $(tail -n 1 "$tmp/out" | cut -c1-80)" $?
 
 # output_dir: as long as leaves room for the files a run writes in it under PATH_MAX, and no longer
 # dir_of_length N: a new folder path of exactly N bytes below $tmp/len
@@ -80,6 +98,8 @@ check "the refused output_dir was not created" $?
 expect 2 "/config.json: cannot open: File name too long" "$Q" eval --model "$deep/model" --text README.md
 grep -q "bytes left out ...\]" "$tmp/err"
 check "a message longer than qlora's error buffer keeps its start and end and says what it left out" $?
+expect 2 "/trainer_state.json: cannot open: File name too long" "$Q" train "$tmp/job.yaml" --set output_dir="$tmp/o" \
+    --set resume_from_checkpoint="$deep/checkpoint-1"
 expect 2 "cannot create folder: File name too long" "$Q" merge --model tests/ref/tiny --adapter tests/ref/lora_init \
     --out "$deep/merged"
 
