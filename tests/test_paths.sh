@@ -61,12 +61,22 @@ check "adapter_config.json names the whole base_model path (${#mid}+ bytes)" $?
     --set max_steps=3 --set resume_from_checkpoint="$mid/out/checkpoint-1" >"$tmp/out" 2>&1 &&
     grep -qF "resuming from $mid/out/checkpoint-1 at step 1" "$tmp/out" && [ -d "$mid/out/checkpoint-3" ]
 check "resume_from_checkpoint with a ${#mid}+ byte path: $(tail -n 1 "$tmp/out" | cut -c1-80)" $?
+printf '{"prompt": "a", "completion": "b"}\n{"prompt": 1}\n' >"$mid/bad.jsonl"
+expect 2 "bad.jsonl:2: \"prompt\" and \"completion\" must both be strings" \
+    "$Q" train "$tmp/job.yaml" --set dataset="$mid/bad.jsonl" --set output_dir="$tmp/bad"
 # a base_model of 512..1023 bytes, which the adapter's name field once cut to 511
 short=$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$mid")")")")")")
 cp -r tests/ref/tiny "$short/model"
 "$Q" train "$tmp/job.yaml" --set base_model="$short/model" --set output_dir="$short/out" >"$tmp/out" 2>&1 &&
     grep -qF "\"base_model_name_or_path\":	\"$short/model\"" "$short/out/adapter_config.json"
 check "adapter_config.json names a base_model of ${#short}+ bytes whole" $?
+
+"$Q" memory --model "$mid/model" --format json >"$tmp/out" 2>&1 && grep -qF "{\"model\": \"$mid/model\", " "$tmp/out" &&
+    "$Q" memory --model "$mid/model" >"$tmp/out" 2>&1 && grep -qF "$mid/model: " "$tmp/out"
+check "memory --model names the folder by its whole path (${#mid}+ bytes), in text and JSON" $?
+cp -r tests/ref/tiny "$tmp/say \"hi\""
+"$Q" memory --model "$tmp/say \"hi\"" --format json >"$tmp/out" 2>&1 && grep -qF "{\"model\": \"$tmp/say \\\"hi\\\"\", " "$tmp/out"
+check "memory --format json escapes a '\"' in the folder's name: $(cut -c1-60 "$tmp/out")" $?
 
 # a run inside the deep folder, its checkpoints' full paths over PATH_MAX: saved and resumed from
 in_deep "$Q" train job.yaml --set output_dir=out >"$tmp/out" 2>&1 &&
