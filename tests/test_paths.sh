@@ -64,6 +64,8 @@ check "resume_from_checkpoint with a ${#mid}+ byte path: $(tail -n 1 "$tmp/out" 
 printf '{"prompt": "a", "completion": "b"}\n{"prompt": 1}\n' >"$mid/bad.jsonl"
 expect 2 "bad.jsonl:2: \"prompt\" and \"completion\" must both be strings" \
     "$Q" train "$tmp/job.yaml" --set dataset="$mid/bad.jsonl" --set output_dir="$tmp/bad"
+cp tests/bad/nan.safetensors "$mid/nan.safetensors"
+expect 2 "nan.safetensors: tensor 'w': element 1 is NaN" "$Q" quantize "$mid/nan.safetensors" "$tmp/o.safetensors"
 # a base_model of 512..1023 bytes, which the adapter's name field once cut to 511
 short=$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$(dirname "$mid")")")")")")
 cp -r tests/ref/tiny "$short/model"
