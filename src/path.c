@@ -13,11 +13,7 @@
 char *path_fmt(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    const int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *s = xmalloc(n > 0 ? (size_t)n + 1 : 1);
-    va_start(ap, fmt);
-    vsnprintf(s, n > 0 ? (size_t)n + 1 : 1, fmt, ap);
+    char *s = xvasprintf(fmt, ap);
     va_end(ap);
     return s;
 }

@@ -39,8 +39,7 @@ static bool error_vset(Error *err, int status, const char *fmt, va_list ap) {
     va_copy(again, ap);
     const int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     if (n >= (int)sizeof err->msg) {
-        char *full = xmalloc((size_t)n + 1);
-        vsnprintf(full, (size_t)n + 1, fmt, again);
+        char *full = xvasprintf(fmt, again);
         elide_middle(err->msg, sizeof err->msg, full, (size_t)n);
         free(full);
     }
@@ -68,11 +67,7 @@ bool error_runtime(Error *err, const char *fmt, ...) {
 bool error_errno(Error *err, int e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    const int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *what = xmalloc(n > 0 ? (size_t)n + 1 : 1);
-    va_start(ap, fmt);
-    vsnprintf(what, n > 0 ? (size_t)n + 1 : 1, fmt, ap);
+    char *what = xvasprintf(fmt, ap);
     va_end(ap);
     if (e == ENAMETOOLONG) error_set(err, "%s: %s", what, strerror(e));
     else error_runtime(err, "%s: %s", what, strerror(e));
@@ -118,6 +113,18 @@ void *xmalloc_aligned(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) out_of_memory(bytes);
     return p;
+}
+
+char *xvasprintf(const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
+    const int n = vsnprintf(NULL, 0, fmt, ap);
+    const size_t cap = n > 0 ? (size_t)n + 1 : 1;
+    char *s = xmalloc(cap);
+    s[0] = '\0';
+    vsnprintf(s, cap, fmt, again);
+    va_end(again);
+    return s;
 }
 
 char *xstrdup(const char *s) {

@@ -11,6 +11,7 @@
 #ifndef QLORA_UTIL_H
 #define QLORA_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,9 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t bytes);
 void *xmalloc_aligned(size_t bytes);
 char *xstrdup(const char *s);
+// printf-style formatting into a new malloc'ed string (the caller frees it); never NULL.
+// ap is left used (va_end it).
+char *xvasprintf(const char *fmt, va_list ap);
 
 // Both readers below open only regular files (after symlinks): a directory, FIFO, device
 // or socket is refused with "PATH: expected a regular file, found a FIFO" (status 2), and
