@@ -255,8 +255,7 @@ bool chat_example_messages(const char *const *roles, const char *const *contents
     size_t len = 0, *spans = NULL;
     Landing *land = NULL;
     int *own = NULL;
-    char what[1200];
-    snprintf(what, sizeof what, "%s: the rendered conversation", where);
+    char *what = path_fmt("%s: the rendered conversation", where);
     bool ok = render_and_locate(o->renderer, roles, contents, n, where, &text, &len, &land, err) &&
               tok_encode_spans(tok, what, text, len, false, &own, &spans, err);
     if (ok) {
@@ -270,6 +269,7 @@ bool chat_example_messages(const char *const *roles, const char *const *contents
     arrfree(spans);
     arrfree(land);
     arrfree(own);
+    free(what);
     return ok;
 }
 
@@ -326,7 +326,7 @@ bool chat_setup(ChatSetup *s, const char *which, const char *dir, const Tokenize
         chat_template_source_free(&src);
         return false;
     }
-    snprintf(s->origin, sizeof s->origin, "%s", strcmp(which, "tokenizer_default") == 0 && src.origin ? src.origin : which);
+    s->origin = xstrdup(strcmp(which, "tokenizer_default") == 0 && src.origin ? src.origin : which);
     if (has_file(dir, "tokenizer_config.json") || has_file(dir, "special_tokens_map.json")) {
         s->bos = src.bos_token ? xstrdup(src.bos_token) : NULL;
         s->eos = src.eos_token ? xstrdup(src.eos_token) : NULL;
@@ -346,18 +346,20 @@ void chat_setup_free(ChatSetup *s) {
     free(s->bos);
     free(s->eos);
     free(s->eot);
+    free(s->origin);
     memset(s, 0, sizeof *s);
 }
 
 bool chat_prompt_ids(const ChatSetup *s, Tokenizer *tok, const char *const *roles, const char *const *contents,
                      size_t n, const char *where, int **ids, Error *err) {
-    char *text = NULL, what[1200];
+    char *text = NULL;
     size_t len = 0;
     Error e = {0};
     if (!s->renderer.render(s->renderer.ctx, roles, contents, n, true, &text, &len, &e))
         return error_set(err, "%s: %s", where, e.msg);
-    snprintf(what, sizeof what, "%s: the rendered conversation", where);
+    char *what = path_fmt("%s: the rendered conversation", where);
     const bool ok = tok_encode_text(tok, what, text, len, false, ids, err);
+    free(what);
     free(text);
     return ok;
 }

@@ -82,7 +82,7 @@ typedef struct {
     ChatTemplate *tmpl;
     char *bos, *eos;        // owned; NULL: left undefined, as transformers leaves an unset token
     char *eot;              // the end-of-turn text (owned; NULL: none)
-    char origin[1100];      // where the template came from, for messages ("DIR/tokenizer_config.json", "chatml")
+    char *origin;           // where the template came from, for messages ("DIR/tokenizer_config.json", "chatml"; owned)
     ChatRenderer renderer;  // ctx = this struct
 } ChatSetup;
 

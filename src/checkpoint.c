@@ -26,10 +26,10 @@ bool checkpoint_save_weights(const TrainConfig *c, const Trainer *t, const char 
 #define N_DEPENDS 7
 static const char *const DEPENDS[N_DEPENDS] = {"base_model", "method", "quant", "lora", "seed", "dataset", "data"};
 
-// c's resolved path of `path` as a new string (the path itself if it cannot be resolved).
+// The resolved form of path as a new string (the path itself if it cannot be resolved).
 static char *resolved(const char *path) {
-    char buf[4400];
-    return xstrdup(path_resolve(path, buf, sizeof buf) ? buf : path);
+    char *r = path_resolve(path);
+    return r ? r : xstrdup(path);
 }
 
 // The adapter's shape as recorded: "r R alpha A[ rslora] targets T..." or "none".
@@ -192,43 +192,49 @@ static bool replace_folder(const char *tmp, const char *final, Error *err) {
     return true;
 }
 
-bool checkpoint_save(const TrainConfig *c, const Trainer *t, char *saved, size_t cap, Error *err) {
+bool checkpoint_save(const TrainConfig *c, const Trainer *t, char **saved, Error *err) {
     char *final = path_fmt("%s/checkpoint-%ld", c->output_dir, t->step);
     char *tmp = path_fmt("%s.tmp-%ld", final, (long)getpid());
     path_remove_tree(tmp);
     const bool ok = path_mkdir_p(tmp, err) && checkpoint_save_weights(c, t, tmp, err) &&
                     save_moments(t, tmp, err) && save_state(c, t, tmp, err) && replace_folder(tmp, final, err);
-    if (ok) snprintf(saved, cap, "%s", final);
-    free(final);
+    if (ok) {
+        free(*saved);
+        *saved = final;
+    } else {
+        free(final);
+    }
     free(tmp);
     return ok;
 }
 
 // ---- reading -----------------------------------------------------------------------------------
 
-bool checkpoint_latest(const char *dir, char *out, size_t cap) {
+char *checkpoint_latest(const char *dir) {
     DIR *d = opendir(dir);
-    if (!d) return false;
+    if (!d) return NULL;
     long best = -1;
-    char best_name[256] = "";
+    char *best_path = NULL;
     struct dirent *e;
     while ((e = readdir(d))) {
         const char *num = e->d_name + 11;
         if (strncmp(e->d_name, "checkpoint-", 11) != 0 || !*num || num[strspn(num, "0123456789")]) continue;
         errno = 0;
         long n = strtol(num, NULL, 10);
-        char *state = path_fmt("%s/%s/trainer_state.json", dir, e->d_name);
+        char *path = path_join(dir, e->d_name), *state = path_join(path, "trainer_state.json");
         struct stat st;
         const bool complete = stat(state, &st) == 0 && S_ISREG(st.st_mode);
         free(state);
-        if (errno == ERANGE || n <= best || !complete) continue;
+        if (errno == ERANGE || n <= best || !complete) {
+            free(path);
+            continue;
+        }
         best = n;
-        snprintf(best_name, sizeof best_name, "%s", e->d_name);
+        free(best_path);
+        best_path = path;
     }
     closedir(d);
-    if (best < 0) return false;
-    snprintf(out, cap, "%s/%s", dir, best_name);
-    return true;
+    return best_path;
 }
 
 // The exp_avg / exp_avg_sq of every trainable tensor from ckpt/optimizer.safetensors.

@@ -21,12 +21,13 @@
 bool checkpoint_save_weights(const TrainConfig *c, const Trainer *t, const char *dir, Error *err);
 
 // Write c->output_dir/checkpoint-STEP for trainer t (replacing an older one of that step
-// only once the new one is complete); its path into saved (cap bytes).
-bool checkpoint_save(const TrainConfig *c, const Trainer *t, char *saved, size_t cap, Error *err);
+// only once the new one is complete). On success its path replaces *saved (a malloc'ed string
+// or NULL, freed here); on failure *saved is left as it was.
+bool checkpoint_save(const TrainConfig *c, const Trainer *t, char **saved, Error *err);
 
-// The newest complete checkpoint-N folder of dir (N all digits, holding trainer_state.json)
-// into out; false if there is none.
-bool checkpoint_latest(const char *dir, char *out, size_t cap);
+// The path of the newest complete checkpoint-N folder of dir (N all digits, holding
+// trainer_state.json) as a new string; NULL if there is none.
+char *checkpoint_latest(const char *dir);
 
 // Before anything is loaded from ckpt: it was made by a job with the same method and the
 // same inputs and settings it depends on (base model, quantization, adapter shape, seed,

@@ -13,6 +13,7 @@
 
 #include "lora.h"
 #include "model.h"
+#include "path.h"
 
 // K_ENUM: a string field limited to `choices`; K_CHOICE: an enum field (int), the value
 // values[i] (or i without values) for the i-th spelling of `choices`.
@@ -29,7 +30,7 @@ typedef struct {
 typedef struct {
     const char *name;
     KeyType type;
-    size_t offset, size;   // into TrainConfig; size for strings
+    size_t offset, size;   // into TrainConfig; size for K_ENUM's char arrays (K_STR: a char *)
     const int *values;     // K_CHOICE: the enum value of each choice; NULL = its index
     const ListSpec *list;  // K_LIST
     double lo, hi;         // numeric range (inclusive)
@@ -55,7 +56,7 @@ static const ListSpec ROLES_LIST = {offsetof(TrainConfig, n_roles_to_train), 16,
 static const int QUANT_VALUES[] = {QUANT_NF4, QUANT_FP4, QUANT_INT8, QUANT_NONE};
 static const int LR_VALUES[] = {LR_CONSTANT, LR_LINEAR, LR_COSINE};
 
-#define STR(f) K_STR, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL, NULL
+#define STR(f) K_STR, offsetof(TrainConfig, f), 0, NULL, NULL
 #define ENUM(f) K_ENUM, offsetof(TrainConfig, f), sizeof(((TrainConfig *)0)->f), NULL, NULL
 #define CHOICE(f, values) K_CHOICE, offsetof(TrainConfig, f), 0, values, NULL
 #define NUM(t, f) t, offsetof(TrainConfig, f), 0, NULL, NULL
@@ -192,9 +193,7 @@ static bool set_scalar(TrainConfig *c, const KeySpec *k, const char *v, const ch
     char *end;
     switch (k->type) {
     case K_STR:
-        if (strlen(v) >= k->size)
-            return error_set(err, "%s: %s: value longer than %zu characters", where, k->name, k->size - 1);
-        strcpy(field, v);
+        config_set_path((char **)field, v);
         return true;
     case K_ENUM:
     case K_CHOICE: {
@@ -269,7 +268,7 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
     bool ok = true, done = false;
     int depth = 0;  // 1 inside the top-level mapping
-    char key[128] = "", where[1200];
+    char key[128] = "", *where = NULL;  // where: "FILE:LINE" of the event, any length
     size_t seen_line[N_KEYS] = {0};
     const KeySpec *cur = NULL;
     bool in_list = false;
@@ -285,8 +284,8 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
             break;
         }
         size_t line = ev.start_mark.line + 1;
-        if (line_numbers) snprintf(where, sizeof where, "%s:%zu", origin, line);
-        else snprintf(where, sizeof where, "%s", origin);
+        free(where);
+        where = line_numbers ? path_fmt("%s:%zu", origin, line) : xstrdup(origin);
         switch (ev.type) {
         case YAML_STREAM_END_EVENT: done = true; break;
         case YAML_MAPPING_START_EVENT:
@@ -328,7 +327,9 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
                 if (cur->type == K_LIST) {
                     *list_count(c, cur) = 0;
                     ok = is_null(v) || add_item(c, cur, v, where, err);
-                } else if (is_null(v) && (cur->type == K_STR || (cur->type == K_ENUM && !cur->dflt[0]))) {
+                } else if (is_null(v) && cur->type == K_STR) {
+                    config_set_path((char **)((char *)c + cur->offset), "");
+                } else if (is_null(v) && cur->type == K_ENUM && !cur->dflt[0]) {
                     ((char *)c + cur->offset)[0] = '\0';
                 } else {
                     ok = set_scalar(c, cur, v, where, err);
@@ -345,6 +346,7 @@ static bool parse_yaml(TrainConfig *c, const char *text, size_t len, const char 
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&p);
+    free(where);
     return ok;
 }
 
@@ -356,6 +358,18 @@ void config_defaults(TrainConfig *c) {
         snprintf(line, sizeof line, "%s: %s\n", KEYS[i].name, KEYS[i].dflt);
         CHECK(parse_yaml(c, line, strlen(line), "defaults", false, &err));
     }
+}
+
+void config_free(TrainConfig *c) {
+    for (size_t i = 0; i < N_KEYS; i++)
+        if (KEYS[i].type == K_STR) free(*(char **)((char *)c + KEYS[i].offset));
+    memset(c, 0, sizeof *c);
+}
+
+void config_set_path(char **field, const char *value) {
+    char *copy = xstrdup(value);  // value may be *field itself
+    free(*field);
+    *field = copy;
 }
 
 bool config_load(TrainConfig *c, const char *path, Error *err) {
@@ -457,7 +471,7 @@ void config_write_yaml(const TrainConfig *c, FILE *fp) {
         case K_STR:
         case K_ENUM:
             fputc('"', fp);
-            for (const char *ch = field; *ch; ch++) {
+            for (const char *ch = k->type == K_STR ? *(char *const *)field : field; *ch; ch++) {
                 if (*ch == '"' || *ch == '\\') fputc('\\', fp);
                 fputc(*ch, fp);
             }

@@ -26,9 +26,12 @@ typedef enum { BF16_AUTO, BF16_TRUE, BF16_FALSE } Bf16Mode;          // auto | t
 const char *train_method_name(TrainMethod m);
 const char *bf16_mode_name(Bf16Mode b);
 
+// The six path keys (base_model, dataset, val_dataset, output_dir, lora_model_dir,
+// resume_from_checkpoint) are malloc'ed strings of any length, "" when unset, never NULL after
+// config_defaults; config_free releases them. A TrainConfig has one owner: copy none.
 typedef struct {
-    char base_model[1024];
-    char dataset[1024];
+    char *base_model;
+    char *dataset;
     char dataset_format[16];      // "text" | "jsonl" | "chat_template" | "alpaca" | "" (by file extension)
     char chat_template[32];       // tokenizer_default | chatml | llama3 | mistral | zephyr | alpaca
     char roles_to_train[CFG_MAX_ROLES][16];  // chat_template: the roles whose contents are trained
@@ -36,8 +39,8 @@ typedef struct {
     ChatEos train_on_eos;         // chat_template: which end-of-turn texts are trained
     bool drop_long;               // leave out examples longer than sequence_len (else cut them)
     double val_set_size;          // < 1: fraction of the training examples; >= 1: a count
-    char val_dataset[1024];
-    char output_dir[1024];
+    char *val_dataset;
+    char *output_dir;
     TrainMethod method;
     QuantType quant;              // nf4 | fp4 | int8 | none (qlora only)
     bool double_quant;
@@ -49,7 +52,7 @@ typedef struct {
     int n_lora_target_modules;
     bool lora_target_linear;      // axolotl's switch for all linear layers
     bool use_rslora;
-    char lora_model_dir[1024];
+    char *lora_model_dir;
     long sequence_len;
     long micro_batch_size;
     long gradient_accumulation_steps;
@@ -69,13 +72,18 @@ typedef struct {
     long logging_steps;
     long eval_steps;
     long save_steps;
-    char resume_from_checkpoint[1024];
+    char *resume_from_checkpoint;
     long threads;
     bool gradient_checkpointing;
     Bf16Mode bf16;                // frozen weights' products in bf16
 } TrainConfig;
 
+// Every key's default into c (whose earlier contents are not freed: call config_free first).
 void config_defaults(TrainConfig *c);
+// Release what c holds (its path strings); c is then all zero.
+void config_free(TrainConfig *c);
+// Set path key field (&c->output_dir, ...) to a copy of value.
+void config_set_path(char **field, const char *value);
 // Read path (YAML) into c (on top of its current values).
 bool config_load(TrainConfig *c, const char *path, Error *err);
 // The same from text[0..len); origin names it ("FILE") in FILE:LINE messages.

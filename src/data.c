@@ -7,6 +7,7 @@
 
 #include "ds.h"
 #include "json.h"
+#include "path.h"
 
 static void add_example(Dataset *d, const int *ids, const int *labels, size_t len, size_t seq_len) {
     if (len > seq_len) {
@@ -93,12 +94,13 @@ static bool pretokenized(const cJSON *input_ids, const cJSON *lab, const char *w
 // in messages ("completion", "output").
 static bool prompt_pair(Tokenizer *tok, const char *where, const char *prompt, size_t plen, const char *comp,
                         const char *field, bool train_on_inputs, int **ids, int **labels, Error *err) {
-    char what[1200];
-    snprintf(what, sizeof what, "%s: \"%s\"", where, field[0] == 'c' ? "prompt" : "instruction");
+    char *what = path_fmt("%s: \"%s\"", where, field[0] == 'c' ? "prompt" : "instruction");
     bool ok = encode_part(tok, what, prompt, plen, true, false, ids, err);
     const size_t np = arrlenu(*ids);
-    snprintf(what, sizeof what, "%s: \"%s\"", where, field);
+    free(what);
+    what = path_fmt("%s: \"%s\"", where, field);
     ok = ok && encode_part(tok, what, comp, strlen(comp), false, true, ids, err);
+    free(what);
     for (size_t i = 0; ok && i < arrlenu(*ids); i++) arrput(*labels, (i < np && !train_on_inputs) ? -1 : (*ids)[i]);
     return ok;
 }
@@ -120,9 +122,10 @@ static bool jsonl_fields(const cJSON *js, const char *where, Tokenizer *tok, con
     }
     if (text) {
         if (!cJSON_IsString(text)) return error_set(err, "%s: \"text\" must be a string", where);
-        char what[1200];
-        snprintf(what, sizeof what, "%s: \"text\"", where);
-        if (!encode_part(tok, what, text->valuestring, strlen(text->valuestring), true, true, ids, err)) return false;
+        char *what = path_fmt("%s: \"text\"", where);
+        const bool ok = encode_part(tok, what, text->valuestring, strlen(text->valuestring), true, true, ids, err);
+        free(what);
+        if (!ok) return false;
         for (size_t i = 0; i < arrlenu(*ids); i++) arrput(*labels, (*ids)[i]);
         return true;
     }
@@ -197,9 +200,9 @@ static bool load_jsonl(Dataset *d, const char *text, size_t len, const char *pat
         bool blank = true;
         for (size_t i = 0; i < n; i++) blank &= p[i] == ' ' || p[i] == '\t' || p[i] == '\r';
         if (!blank) {
-            char where[1100];
-            snprintf(where, sizeof where, "%s:%zu", path, line_no);
+            char *where = path_fmt("%s:%zu", path, line_no);
             ok = jsonl_line(d, p, n, where, line_no, tok, o, err);
+            free(where);
         }
         p = end + 1;
     }

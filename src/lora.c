@@ -121,6 +121,7 @@ void lora_alloc_grads(LoraSet *ls) {
 }
 
 void lora_free(LoraSet *ls) {
+    free(ls->base_model);
     free(ls->lin);
     free(ls->params);
     free(ls->grads);
@@ -229,8 +230,10 @@ static bool read_config(LoraSet *ls, const char *text, size_t len, const char *p
         ls->dropout = drop ? (float)drop->valuedouble : 0.0f;
         ls->use_rslora = cJSON_IsTrue(rs);
         ls->scaling = scaling_of(ls->alpha, ls->r, ls->use_rslora);
-        if (cJSON_IsString(base))
-            snprintf(ls->base_model, sizeof ls->base_model, "%s", base->valuestring);
+        if (cJSON_IsString(base)) {
+            free(ls->base_model);
+            ls->base_model = xstrdup(base->valuestring);
+        }
         ok = true;
     }
     cJSON_Delete(js);
@@ -300,7 +303,10 @@ bool lora_load_peft_memory(LoraSet *ls, const char *config, size_t config_len, c
     memset(ls, 0, sizeof *ls);
     if (!read_config(ls, config, config_len, cfg_path, err)) return false;
     SafeTensors st;
-    if (!st_open_memory(&st, weights, weights_len, st_path, err)) return false;
+    if (!st_open_memory(&st, weights, weights_len, st_path, err)) {
+        lora_free(ls);  // read_config's base_model
+        return false;
+    }
     const size_t r = (size_t)ls->r;
     const size_t n_slots = (size_t)n_layer * LORA_N_TARGETS;
     const StTensor **ta = xcalloc(n_slots, sizeof(*ta)), **tb = xcalloc(n_slots, sizeof(*tb));
@@ -410,7 +416,7 @@ bool lora_save_peft(const LoraSet *ls, const char *dir, Error *err) {
     cJSON *js = cJSON_CreateObject();
     cJSON_AddStringToObject(js, "peft_type", "LORA");
     cJSON_AddStringToObject(js, "task_type", "CAUSAL_LM");
-    cJSON_AddStringToObject(js, "base_model_name_or_path", ls->base_model);
+    cJSON_AddStringToObject(js, "base_model_name_or_path", ls->base_model ? ls->base_model : "");
     cJSON_AddNumberToObject(js, "r", ls->r);
     cJSON_AddNumberToObject(js, "lora_alpha", ls->alpha);
     cJSON_AddNumberToObject(js, "lora_dropout", ls->dropout);

@@ -54,7 +54,7 @@ typedef struct {
     LoraLinear *lin;                // [n_layer * LORA_N_TARGETS]
     float *params, *grads;          // contiguous A/B of all adapters; grads NULL if not allocated
     size_t n_params;
-    char base_model[512];           // base_model_name_or_path
+    char *base_model;               // base_model_name_or_path (malloc'ed; NULL: none known)
 } LoraSet;
 
 // Shapes of the four linears of a block: in and out features.

@@ -389,18 +389,19 @@ static bool load_block(const Checkpoint *ck, Model *m, int l, const QuantConfig 
         param_block_name(name, sizeof name, ops, l, lin_row(ops, PARAM_LIN_W, t)->name);
         if (!read_tensor(ck, name, true, ops->conv1d ? in : out, ops->conv1d ? out : in, w, err))
             return false;
-        char label[300];
-        snprintf(label, sizeof label, "%s: tensor '%s%s'", ckpt_path(ck), ck->prefix, name);
+        char *label = path_fmt("%s: tensor '%s%s'", ckpt_path(ck), ck->prefix, name);
         const int bi = param_lin_index(ops, PARAM_LIN_B, t);
+        bool ok = true;
         if (bi >= 0) {
             param_block_name(name, sizeof name, ops, l, ops->params[bi].name);
-            if (!read_tensor(ck, name, true, out, 0, b, err)) return false;
+            ok = read_tensor(ck, name, true, out, 0, b, err);
         }
         bool (*init)(QLinear *, const float *, const float *, size_t, size_t, QuantType, size_t, bool,
                      const char *, Error *) = ops->conv1d ? qlinear_init : qlinear_init_rows;
-        if (!init(&m->blocks[l].lin[t], w, bi >= 0 ? b : NULL, in, out, q->type, q->blocksize,
-                  q->double_quant, label, err))
-            return false;
+        ok = ok && init(&m->blocks[l].lin[t], w, bi >= 0 ? b : NULL, in, out, q->type, q->blocksize,
+                        q->double_quant, label, err);
+        free(label);
+        if (!ok) return false;
     }
     return true;
 }

@@ -7,6 +7,7 @@
 
 #include "ds.h"
 #include "json.h"
+#include "path.h"
 
 static char *join(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -125,10 +126,9 @@ bool qstore_load(const SafeTensors *st, const char *name, Q4Tensor *q, int *ndim
     if (state->dtype != ST_U8)
         return error_set(err, "%s: tensor '%s': expected U8 JSON bytes, found %s", st->path,
                          label, st_dtype_name(state->dtype));
-    char what[600];
-    snprintf(what, sizeof what, "%s: tensor '%s'", st->path, label);
+    char *what = path_fmt("%s: tensor '%s'", st->path, label);  // the file's path: any length
     cJSON *js = json_parse((const char *)state->data, state->n_elements, 0, what, err);
-    if (!js) return false;
+    if (!js) return free(what), false;
 
     bool ok = false;
     const cJSON *qt = cJSON_GetObjectItemCaseSensitive(js, "quant_type");
@@ -199,6 +199,7 @@ bool qstore_load(const SafeTensors *st, const char *name, Q4Tensor *q, int *ndim
     ok = check_scales(q, st->path, name, err);
 done:
     cJSON_Delete(js);
+    free(what);
     if (!ok) q4_free(q);
     return ok;
 }

@@ -18,12 +18,33 @@
 #define STB_DS_IMPLEMENTATION
 #include "ds.h"
 
-// Fill err (if not NULL) with the message and status; returns false.
+// Copy message full (n bytes) into msg (cap bytes) with its middle left out and said so:
+// "HEAD[... 3012 bytes left out ...]TAIL". The head holds the file named first, the tail the
+// reason that usually ends a message. Cuts fall between UTF-8 sequences.
+static void elide_middle(char *msg, size_t cap, const char *full, size_t n) {
+    char mark[64];
+    const size_t room = cap - 1 - sizeof "[... 18446744073709551615 bytes left out ...]";
+    size_t head = room / 2, tail = n - (room - head);
+    while (head > 0 && ((unsigned char)full[head] & 0xC0) == 0x80) head--;
+    while (tail < n && ((unsigned char)full[tail] & 0xC0) == 0x80) tail++;
+    snprintf(mark, sizeof mark, "[... %zu bytes left out ...]", tail - head);
+    snprintf(msg, cap, "%.*s%s%s", (int)head, full, mark, full + tail);
+}
+
+// Fill err (if not NULL) with the message and status; returns false. A message longer than
+// err->msg (a path near the system's limit is 4 KiB) keeps its start and end (elide_middle).
 static bool error_vset(Error *err, int status, const char *fmt, va_list ap) {
-    if (err) {
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        err->status = status;
+    if (!err) return false;
+    va_list again;
+    va_copy(again, ap);
+    const int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    if (n >= (int)sizeof err->msg) {
+        char *full = xvasprintf(fmt, again);
+        elide_middle(err->msg, sizeof err->msg, full, (size_t)n);
+        free(full);
     }
+    va_end(again);
+    err->status = status;
     return false;
 }
 
@@ -40,6 +61,17 @@ bool error_runtime(Error *err, const char *fmt, ...) {
     va_start(ap, fmt);
     error_vset(err, EXIT_RUNTIME, fmt, ap);
     va_end(ap);
+    return false;
+}
+
+bool error_errno(Error *err, int e, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *what = xvasprintf(fmt, ap);
+    va_end(ap);
+    if (e == ENAMETOOLONG) error_set(err, "%s: %s", what, strerror(e));
+    else error_runtime(err, "%s: %s", what, strerror(e));
+    free(what);
     return false;
 }
 
@@ -81,6 +113,18 @@ void *xmalloc_aligned(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0) out_of_memory(bytes);
     return p;
+}
+
+char *xvasprintf(const char *fmt, va_list ap) {
+    va_list again;
+    va_copy(again, ap);
+    const int n = vsnprintf(NULL, 0, fmt, ap);
+    const size_t cap = n > 0 ? (size_t)n + 1 : 1;
+    char *s = xmalloc(cap);
+    s[0] = '\0';
+    vsnprintf(s, cap, fmt, again);
+    va_end(again);
+    return s;
 }
 
 char *xstrdup(const char *s) {
@@ -182,7 +226,7 @@ bool atomic_open(AtomicFile *af, const char *path, Error *err) {
     snprintf(af->tmp_path, cap, "%s.tmp.%ld", path, (long)getpid());
     af->fp = fopen(af->tmp_path, "wb");
     if (!af->fp) {
-        bool r = error_runtime(err, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+        bool r = error_errno(err, errno, "%s: cannot create", af->tmp_path);
         free(af->path);
         free(af->tmp_path);
         af->path = af->tmp_path = NULL;
@@ -256,62 +300,31 @@ bool copy_file_atomic(const char *from, const char *to, Error *err) {
     return ok;
 }
 
-bool path_resolve(const char *path, char *out, size_t cap) {
-    char buf[4096], copy[4096], parent[4096];
-    if (realpath(path, buf)) return snprintf(out, cap, "%s", buf) < (int)cap;
-    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy || !copy[0]) return false;
-    size_t n = strlen(copy);
-    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
-    char *slash = strrchr(copy, '/');
-    const char *base = slash ? slash + 1 : copy;
-    if (!slash) snprintf(parent, sizeof parent, ".");
-    else if (slash == copy) snprintf(parent, sizeof parent, "/");
-    else *slash = '\0', snprintf(parent, sizeof parent, "%s", copy);
-    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) return false;
-    if (!path_resolve(parent, buf, sizeof buf)) return false;
-    return snprintf(out, cap, "%s%s%s", buf, strcmp(buf, "/") == 0 ? "" : "/", base) < (int)cap;
-}
-
-// True if resolved path a lies strictly inside resolved folder b.
-static bool path_inside(const char *a, const char *b) {
-    size_t lb = strlen(b);
-    if (strcmp(b, "/") == 0) return strcmp(a, "/") != 0;
-    return strncmp(a, b, lb) == 0 && a[lb] == '/';
-}
-
-bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
-                      Error *err) {
-    char ro[4096], ri[4096];
-    if (!in || !in[0] || !path_resolve(out, ro, sizeof ro) || !path_resolve(in, ri, sizeof ri)) return true;
-    const char *how = strcmp(ro, ri) == 0   ? "is"
-                      : path_inside(ro, ri) ? "is inside"
-                      : path_inside(ri, ro) ? "contains"
-                                            : NULL;
-    if (!how) return true;
-    return error_set(err, "%s '%s' %s %s '%s' (resolved: %s): writing there would overwrite or mix with an "
-                          "input; choose another %s", out_what, out, how, in_what, in, ri, out_what);
-}
-
 bool dir_lock(const char *dir, Error *err) {
-    char path[4200], holder[32] = "";
-    snprintf(path, sizeof path, "%s/.qlora.lock", dir);
+    const size_t cap = strlen(dir) + sizeof "/.qlora.lock";
+    char *path = xmalloc(cap), holder[32] = "";
+    snprintf(path, cap, "%s/.qlora.lock", dir);
+    bool ok = true;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return error_runtime(err, "%s: cannot create: %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd < 0) {
+        ok = error_errno(err, errno, "%s: cannot create", path);
+    } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ssize_t n = read(fd, holder, sizeof holder - 1);
         holder[n > 0 ? n : 0] = '\0';
         holder[strcspn(holder, "\n")] = '\0';
         close(fd);
-        return error_runtime(err, "%s: in use by another run (pid %s); wait for it to end or choose another "
-                                  "output folder", dir, holder[0] ? holder : "unknown");
+        ok = error_runtime(err, "%s: in use by another run (pid %s); wait for it to end or choose another "
+                                "output folder", dir, holder[0] ? holder : "unknown");
+    } else {
+        char pid[32];
+        int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+            close(fd);
+            ok = error_runtime(err, "%s: cannot write: %s", path, strerror(errno));
+        }
     }
-    char pid[32];
-    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
-        close(fd);
-        return error_runtime(err, "%s: cannot write: %s", path, strerror(errno));
-    }
-    return true;  // fd stays open: the lock lasts until the process exits
+    free(path);
+    return ok;  // on success fd stays open: the lock lasts until the process exits
 }
 
 void test_delay(const char *where) {

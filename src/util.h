@@ -11,6 +11,7 @@
 #ifndef QLORA_UTIL_H
 #define QLORA_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -25,10 +26,15 @@ typedef struct {
 } Error;
 
 // Fill err with a printf-style message and status EXIT_BAD_INPUT. Always returns false
-// so that callers can write `return error_set(err, ...)`. A later call overwrites.
+// so that callers can write `return error_set(err, ...)`. A later call overwrites. A message
+// longer than msg keeps its start and its end, with "[... N bytes left out ...]" between.
 bool error_set(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 // Same with status EXIT_RUNTIME (I/O failure, out of memory).
 bool error_runtime(Error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// A system call on a path failed with errno e: the message, then ": " and strerror(e). Status
+// EXIT_BAD_INPUT when the path itself is refused (ENAMETOOLONG: longer than the system's
+// PATH_MAX or NAME_MAX), else EXIT_RUNTIME.
+bool error_errno(Error *err, int e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // Invariant check, always on (never compiled out): a failure is a bug in qlora.
 #define CHECK(cond)                                                                   \
@@ -47,6 +53,9 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t bytes);
 void *xmalloc_aligned(size_t bytes);
 char *xstrdup(const char *s);
+// printf-style formatting into a new malloc'ed string (the caller frees it); never NULL.
+// ap is left used (va_end it).
+char *xvasprintf(const char *fmt, va_list ap);
 
 // Both readers below open only regular files (after symlinks): a directory, FIFO, device
 // or socket is refused with "PATH: expected a regular file, found a FIFO" (status 2), and
@@ -78,18 +87,6 @@ void atomic_abort(AtomicFile *af);               // closes and removes the tempo
 // file to a new path the same way.
 bool write_file_atomic(const char *path, const void *data, size_t len, Error *err);
 bool copy_file_atomic(const char *from, const char *to, Error *err);
-
-// Absolute, symlink-free form of path into out (cap bytes), also for a path that does not
-// exist yet: its longest existing prefix goes through realpath and the rest is appended.
-// False if that cannot be done (".." after a missing folder, too long).
-bool path_resolve(const char *path, char *out, size_t cap);
-
-// Refuse an output folder that is, contains or is inside an input (a model folder, an
-// adapter, a data file): writing there would replace or mix with what is being read.
-// out_what / in_what name the two in the message ("output_dir", "base_model"); status 2.
-// Paths that cannot be resolved are let through (they do not exist, so overlap nothing).
-bool path_check_apart(const char *out_what, const char *out, const char *in_what, const char *in,
-                      Error *err);
 
 // Take an exclusive lock on folder dir (flock on dir/.qlora.lock, which records our pid)
 // for the rest of the process's life, so that a second run cannot write into the same

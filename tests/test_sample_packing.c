@@ -234,6 +234,7 @@ static void test_steps(Tokenizer *tok) {
            packed.total_steps, p.n_rows);
     data_plan_free(&p);
     data_free(&d);
+    config_free(&c);
 }
 
 // The command: `qlora eval --data` gives the same loss with --sample-packing.

@@ -146,7 +146,7 @@ static void load_job(Lesson *l) {
         die(EXIT_BAD_INPUT, "%s: method %s, but the lesson traces QLoRA: give --job a job with method: qlora",
             a->job, train_method_name(l->job.method));
     l->job_steps = l->job.max_steps;
-    snprintf(l->job.base_model, sizeof l->job.base_model, "%s", a->model);
+    config_set_path(&l->job.base_model, a->model);
     l->job.quant_blocksize = (long)a->blocksize;
     l->job.max_steps = a->steps;
     if (!config_validate(&l->job, &err)) die(EXIT_BAD_INPUT, "%s: %s", a->job, err.msg);
@@ -248,6 +248,7 @@ int cmd_explain(int argc, char **argv) {
     tok_free(l->tok);
     model_free(&l->q);
     model_free(&l->fp32);
+    config_free(&l->job);
     free(l);
     return 0;
 }

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "cmd/cli.h"
+#include "ds.h"
+#include "json.h"
 #include "memory.h"
 
 typedef struct {
@@ -62,17 +64,21 @@ static const CliCommand MEMORY = {
 // " %9.2f" of bytes in GiB, a column of the text table.
 static void print_gib(double bytes) { printf(" %9.2f", bytes / 1073741824.0); }
 
-// The prediction as one JSON object (qlora memory --format json).
-static void print_rows_json(const ModelShape *sp, const MemJob *jp, const MemRow rows[MEM_N_METHODS]) {
+// The prediction as one JSON object (qlora memory --format json); label names the model.
+static void print_rows_json(const char *label, const ModelShape *sp, const MemJob *jp,
+                            const MemRow rows[MEM_N_METHODS]) {
     const ModelShape s = *sp;
     const MemJob j = *jp;
     const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
-    printf("{\"model\": \"%s\", \"params\": %.0f, \"linear_params\": %.0f, \"lora_params\": %.0f, "
+    char *name = NULL;  // a folder's path may hold '"' or '\\'
+    json_append_string(&name, label);
+    printf("{\"model\": %.*s, \"params\": %.0f, \"linear_params\": %.0f, \"lora_params\": %.0f, "
            "\"batch\": %zu, \"seq\": %zu, \"lora_r\": %d, \"gradient_checkpointing\": %s, "
            "\"nf4_bits\": %.4f, \"nf4_dq_bits\": %.4f, \"methods\": [",
-           s.name, n_all, shape_linear_params(&s), n_lora, j.B, j.T, j.lora_r,
+           (int)arrlen(name), name, n_all, shape_linear_params(&s), n_lora, j.B, j.T, j.lora_r,
            j.gradient_checkpointing ? "true" : "false", nf4_bits(j.quant_blocksize, false),
            nf4_bits(j.quant_blocksize, true));
+    arrfree(name);
     for (int m = 0; m < MEM_N_METHODS; m++) {
         const MemRow *r = &rows[m];
         printf("%s{\"name\": \"%s\", \"weights_bytes\": %.0f, \"quant_constants_bytes\": %.0f, "
@@ -84,13 +90,14 @@ static void print_rows_json(const ModelShape *sp, const MemJob *jp, const MemRow
     printf("]}\n");
 }
 
-// The prediction as a text table with the per-parameter accounting.
-static void print_rows_text(const ModelShape *sp, const MemJob *jp, const MemRow rows[MEM_N_METHODS]) {
+// The prediction as a text table with the per-parameter accounting; label names the model.
+static void print_rows_text(const char *label, const ModelShape *sp, const MemJob *jp,
+                            const MemRow rows[MEM_N_METHODS]) {
     const ModelShape s = *sp;
     const MemJob j = *jp;
     const double n_all = shape_params(&s), n_lora = shape_lora_params(&s, j.lora_r, j.targets);
     printf("%s: %.4g parameters (%.4g in block linears), LoRA r=%d: %.4g trainable (%.3f%%)\n",
-           s.name, n_all, shape_linear_params(&s), j.lora_r, n_lora, 100 * n_lora / n_all);
+           label, n_all, shape_linear_params(&s), j.lora_r, n_lora, 100 * n_lora / n_all);
     printf("batch %zu x %zu tokens%s; NF4: %.3f bits/param with fp32 scales, %.3f with double quant\n\n",
            j.B, j.T, j.gradient_checkpointing ? ", gradient checkpointing" : "",
            nf4_bits(j.quant_blocksize, false), nf4_bits(j.quant_blocksize, true));
@@ -144,8 +151,7 @@ static bool memory_shape(const MemoryArgs *a, ModelShape *s) {
     GPT2Config c;
     Error err = {0};
     if (!model_read_config(&c, a->model_dir, &err)) die_error(&err);
-    *s = shape_from_config(&c);
-    snprintf(s->name, sizeof s->name, "%.31s", a->model_dir);
+    *s = shape_from_config(&c);  // named by the folder's whole path where printed
     return true;
 }
 
@@ -166,7 +172,8 @@ int cmd_memory(int argc, char **argv) {
     parse_targets(a.targets, &s, j.targets);
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
-    if (json) print_rows_json(&s, &j, rows);
-    else print_rows_text(&s, &j, rows);
+    const char *label = a.model_dir && !a.preset ? a.model_dir : s.name;
+    if (json) print_rows_json(label, &s, &j, rows);
+    else print_rows_text(label, &s, &j, rows);
     return 0;
 }

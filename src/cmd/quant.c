@@ -7,6 +7,7 @@
 
 #include "cmd/model_args.h"
 #include "ds.h"
+#include "path.h"
 #include "qstore.h"
 
 // The dtypes quantize turns into 4-bit codes (the others are copied).
@@ -64,8 +65,7 @@ static bool quantize_tensor(const QuantizeArgs *a, const SafeTensors *st, const 
     const size_t n = t->n_elements;
     float *x = xmalloc_aligned(n * sizeof(float));
     float *y = xmalloc_aligned(n * sizeof(float));
-    char label[600];
-    snprintf(label, sizeof label, "%s: tensor '%s'", a->in, t->name);
+    char *label = path_fmt("%s: tensor '%s'", a->in, t->name);
     bool ok = st_read_f32(st, t, x, err) && q4_quantize(q, x, n, type, a->blocksize, !a->no_double_quant, label, err);
     if (ok) {
         q4_dequantize(q, 0, n, y);
@@ -84,6 +84,7 @@ static bool quantize_tensor(const QuantizeArgs *a, const SafeTensors *st, const 
         tot->n += n;
         qstore_add(w, t->name, q, t->ndim, t->shape, torch_dtype(t->dtype));
     }
+    free(label);
     free(x);
     free(y);
     return ok;

@@ -5,6 +5,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -45,7 +46,7 @@ typedef struct {
     Dataset train, val;
     Trainer trainer;
     FILE *metrics;   // rank 0 only
-    char last_ckpt[4096];  // newest checkpoint this run saved or resumed from ("none")
+    char *last_ckpt;  // newest checkpoint this run saved or resumed from (malloc'ed; "none" before one)
     Dist dist;       // this process's rank among size data-parallel ranks (1 without MPI)
 } Run;
 
@@ -63,15 +64,14 @@ static void fmt_duration(double s, char *buf, size_t cap) {
 // kept lines are written to a temporary file that replaces metrics.jsonl by a rename, so a
 // kill at any moment leaves either the old history or the new one, never a truncated file.
 static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    char *old = NULL;
+    char *path = path_join(dir, "metrics.jsonl"), *old = NULL;
     size_t len = 0;
     Error ignore = {0};
     if (keep_step > 0 && !file_read_all(path, &old, &len, &ignore)) old = NULL;
     AtomicFile af;
     if (!atomic_open(&af, path, err)) {
         free(old);
+        free(path);
         return NULL;
     }
     bool ok = true;
@@ -84,13 +84,11 @@ static FILE *open_metrics(const char *dir, long keep_step, Error *err) {
         line = nl + 1;
     }
     free(old);
-    if (!ok) {
-        atomic_abort(&af);
-        return NULL;
-    }
-    if (!atomic_commit(&af, err)) return NULL;
-    FILE *fp = fopen(path, "a");
-    if (!fp) error_runtime(err, "%s: cannot open for appending: %s", path, strerror(errno));
+    FILE *fp = NULL;
+    if (!ok) atomic_abort(&af);
+    else if (atomic_commit(&af, err) && !(fp = fopen(path, "a")))
+        error_runtime(err, "%s: cannot open for appending: %s", path, strerror(errno));
+    free(path);
     return fp;
 }
 
@@ -174,13 +172,31 @@ static bool check_output_dir(const TrainConfig *c, Error *err) {
     return true;
 }
 
-// The output folder (refused if it overlaps an input; created, locked, cleaned of a killed
-// run's leftovers) and the thread count.
+// The most bytes a run appends to output_dir in a path it writes: "/checkpoint-STEP.tmp-PID/"
+// + the longest file name ("special_tokens_map.json" ... at most 32 bytes) + an atomic write's
+// ".tmp.PID", with STEP and PID of at most 19 and 10 digits.
+#define OUTPUT_DIR_ROOM (sizeof "/checkpoint-.tmp-/.tmp." - 1 + 19 + 10 + 32 + 10)
+
+// Refuse an output_dir so long that the files a run writes in it would pass the system's limit
+// on a path (PATH_MAX): found now, not at the first checkpoint after hours of training.
+static bool check_output_room(const TrainConfig *c, Error *err) {
+    const size_t n = strlen(c->output_dir);
+    if (n + OUTPUT_DIR_ROOM < PATH_MAX) return true;
+    return error_set(err, "output_dir '%s': expected at most %zu bytes, found %zu: the files a run writes there "
+                          "(checkpoint-STEP.tmp-PID/adapter_model.safetensors.tmp.PID, up to %zu bytes more) must "
+                          "stay within the system's limit of %d bytes per path (PATH_MAX); choose a shorter output_dir "
+                          "(a relative one counts from the current folder)",
+                     c->output_dir, (size_t)PATH_MAX - 1 - OUTPUT_DIR_ROOM, n, OUTPUT_DIR_ROOM, PATH_MAX);
+}
+
+// The output folder (refused if it overlaps an input or is too long; created, locked, cleaned
+// of a killed run's leftovers) and the thread count.
 static void setup_output(Run *r) {
     const TrainConfig *c = &r->cfg;
     Error err = {0};
     if (c->threads) threads_set((int)c->threads);
-    if (!check_output_dir(c, &err) || !path_mkdir_p(c->output_dir, &err)) die_error(&err);
+    if (!check_output_room(c, &err) || !check_output_dir(c, &err) || !path_mkdir_p(c->output_dir, &err))
+        die_error(&err);
     if (r->dist.rank == 0 && !dir_lock(c->output_dir, &err)) die_error(&err);
     if (r->dist.rank == 0) checkpoint_clean_stale(c->output_dir);
 }
@@ -222,31 +238,31 @@ static void setup_data(Run *r) {
     }
 }
 
-// The checkpoint to resume from into resume (cap bytes; "" for a fresh run), checked
-// against the job.
-static void resume_path(const TrainConfig *c, char *resume, size_t cap) {
+// The checkpoint to resume from as a new string (NULL for a fresh run), checked against the job.
+static char *resume_path(const TrainConfig *c) {
     Error err = {0};
-    resume[0] = '\0';
-    if (!c->resume_from_checkpoint[0]) return;
-    if (strcmp(c->resume_from_checkpoint, "latest") != 0) snprintf(resume, cap, "%s", c->resume_from_checkpoint);
-    else if (!checkpoint_latest(c->output_dir, resume, cap))
-        die(EXIT_BAD_INPUT, "resume_from_checkpoint: latest: no checkpoint-N folder in %s", c->output_dir);
+    if (!c->resume_from_checkpoint[0]) return NULL;
+    char *resume = strcmp(c->resume_from_checkpoint, "latest") != 0 ? xstrdup(c->resume_from_checkpoint)
+                                                                   : checkpoint_latest(c->output_dir);
+    if (!resume) die(EXIT_BAD_INPUT, "resume_from_checkpoint: latest: no checkpoint-N folder in %s", c->output_dir);
     if (!checkpoint_check_job(resume, c, &err)) die_error(&err);
+    return resume;
 }
 
 // The model (a resumed full run continues from its checkpoint's weights), the bf16 choice,
-// and the adapter: loaded (lora_model_dir, or the resumed checkpoint) or created.
+// and the adapter: loaded (lora_model_dir, or the resumed checkpoint: resume, NULL if none) or
+// created.
 static void setup_model(Run *r, const char *resume) {
     const TrainConfig *c = &r->cfg;
     Error err = {0};
     const QuantConfig q = job_quant(c);
-    if (!model_load(&r->model, r->full && resume[0] ? resume : c->base_model, &q, &err)) die_error(&err);
+    if (!model_load(&r->model, r->full && resume ? resume : c->base_model, &q, &err)) die_error(&err);
     bool bf16 = false;  // method full has no frozen weights: bf16 auto means fp32 there
     if (!r->full && !bgemm_mode(bf16_mode_name(c->bf16), &bf16, &err)) die(EXIT_BAD_INPUT, "%s", err.msg);
     model_set_bf16(&r->model, bf16);
     if (r->full) return;
     LoraShapes shapes = model_lora_shapes(&r->model.cfg);
-    const char *adapter = resume[0] ? resume : c->lora_model_dir;
+    const char *adapter = resume ? resume : c->lora_model_dir;
     if (adapter[0]) {
         if (!lora_load_peft(&r->lora, adapter, r->model.cfg.n_layer, &shapes, &err)) die_error(&err);
         r->lora.dropout = (float)c->lora_dropout;  // the job's dropout applies in training
@@ -261,7 +277,8 @@ static void setup_model(Run *r, const char *resume) {
         lora_create(&r->lora, r->model.cfg.n_layer, &shapes, (int)c->lora_r, (float)c->lora_alpha,
                     (float)c->lora_dropout, c->use_rslora, targets, &rng);
     }
-    snprintf(r->lora.base_model, sizeof r->lora.base_model, "%.511s", c->base_model);
+    free(r->lora.base_model);  // the one a loaded adapter names: this run's base replaces it
+    r->lora.base_model = xstrdup(c->base_model);
 }
 
 // Everything before the first step: outputs, data, model, adapter, the trainer (resumed
@@ -272,20 +289,19 @@ static void setup(Run *r) {
     r->full = c->method == METHOD_FULL;
     setup_output(r);
     setup_data(r);
-    char resume[4096];
-    resume_path(c, resume, sizeof resume);
+    char *resume = resume_path(c);
     setup_model(r, resume);
     TrainerOptions o;
     trainer_options(c, &r->train, &o);
     trainer_init(&r->trainer, &r->model, r->full ? NULL : &r->lora, &r->train, r->dist, &o);
-    if (resume[0] && !checkpoint_load_state(resume, &r->trainer, &err)) die_error(&err);
+    if (resume && !checkpoint_load_state(resume, &r->trainer, &err)) die_error(&err);
     if (r->dist.rank == 0) {
         r->metrics = open_metrics(c->output_dir, r->trainer.step, &err);
         if (!r->metrics) die_error(&err);
     }
     test_delay("setup");
-    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume[0] ? resume : "none");
-    if (resume[0]) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->trainer.step, r->trainer.epoch);
+    if (resume) printf("resuming from %s at step %ld (epoch %zu)\n", resume, r->trainer.step, r->trainer.epoch);
+    r->last_ckpt = resume ? resume : xstrdup("none");
 }
 
 // The start-up summary: the matrix-product engine, the job, and the memory it holds.
@@ -391,6 +407,7 @@ static int preview(Run *r, long n) {
     data_free(&r->train);
     chat_setup_free(&r->chat);
     tok_free(r->tok);
+    config_free(&r->cfg);
     return 0;
 }
 
@@ -484,6 +501,8 @@ static void run_free(Run *r) {
     data_free(&r->val);
     chat_setup_free(&r->chat);
     tok_free(r->tok);
+    config_free(&r->cfg);
+    free(r->last_ckpt);
     dist_finalize();
 }
 
@@ -502,7 +521,7 @@ static bool after_step(Run *r, TrainLog *log, const StepResult *s, bool tty) {
     const bool stop = r->dist.size > 1 ? dist_any(g_stop_signal != 0) : g_stop_signal != 0;
     if (((c->save_steps > 0 && step % c->save_steps == 0) || step == total || stop) && r->dist.rank == 0) {
         Error err = {0};
-        if (!checkpoint_save(c, &r->trainer, r->last_ckpt, sizeof r->last_ckpt, &err)) die_error(&err);
+        if (!checkpoint_save(c, &r->trainer, &r->last_ckpt, &err)) die_error(&err);
     }
     return stop;
 }
@@ -556,6 +575,7 @@ int cmd_train(int argc, char **argv) {
     read_job(&r, &args);
     if (args.check) {
         config_write_yaml(&r.cfg, stdout);
+        config_free(&r.cfg);
         arrfree(args.sets);
         return 0;
     }
