@@ -187,6 +187,8 @@ expect 2 "--blocksize" "$Q" explain --blocksize 100
 expect 2 "nope.yaml" "$Q" explain --job "$tmp/nope.yaml"
 expect 2 "--steps" "$Q" explain --steps 0
 expect 2 "blocksize 128" "$Q" explain --blocksize 128
+sed 's/^dataset_format:.*//' configs/demo.yaml >"$tmp/chat.yaml" && echo "dataset_format: chat_template" >>"$tmp/chat.yaml"
+expect 2 "chat_template: the lesson reads" "$Q" explain --job "$tmp/chat.yaml"
 
 # ---- in a browser --------------------------------------------------------------------------------
 CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)

@@ -168,7 +168,11 @@ static void load_model_and_data(Lesson *l) {
         die(EXIT_BAD_INPUT, "%s: sequence_len %ld exceeds the model's n_positions %d", l->a.job, c->sequence_len,
             mc->n_positions);
     l->tok = cmd_load_tokenizer(l->a.model, mc);
-    DataOptions o = {c->dataset_format, (size_t)c->sequence_len, c->train_on_inputs, mc->vocab_size};
+    if (strcmp(c->dataset_format, "chat_template") == 0)
+        die(EXIT_BAD_INPUT, "%s: dataset_format chat_template: the lesson reads text, jsonl or alpaca datasets "
+                            "(train the chat job with qlora train)", l->a.job);
+    DataOptions o = {.format = c->dataset_format, .seq_len = (size_t)c->sequence_len,
+                     .train_on_inputs = c->train_on_inputs, .vocab_size = mc->vocab_size, .drop_long = c->drop_long};
     if (!data_load(&l->train, c->dataset, l->tok, &o, &err)) die_error(&err);
     if (c->val_dataset[0]) {
         if (!data_load(&l->val, c->val_dataset, l->tok, &o, &err)) die_error(&err);
