@@ -1,4 +1,5 @@
-// bgemm.h: bf16 matrix products with fp32 accumulation, for the frozen weights of a model.
+// bgemm.h: bf16 matrix products with fp32 accumulation, for the frozen weights of a model
+// and (bgemm_batch) attention's products when the model runs in bf16.
 //
 // QLoRA computes with its frozen base in a 16-bit compute type: the 4-bit codes are
 // dequantized to bf16 and multiplied with the activations rounded to bf16, accumulating in
