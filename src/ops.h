@@ -44,7 +44,7 @@ void bias_backward(float *dbias, const float *dout, size_t N, size_t OC);
 // [h*HS, (h+1)*HS) of each. att (B,NH,T,T) receives the softmax probabilities (zeros above
 // the diagonal), out (B,T,C) the heads concatenated. With pos (packed sequences, see
 // attention_gqa_forward) a token sees only the earlier tokens of its own sequence. The
-// grouped-query kernels below with NKV == NH.
+// grouped-query kernels below with NKV == NH (bf16: their products in bf16, as there).
 void attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t C,
                        size_t NH, const int *pos, bool bf16);
 // dqkv accumulates; datt is scratch of att's size (overwritten).
