@@ -51,10 +51,12 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, bool full
         add_frozen(&g, 'm', N, in[t], out[t], (double)L - (t == 0 && !full ? 1 : 0), bf16);  // dx
         if (full) add_shape(&g, 't', out[t], in[t], N, (double)L);                 // dW
     }
-    // attention: one batched call over the B x NH (sequence, head) pairs per product
+    // attention: one batched call over the B x NH (sequence, head) pairs per product, in
+    // bf16 when the model's products are
     add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH);  // scores (forward), dP
     add_batched(&g, 'm', T, HS, T, 2.0 * (double)L, B * NH);  // P v (forward), dq
     add_batched(&g, 't', T, HS, T, 2.0 * (double)L, B * NH);  // dv, dk
+    for (size_t i = arrlenu(g) - 3; i < arrlenu(g); i++) g[i].bf16 = bf16;
     const size_t rows = model_logit_rows(ACTS_TRAIN) < N ? model_logit_rows(ACTS_TRAIN) : N;
     add_frozen(&g, 'n', rows, V, C, (double)N / (double)rows, bf16);  // logits, in chunks
     add_frozen(&g, 'm', rows, C, V, (double)N / (double)rows, bf16);  // dlnf
@@ -87,7 +89,9 @@ static double time_sgemm(const GemmShape *g, float *a, float *b, float *c) {
         double t0 = time_now();
         const bool ta = g->op == 't' || g->op == 'u', tb = g->op == 'n' || g->op == 'u';
         const size_t lda = ta ? g->M : g->K, ldb = tb ? g->K : g->N;
-        if (g->bf16)
+        if (g->bf16 && n > 1)
+            matmul_batch_bf16(op_name(g), n, (float *const *)pc, pa, pb, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
+        else if (g->bf16)
             matmul_bf16(g->op == 'n', c, a, b, g->M, g->N, g->K, 1, 0, lda, ldb, g->N);
         else if (n > 1)
             matmul_batch(op_name(g), n, (float *const *)pc, pa, pb,
