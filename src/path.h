@@ -15,10 +15,11 @@ char *path_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // "dir/name" as a new malloc'ed string (the caller frees it).
 char *path_join(const char *dir, const char *name);
 
-// The absolute, symlink-free form of path as a new malloc'ed string (the caller frees it),
-// also for a path that does not exist yet: its longest existing prefix goes through realpath
-// and the rest is appended. NULL if that cannot be done (".." after a missing folder, a
-// folder that cannot be searched).
+// The absolute, symlink-free form of path as a new malloc'ed string (the caller frees it), of
+// any length (a folder deeper than PATH_MAX too), also for a path that does not exist yet: its
+// longest existing prefix is resolved as realpath would and the rest is appended as written.
+// NULL if that cannot be done (".." after a missing name, a folder that cannot be searched, a
+// loop of symbolic links).
 char *path_resolve(const char *path);
 
 // Refuse an output folder that is, contains or is inside an input (a model folder, an
