@@ -76,17 +76,22 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
+def train_step(model, params, opt, idx, tgt, amp):
+    """One AdamW step on the LoRA parameters, forward and loss under amp(), gradients clipped to 1."""
+    opt.zero_grad(set_to_none=True)
+    with amp():
+        loss = model(idx, tgt)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def profile_step(model, params, opt, idx, tgt, amp):
     """One training step under torch.profiler; prints the 25 slowest operators by self time,
     grouped by input shapes (matrix products are aten::mm / addmm / bmm)."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        opt.zero_grad(set_to_none=True)
-        with amp():
-            loss = model(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        train_step(model, params, opt, idx, tgt, amp)
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25,
                                                            max_name_column_width=40, max_shapes_column_width=70))
 
@@ -117,12 +122,7 @@ def main():
     times = []
     for s in range(a.steps + 1):
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with amp():
-            loss = model(idx, tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        train_step(model, params, opt, idx, tgt, amp)
         if s:
             times.append(time.perf_counter() - t0)
     if a.profile:

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sgemm.h"
 #include "util.h"
 
 float bf16_round(float x) {
@@ -541,11 +542,11 @@ static size_t colsplit_threads;
 // split over K as sgemm.c splits them: KSPLIT slices fixed by the shape alone, each a whole
 // product on one thread into its own partial C, the partials added in slice order, so the
 // result is the same for every thread count and within the usual K-term summation bound.
-enum { KSPLIT = 16, KSPLIT_MIN_K = 16384 };
+enum { KSPLIT = SGEMM_KSPLIT };
 
 // True when the K-split schedule runs (matrix operands only: slices offset the pointers).
 static bool use_ksplit(size_t M, size_t N, size_t K, const BOperand *b) {
-    return !b->src && K >= KSPLIT_MIN_K && K >= KSPLIT * (M > N ? M : N);
+    return !b->src && sgemm_ksplit_shape(M, N, K);
 }
 
 // Partial sums and per-thread packing buffers of the K-split schedule, grown and kept.
@@ -586,14 +587,7 @@ static void driver_ksplit(bool amx, size_t M, size_t N, size_t K, float alpha, c
         }
         if (amx) amx_end();
         #pragma omp for schedule(static)
-        for (size_t i = 0; i < M; i++) {  // slice 0's row accumulates the others, in order
-            float *acc = ksplit_part + i * N, *c = C + i * ldc;
-            for (size_t sl = 1; sl < KSPLIT; sl++) {
-                const float *ps = ksplit_part + sl * mn + i * N;
-                for (size_t j = 0; j < N; j++) acc[j] += ps[j];
-            }
-            for (size_t j = 0; j < N; j++) c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
-        }
+        for (size_t i = 0; i < M; i++) sgemm_ksplit_row(ksplit_part, M, N, i, alpha, beta, C, ldc);
     }
 }
 

@@ -24,6 +24,20 @@
 
 #include "util.h"
 
+bool sgemm_ksplit_shape(size_t M, size_t N, size_t K) {
+    return K >= 16384 && K >= SGEMM_KSPLIT * (M > N ? M : N);
+}
+
+void sgemm_ksplit_row(float *part, size_t M, size_t N, size_t i, float alpha, float beta, float *C,
+                      size_t ldc) {
+    float *acc = part + i * N, *c = C + i * ldc;
+    for (size_t sl = 1; sl < SGEMM_KSPLIT; sl++) {
+        const float *ps = part + sl * M * N + i * N;
+        for (size_t j = 0; j < N; j++) acc[j] += ps[j];
+    }
+    for (size_t j = 0; j < N; j++) c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
@@ -287,11 +301,11 @@ static size_t colsplit_floats;
 // partials are added in slice order. Results are therefore the same for every thread count.
 // Error: a slice's sum has at most ceil(K / KSPLIT) terms and the final sum KSPLIT more, so
 // the usual bound for a K-term float sum still holds.
-enum { KSPLIT = 16, KSPLIT_MIN_K = 16384 };
+enum { KSPLIT = SGEMM_KSPLIT };
 
 // True when the K-split schedule runs (matrix operands only: slices offset the pointers).
 static bool use_ksplit(size_t M, size_t N, size_t K, const BOperand *b) {
-    return !b->src && K >= KSPLIT_MIN_K && K >= KSPLIT * (M > N ? M : N);
+    return !b->src && sgemm_ksplit_shape(M, N, K);
 }
 
 // Partial sums and per-thread packing buffers of the K-split schedule, kept like packed_a.
@@ -319,14 +333,7 @@ static void driver_ksplit(bool ta, size_t M, size_t N, size_t K, float alpha, co
         product(ta, M, N, kl, 1.0f, ta ? A + p0 * lda : A + p0, lda, &bs, 0.0f, ps, N, pa, pa + fa, 1, 0);
     }
     #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < M; i++) {  // slice 0's row accumulates the others, in order
-        float *acc = part + i * N, *c = C + i * ldc;
-        for (size_t sl = 1; sl < KSPLIT; sl++) {
-            const float *ps = part + sl * mn + i * N;
-            for (size_t j = 0; j < N; j++) acc[j] += ps[j];
-        }
-        for (size_t j = 0; j < N; j++) c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
-    }
+    for (size_t i = 0; i < M; i++) sgemm_ksplit_row(part, M, N, i, alpha, beta, C, ldc);
 }
 
 static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,

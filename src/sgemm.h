@@ -54,6 +54,17 @@ typedef struct SgemmPanelSource {
 void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const SgemmPanelSource *B, float beta, float *C, size_t ldc);
 
+// The K-split schedule of very deep products with a small output (sgemm.c, bgemm.c):
+// SGEMM_KSPLIT slices of K, fixed by the shape, each a whole product into its own partial
+// [M][N] block of part. True when a product of this shape takes it.
+#define SGEMM_KSPLIT 16
+bool sgemm_ksplit_shape(size_t M, size_t N, size_t K);
+// Row i of C = alpha * (sum of the SGEMM_KSPLIT partials' row i, added in slice order) +
+// beta * C (beta == 0 overwrites). Slice 0's row is the accumulator (overwritten). Plain C,
+// no OpenMP: callers run rows in parallel.
+void sgemm_ksplit_row(float *part, size_t M, size_t N, size_t i, float alpha, float beta, float *C,
+                      size_t ldc);
+
 // For panel sources: the panel of a row-major [n][kc] matrix read transposed,
 // dst[k * SGEMM_NR + j] = src[j * lds + k] (zeros for j >= n). Overwrites dst.
 void sgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, float *dst);
