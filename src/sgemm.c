@@ -170,11 +170,14 @@ bool sgemm_native_available(void) {
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
+// The largest team one product uses (the work-stealing counters are sized for it).
+enum { SGEMM_MAX_TEAM = 256 };
+
 // Threads worth using for a product of this size: below ~4 MFLOP per thread the fork and
 // barriers cost more than they save.
 static int threads_for(size_t M, size_t N, size_t K) {
     const double flops = 2.0 * (double)M * (double)N * (double)K;
-    int t = omp_get_max_threads();
+    int t = omp_get_max_threads() < SGEMM_MAX_TEAM ? omp_get_max_threads() : SGEMM_MAX_TEAM;
     int useful = (int)(flops / 4e6);
     if (useful < 1) useful = 1;
     return t < useful ? t : useful;
@@ -188,14 +191,15 @@ typedef struct {
     const SgemmPanelSource *src;
 } BOperand;
 
-// Panel jp of op(B)'s block (rows p0.., columns j0.. j0+nc) into dst, from the matrix or
-// the panel source, whichever b holds.
+// Rows [k0, k0 + kn) of panel jp of op(B)'s block (rows p0..p0+kc, columns j0..j0+nc) into
+// their place in the packed block dst, from the matrix or the panel source, whichever b holds.
 static void pack_b(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, size_t jp,
-                   float *dst) {
+                   size_t k0, size_t kn, float *dst) {
+    float *d = dst + jp * NR * kc + k0 * NR;
     if (b->src)
-        b->src->fill(b->src->ctx, p0, kc, j0 + jp * NR, min_sz(NR, nc - jp * NR), dst + jp * NR * kc);
-    else
-        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0, kc, jp, dst);
+        b->src->fill(b->src->ctx, p0 + k0, kn, j0 + jp * NR, min_sz(NR, nc - jp * NR), d);
+    else  // pack_b_panel puts panel jp at jp * NR * kn of its dst
+        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0 + k0, kn, jp, d - jp * NR * kn);
 }
 
 // Grow-only 64-byte aligned scratch: *buf holds at least `floats` floats afterwards (the old
@@ -215,78 +219,140 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
         for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
-// The blocked product, run by thread tid of nth: each packing step and each block's tiles are
-// split by explicit ranges and separated by barriers, so the same body serves one product
-// over a whole team (nth > 1, called inside `omp parallel`) and one product per thread
-// (nth == 1, no synchronisation). pa, pb: packing buffers of MC x KC and NC x KC floats
-// (shared by the team).
+// Work stealing inside a team. A block's work units (micro-tiles, or groups of B panels) are
+// dealt out in contiguous shares, share(o) = [units*o/nth, units*(o+1)/nth); a thread computes
+// its own share first and then claims what is left of the others' shares, so that a core
+// slowed by a neighbour on a shared host no longer holds every barrier up. A claim is an
+// atomic increment of the share owner's counter (its own cache line). Two sets of counters,
+// used by alternate blocks: a thread may reset its counter for the next block while others
+// still claim in the current one. Each unit is computed whole by whoever claims it, in the
+// same order over K, so results do not depend on who did.
+static struct {
+    _Alignas(64) size_t next;
+} claims[2][SGEMM_MAX_TEAM];
+
+// Called by thread tid before the barrier that opens a block using counter set `set`.
+static void claim_reset(size_t set, size_t units, size_t nth, size_t tid) {
+    __atomic_store_n(&claims[set][tid].next, units * tid / nth, __ATOMIC_RELAXED);
+}
+
+// The next unit for thread tid: *u, true; false when none is left in the block. *v is the
+// share being drained, counted from tid's own (start it at 0).
+static bool claim(size_t set, size_t units, size_t nth, size_t tid, size_t *v, size_t *u) {
+    for (; *v < nth; ++*v) {
+        const size_t o = (tid + *v) % nth;
+        *u = __atomic_fetch_add(&claims[set][o].next, 1, __ATOMIC_RELAXED);
+        if (*u < units * (o + 1) / nth) return true;
+    }
+    return false;
+}
+
+// Packing buffers of one product, two of each: a team alternates them between blocks, so that
+// a thread may pack block b + 1 while others still compute block b (one barrier per block).
+// A single thread (nth == 1) may pass the same buffer twice.
+typedef struct {
+    float *a[2], *b[2];
+} Packs;
+
+// Rows of packed B a thread fills at a time: splitting panels by rows too gives a team
+// enough equal pieces (24 panels of a 768-column block would leave 16 threads uneven).
+enum { KCHUNK = 64 };
+
+// Thread tid's share of packing op(B)'s block (rows p0..p0+kc, columns j0..j0+nc) into pb,
+// in pieces of one panel by KCHUNK rows.
+static void pack_b_share(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, float *pb,
+                         size_t nth, size_t tid) {
+    const size_t npanels = (nc + NR - 1) / NR, chunks = (kc + KCHUNK - 1) / KCHUNK;
+    const size_t pieces = npanels * chunks;
+    for (size_t q = pieces * tid / nth; q < pieces * (tid + 1) / nth; q++) {
+        const size_t jp = q / chunks, k0 = q % chunks * KCHUNK;
+        pack_b(b, j0, nc, p0, kc, jp, k0, min_sz(KCHUNK, kc - k0), pb);
+    }
+}
+
+// One block of C's micro-tiles: packed A (mc rows) and B (nc columns), kc deep.
+typedef struct {
+    const float *pa, *pb;
+    size_t kc, mc, nc, npanels;
+    float *C;  // the block's top-left element
+    size_t ldc;
+    float alpha, beta;
+} Block;
+
+// Micro-tile t of the block, row panel major: t = ip * npanels + jp.
+static void block_tile(const Block *bk, size_t t) {
+    const size_t ip = t / bk->npanels, jp = t % bk->npanels, r = ip * MR, c = jp * NR;
+    kernel_12x32(bk->kc, bk->pa + ip * MR * bk->kc, bk->pb + jp * NR * bk->kc,
+                 bk->C + r * bk->ldc + c, bk->ldc, min_sz(MR, bk->mc - r), min_sz(NR, bk->nc - c),
+                 bk->alpha, bk->beta);
+}
+
+// The blocked product, run by thread tid of nth: the same body serves one product over a
+// whole team (nth > 1, called inside `omp parallel`) and one product per thread (nth == 1,
+// no synchronisation). Per block the team packs A (when a new K block starts) and B in
+// shares, meets at one barrier, and computes the block's tiles with work stealing; the
+// buffers alternate between blocks, so there is no barrier after the tiles.
 static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
-                    const BOperand *b, float beta, float *C, size_t ldc, float *pa, float *pb,
+                    const BOperand *b, float beta, float *C, size_t ldc, const Packs *pk,
                     size_t nth, size_t tid) {
+    size_t ablocks = 0, blocks = 0;
     for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = min_sz(MC, M - i0), mpanels = (mc + MR - 1) / MR;
         for (size_t p0 = 0; p0 < K; p0 += KC) {
             const size_t kc = min_sz(KC, K - p0);
-            const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+            float *pa = pk->a[ablocks++ & 1];
             for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
                 pack_a_panel(ta, A, lda, i0, mc, p0, kc, ip, pa);
             for (size_t j0 = 0; j0 < N; j0 += NC) {
                 const size_t nc = min_sz(NC, N - j0), npanels = (nc + NR - 1) / NR;
-                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
-                    pack_b(b, j0, nc, p0, kc, jp, pb);
-                if (nth > 1) {
-                    #pragma omp barrier
+                const size_t set = blocks++ & 1, tiles = mpanels * npanels;
+                const Block bk = {pa, pk->b[set], kc, mc, nc, npanels, C + i0 * ldc + j0, ldc,
+                                  alpha, p0 == 0 ? beta : 1.0f};  // later K blocks accumulate
+                pack_b_share(b, j0, nc, p0, kc, pk->b[set], nth, tid);
+                if (nth == 1) {
+                    for (size_t t = 0; t < tiles; t++) block_tile(&bk, t);
+                    continue;
                 }
-                // the tiles of this block, row panel major, in one contiguous share per thread
-                const size_t tiles = mpanels * npanels;
-                for (size_t t = tiles * tid / nth; t < tiles * (tid + 1) / nth; t++) {
-                    const size_t ip = t / npanels, jp = t % npanels;
-                    const size_t r = ip * MR, c = jp * NR;
-                    kernel_12x32(kc, pa + ip * MR * kc, pb + jp * NR * kc,
-                                 C + (i0 + r) * ldc + j0 + c, ldc, min_sz(MR, mc - r),
-                                 min_sz(NR, nc - c), alpha, beta_k);
-                }
-                if (nth > 1) {
-                    #pragma omp barrier
-                }
+                claim_reset(set, tiles, nth, tid);
+                #pragma omp barrier
+                size_t v = 0, t;
+                while (claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
             }
         }
     }
 }
 
-// Columns of B a thread packs at a time in the column-split schedule (KC x NCS floats =
-// 256 KiB, beside the shared A block in its L2).
-enum { NCS = 256 };
+// Columns of B packed and computed as one unit in the column-split schedule (KC x NCS floats =
+// 256 KiB, beside the shared A block in a thread's L2).
+enum { NCS = 256, NCS_PANELS = NCS / NR };
 
-// The column-split schedule, for products with many columns (the output layer, wide
-// linears on many threads): A's block is packed once by the team and shared; each thread
-// owns a contiguous range of B's panels, packs them into its private buffer pb_own and
-// computes every row of C for them. B is never shared between cores, and there are two
-// barriers per KC block instead of two per (KC, NC) block. Same contract as product();
-// requires M <= MC (driver() uses it for M <= 1024).
+// The column-split schedule, for products with very many columns (the output layer): A's
+// block is packed once by the team and shared; B's columns are units of NCS, each packed
+// into the private buffer pb_own of the thread that claims it, which computes every row of C
+// for them. B is never shared between cores. One barrier per K block (A's buffers and the
+// counters alternate). Same contract as product(); requires M <= MC.
 static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
                              size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
-                             float *pa, float *pb_own, size_t nth, size_t tid) {
+                             const Packs *pk, float *pb_own, size_t nth, size_t tid) {
     const size_t mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
-    const size_t my0 = npanels * tid / nth, my1 = npanels * (tid + 1) / nth;
+    const size_t units = (npanels + NCS_PANELS - 1) / NCS_PANELS;
+    size_t blocks = 0;
     for (size_t p0 = 0; p0 < K; p0 += KC) {
-        const size_t kc = min_sz(KC, K - p0);
-        const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+        const size_t kc = min_sz(KC, K - p0), set = blocks++ & 1;
+        float *pa = pk->a[set];
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
             pack_a_panel(ta, A, lda, 0, M, p0, kc, ip, pa);
+        claim_reset(set, units, nth, tid);
         #pragma omp barrier
-        for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
-            const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
-            const size_t nc = min_sz(N - j0, (q1 - q0) * NR);
-            for (size_t jp = 0; jp < q1 - q0; jp++) pack_b(b, j0, nc, p0, kc, jp, pb_own);
-            // A micro-panel in L1, this thread's B panels streamed from its L2
-            for (size_t ip = 0; ip < mpanels; ip++)
-                for (size_t jp = 0; jp < q1 - q0; jp++)
-                    kernel_12x32(kc, pa + ip * MR * kc, pb_own + jp * NR * kc,
-                                 C + ip * MR * ldc + j0 + jp * NR, ldc, min_sz(MR, M - ip * MR),
-                                 min_sz(NR, nc - jp * NR), alpha, beta_k);
+        size_t v = 0, u;
+        while (claim(set, units, nth, tid, &v, &u)) {
+            const size_t j0 = u * NCS, nc = min_sz(NCS, N - j0);
+            for (size_t jp = 0; jp * NR < nc; jp++) pack_b(b, j0, nc, p0, kc, jp, 0, kc, pb_own);
+            // an A micro-panel in L1, this unit's B panels streamed from L2
+            const Block bk = {pa, pb_own, kc, M, nc, (nc + NR - 1) / NR, C + j0, ldc, alpha,
+                              p0 == 0 ? beta : 1.0f};
+            for (size_t t = 0; t < mpanels * bk.npanels; t++) block_tile(&bk, t);
         }
-        #pragma omp barrier
     }
 }
 
@@ -295,12 +361,13 @@ static float *colsplit_buf;
 static size_t colsplit_floats;
 
 // Products whose depth dwarfs their output (the logits' input gradient, 512 x 768 x 50257)
-// leave each of 16 threads a few tiles per K block between two barriers. They are split
-// over K instead, into KSPLIT slices fixed by the shape alone: slice s (K / KSPLIT deep,
-// rounded up) is a whole product of its own on one thread, into its own partial C, and the
-// partials are added in slice order. Results are therefore the same for every thread count.
-// Error: a slice's sum has at most ceil(K / KSPLIT) terms and the final sum KSPLIT more, so
-// the usual bound for a K-term float sum still holds.
+// leave each of 16 threads a few tiles per K block. They are split over K instead, into
+// KSPLIT slices fixed by the shape alone, and each slice into up to 4 parts of rows: every
+// (slice, rows) unit is a whole product of its own on one thread, into its part of the
+// slice's partial C, the units dealt out dynamically, and the partials are added in slice
+// order. Results are therefore the same for every thread count. Error: a slice's sum has at
+// most ceil(K / KSPLIT) terms and the final sum KSPLIT more, so the usual bound for a K-term
+// float sum still holds.
 enum { KSPLIT = SGEMM_KSPLIT };
 
 // True when the K-split schedule runs (matrix operands only: slices offset the pointers).
@@ -316,21 +383,25 @@ static size_t ksplit_floats, ksplit_pack_floats;
 static void driver_ksplit(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
                           size_t lda, const BOperand *b, float beta, float *C, size_t ldc) {
     const size_t len = (K + KSPLIT - 1) / KSPLIT, mn = M * N;
+    const size_t parts = M >= 4 * 128 ? 4 : M >= 2 * 128 ? 2 : 1;  // >= 128 rows each
     const size_t fa = ((min_sz(MC, M) + MR - 1) / MR * MR * KC + 15) / 16 * 16;
     const size_t per_thread = fa + (min_sz(NC, N) + NR - 1) / NR * NR * KC;
     const size_t nth = (size_t)omp_get_max_threads();
     float *part = scratch(&ksplit_buf, &ksplit_floats, KSPLIT * mn);
     float *pack = scratch(&ksplit_pack, &ksplit_pack_floats, per_thread * nth);
-    #pragma omp parallel for schedule(static)
-    for (size_t sl = 0; sl < KSPLIT; sl++) {
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (size_t u = 0; u < KSPLIT * parts; u++) {
+        const size_t sl = u / parts, r0 = M * (u % parts) / parts, r1 = M * (u % parts + 1) / parts;
         const size_t p0 = sl * len, kl = p0 < K ? min_sz(len, K - p0) : 0;
-        float *ps = part + sl * mn, *pa = pack + (size_t)omp_get_thread_num() * per_thread;
+        float *ps = part + sl * mn + r0 * N, *pa = pack + (size_t)omp_get_thread_num() * per_thread;
         if (kl == 0) {
-            scale_c(M, N, 0.0f, ps, N);
+            scale_c(r1 - r0, N, 0.0f, ps, N);
             continue;
         }
+        const float *as = ta ? A + p0 * lda + r0 : A + r0 * lda + p0;
         const BOperand bs = {b->tb, b->tb ? b->B + p0 : b->B + p0 * b->ldb, b->ldb, NULL};
-        product(ta, M, N, kl, 1.0f, ta ? A + p0 * lda : A + p0, lda, &bs, 0.0f, ps, N, pa, pa + fa, 1, 0);
+        const Packs pk = {{pa, pa}, {pa + fa, pa + fa}};
+        product(ta, r1 - r0, N, kl, 1.0f, as, lda, &bs, 0.0f, ps, N, &pk, 1, 0);
     }
     #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < M; i++) sgemm_ksplit_row(part, M, N, i, alpha, beta, C, ldc);
@@ -343,20 +414,22 @@ static void driver(bool ta, size_t M, size_t N, size_t K, float alpha, const flo
     if (use_ksplit(M, N, K, b)) return driver_ksplit(ta, M, N, K, alpha, A, lda, b, beta, C, ldc);
     const int nth = threads_for(M, N, K);
     // column split for wide products whose A block fits L2 beside a thread's B block, when
-    // every thread gets at least 4 panels (128 columns) of B; measured on the 2-core
-    // machine: 1.05-1.1x on the output layer and wide linears, slower otherwise
-    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;
-    float *pa = scratch(&packed_a, &packed_a_floats, (size_t)MC * KC);
-    float *pb = scratch(&packed_b, &packed_b_floats, (size_t)NC * KC);
+    // every thread gets at least 16 panels (512 columns) of B: on the 2-core machine 1.05-1.1x
+    // on the output layer and wide linears; on 16 cores the linears (2,304 and 3,072 columns)
+    // ran their kernel 25% slower in it than in product() (each A panel, fetched from
+    // another core, served too few tiles), so there only the output layer takes it
+    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 16 * (size_t)nth;
+    float *pa = scratch(&packed_a, &packed_a_floats, 2 * (size_t)MC * KC);
+    float *pb = scratch(&packed_b, &packed_b_floats, 2 * (size_t)NC * KC);
+    const Packs pk = {{pa, pa + (size_t)MC * KC}, {pb, pb + (size_t)NC * KC}};
     float *pown = colsplit ? scratch(&colsplit_buf, &colsplit_floats, (size_t)nth * NCS * KC) : NULL;
     #pragma omp parallel num_threads(nth)
     {
         const size_t n = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
         if (colsplit)
-            product_colsplit(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa,
-                             pown + t * NCS * KC, n, t);
+            product_colsplit(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, &pk, pown + t * NCS * KC, n, t);
         else
-            product(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, pa, pb, n, t);
+            product(ta, M, N, K, alpha, A, lda, b, beta, C, ldc, &pk, n, t);
     }
 }
 
@@ -383,7 +456,8 @@ void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size
     for (size_t i = 0; i < count; i++) {
         float *pa = buf + (size_t)omp_get_thread_num() * per_thread, *pb = pa + fa;
         const BOperand b = {tb, B[i], ldb, NULL};
-        product(ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, pa, pb, 1, 0);
+        const Packs pk = {{pa, pa}, {pb, pb}};
+        product(ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, &pk, 1, 0);
     }
 }
 

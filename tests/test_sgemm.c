@@ -71,8 +71,9 @@ static void test_shapes(void) {
     static const size_t shapes[][3] = {
         {1, 1, 1},    {12, 32, 16},  {13, 33, 17}, {11, 31, 257}, {5, 70, 600}, {40, 1100, 24},
         {4100, 20, 9}, {64, 64, 256}, {30, 8, 300}, {8, 100, 130},
-        {100, 2000, 300},  // wide: the column-split schedule on 2+ threads
+        {100, 2000, 300},  // wide: the column-split schedule on 2 or 3 threads
         {20, 30, 20000}, {13, 40, 16400},  // deep: the K-split schedule (16 slices, ragged last)
+        {260, 24, 16400},  // deep with 260 rows: K-split units of 2 row parts each
     };
     uint64_t seed = 1;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -105,14 +106,14 @@ static void test_beta_zero_ignores_nan(void) {
 
 // Work is split over output tiles, never over K: any thread count gives the same bits.
 static void test_thread_invariance(void) {
-    // 300 x 500: the tile schedule; 200 x 1500: the column-split one (on 3 threads)
-    const size_t M = 300, N = 1500, K = 700;
+    // 300 x 500: the tile schedule; 200 x 1600: the column-split one (on 3 threads)
+    const size_t M = 300, N = 1600, K = 700;
     float *A = malloc(M * K * 4), *B = malloc(N * K * 4), *C1 = malloc(M * N * 4), *C2 = malloc(M * N * 4);
     fill(A, M * K, 7);
     fill(B, N * K, 8);
     const int saved = omp_get_max_threads();
     for (int s = 0; s < 2; s++) {
-        const size_t m = s ? 200 : 300, n = s ? 1500 : 500;
+        const size_t m = s ? 200 : 300, n = s ? 1600 : 500;
         omp_set_num_threads(1);
         sgemm_native(false, true, m, n, K, 1.0f, A, K, B, K, 0.0f, C1, n);
         omp_set_num_threads(3);
@@ -124,8 +125,9 @@ static void test_thread_invariance(void) {
     free(B);
     free(C1);
     free(C2);
-    // the K-split schedule: slices fixed by the shape, whichever thread runs them
-    const size_t m = 24, n = 40, k = 20000;
+    // the K-split schedule: slices (and 4 parts of rows) fixed by the shape, whichever
+    // thread runs them
+    const size_t m = 520, n = 16, k = 20000;
     A = malloc(m * k * 4), B = malloc(k * n * 4), C1 = malloc(m * n * 4), C2 = malloc(m * n * 4);
     fill(A, m * k, 9);
     fill(B, k * n, 10);
