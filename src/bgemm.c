@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "sgemm.h"
+#include "team.h"
 #include "util.h"
 
 float bf16_round(float x) {
@@ -430,24 +431,41 @@ typedef struct {
     const BgemmPanelSource *src;
 } BOperand;
 
-// Panel jp of op(B)'s block (rows p0..p0+kc, columns j0..j0+nc) into dst.
+// Rows [k0, k0 + kn) of panel jp of op(B)'s block (rows p0..p0+kc, columns j0..j0+nc) into
+// their place in the packed block dst (k0 a multiple of KSTEP; the rows up to
+// round_up(kn, KSTEP) past k0 are written, zeros past kc).
 static void pack_b(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, size_t jp,
-                   uint16_t *dst) {
+                   size_t k0, size_t kn, uint16_t *dst) {
     const size_t c0 = j0 + jp * NR, n = min_sz(NR, nc - jp * NR);
+    uint16_t *d = dst + jp * NR * round_up(kc, KSTEP) + k0 * NR;
     if (b->src)
-        b->src->fill(b->src->ctx, p0, kc, c0, n, dst);
+        b->src->fill(b->src->ctx, p0 + k0, kn, c0, n, d);
     else if (b->tb)
-        bgemm_pack_transposed(b->B + c0 * b->ldb + p0, b->ldb, n, kc, dst);
+        bgemm_pack_transposed(b->B + c0 * b->ldb + p0 + k0, b->ldb, n, kn, d);
     else
-        bgemm_pack_rows(b->B + p0 * b->ldb + c0, b->ldb, n, kc, dst);
+        bgemm_pack_rows(b->B + (p0 + k0) * b->ldb + c0, b->ldb, n, kn, d);
+}
+
+// Rows of packed B a thread fills at a time (sgemm.c's reason: enough equal pieces).
+enum { KCHUNK = 64 };
+
+// Thread tid's share of packing op(B)'s block into pb, in pieces of one panel by KCHUNK rows.
+static void pack_b_share(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, uint16_t *pb,
+                         size_t nth, size_t tid) {
+    const size_t npanels = (nc + NR - 1) / NR, chunks = (kc + KCHUNK - 1) / KCHUNK;
+    const size_t pieces = npanels * chunks;
+    for (size_t q = pieces * tid / nth; q < pieces * (tid + 1) / nth; q++) {
+        const size_t jp = q / chunks, k0 = q % chunks * KCHUNK;
+        pack_b(b, j0, nc, p0, kc, jp, k0, min_sz(KCHUNK, kc - k0), pb);
+    }
 }
 
 // Threads worth using: below ~8 MFLOP per thread the fork and barriers cost more.
 static int threads_for(size_t M, size_t N, size_t K) {
     const double flops = 2.0 * (double)M * (double)N * (double)K;
-    int useful = (int)(flops / 8e6);
+    int useful = (int)(flops / 8e6), t = omp_get_max_threads() < TEAM_MAX ? omp_get_max_threads() : TEAM_MAX;
     if (useful < 1) useful = 1;
-    return omp_get_max_threads() < useful ? omp_get_max_threads() : useful;
+    return t < useful ? t : useful;
 }
 
 // Columns of B per block: with one or two threads, a core walks all of A's block (up to
@@ -455,75 +473,95 @@ static int threads_for(size_t M, size_t N, size_t K) {
 // use; with more, each core reads a share of A and the larger block saves barriers.
 static size_t b_block_cols(size_t nth) { return nth <= 2 ? NC / 4 : NC; }
 
-// The blocked product, run by thread tid of nth (the same split as sgemm.c's product()):
-// inside the driver's parallel region, or with nth == 1 one whole product by one thread
-// (bgemm_batch; no barriers then). op(A) = ta ? A^T : A. pa, pb: packing buffers (the team's).
+// Packing buffers of one product, two of each, alternated between blocks as in sgemm.c (a
+// single thread may pass the same buffer twice).
+typedef struct {
+    uint16_t *a[2], *b[2];
+} Packs;
+
+// One block of C's micro-tiles (as sgemm.c's Block), for the kernel of the chosen ISA.
+typedef struct {
+    bool amx;
+    const uint16_t *pa, *pb;
+    size_t kcp, mr, mc, nc, npanels;
+    float *C;  // the block's top-left element
+    size_t ldc;
+    float alpha, beta;
+} Block;
+
+// Micro-tile t of the block, row panel major: t = ip * npanels + jp.
+static void block_tile(const Block *bk, size_t t) {
+    const size_t ip = t / bk->npanels, jp = t % bk->npanels, r = ip * bk->mr, c = jp * NR;
+    (bk->amx ? kernel_amx : kernel_vec)(bk->kcp, bk->pa + ip * bk->mr * bk->kcp, bk->pb + jp * NR * bk->kcp,
+                                        bk->C + r * bk->ldc + c, bk->ldc, min_sz(bk->mr, bk->mc - r),
+                                        min_sz(NR, bk->nc - c), bk->alpha, bk->beta);
+}
+
+// The blocked product, run by thread tid of nth, as sgemm.c's product(): inside the driver's
+// parallel region (shares packed, one barrier per block, tiles claimed with work stealing,
+// buffers alternating), or with nth == 1 one whole product by one thread (bgemm_batch; no
+// synchronisation). op(A) = ta ? A^T : A.
 static void product(bool amx, bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
-                    size_t lda, const BOperand *b, float beta, float *C, size_t ldc, uint16_t *pa,
-                    uint16_t *pb, size_t nth, size_t tid) {
+                    size_t lda, const BOperand *b, float beta, float *C, size_t ldc, const Packs *pk,
+                    size_t nth, size_t tid) {
     const size_t ncb = b_block_cols(nth), mr = amx ? MR_AMX : MR_VEC;
+    size_t ablocks = 0, blocks = 0;
     for (size_t i0 = 0; i0 < M; i0 += MC) {
         const size_t mc = min_sz(MC, M - i0), mpanels = (mc + mr - 1) / mr;
         for (size_t p0 = 0; p0 < K; p0 += KC) {
-            const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
-            const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+            const size_t kc = min_sz(KC, K - p0);
+            uint16_t *pa = pk->a[ablocks++ & 1];
             for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
                 pack_a(amx, ta, A, lda, i0, mc, p0, kc, ip, pa);
             for (size_t j0 = 0; j0 < N; j0 += ncb) {
                 const size_t nc = min_sz(ncb, N - j0), npanels = (nc + NR - 1) / NR;
-                for (size_t jp = npanels * tid / nth; jp < npanels * (tid + 1) / nth; jp++)
-                    pack_b(b, j0, nc, p0, kc, jp, pb + jp * NR * kcp);
-                if (nth > 1) {
-                    #pragma omp barrier
+                const size_t set = blocks++ & 1, tiles = mpanels * npanels;
+                const Block bk = {amx, pa, pk->b[set], round_up(kc, KSTEP), mr, mc, nc, npanels,
+                                  C + i0 * ldc + j0, ldc, alpha, p0 == 0 ? beta : 1.0f};
+                pack_b_share(b, j0, nc, p0, kc, pk->b[set], nth, tid);
+                if (nth == 1) {
+                    for (size_t t = 0; t < tiles; t++) block_tile(&bk, t);
+                    continue;
                 }
-                const size_t tiles = mpanels * npanels;
-                for (size_t t = tiles * tid / nth; t < tiles * (tid + 1) / nth; t++) {
-                    const size_t ip = t / npanels, jp = t % npanels, r = ip * mr, c = jp * NR;
-                    (amx ? kernel_amx : kernel_vec)(kcp, pa + ip * mr * kcp, pb + jp * NR * kcp,
-                                                    C + (i0 + r) * ldc + j0 + c, ldc,
-                                                    min_sz(mr, mc - r), min_sz(NR, nc - c),
-                                                    alpha, beta_k);
-                }
-                if (nth > 1) {
-                    #pragma omp barrier
-                }
+                team_claim_reset(set, tiles, nth, tid);
+                #pragma omp barrier
+                size_t v = 0, t;
+                while (team_claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
             }
         }
     }
 }
 
-// Columns of B a thread packs at a time in the column-split schedule (KC x NCS bf16 =
-// 256 KiB, in its own L2).
+// Columns of B packed and computed as one unit in the column-split schedule (KC x NCS bf16 =
+// 256 KiB, in a thread's own L2).
 enum { NCS = 256 };
 
-// The column-split schedule for wide products (the output layer): A's block is packed once by
-// the team; each thread owns a contiguous range of B's panels, packs them into its private
-// buffer pb_own and computes every row of C for them, so B is never shared between cores and
-// there are two barriers per K block. Same contract as product(); requires M <= MC.
+// The column-split schedule for very wide products (the output layer), as sgemm.c's: A's
+// block packed once by the team, B's columns units of NCS claimed with work stealing, each
+// packed into the claiming thread's private buffer pb_own; one barrier per K block. Same
+// contract as product(); requires M <= MC.
 static void product_colsplit(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
                              size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
-                             uint16_t *pa, uint16_t *pb_own, size_t nth, size_t tid) {
-    const size_t mr = amx ? MR_AMX : MR_VEC, mpanels = (M + mr - 1) / mr, npanels = (N + NR - 1) / NR;
-    const size_t my0 = npanels * tid / nth, my1 = npanels * (tid + 1) / nth;
+                             const Packs *pk, uint16_t *pb_own, size_t nth, size_t tid) {
+    const size_t mr = amx ? MR_AMX : MR_VEC, mpanels = (M + mr - 1) / mr;
+    const size_t units = (N + NCS - 1) / NCS;
+    size_t blocks = 0;
     for (size_t p0 = 0; p0 < K; p0 += KC) {
-        const size_t kc = min_sz(KC, K - p0), kcp = round_up(kc, KSTEP);
-        const float beta_k = p0 == 0 ? beta : 1.0f;  // later K blocks accumulate
+        const size_t kc = min_sz(KC, K - p0), set = blocks++ & 1;
+        uint16_t *pa = pk->a[set];
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
             pack_a(amx, false, A, lda, 0, M, p0, kc, ip, pa);
+        team_claim_reset(set, units, nth, tid);
         #pragma omp barrier
-        for (size_t q0 = my0; q0 < my1; q0 += NCS / NR) {
-            const size_t q1 = min_sz(my1, q0 + NCS / NR), j0 = q0 * NR;
-            const size_t nc = min_sz(N - j0, (q1 - q0) * NR);
-            for (size_t jp = 0; jp < q1 - q0; jp++) pack_b(b, j0, nc, p0, kc, jp, pb_own + jp * NR * kcp);
-            // an A panel in L1, this thread's B panels streamed from its L2
-            for (size_t ip = 0; ip < mpanels; ip++)
-                for (size_t jp = 0; jp < q1 - q0; jp++)
-                    (amx ? kernel_amx : kernel_vec)(kcp, pa + ip * mr * kcp, pb_own + jp * NR * kcp,
-                                                    C + ip * mr * ldc + j0 + jp * NR, ldc,
-                                                    min_sz(mr, M - ip * mr), min_sz(NR, nc - jp * NR),
-                                                    alpha, beta_k);
+        size_t v = 0, u;
+        while (team_claim(set, units, nth, tid, &v, &u)) {
+            const size_t j0 = u * NCS, nc = min_sz(NCS, N - j0);
+            for (size_t jp = 0; jp * NR < nc; jp++) pack_b(b, j0, nc, p0, kc, jp, 0, kc, pb_own);
+            // an A panel in L1, this unit's B panels streamed from L2
+            const Block bk = {amx, pa, pb_own, round_up(kc, KSTEP), mr, M, nc, (nc + NR - 1) / NR,
+                              C + j0, ldc, alpha, p0 == 0 ? beta : 1.0f};
+            for (size_t t = 0; t < mpanels * bk.npanels; t++) block_tile(&bk, t);
         }
-        #pragma omp barrier
     }
 }
 
@@ -533,14 +571,16 @@ static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
         for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
-// Packing buffers, allocated once at their largest and kept (callers are single-threaded);
-// colsplit_buf holds one NCS x KC buffer per thread, grown on demand.
+// Packing buffers (two of each, alternated), allocated once at their largest and kept
+// (callers are single-threaded); colsplit_buf holds one NCS x KC buffer per thread, grown on
+// demand.
 static uint16_t *packed_a, *packed_b, *colsplit_buf;
 static size_t colsplit_threads;
 
 // Very deep products with a small output (the logits' input gradient, 512 x 768 x 50257) are
-// split over K as sgemm.c splits them: KSPLIT slices fixed by the shape alone, each a whole
-// product on one thread into its own partial C, the partials added in slice order, so the
+// split over K as sgemm.c splits them: KSPLIT slices fixed by the shape alone, each in up to
+// 4 parts of rows, every (slice, rows) unit a whole product on whichever thread claims it,
+// into its part of the slice's partial C; the partials are added in slice order, so the
 // result is the same for every thread count and within the usual K-term summation bound.
 enum { KSPLIT = SGEMM_KSPLIT };
 
@@ -558,6 +598,7 @@ static size_t ksplit_part_elems, ksplit_pack_elems;
 static void driver_ksplit(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
                           size_t lda, const BOperand *b, float beta, float *C, size_t ldc) {
     const size_t len = (K + KSPLIT - 1) / KSPLIT, mn = M * N, mr = amx ? MR_AMX : MR_VEC;
+    const size_t parts = M >= 4 * 128 ? 4 : M >= 2 * 128 ? 2 : 1;  // >= 128 rows each
     const size_t ea = round_up(min_sz(MC, M), mr) * KC, per = ea + round_up(min_sz(b_block_cols(1), N), NR) * KC;
     const size_t nth = (size_t)omp_get_max_threads();
     if (ksplit_part_elems < KSPLIT * mn) {
@@ -573,17 +614,19 @@ static void driver_ksplit(bool amx, size_t M, size_t N, size_t K, float alpha, c
     #pragma omp parallel
     {
         uint16_t *pa = ksplit_pack + (size_t)omp_get_thread_num() * per;
+        const Packs pk = {{pa, pa}, {pa + ea, pa + ea}};
         if (amx) amx_begin();
-        #pragma omp for schedule(static)
-        for (size_t sl = 0; sl < KSPLIT; sl++) {
+        #pragma omp for schedule(dynamic, 1)
+        for (size_t u = 0; u < KSPLIT * parts; u++) {
+            const size_t sl = u / parts, r0 = M * (u % parts) / parts, r1 = M * (u % parts + 1) / parts;
             const size_t p0 = sl * len, kl = p0 < K ? min_sz(len, K - p0) : 0;
-            float *ps = ksplit_part + sl * mn;
+            float *ps = ksplit_part + sl * mn + r0 * N;
             if (kl == 0) {
-                scale_c(M, N, 0.0f, ps, N);
+                scale_c(r1 - r0, N, 0.0f, ps, N);
                 continue;
             }
             const BOperand bs = {b->tb, b->tb ? b->B + p0 : b->B + p0 * b->ldb, b->ldb, NULL};
-            product(amx, false, M, N, kl, 1.0f, A + p0, lda, &bs, 0.0f, ps, N, pa, pa + ea, 1, 0);
+            product(amx, false, r1 - r0, N, kl, 1.0f, A + r0 * lda + p0, lda, &bs, 0.0f, ps, N, &pk, 1, 0);
         }
         if (amx) amx_end();
         #pragma omp for schedule(static)
@@ -600,14 +643,15 @@ static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, si
         return;
     }
     if (!packed_a) {
-        packed_a = xmalloc_aligned((size_t)MC * KC * sizeof(uint16_t));
-        packed_b = xmalloc_aligned((size_t)NC * KC * sizeof(uint16_t));
+        packed_a = xmalloc_aligned(2 * (size_t)MC * KC * sizeof(uint16_t));
+        packed_b = xmalloc_aligned(2 * (size_t)NC * KC * sizeof(uint16_t));
     }
+    const Packs pk = {{packed_a, packed_a + (size_t)MC * KC}, {packed_b, packed_b + (size_t)NC * KC}};
     const bool amx = bgemm_isa() == BGEMM_AMX;
     if (use_ksplit(M, N, K, b)) return driver_ksplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc);
     const int nth = threads_for(M, N, K);
-    // as sgemm.c: wide products whose A block is small, at least 4 panels per thread
-    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 4 * (size_t)nth;
+    // as sgemm.c: very wide products whose A block is small, at least 16 panels per thread
+    const bool colsplit = nth > 1 && M <= 1024 && N >= 2 * M && (N + NR - 1) / NR >= 16 * (size_t)nth;
     if (colsplit && colsplit_threads < (size_t)nth) {
         free(colsplit_buf);
         colsplit_buf = xmalloc_aligned((size_t)nth * NCS * KC * sizeof(uint16_t));
@@ -618,10 +662,10 @@ static void driver(size_t M, size_t N, size_t K, float alpha, const float *A, si
         const size_t n = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num();
         if (amx) amx_begin();
         if (colsplit)
-            product_colsplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a,
+            product_colsplit(amx, M, N, K, alpha, A, lda, b, beta, C, ldc, &pk,
                              colsplit_buf + t * NCS * KC, n, t);
         else
-            product(amx, false, M, N, K, alpha, A, lda, b, beta, C, ldc, packed_a, packed_b, n, t);
+            product(amx, false, M, N, K, alpha, A, lda, b, beta, C, ldc, &pk, n, t);
         if (amx) amx_end();
     }
 }
@@ -666,11 +710,12 @@ void bgemm_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size_t K, f
     #pragma omp parallel num_threads((int)nth)
     {
         uint16_t *pa = batch_buf + (size_t)omp_get_thread_num() * (ea + eb), *pb = pa + ea;
+        const Packs pk = {{pa, pa}, {pb, pb}};
         if (amx) amx_begin();
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(dynamic, 1)
         for (size_t i = 0; i < count; i++) {
             const BOperand b = {tb, B[i], ldb, NULL};
-            product(amx, ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, pa, pb, 1, 0);
+            product(amx, ta, M, N, K, alpha, A[i], lda, &b, beta, C[i], ldc, &pk, 1, 0);
         }
         if (amx) amx_end();
     }

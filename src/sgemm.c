@@ -9,11 +9,12 @@
 // a thread walks the B panels of the block (KC x NC floats, 1 MiB) from its L2.
 //
 // Four schedules share the packing and the kernel: product() splits each block's tiles
-// over the team (B block shared); product_colsplit() gives each thread its own columns of a
-// wide product (B never shared); driver_ksplit() cuts a very deep product with a small
-// output into 16 slices of K, fixed by the shape, one whole product each; and
-// sgemm_native_batch() runs whole small products one per thread. None lets the thread count
-// decide how K is summed, so results do not depend on it.
+// over the team (B block shared); product_colsplit() gives each thread whole groups of
+// columns of a very wide product (B never shared); driver_ksplit() cuts a very deep product
+// with a small output into 16 slices of K, fixed by the shape, each in parts of rows; and
+// sgemm_native_batch() runs whole small products one per thread. Teams steal work from each
+// other's shares inside a block (team.h) and meet at one barrier per block. None lets the
+// thread count or the stealing decide how K is summed, so results do not depend on them.
 //
 // References: tests/test_sgemm.c holds every schedule to a double-precision product within
 // the float-summation error bound, and test_ops.c/test_sgemm.c compare it with OpenBLAS.
@@ -22,6 +23,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "team.h"
 #include "util.h"
 
 bool sgemm_ksplit_shape(size_t M, size_t N, size_t K) {
@@ -170,14 +172,11 @@ bool sgemm_native_available(void) {
 
 static size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
 
-// The largest team one product uses (the work-stealing counters are sized for it).
-enum { SGEMM_MAX_TEAM = 256 };
-
 // Threads worth using for a product of this size: below ~4 MFLOP per thread the fork and
 // barriers cost more than they save.
 static int threads_for(size_t M, size_t N, size_t K) {
     const double flops = 2.0 * (double)M * (double)N * (double)K;
-    int t = omp_get_max_threads() < SGEMM_MAX_TEAM ? omp_get_max_threads() : SGEMM_MAX_TEAM;
+    int t = omp_get_max_threads() < TEAM_MAX ? omp_get_max_threads() : TEAM_MAX;
     int useful = (int)(flops / 4e6);
     if (useful < 1) useful = 1;
     return t < useful ? t : useful;
@@ -217,34 +216,6 @@ static float *scratch(float **buf, size_t *cap, size_t floats) {
 static void scale_c(size_t M, size_t N, float beta, float *C, size_t ldc) {
     for (size_t i = 0; i < M; i++)
         for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
-}
-
-// Work stealing inside a team. A block's work units (micro-tiles, or groups of B panels) are
-// dealt out in contiguous shares, share(o) = [units*o/nth, units*(o+1)/nth); a thread computes
-// its own share first and then claims what is left of the others' shares, so that a core
-// slowed by a neighbour on a shared host no longer holds every barrier up. A claim is an
-// atomic increment of the share owner's counter (its own cache line). Two sets of counters,
-// used by alternate blocks: a thread may reset its counter for the next block while others
-// still claim in the current one. Each unit is computed whole by whoever claims it, in the
-// same order over K, so results do not depend on who did.
-static struct {
-    _Alignas(64) size_t next;
-} claims[2][SGEMM_MAX_TEAM];
-
-// Called by thread tid before the barrier that opens a block using counter set `set`.
-static void claim_reset(size_t set, size_t units, size_t nth, size_t tid) {
-    __atomic_store_n(&claims[set][tid].next, units * tid / nth, __ATOMIC_RELAXED);
-}
-
-// The next unit for thread tid: *u, true; false when none is left in the block. *v is the
-// share being drained, counted from tid's own (start it at 0).
-static bool claim(size_t set, size_t units, size_t nth, size_t tid, size_t *v, size_t *u) {
-    for (; *v < nth; ++*v) {
-        const size_t o = (tid + *v) % nth;
-        *u = __atomic_fetch_add(&claims[set][o].next, 1, __ATOMIC_RELAXED);
-        if (*u < units * (o + 1) / nth) return true;
-    }
-    return false;
 }
 
 // Packing buffers of one product, two of each: a team alternates them between blocks, so that
@@ -313,10 +284,10 @@ static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
                     for (size_t t = 0; t < tiles; t++) block_tile(&bk, t);
                     continue;
                 }
-                claim_reset(set, tiles, nth, tid);
+                team_claim_reset(set, tiles, nth, tid);
                 #pragma omp barrier
                 size_t v = 0, t;
-                while (claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
+                while (team_claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
             }
         }
     }
@@ -342,10 +313,10 @@ static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha,
         float *pa = pk->a[set];
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
             pack_a_panel(ta, A, lda, 0, M, p0, kc, ip, pa);
-        claim_reset(set, units, nth, tid);
+        team_claim_reset(set, units, nth, tid);
         #pragma omp barrier
         size_t v = 0, u;
-        while (claim(set, units, nth, tid, &v, &u)) {
+        while (team_claim(set, units, nth, tid, &v, &u)) {
             const size_t j0 = u * NCS, nc = min_sz(NCS, N - j0);
             for (size_t jp = 0; jp * NR < nc; jp++) pack_b(b, j0, nc, p0, kc, jp, 0, kc, pb_own);
             // an A micro-panel in L1, this unit's B panels streamed from L2
@@ -452,7 +423,7 @@ void sgemm_native_batch(bool ta, bool tb, size_t count, size_t M, size_t N, size
     const size_t fb = (min_sz(NC, N) + NR - 1) / NR * NR * kc;
     const size_t per_thread = (fa + fb + 15) / 16 * 16, nth = (size_t)omp_get_max_threads();
     float *buf = scratch(&batch_buf, &batch_buf_floats, per_thread * nth);
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(dynamic, 1)
     for (size_t i = 0; i < count; i++) {
         float *pa = buf + (size_t)omp_get_thread_num() * per_thread, *pb = pa + fa;
         const BOperand b = {tb, B[i], ldb, NULL};
