@@ -162,9 +162,13 @@ void memory_predict(const ModelShape *s, const MemJob *j, MemRow rows[MEM_N_METH
     const double act32_full = memory_activations_fp32(s, j, false);
     const double act32_lora = memory_activations_fp32(s, j, true);
     // quantized bases: linears quantized, everything else kept in fp32 (as qlora does)
-    struct { const char *name; int bits; bool dq; const char *bpp; } q[4] = {
+    typedef struct { const char *name; int bits; bool dq; const char *bpp; } QuantRow;
+    const QuantRow fp4 = {"qlora fp4", 4, false, "base linears 0.5 B + one f32 scale per block; rest 4 B"};
+    const QuantRow fp4_dq = {"qlora fp4+dq", 4, true,
+                             "base linears 0.5 B + 8-bit scale per block + f32 per 256 blocks; rest 4 B"};
+    const QuantRow q[4] = {
         {"qlora int8", 8, false, "base linears 1 B + one f32 scale per block; rest 4 B"},
-        {"qlora fp4", 4, false, "base linears 0.5 B + one f32 scale per block; rest 4 B"},
+        j->fp4_double_quant ? fp4_dq : fp4,
         {"qlora nf4", 4, false, "base linears 0.5 B + one f32 absmax per block (4.5 bits); rest 4 B"},
         {"qlora nf4+dq", 4, true, "base linears 0.5 B + 8-bit absmax per block + f32 per 256 blocks (4.127 bits); rest 4 B"},
     };

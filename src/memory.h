@@ -64,12 +64,16 @@ typedef struct {
     bool targets[LORA_N_TARGETS];  // adapted linears, in the shape's LoraTarget slots
     bool gradient_checkpointing;
     size_t quant_blocksize;
+    // The fp4 row with double-quantized block scales, as a job storing fp4 + double quant
+    // runs; false gives the comparison table's plain fp4 (the QLoRA paper's).
+    bool fp4_double_quant;
 } MemJob;
 
 // The shape of a config of any architecture (name left empty).
 ModelShape shape_from_config(const GPT2Config *c);
 // The row of memory_predict that describes qlora's own trainer for a method: full
 // fine-tuning, or LoRA on a base stored as q (QUANT_NONE = the fp32 base of method lora).
+// For fp4 with double quant the row is right when the job had fp4_double_quant set.
 MemMethod memory_method(bool full, QuantType q, bool double_quant);
 
 // Predict all methods for shape s and job j into rows[MEM_N_METHODS].

@@ -22,7 +22,8 @@ MemAccount report_memory_account(const TrainConfig *c, const Trainer *t) {
     const GPT2Config *mc = &t->model->cfg;
     const ModelShape s = shape_from_config(mc);
     MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = full ? 0 : t->lora->r,
-                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = t->model->quant.blocksize};
+                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = t->model->quant.blocksize,
+                .fp4_double_quant = t->model->quant.type == QUANT_FP4 && t->model->quant.double_quant};
     if (!full) memcpy(j.targets, t->lora->targets, sizeof j.targets);
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);

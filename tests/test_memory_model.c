@@ -4,7 +4,7 @@
 // untied, qwen2's q/k/v biases, mistral's head_dim 24), the predicted frozen weights,
 // quantization constants, trainable parameters and activations must equal model_bytes(),
 // model_param_count(), the LoRA set's size and acts_bytes() to the byte: for full fine-tuning,
-// LoRA on an fp32 base, QLoRA NF4 with and without double quantization, FP4 and INT8, with and
+// LoRA on an fp32 base, QLoRA NF4 and FP4 with and without double quantization, INT8, with and
 // without gradient checkpointing, on batch shapes whose buffers are not multiples of 64 bytes.
 // The formulas are written from the shapes (memory.c), the allocations from the model layer's
 // own tables (acts.c, gpt2.c, llama.c), so an equality here ties two independent accounts.
@@ -24,7 +24,7 @@ typedef struct {
 
 static const Base BASES[] = {
     {"fp32", QUANT_NONE, false}, {"nf4+dq", QUANT_NF4, true}, {"nf4", QUANT_NF4, false},
-    {"fp4", QUANT_FP4, false},   {"int8", QUANT_INT8, false},
+    {"fp4", QUANT_FP4, false},   {"fp4+dq", QUANT_FP4, true}, {"int8", QUANT_INT8, false},
 };
 
 // (B, T, R): one shape whose per-row buffers (N, N*R, the scores) are not multiples of 16
@@ -48,7 +48,8 @@ static void check_weights(const char *src, const Model *m, const Base *b) {
     const ModelShape s = shape_from_config(&m->cfg);
     const ModelBytes mb = model_bytes(m);
     const double frozen = (double)(mb.linear_weights + mb.embeddings + mb.norms_and_biases);
-    MemJob j = {.B = 1, .T = 1, .lora_r = 1, .quant_blocksize = m->quant.blocksize};
+    MemJob j = {.B = 1, .T = 1, .lora_r = 1, .quant_blocksize = m->quant.blocksize,
+                .fp4_double_quant = b->q == QUANT_FP4 && b->dq};
     MemRow rows[MEM_N_METHODS];
     memory_predict(&s, &j, rows);
     const MemRow *p = &rows[memory_method(false, b->q, b->dq)];

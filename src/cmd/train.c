@@ -146,7 +146,8 @@ static void check_memory(const TrainConfig *c, const GPT2Config *mc) {
     const ModelShape s = shape_from_config(mc);
     const QuantConfig q = job_quant(c);
     MemJob j = {.B = (size_t)c->micro_batch_size, .T = (size_t)c->sequence_len, .lora_r = (int)c->lora_r,
-                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = (size_t)c->quant_blocksize};
+                .gradient_checkpointing = c->gradient_checkpointing, .quant_blocksize = (size_t)c->quant_blocksize,
+                .fp4_double_quant = q.type == QUANT_FP4 && q.double_quant};
     const LoraShapes shapes = model_lora_shapes(mc);
     for (int i = 0; i < c->n_lora_target_modules; i++)
         lora_parse_target(&shapes, c->lora_target_modules[i], j.targets, &(Error){0});
