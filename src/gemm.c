@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "bgemm.h"
 #include "sgemm.h"
@@ -58,19 +57,9 @@ const GemmShapeTime *gemm_shape_times(size_t *n) {
     return shape_times;
 }
 
-// OpenBLAS core types whose kernels use 512-bit vectors.
-static bool openblas_has_avx512_kernels(void) {
-    static const char *const wide[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
-    const char *core = openblas_get_corename();
-    for (size_t i = 0; core && i < sizeof wide / sizeof wide[0]; i++)
-        if (strcasecmp(core, wide[i]) == 0) return true;
-    return false;
-}
-
 bool gemm_engine_set(const char *name, Error *err) {
     if (!name || !*name || strcmp(name, "auto") == 0) {
-        engine = sgemm_native_available() && !openblas_has_avx512_kernels() ? GEMM_NATIVE
-                                                                              : GEMM_OPENBLAS;
+        engine = sgemm_native_available() ? GEMM_NATIVE : GEMM_OPENBLAS;
     } else if (strcmp(name, "openblas") == 0) {
         engine = GEMM_OPENBLAS;
     } else if (strcmp(name, "native") == 0) {
