@@ -317,64 +317,6 @@ static void test_source_and_threads(const char *isa) {
     free(A), free(W), free(C1), free(C3);
 }
 
-// Work stealing under load (as test_sgemm's check): 3, 7 and 13 threads on few cores, twice
-// each, give the 1-thread bits for every schedule, beta = 1 included, with several blocks of
-// rows (M > 4032) and columns (N > 1024), and a batch dealt out dynamically.
-static void test_stealing_under_load(const char *isa) {
-    static const struct { const char *what; bool tb; size_t M, N, K; } CASES[] = {
-        {"tile split, 2 x 2 blocks of rows and columns", true, 4100, 1100, 600},
-        {"column split", false, 100, 6700, 300},  // >= 16 panels per thread at 13
-        {"K split in parts of rows", false, 520, 16, 20000},
-    };
-    static const int TEAMS[] = {3, 7, 13, 3, 7, 13};
-    const int saved = omp_get_max_threads();
-    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
-        const size_t M = CASES[c].M, N = CASES[c].N, K = CASES[c].K;
-        const bool tb = CASES[c].tb;
-        float *A = malloc(M * K * 4), *B = malloc(K * N * 4), *C0 = malloc(M * N * 4);
-        float *C1 = malloc(M * N * 4), *C2 = malloc(M * N * 4);
-        fill(A, M * K, 40 + c);
-        fill(B, K * N, 50 + c);
-        fill(C0, M * N, 60 + c);
-        memcpy(C1, C0, M * N * 4);
-        omp_set_num_threads(1);
-        bgemm(tb, M, N, K, 1.0f, A, K, B, tb ? K : N, 1.0f, C1, N);
-        size_t differ = 0;
-        for (size_t t = 0; t < sizeof TEAMS / sizeof TEAMS[0]; t++) {
-            omp_set_num_threads(TEAMS[t]);
-            memcpy(C2, C0, M * N * 4);
-            bgemm(tb, M, N, K, 1.0f, A, K, B, tb ? K : N, 1.0f, C2, N);
-            differ += memcmp(C1, C2, M * N * 4) != 0;
-        }
-        omp_set_num_threads(saved);
-        EXPECT(differ == 0, "%s: %s, %zu x %zu x %zu: 3, 7 and 13 threads (twice each) give the 1-thread bits "
-               "(%zu runs differ)", isa, CASES[c].what, M, N, K, differ);
-        free(A), free(B), free(C0), free(C1), free(C2);
-    }
-    // a batch of 48 small products (attention's shape), dealt out dynamically
-    enum { COUNT = 48, BM = 256, BN = 64, BK = 256 };
-    float *A = malloc(COUNT * BM * BK * 4), *B = malloc(COUNT * BK * BN * 4);
-    float *C1 = malloc(COUNT * BM * BN * 4), *C2 = malloc(COUNT * BM * BN * 4);
-    fill(A, COUNT * BM * BK, 70);
-    fill(B, COUNT * BK * BN, 71);
-    const float *as[COUNT], *bs[COUNT];
-    float *c1[COUNT], *c2[COUNT];
-    for (size_t i = 0; i < COUNT; i++)
-        as[i] = A + i * BM * BK, bs[i] = B + i * BK * BN, c1[i] = C1 + i * BM * BN, c2[i] = C2 + i * BM * BN;
-    omp_set_num_threads(1);
-    bgemm_batch(false, false, COUNT, BM, BN, BK, 1.0f, as, BK, bs, BN, 0.0f, c1, BN);
-    size_t differ = 0;
-    for (size_t t = 0; t < sizeof TEAMS / sizeof TEAMS[0]; t++) {
-        omp_set_num_threads(TEAMS[t]);
-        bgemm_batch(false, false, COUNT, BM, BN, BK, 1.0f, as, BK, bs, BN, 0.0f, c2, BN);
-        differ += memcmp(C1, C2, COUNT * BM * BN * 4) != 0;
-    }
-    omp_set_num_threads(saved);
-    EXPECT(differ == 0, "%s: a batch of %d products at 3, 7 and 13 threads gives the 1-thread bits (%zu runs differ)",
-           isa, COUNT, differ);
-    free(A), free(B), free(C1), free(C2);
-}
-
 // Thread counts of the stress checks: 2, then more threads than a 2-core machine has, so that
 // threads are descheduled in the middle of a block and the others steal their tiles (or units
 // of columns) and reach the next block's packing while a slow one still computes.
@@ -494,7 +436,7 @@ static void test_stress(const char *isa) {
         {"tiles, 2 i0 x 3 K blocks", false, false, 4100, 100, 1100, 0.7f, 0.5f},
         {"tiles, 2 i0 x 2 K blocks", true, false, 4100, 40, 600, 1.0f, 0.0f},
         {"tiles, 5 K blocks", true, false, 1100, 250, 2100, 1.0f, 1.0f},
-        {"tiles, 2-6 j0 x 2 K blocks", false, false, 800, 1500, 600, 1.0f, 1.0f},
+        {"tiles, 2 i0 x 2-5 j0 x 2 K blocks", true, false, 4100, 1100, 520, 1.0f, 1.0f},
         {"column split on 2-3 threads, tiles on 7-13", false, true, 600, 2100, 600, 1.0f, 1.0f},
         {"column split, 3 K blocks", true, false, 64, 6700, 1100, 0.7f, 0.5f},
         {"column split, 3 K blocks", false, true, 40, 6700, 1100, 1.0f, 0.0f},
@@ -503,7 +445,7 @@ static void test_stress(const char *isa) {
     };
     uint64_t seed = 3000;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) stress_one(isa, &cases[i], seed += 10);
-    stress_batch(isa, false, true, 23, 64, 70, 300, seed += 10);
+    stress_batch(isa, false, true, 48, 256, 64, 256, seed += 10);  // attention's shape
     stress_batch(isa, true, false, 5, 300, 130, 1100, seed += 10);
 }
 
@@ -575,7 +517,6 @@ static int run_isa(BgemmIsa isa, int n_per_isa) {
     test_batch(name);
     test_beta_zero(name);
     test_source_and_threads(name);
-    test_stealing_under_load(name);
     test_stress(name);
     test_qlinear(name);
     return test_passed + test_failed - before;
@@ -584,7 +525,7 @@ static int run_isa(BgemmIsa isa, int n_per_isa) {
 int main(void) {
     test_round();
     if (!bgemm_available()) {
-        SKIP(299, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
+        SKIP(291, "no bf16 instructions (AVX512-BF16 or AMX): bf16 products are refused here");
         return test_summary("test_bgemm");
     }
     test_pack_rounding();
