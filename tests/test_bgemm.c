@@ -25,6 +25,7 @@
 #include "bgemm.h"
 #include "qlinear.h"
 #include "test.h"
+#include "test_stress.h"
 #include "util.h"
 
 static void fill(float *x, size_t n, uint64_t seed) {
@@ -317,28 +318,8 @@ static void test_source_and_threads(const char *isa) {
     free(A), free(W), free(C1), free(C3);
 }
 
-// Thread counts of the stress checks: 2, then more threads than a 2-core machine has, so that
-// threads are descheduled in the middle of a block and the others steal their tiles (or units
-// of columns) and reach the next block's packing while a slow one still computes.
-static const int stress_threads[] = {2, 3, 7, 13};
-enum { STRESS_ROUNDS = 3, N_STRESS = sizeof stress_threads / sizeof stress_threads[0] };
-
-// Uniform in [-1, 1): cheaper than fill's normal values for the stress checks' large operands
-// (only bit-identity is checked there).
-static void fill_uniform(float *x, size_t n, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) x[i] = 2.0f * rng_uniform(&r) - 1.0f;
-}
-
-// One stressed product: op(B) from the matrix B, or (source) from W = B read as [N][K].
-typedef struct {
-    const char *what;
-    bool tb, source;
-    size_t M, N, K;
-    float alpha, beta;
-} StressCase;
-
+// The product under test of the stress checks (test_stress.h): bgemm, or bgemm_b from a
+// panel source; bgemm's A is never transposed (ta is false in every case).
 static void stress_product(const StressCase *c, const float *A, const float *B, float *C) {
     if (c->source) {
         const Source src = {B, c->K};
@@ -347,76 +328,6 @@ static void stress_product(const StressCase *c, const float *A, const float *B, 
     } else {
         bgemm(c->tb, c->M, c->N, c->K, c->alpha, A, c->K, B, c->tb ? c->K : c->N, c->beta, C, c->N);
     }
-}
-
-// The product on 1 thread, then STRESS_ROUNDS rounds of every count in stress_threads and one
-// run of 13 threads with dynamic adjustment on (the runtime may give the team fewer threads
-// than the driver chose its schedule for): every run bit-identical to the first.
-static void stress_one(const char *isa, const StressCase *c, uint64_t seed) {
-    const size_t na = c->M * c->K, nb = c->K * c->N, nc = c->M * c->N;
-    float *A = malloc(na * 4), *B = malloc(nb * 4), *C0 = malloc(nc * 4), *R = malloc(nc * 4), *C = malloc(nc * 4);
-    fill_uniform(A, na, seed);
-    fill_uniform(B, nb, seed + 1);
-    fill_uniform(C0, nc, seed + 2);
-    const int saved = omp_get_max_threads();
-    memcpy(R, C0, nc * 4);
-    omp_set_num_threads(1);
-    stress_product(c, A, B, R);
-    int runs = 0, differ = 0, first_threads = 0, first_round = 0;
-    size_t first_values = 0;
-    for (int r = 0; r <= STRESS_ROUNDS; r++)
-        for (int t = 0; t < (r < STRESS_ROUNDS ? N_STRESS : 1); t++) {
-            const int threads = r < STRESS_ROUNDS ? stress_threads[t] : 13;
-            omp_set_dynamic(r == STRESS_ROUNDS);
-            omp_set_num_threads(threads);
-            memcpy(C, C0, nc * 4);
-            stress_product(c, A, B, C);
-            runs++;
-            if (memcmp(C, R, nc * 4) == 0) continue;
-            if (differ++ == 0) {
-                first_threads = threads, first_round = r;
-                for (size_t i = 0; i < nc; i++) first_values += memcmp(&C[i], &R[i], 4) != 0;
-            }
-        }
-    omp_set_dynamic(0);
-    omp_set_num_threads(saved);
-    EXPECT(differ == 0,
-           "%s stress %s: tb=%d%s %zux%zux%zu alpha %g beta %g, %d runs on 2, 3, 7, 13 threads (x%d) "
-           "and 13 dynamic bit-identical to 1 thread: %d differ (first: %d threads, round %d, %zu values)",
-           isa, c->what, c->tb, c->source ? " panel source" : "", c->M, c->N, c->K, c->alpha, c->beta,
-           runs, STRESS_ROUNDS, differ, first_threads, first_round, first_values);
-    free(A), free(B), free(C0), free(R), free(C);
-}
-
-// The same for bgemm_batch: count products dealt one per thread.
-static void stress_batch(const char *isa, bool ta, bool tb, size_t count, size_t M, size_t N, size_t K,
-                         uint64_t seed) {
-    const size_t lda = ta ? M : K, ldb = tb ? K : N, sa = M * K, sb = K * N, sc = M * N;
-    float *A = malloc(count * sa * 4), *B = malloc(count * sb * 4), *C0 = malloc(count * sc * 4);
-    float *R = malloc(count * sc * 4), *C = malloc(count * sc * 4);
-    fill_uniform(A, count * sa, seed);
-    fill_uniform(B, count * sb, seed + 1);
-    fill_uniform(C0, count * sc, seed + 2);
-    const float **pa = malloc(2 * count * sizeof *pa), **pb = pa + count;
-    float **pr = malloc(2 * count * sizeof *pr), **pc = pr + count;
-    for (size_t i = 0; i < count; i++) pa[i] = A + i * sa, pb[i] = B + i * sb, pr[i] = R + i * sc, pc[i] = C + i * sc;
-    const int saved = omp_get_max_threads();
-    memcpy(R, C0, count * sc * 4);
-    omp_set_num_threads(1);
-    bgemm_batch(ta, tb, count, M, N, K, 1.0f, pa, lda, pb, ldb, 1.0f, pr, N);
-    int runs = 0, differ = 0;
-    for (int r = 0; r < STRESS_ROUNDS; r++)
-        for (int t = 0; t < N_STRESS; t++) {
-            omp_set_num_threads(stress_threads[t]);
-            memcpy(C, C0, count * sc * 4);
-            bgemm_batch(ta, tb, count, M, N, K, 1.0f, pa, lda, pb, ldb, 1.0f, pc, N);
-            runs++;
-            differ += memcmp(C, R, count * sc * 4) != 0;
-        }
-    omp_set_num_threads(saved);
-    EXPECT(differ == 0, "%s stress batch: ta=%d tb=%d %zu x %zux%zux%zu, %d runs on 2, 3, 7, 13 threads "
-           "bit-identical to 1 thread: %d differ", isa, ta, tb, count, M, N, K, runs, differ);
-    free(A), free(B), free(C0), free(R), free(C), free(pa), free(pr);
 }
 
 // Every schedule under oversubscription (the work stealing of bgemm.c and team.h): the tile
@@ -433,20 +344,20 @@ static void stress_batch(const char *isa, bool ta, bool tb, size_t count, size_t
 // counters reset after the barrier, each failed checks here in every run, 2 or 3 of them.)
 static void test_stress(const char *isa) {
     static const StressCase cases[] = {
-        {"tiles, 2 i0 x 3 K blocks", false, false, 4100, 100, 1100, 0.7f, 0.5f},
-        {"tiles, 2 i0 x 2 K blocks", true, false, 4100, 40, 600, 1.0f, 0.0f},
-        {"tiles, 5 K blocks", true, false, 1100, 250, 2100, 1.0f, 1.0f},
-        {"tiles, 2 i0 x 2-5 j0 x 2 K blocks", true, false, 4100, 1100, 520, 1.0f, 1.0f},
-        {"column split on 2-3 threads, tiles on 7-13", false, true, 600, 2100, 600, 1.0f, 1.0f},
-        {"column split, 3 K blocks", true, false, 64, 6700, 1100, 0.7f, 0.5f},
-        {"column split, 3 K blocks", false, true, 40, 6700, 1100, 1.0f, 0.0f},
-        {"K split, 4 row parts", false, false, 520, 16, 20000, 1.0f, 0.0f},
-        {"K split, 2 row parts", true, false, 260, 40, 16400, 0.7f, 0.5f},
+        {"tiles, 2 i0 x 3 K blocks", false, false, false, 4100, 100, 1100, 0.7f, 0.5f},
+        {"tiles, 2 i0 x 2 K blocks", false, true, false, 4100, 40, 600, 1.0f, 0.0f},
+        {"tiles, 5 K blocks", false, true, false, 1100, 250, 2100, 1.0f, 1.0f},
+        {"tiles, 2 i0 x 2-5 j0 x 2 K blocks", false, true, false, 4100, 1100, 520, 1.0f, 1.0f},
+        {"column split on 2-3 threads, tiles on 7-13", false, false, true, 600, 2100, 600, 1.0f, 1.0f},
+        {"column split, 3 K blocks", false, true, false, 64, 6700, 1100, 0.7f, 0.5f},
+        {"column split, 3 K blocks", false, false, true, 40, 6700, 1100, 1.0f, 0.0f},
+        {"K split, 4 row parts", false, false, false, 520, 16, 20000, 1.0f, 0.0f},
+        {"K split, 2 row parts", false, true, false, 260, 40, 16400, 0.7f, 0.5f},
     };
     uint64_t seed = 3000;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) stress_one(isa, &cases[i], seed += 10);
-    stress_batch(isa, false, true, 48, 256, 64, 256, seed += 10);  // attention's shape
-    stress_batch(isa, true, false, 5, 300, 130, 1100, seed += 10);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) stress_one(isa, stress_product, &cases[i], seed += 10);
+    stress_batch(isa, bgemm_batch, false, true, 48, 256, 64, 256, 1.0f, 1.0f, seed += 10);  // attention's shape
+    stress_batch(isa, bgemm_batch, true, false, 5, 300, 130, 1100, 1.0f, 1.0f, seed += 10);
 }
 
 // A frozen linear layer in bf16 (qlinear.c), every storage type: the forward and the input
