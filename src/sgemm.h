@@ -12,10 +12,11 @@
 //   op(A)[i][k] = ta ? A[k*lda + i] : A[i*lda + k]
 //   op(B)[k][j] = tb ? B[j*ldb + k] : B[k*ldb + j]
 // beta == 0 overwrites C (its old contents, NaN included, are never read). Threads: one
-// OpenMP parallel region per call, work split over output tiles, or for a very deep product
-// with a small output (K >= 16384 and K >= 16 max(M, N)) over 16 slices of K fixed by the
-// shape alone, so the result is bit-identical for every thread count. Never call it inside
-// a parallel region.
+// OpenMP parallel region per call, work split over output tiles (threads steal tiles from
+// each other's shares, team.h), or for a very deep product with a small output (K >= 16384
+// and K >= 16 max(M, N)) over 16 slices of K fixed by the shape alone; whoever computes a
+// tile sums it the same way, so the result is bit-identical for every thread count. Never
+// call it inside a parallel region.
 #ifndef QLORA_SGEMM_H
 #define QLORA_SGEMM_H
 
