@@ -489,8 +489,9 @@ typedef struct {
     float alpha, beta;
 } Block;
 
-// Micro-tile t of the block, row panel major: t = ip * npanels + jp.
-static void block_tile(const Block *bk, size_t t) {
+// Micro-tile t of the block (bk: a Block), row panel major: t = ip * npanels + jp.
+static void block_tile(const void *ctx, size_t t) {
+    const Block *bk = ctx;
     const size_t ip = t / bk->npanels, jp = t % bk->npanels, r = ip * bk->mr, c = jp * NR;
     (bk->amx ? kernel_amx : kernel_vec)(bk->kcp, bk->pa + ip * bk->mr * bk->kcp, bk->pb + jp * NR * bk->kcp,
                                         bk->C + r * bk->ldc + c, bk->ldc, min_sz(bk->mr, bk->mc - r),
@@ -519,14 +520,7 @@ static void product(bool amx, bool ta, size_t M, size_t N, size_t K, float alpha
                 const Block bk = {amx, pa, pk->b[set], round_up(kc, KSTEP), mr, mc, nc, npanels,
                                   C + i0 * ldc + j0, ldc, alpha, p0 == 0 ? beta : 1.0f};
                 pack_b_share(b, j0, nc, p0, kc, pk->b[set], nth, tid);
-                if (nth == 1) {
-                    for (size_t t = 0; t < tiles; t++) block_tile(&bk, t);
-                    continue;
-                }
-                team_claim_reset(set, tiles, nth, tid);
-                #pragma omp barrier
-                size_t v = 0, t;
-                while (team_claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
+                team_run(set, tiles, nth, tid, block_tile, &bk);
             }
         }
     }
@@ -536,6 +530,30 @@ static void product(bool amx, bool ta, size_t M, size_t N, size_t K, float alpha
 // 256 KiB, in a thread's own L2).
 enum { NCS = 256 };
 
+// One K block of the column-split schedule (as sgemm.c's ColumnUnits).
+typedef struct {
+    bool amx;
+    const BOperand *b;
+    size_t p0, kc, M, N;
+    const uint16_t *pa;
+    uint16_t *pb_own;
+    float *C;
+    size_t ldc;
+    float alpha, beta;
+} ColumnUnits;
+
+// Unit u of a ColumnUnits block: columns [u * NCS, +NCS) of B packed into pb_own, then every
+// row of C for them (an A panel in L1, the unit's B panels streamed from L2).
+static void column_unit(const void *ctx, size_t u) {
+    const ColumnUnits *cu = ctx;
+    const size_t mr = cu->amx ? MR_AMX : MR_VEC, j0 = u * NCS, nc = min_sz(NCS, cu->N - j0);
+    const size_t npanels = (nc + NR - 1) / NR;
+    for (size_t jp = 0; jp < npanels; jp++) pack_b(cu->b, j0, nc, cu->p0, cu->kc, jp, 0, cu->kc, cu->pb_own);
+    const Block bk = {cu->amx, cu->pa, cu->pb_own, round_up(cu->kc, KSTEP), mr, cu->M, nc, npanels,
+                      cu->C + j0, cu->ldc, cu->alpha, cu->beta};
+    for (size_t t = 0; t < (cu->M + mr - 1) / mr * npanels; t++) block_tile(&bk, t);
+}
+
 // The column-split schedule for very wide products (the output layer), as sgemm.c's: A's
 // block packed once by the team, B's columns units of NCS claimed with work stealing, each
 // packed into the claiming thread's private buffer pb_own; one barrier per K block. Same
@@ -543,25 +561,15 @@ enum { NCS = 256 };
 static void product_colsplit(bool amx, size_t M, size_t N, size_t K, float alpha, const float *A,
                              size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
                              const Packs *pk, uint16_t *pb_own, size_t nth, size_t tid) {
-    const size_t mr = amx ? MR_AMX : MR_VEC, mpanels = (M + mr - 1) / mr;
-    const size_t units = (N + NCS - 1) / NCS;
+    const size_t mr = amx ? MR_AMX : MR_VEC, mpanels = (M + mr - 1) / mr, units = (N + NCS - 1) / NCS;
     size_t blocks = 0;
     for (size_t p0 = 0; p0 < K; p0 += KC) {
         const size_t kc = min_sz(KC, K - p0), set = blocks++ & 1;
         uint16_t *pa = pk->a[set];
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
             pack_a(amx, false, A, lda, 0, M, p0, kc, ip, pa);
-        team_claim_reset(set, units, nth, tid);
-        #pragma omp barrier
-        size_t v = 0, u;
-        while (team_claim(set, units, nth, tid, &v, &u)) {
-            const size_t j0 = u * NCS, nc = min_sz(NCS, N - j0);
-            for (size_t jp = 0; jp * NR < nc; jp++) pack_b(b, j0, nc, p0, kc, jp, 0, kc, pb_own);
-            // an A panel in L1, this unit's B panels streamed from L2
-            const Block bk = {amx, pa, pb_own, round_up(kc, KSTEP), mr, M, nc, (nc + NR - 1) / NR,
-                              C + j0, ldc, alpha, p0 == 0 ? beta : 1.0f};
-            for (size_t t = 0; t < mpanels * bk.npanels; t++) block_tile(&bk, t);
-        }
+        const ColumnUnits cu = {amx, b, p0, kc, M, N, pa, pb_own, C, ldc, alpha, p0 == 0 ? beta : 1.0f};
+        team_run(set, units, nth, tid, column_unit, &cu);
     }
 }
 

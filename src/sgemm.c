@@ -88,17 +88,15 @@ static void pack_a_panel(bool ta, const float *A, size_t lda, size_t i0, size_t 
         for (size_t i = 0; i < MR; i++) d[k * MR + i] = i < rows ? s[i * lda + k] : 0.0f;
 }
 
-// Copy op(B)[p0 + k][j0 + jp*NR + j] for k < kc, j < NR into panel jp of dst: kc groups of
-// NR floats, columns past n are zero. Overwrites dst's panel.
-static void pack_b_panel(bool tb, const float *B, size_t ldb, size_t j0, size_t n, size_t p0,
-                         size_t kc, size_t jp, float *dst) {
-    float *d = dst + jp * NR * kc;
-    const size_t c0 = jp * NR, cols = n - c0 < NR ? n - c0 : NR;
+// Copy op(B)[p0 + k][c0 + j] for k < kc, j < NR into the panel d: kc groups of NR floats,
+// columns j >= cols (cols <= NR) are zero. Overwrites the panel.
+static void pack_b_panel(bool tb, const float *B, size_t ldb, size_t c0, size_t cols, size_t p0,
+                         size_t kc, float *d) {
     if (!tb) {  // op(B)[k][j] = B[k*ldb + j]: rows of the panel are contiguous runs
         const __mmask16 m0 = cols >= 16 ? 0xFFFF : (__mmask16)((1u << cols) - 1);
         const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
         for (size_t k = 0; k < kc; k++) {
-            const float *s = B + (p0 + k) * ldb + j0 + c0;
+            const float *s = B + (p0 + k) * ldb + c0;
             _mm512_store_ps(d + k * NR, _mm512_maskz_loadu_ps(m0, s));
             _mm512_store_ps(d + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
         }
@@ -110,14 +108,14 @@ static void pack_b_panel(bool tb, const float *B, size_t ldb, size_t j0, size_t 
         for (; k + 16 <= kc; k += 16)
             for (size_t h = 0; h < NR; h += 16) {
                 __m512i r[16];
-                const float *s = B + (j0 + c0 + h) * ldb + p0 + k;
+                const float *s = B + (c0 + h) * ldb + p0 + k;
                 for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(s + i * ldb);
                 simd_transpose16x32(r);
                 for (int i = 0; i < 16; i++) _mm512_store_si512(d + (k + i) * NR + h, r[i]);
             }
     for (size_t j = 0; j < NR; j++) {
         if (j < cols) {
-            const float *s = B + (j0 + c0 + j) * ldb + p0;
+            const float *s = B + (c0 + j) * ldb + p0;
             for (size_t kk = k; kk < kc; kk++) d[kk * NR + j] = s[kk];
         } else {
             for (size_t kk = k; kk < kc; kk++) d[kk * NR + j] = 0.0f;
@@ -195,10 +193,11 @@ typedef struct {
 static void pack_b(const BOperand *b, size_t j0, size_t nc, size_t p0, size_t kc, size_t jp,
                    size_t k0, size_t kn, float *dst) {
     float *d = dst + jp * NR * kc + k0 * NR;
+    const size_t c0 = j0 + jp * NR, cols = min_sz(NR, nc - jp * NR);
     if (b->src)
-        b->src->fill(b->src->ctx, p0 + k0, kn, j0 + jp * NR, min_sz(NR, nc - jp * NR), d);
-    else  // pack_b_panel puts panel jp at jp * NR * kn of its dst
-        pack_b_panel(b->tb, b->B, b->ldb, j0, nc, p0 + k0, kn, jp, d - jp * NR * kn);
+        b->src->fill(b->src->ctx, p0 + k0, kn, c0, cols, d);
+    else
+        pack_b_panel(b->tb, b->B, b->ldb, c0, cols, p0 + k0, kn, d);
 }
 
 // Grow-only 64-byte aligned scratch: *buf holds at least `floats` floats afterwards (the old
@@ -250,8 +249,9 @@ typedef struct {
     float alpha, beta;
 } Block;
 
-// Micro-tile t of the block, row panel major: t = ip * npanels + jp.
-static void block_tile(const Block *bk, size_t t) {
+// Micro-tile t of the block (bk: a Block), row panel major: t = ip * npanels + jp.
+static void block_tile(const void *ctx, size_t t) {
+    const Block *bk = ctx;
     const size_t ip = t / bk->npanels, jp = t % bk->npanels, r = ip * MR, c = jp * NR;
     kernel_12x32(bk->kc, bk->pa + ip * MR * bk->kc, bk->pb + jp * NR * bk->kc,
                  bk->C + r * bk->ldc + c, bk->ldc, min_sz(MR, bk->mc - r), min_sz(NR, bk->nc - c),
@@ -280,14 +280,7 @@ static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
                 const Block bk = {pa, pk->b[set], kc, mc, nc, npanels, C + i0 * ldc + j0, ldc,
                                   alpha, p0 == 0 ? beta : 1.0f};  // later K blocks accumulate
                 pack_b_share(b, j0, nc, p0, kc, pk->b[set], nth, tid);
-                if (nth == 1) {
-                    for (size_t t = 0; t < tiles; t++) block_tile(&bk, t);
-                    continue;
-                }
-                team_claim_reset(set, tiles, nth, tid);
-                #pragma omp barrier
-                size_t v = 0, t;
-                while (team_claim(set, tiles, nth, tid, &v, &t)) block_tile(&bk, t);
+                team_run(set, tiles, nth, tid, block_tile, &bk);
             }
         }
     }
@@ -295,35 +288,46 @@ static void product(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
 
 // Columns of B packed and computed as one unit in the column-split schedule (KC x NCS floats =
 // 256 KiB, beside the shared A block in a thread's L2).
-enum { NCS = 256, NCS_PANELS = NCS / NR };
+enum { NCS = 256 };
 
 // The column-split schedule, for products with very many columns (the output layer): A's
 // block is packed once by the team and shared; B's columns are units of NCS, each packed
 // into the private buffer pb_own of the thread that claims it, which computes every row of C
 // for them. B is never shared between cores. One barrier per K block (A's buffers and the
 // counters alternate). Same contract as product(); requires M <= MC.
+// One K block of the column-split schedule: the block's packed A, op(B), the thread's own B
+// buffer and C with the block's alpha and beta.
+typedef struct {
+    const BOperand *b;
+    size_t p0, kc, M, N;
+    const float *pa;
+    float *pb_own, *C;
+    size_t ldc;
+    float alpha, beta;
+} ColumnUnits;
+
+// Unit u of a ColumnUnits block: columns [u * NCS, +NCS) of B packed into pb_own, then every
+// row of C for them (an A micro-panel in L1, the unit's B panels streamed from L2).
+static void column_unit(const void *ctx, size_t u) {
+    const ColumnUnits *cu = ctx;
+    const size_t j0 = u * NCS, nc = min_sz(NCS, cu->N - j0), npanels = (nc + NR - 1) / NR;
+    for (size_t jp = 0; jp < npanels; jp++) pack_b(cu->b, j0, nc, cu->p0, cu->kc, jp, 0, cu->kc, cu->pb_own);
+    const Block bk = {cu->pa, cu->pb_own, cu->kc, cu->M, nc, npanels, cu->C + j0, cu->ldc, cu->alpha, cu->beta};
+    for (size_t t = 0; t < (cu->M + MR - 1) / MR * npanels; t++) block_tile(&bk, t);
+}
+
 static void product_colsplit(bool ta, size_t M, size_t N, size_t K, float alpha, const float *A,
                              size_t lda, const BOperand *b, float beta, float *C, size_t ldc,
                              const Packs *pk, float *pb_own, size_t nth, size_t tid) {
-    const size_t mpanels = (M + MR - 1) / MR, npanels = (N + NR - 1) / NR;
-    const size_t units = (npanels + NCS_PANELS - 1) / NCS_PANELS;
+    const size_t mpanels = (M + MR - 1) / MR, units = (N + NCS - 1) / NCS;
     size_t blocks = 0;
     for (size_t p0 = 0; p0 < K; p0 += KC) {
         const size_t kc = min_sz(KC, K - p0), set = blocks++ & 1;
         float *pa = pk->a[set];
         for (size_t ip = mpanels * tid / nth; ip < mpanels * (tid + 1) / nth; ip++)
             pack_a_panel(ta, A, lda, 0, M, p0, kc, ip, pa);
-        team_claim_reset(set, units, nth, tid);
-        #pragma omp barrier
-        size_t v = 0, u;
-        while (team_claim(set, units, nth, tid, &v, &u)) {
-            const size_t j0 = u * NCS, nc = min_sz(NCS, N - j0);
-            for (size_t jp = 0; jp * NR < nc; jp++) pack_b(b, j0, nc, p0, kc, jp, 0, kc, pb_own);
-            // an A micro-panel in L1, this unit's B panels streamed from L2
-            const Block bk = {pa, pb_own, kc, M, nc, (nc + NR - 1) / NR, C + j0, ldc, alpha,
-                              p0 == 0 ? beta : 1.0f};
-            for (size_t t = 0; t < mpanels * bk.npanels; t++) block_tile(&bk, t);
-        }
+        const ColumnUnits cu = {b, p0, kc, M, N, pa, pb_own, C, ldc, alpha, p0 == 0 ? beta : 1.0f};
+        team_run(set, units, nth, tid, column_unit, &cu);
     }
 }
 
@@ -445,7 +449,7 @@ void sgemm_native_b(bool ta, size_t M, size_t N, size_t K, float alpha, const fl
 }
 
 void sgemm_pack_transposed(const float *src, size_t lds, size_t n, size_t kc, float *dst) {
-    pack_b_panel(true, src, lds, 0, n, 0, kc, 0, dst);
+    pack_b_panel(true, src, lds, 0, n, 0, kc, dst);
 }
 
 #else  // no AVX-512 in this build: gemm.c always uses OpenBLAS

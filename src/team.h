@@ -11,18 +11,19 @@
 #ifndef QLORA_TEAM_H
 #define QLORA_TEAM_H
 
-#include <stdbool.h>
 #include <stddef.h>
 
 // The largest team the counters serve.
 #define TEAM_MAX 256
 
-// Thread tid (of nth) opens its share of a block of `units` units in counter set `set`
-// (0 or 1). Call it before the barrier after which the block's units are claimed.
-void team_claim_reset(size_t set, size_t units, size_t nth, size_t tid);
-
-// The next unit for thread tid: *u and true, or false when none is left in the block. *v
-// is the share being drained, counted from tid's own: start it at 0 for each block.
-bool team_claim(size_t set, size_t units, size_t nth, size_t tid, size_t *v, size_t *u);
+// Runs unit(ctx, u) once for every u < units of one block, by thread tid of a team of nth.
+// nth == 1: all of them in order, no synchronisation (one whole product per thread, several
+// threads at once: the counters are not touched). nth > 1: every thread of the team calls it
+// for the block, after packing its share of the block's operands; it opens tid's share in
+// counter set `set` (0 or 1, alternating between consecutive blocks), waits at the team's
+// barrier (the packing is then complete) and computes units with work stealing. There is no
+// barrier after the units: the caller's buffers for the next block must be the other set's.
+void team_run(size_t set, size_t units, size_t nth, size_t tid, void (*unit)(const void *ctx, size_t u),
+              const void *ctx);
 
 #endif
