@@ -20,23 +20,23 @@ typedef struct {
     size_t M, N, K;
     double count;  // calls per step
     size_t batch;  // products per call (matmul_batch, as attention runs them); 1 = plain
-    bool bf16;     // a frozen weight's product, run in bf16 (matmul_bf16)
+    bool bf16;     // run in bf16 (matmul_bf16, or matmul_batch_bf16 for a batch)
 } GemmShape;
 
-// A batched call: `batch` products of M x N x K, `count` such calls per step.
-static void add_batched(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, size_t batch) {
-    GemmShape g = {op, M, N, K, count, batch, false};
+// A batched call: `batch` products of M x N x K, `count` such calls per step, in bf16 or not.
+static void add_batched(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, size_t batch,
+                        bool bf16) {
+    GemmShape g = {op, M, N, K, count, batch, bf16};
     arrput(*list, g);
 }
 
 static void add_shape(GemmShape **list, char op, size_t M, size_t N, size_t K, double count) {
-    add_batched(list, op, M, N, K, count, 1);
+    add_batched(list, op, M, N, K, count, 1, false);
 }
 
 // A frozen weight's product: in bf16 when the step runs them so.
 static void add_frozen(GemmShape **list, char op, size_t M, size_t N, size_t K, double count, bool bf16) {
-    add_batched(list, op, M, N, K, count, 1);
-    (*list)[arrlenu(*list) - 1].bf16 = bf16;
+    add_batched(list, op, M, N, K, count, 1, bf16);
 }
 
 // The matrix products of one training step (forward + backward), with their counts. LoRA's
@@ -53,10 +53,9 @@ static GemmShape *step_shapes(const GPT2Config *c, size_t B, size_t T, bool full
     }
     // attention: one batched call over the B x NH (sequence, head) pairs per product, in
     // bf16 when the model's products are
-    add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH);  // scores (forward), dP
-    add_batched(&g, 'm', T, HS, T, 2.0 * (double)L, B * NH);  // P v (forward), dq
-    add_batched(&g, 't', T, HS, T, 2.0 * (double)L, B * NH);  // dv, dk
-    for (size_t i = arrlenu(g) - 3; i < arrlenu(g); i++) g[i].bf16 = bf16;
+    add_batched(&g, 'n', T, T, HS, 2.0 * (double)L, B * NH, bf16);  // scores (forward), dP
+    add_batched(&g, 'm', T, HS, T, 2.0 * (double)L, B * NH, bf16);  // P v (forward), dq
+    add_batched(&g, 't', T, HS, T, 2.0 * (double)L, B * NH, bf16);  // dv, dk
     const size_t rows = model_logit_rows(ACTS_TRAIN) < N ? model_logit_rows(ACTS_TRAIN) : N;
     add_frozen(&g, 'n', rows, V, C, (double)N / (double)rows, bf16);  // logits, in chunks
     add_frozen(&g, 'm', rows, C, V, (double)N / (double)rows, bf16);  // dlnf
